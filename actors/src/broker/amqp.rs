@@ -1,0 +1,1 @@
+//! RabbitMQ implementation of the job-broker port.

@@ -1,0 +1,1 @@
+//! In-process implementation of the job-broker port.

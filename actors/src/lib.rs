@@ -1,0 +1,23 @@
+//! # taskqueue-actors
+//!
+//! Everything taskqueue does, minus HTTP: the spec's data model, the
+//! schedule calculus, the ports to shared state and to the job broker with
+//! their adapters, and the supervised actors that move jobs along.
+//!
+//! # Layout
+//!
+//! - [`domain`]: the spec's types (TaskType, Job, UserPreference, ...),
+//!   parsed once at the edge.
+//! - [`schedule`]: pure fire-time calculus (time zones, DST, misfires).
+//! - [`slot`]: stable placement of a user inside the distribution window.
+//! - [`store`]: the state-store port; Redis and in-process adapters.
+//! - [`broker`]: the job-broker port; RabbitMQ and in-process adapters.
+//!
+//! **Invariant:** this crate knows nothing about HTTP serving (no
+//! actix-web); the service crate adapts its messages to the API.
+
+pub mod broker;
+pub mod domain;
+pub mod schedule;
+pub mod slot;
+pub mod store;

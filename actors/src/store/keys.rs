@@ -1,0 +1,183 @@
+//! Every Redis key taskqueue uses, in one place.
+//!
+//! The spec's patterns, under a configurable prefix (default `taskqueue`),
+//! plus the extension keys that make the scheduler's work proportional to
+//! the users due (documented in ARCHITECTURE.md).
+
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::{BucketName, LockName};
+use crate::domain::{TaskTypeId, UserId};
+
+/// Key builder for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Keys::new("taskqueue")
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (no trailing colon).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{p}:schedule:{task}`: STRING, last fire handled.
+    pub fn schedule(&self, task: &TaskTypeId) -> String {
+        format!("{}:schedule:{task}", self.prefix)
+    }
+
+    /// The key of a lock.
+    pub fn lock(&self, lock: &LockName) -> String {
+        match lock {
+            LockName::Schedule(task) => format!("{}:schedule:lock:{task}", self.prefix),
+            LockName::Distribution => format!("{}:distribution:lock", self.prefix),
+        }
+    }
+
+    /// `{lock key}:fence`: counter handing out fencing tokens (extension).
+    pub fn lock_fence(&self, lock: &LockName) -> String {
+        format!("{}:fence", self.lock(lock))
+    }
+
+    /// `{p}:users:{user}:tasks`: HASH task -> `0`/`1`.
+    pub fn user_tasks(&self, user: &UserId) -> String {
+        format!("{}:users:{user}:tasks", self.prefix)
+    }
+
+    /// `{p}:users:{user}:settings:{task}`: HASH of the user's settings.
+    pub fn user_settings(&self, user: &UserId, task: &TaskTypeId) -> String {
+        format!("{}:users:{user}:settings:{task}", self.prefix)
+    }
+
+    /// The key of a token bucket.
+    pub fn bucket(&self, bucket: &BucketName) -> String {
+        match bucket {
+            BucketName::Global => format!("{}:ratelimit:global", self.prefix),
+            BucketName::Task(task) => format!("{}:ratelimit:task:{task}", self.prefix),
+        }
+    }
+
+    /// `{p}:metrics:executions:{date}`: HASH task -> count.
+    pub fn metrics_executions(&self, date: NaiveDate) -> String {
+        format!("{}:metrics:executions:{date}", self.prefix)
+    }
+
+    /// `{p}:metrics:failures:{date}`: HASH task -> count.
+    pub fn metrics_failures(&self, date: NaiveDate) -> String {
+        format!("{}:metrics:failures:{date}", self.prefix)
+    }
+
+    /// `{p}:metrics:duration:{task}`: ZSET of durations scored by time.
+    pub fn metrics_duration(&self, task: &TaskTypeId) -> String {
+        format!("{}:metrics:duration:{task}", self.prefix)
+    }
+
+    /// `{p}:distribution:{task}:{slot}`: LIST of user ids.
+    pub fn distribution(&self, task: &TaskTypeId, slot: u32) -> String {
+        format!("{}:distribution:{task}:{slot}", self.prefix)
+    }
+
+    /// `{p}:index:enabled:{task}` (extension): ZSET, all scores 0, of users
+    /// with the task enabled on its default interval; paged by lex range.
+    pub fn enabled_index(&self, task: &TaskTypeId) -> String {
+        format!("{}:index:enabled:{task}", self.prefix)
+    }
+
+    /// `{p}:index:custom:{task}` (extension): ZSET of users with the task
+    /// enabled on a custom interval, scored by next fire (epoch ms).
+    pub fn custom_index(&self, task: &TaskTypeId) -> String {
+        format!("{}:index:custom:{task}", self.prefix)
+    }
+
+    /// `{p}:fanout:{task}` (extension): HASH fire (epoch ms) -> progress of
+    /// that period's fan-out (last user id published, or `~done`).
+    pub fn fanout(&self, task: &TaskTypeId) -> String {
+        format!("{}:fanout:{task}", self.prefix)
+    }
+
+    /// `{p}:job:{id}:done` (extension): STRING set once a job succeeded.
+    pub fn job_done(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:done", self.prefix)
+    }
+
+    /// `{p}:running:{task}:{user}` (extension): STRING job id of the run
+    /// in progress (overlap guard).
+    pub fn running(&self, task: &TaskTypeId, user: &UserId) -> String {
+        format!("{}:running:{task}:{user}", self.prefix)
+    }
+
+    /// Epoch milliseconds, the encoding of instants in scores and fields.
+    pub fn millis(at: DateTime<Utc>) -> i64 {
+        at.timestamp_millis()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_key_patterns() {
+        let keys = Keys::default();
+        let task = TaskTypeId::parse("daily_report").unwrap();
+        let user = UserId::parse("user_12345").unwrap();
+        let date = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+        let cases = [
+            (keys.schedule(&task), "taskqueue:schedule:daily_report"),
+            (
+                keys.lock(&LockName::Schedule(task.clone())),
+                "taskqueue:schedule:lock:daily_report",
+            ),
+            (keys.user_tasks(&user), "taskqueue:users:user_12345:tasks"),
+            (
+                keys.user_settings(&user, &task),
+                "taskqueue:users:user_12345:settings:daily_report",
+            ),
+            (
+                keys.bucket(&BucketName::Global),
+                "taskqueue:ratelimit:global",
+            ),
+            (
+                keys.bucket(&BucketName::Task(task.clone())),
+                "taskqueue:ratelimit:task:daily_report",
+            ),
+            (
+                keys.metrics_executions(date),
+                "taskqueue:metrics:executions:2024-01-15",
+            ),
+            (
+                keys.metrics_failures(date),
+                "taskqueue:metrics:failures:2024-01-15",
+            ),
+            (
+                keys.metrics_duration(&task),
+                "taskqueue:metrics:duration:daily_report",
+            ),
+            (
+                keys.distribution(&task, 93),
+                "taskqueue:distribution:daily_report:93",
+            ),
+            (
+                keys.lock(&LockName::Distribution),
+                "taskqueue:distribution:lock",
+            ),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, want);
+        }
+    }
+}

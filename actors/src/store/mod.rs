@@ -1,0 +1,272 @@
+//! The state-store port: everything the actors need of shared state.
+//!
+//! Two implementations: [`redis::RedisStore`] (production, many replicas)
+//! and [`memory::MemoryStore`] (embedded mode and fast actor tests). Both
+//! pass the same conformance suite. Key names live in [`keys::Keys`], the
+//! one place that spells the spec's key patterns.
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
+
+pub use keys::Keys;
+
+/// Failures of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Redis answered with an error or could not be reached.
+    #[error("redis: {0}")]
+    Redis(#[from] ::redis::RedisError),
+    /// Stored data could not be read back (written by something else?).
+    #[error("corrupt value at {key}: {reason}")]
+    Corrupt {
+        /// The key holding the bad value.
+        key: String,
+        /// What was wrong with it.
+        reason: String,
+    },
+}
+
+/// One change to one user's preference for one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreferenceWrite {
+    /// Whose preference.
+    pub user_id: UserId,
+    /// For which task.
+    pub task_type_id: TaskTypeId,
+    /// Whether the task runs for the user.
+    pub enabled: bool,
+    /// The user's overrides; `None` leaves no settings (removes old ones).
+    pub settings: Option<Settings>,
+    /// For an enabled user with a custom interval: the next fire of that
+    /// interval, computed by the caller. The user then leaves the task's
+    /// enabled index and enters its due index.
+    pub custom_next_fire: Option<DateTime<Utc>>,
+    /// Stamped as the preference's `last_modified`.
+    pub modified_at: DateTime<Utc>,
+}
+
+/// A user with a custom interval whose next fire has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueUser {
+    /// The user.
+    pub user_id: UserId,
+    /// The fire instant that is due (the run's `scheduled_at`).
+    pub scheduled_at: DateTime<Utc>,
+    /// The user's settings for the task (holding the custom interval).
+    pub settings: Settings,
+}
+
+/// Names of the distributed locks.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LockName {
+    /// `{prefix}:schedule:lock:{task_type_id}`
+    Schedule(TaskTypeId),
+    /// `{prefix}:distribution:lock`
+    Distribution,
+}
+
+/// Proof of holding a lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockLease {
+    /// Random value only this holder knows; renew and release compare it.
+    pub token: String,
+    /// Strictly greater than the fence of every earlier acquisition of the
+    /// same lock; writes guarded by the lock reject smaller fences.
+    pub fence: u64,
+}
+
+/// Which token bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BucketName {
+    /// `{prefix}:ratelimit:global`
+    Global,
+    /// `{prefix}:ratelimit:task:{task_type_id}`
+    Task(TaskTypeId),
+}
+
+/// A token bucket's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bucket {
+    /// Which bucket.
+    pub name: BucketName,
+    /// Capacity (the burst).
+    pub max_tokens: f64,
+    /// Tokens added per second.
+    pub refill_rate: f64,
+}
+
+/// The last fire the scheduler handled for a task type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleState {
+    /// The fire instant last handed to the distributor.
+    pub last_fired: DateTime<Utc>,
+    /// Fence of the lock lease that wrote it.
+    pub fence: u64,
+}
+
+/// Counters and samples to add to the Redis metrics, flushed in one batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsBatch {
+    /// (date, task) -> executions to add to `metrics:executions:{date}`.
+    pub executions: Vec<(NaiveDate, TaskTypeId, u64)>,
+    /// (date, task) -> failures to add to `metrics:failures:{date}`.
+    pub failures: Vec<(NaiveDate, TaskTypeId, u64)>,
+    /// Samples for `metrics:duration:{task}`.
+    pub durations: Vec<DurationSample>,
+}
+
+/// One execution's duration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DurationSample {
+    /// The task.
+    pub task_type_id: TaskTypeId,
+    /// The job (keeps ZSET members unique).
+    pub job_id: Uuid,
+    /// When it completed (the ZSET score).
+    pub completed_at: DateTime<Utc>,
+    /// How long it took.
+    pub duration_ms: u64,
+}
+
+/// Shared state, as the actors see it. Every method is one round trip (or
+/// one pipeline) whatever the size of its batch argument.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    // --- preferences and their indexes ---
+
+    /// Applies preference writes, each atomically with its index updates.
+    async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError>;
+    /// Removes a user's preference and settings for a task (and the user
+    /// from its indexes). False when there was nothing to remove.
+    async fn delete_preference(&self, user: &UserId, task: &TaskTypeId)
+    -> Result<bool, StoreError>;
+    /// A user's preferences, `None` for an unknown user.
+    async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError>;
+    /// Users with the task enabled (default and custom intervals together).
+    async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError>;
+    /// Users with the task enabled on its default interval, in ascending
+    /// order of id, strictly after `after`; at most `limit`.
+    async fn enabled_users_after(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError>;
+    /// Users with a custom interval whose next fire is at or before `now`,
+    /// earliest first; at most `limit`.
+    async fn due_custom_users(
+        &self,
+        task: &TaskTypeId,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueUser>, StoreError>;
+    /// Moves due users to their next fire; an entry whose stored fire is no
+    /// longer `scheduled_at` (the user changed it meanwhile) is left alone.
+    async fn advance_custom_users(
+        &self,
+        task: &TaskTypeId,
+        moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError>;
+
+    // --- locks ---
+
+    /// Takes the lock if free. `None` when another holder has it.
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError>;
+    /// Extends the lock if `lease` still holds it.
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Frees the lock if `lease` still holds it.
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError>;
+
+    // --- token buckets ---
+
+    /// The spec's token-bucket script: takes `requested` tokens if there
+    /// are that many. `now` is seconds since the epoch, as a float.
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError>;
+
+    // --- schedule state and distribution ---
+
+    /// The last fire handled for `task`.
+    async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError>;
+    /// Records `last_fired` unless a lease with a greater fence wrote since
+    /// (then false: the caller lost its lock).
+    async fn record_fire(
+        &self,
+        task: &TaskTypeId,
+        last_fired: DateTime<Utc>,
+        lease: &LockLease,
+    ) -> Result<bool, StoreError>;
+    /// Appends users to `distribution:{task}:{slot}` lists, which expire
+    /// after `ttl`.
+    async fn write_distribution(
+        &self,
+        task: &TaskTypeId,
+        slots: &[(u32, Vec<UserId>)],
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+    /// Where an interrupted fan-out of (`task`, `scheduled_at`) stopped: the
+    /// last user id whose job is confirmed published. `Some(None)` means
+    /// started but no batch done; `None` means never started.
+    async fn fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<Option<Option<UserId>>, StoreError>;
+    /// Saves fan-out progress (`done` marks it complete).
+    async fn save_fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        last_user: Option<&UserId>,
+        done: bool,
+    ) -> Result<(), StoreError>;
+    /// Pending fan-outs (started, not done) of `task`, oldest first.
+    async fn unfinished_fanouts(&self, task: &TaskTypeId)
+    -> Result<Vec<DateTime<Utc>>, StoreError>;
+
+    // --- execution bookkeeping ---
+
+    /// For each job id, whether a success is recorded.
+    async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError>;
+    /// Records successes; kept for `ttl`.
+    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError>;
+    /// Claims the (task, user) run slot for `job`; false when another job
+    /// holds it. The claim expires after `ttl` if never ended.
+    async fn begin_run(
+        &self,
+        task: &TaskTypeId,
+        user: &UserId,
+        job: Uuid,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Frees the run slot if `job` holds it.
+    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError>;
+
+    // --- metrics ---
+
+    /// Adds a batch to the Redis metrics (one pipeline), trimming and
+    /// expiring per the store's retention.
+    async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError>;
+}

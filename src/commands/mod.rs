@@ -1,0 +1,6 @@
+//! One module per subcommand.
+
+pub mod next_runs;
+pub mod serve;
+pub mod users;
+pub mod validate;

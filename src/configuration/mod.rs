@@ -1,0 +1,298 @@
+//! Service configuration: the spec's scheduler config, worker config and
+//! `tasks.yaml`, loaded from YAML layers and environment overrides.
+//!
+//! Everything is parsed and validated here, once; the rest of the service
+//! receives typed values and never re-checks them.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use actors::domain::{TaskType, TaskTypeId};
+use serde::{Deserialize, Serialize};
+
+/// The whole service configuration (every section optional in files).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// How the scheduler ticks and spreads runs.
+    pub scheduler: SchedulerConfig,
+    /// The Redis server holding shared state.
+    pub redis: RedisConfig,
+    /// The RabbitMQ broker carrying jobs.
+    pub queue: QueueConfig,
+    /// Where task definitions come from.
+    pub tasks: TasksConfig,
+    /// The executor pool.
+    pub worker: WorkerConfig,
+    /// Cluster-wide rate limits (executions per second).
+    pub rate_limit: RateLimitConfig,
+    /// Timeouts and retries.
+    pub execution: ExecutionConfig,
+    /// Metrics and logs.
+    pub monitoring: MonitoringConfig,
+    /// The internal HTTP API (extension).
+    pub api: ApiConfig,
+    /// Which backends to use (extension): `external` (Redis and RabbitMQ)
+    /// or `embedded` (in-process, for the quick start).
+    pub backend: Backend,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            scheduler: SchedulerConfig::default(),
+            redis: RedisConfig::default(),
+            queue: QueueConfig::default(),
+            tasks: TasksConfig::default(),
+            worker: WorkerConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            execution: ExecutionConfig::default(),
+            monitoring: MonitoringConfig::default(),
+            api: ApiConfig::default(),
+            backend: Backend::External,
+        }
+    }
+}
+
+/// `scheduler:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// How often due tasks are looked for.
+    #[serde(with = "humantime_serde")]
+    pub check_interval: Duration,
+    /// Runs of one period are spread over this long.
+    #[serde(with = "humantime_serde")]
+    pub distribution_window: Duration,
+    /// Users read and published per batch.
+    pub batch_size: u32,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            check_interval: Duration::from_secs(60),
+            distribution_window: Duration::from_secs(30 * 60),
+            batch_size: 1000,
+        }
+    }
+}
+
+/// `redis:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `host:port` of the server (the first is used; cluster is future work).
+    pub addresses: Vec<String>,
+    /// Password; write `${ENV_NAME}` to read it from the environment.
+    pub password: String,
+    /// Database number.
+    pub db: i64,
+    /// Attempts of a failed command before the error surfaces.
+    pub max_retries: u32,
+    /// Connections (multiplexed; 1 is usually enough).
+    pub pool_size: u32,
+    /// Prefix of every key (extension; default `taskqueue`).
+    pub prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            addresses: vec!["localhost:6379".to_owned()],
+            password: String::new(),
+            db: 0,
+            max_retries: 3,
+            pool_size: 10,
+            prefix: "taskqueue".to_owned(),
+        }
+    }
+}
+
+/// `queue:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// AMQP URL; write `${ENV_NAME}` for a secret.
+    pub url: String,
+    /// Exchange name.
+    pub exchange: String,
+    /// Durable exchange and queues.
+    pub durable: bool,
+    /// Unacknowledged deliveries per consumer.
+    pub prefetch: u16,
+    /// `classic` or `quorum` (extension).
+    #[serde(rename = "type")]
+    pub queue_type: QueueType,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            url: "amqp://guest:guest@localhost:5672/".to_owned(),
+            exchange: "taskqueue".to_owned(),
+            durable: true,
+            prefetch: 10,
+            queue_type: QueueType::Classic,
+        }
+    }
+}
+
+/// RabbitMQ queue type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    /// Classic queues (the default).
+    #[default]
+    Classic,
+    /// Replicated quorum queues.
+    Quorum,
+}
+
+/// `tasks:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TasksConfig {
+    /// Path of `tasks.yaml`, relative to the config file that names it.
+    pub config_file: PathBuf,
+    /// How often the file is re-read (also on SIGHUP).
+    #[serde(with = "humantime_serde")]
+    pub reload_interval: Duration,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig {
+            config_file: PathBuf::from("tasks.yaml"),
+            reload_interval: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+/// `worker:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Executor actors.
+    pub pool_size: u32,
+    /// How long in-flight jobs may finish on shutdown.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            pool_size: 10,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `rate_limit:` section (executions per second, across all replicas).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Limit over all tasks.
+    pub global: u32,
+    /// Limits per task id.
+    pub per_task: BTreeMap<TaskTypeId, u32>,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            global: 100,
+            per_task: BTreeMap::new(),
+        }
+    }
+}
+
+/// `execution:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutionConfig {
+    /// Upper bound of any one call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Retries of a task that does not set its own.
+    pub max_retries: u32,
+    /// Base of the exponential backoff.
+    #[serde(with = "humantime_serde")]
+    pub retry_delay: Duration,
+    /// Cap of the backoff (extension; default 1h).
+    #[serde(with = "humantime_serde")]
+    pub max_retry_delay: Duration,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            timeout: Duration::from_secs(5 * 60),
+            max_retries: 3,
+            retry_delay: Duration::from_secs(60),
+            max_retry_delay: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// `monitoring:` section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// How often metrics are flushed to Redis.
+    #[serde(with = "humantime_serde")]
+    pub metrics_interval: Duration,
+    /// `trace`, `debug`, `info`, `warn` or `error` (or a tracing filter).
+    pub log_level: String,
+    /// How long Redis metrics are kept (extension; default 30 days).
+    #[serde(with = "humantime_serde")]
+    pub metrics_retention: Duration,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        MonitoringConfig {
+            metrics_interval: Duration::from_secs(10),
+            log_level: "info".to_owned(),
+            metrics_retention: Duration::from_secs(30 * 86_400),
+        }
+    }
+}
+
+/// `api:` section (extension).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the internal API; loopback by default.
+    pub bind: SocketAddr,
+    /// When set, mutating endpoints require `Authorization: Bearer <token>`.
+    /// Write `${ENV_NAME}`.
+    pub token: Option<String>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            token: None,
+        }
+    }
+}
+
+/// Which backends the service runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Redis and RabbitMQ (production).
+    #[default]
+    External,
+    /// In-process store and broker (quick start, one process only).
+    Embedded,
+}
+
+/// The task definitions of `tasks.yaml`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct TaskFile {
+    /// Every task type, ids unique.
+    pub tasks: Vec<TaskType>,
+}
