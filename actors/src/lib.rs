@@ -8,6 +8,7 @@
 //!
 //! - [`domain`]: the spec's types (TaskType, Job, UserPreference, ...),
 //!   parsed once at the edge.
+//! - [`catalog`]: the task definitions in force, swapped whole on reload.
 //! - [`schedule`]: pure fire-time calculus (time zones, DST, misfires).
 //! - [`slot`]: stable placement of a user inside the distribution window.
 //! - [`store`]: the state-store port; Redis and in-process adapters.
@@ -17,6 +18,7 @@
 //! actix-web); the service crate adapts its messages to the API.
 
 pub mod broker;
+pub mod catalog;
 pub mod domain;
 pub mod schedule;
 pub mod slot;
