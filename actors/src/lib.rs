@@ -13,13 +13,25 @@
 //! - [`slot`]: stable placement of a user inside the distribution window.
 //! - [`store`]: the state-store port; Redis and in-process adapters.
 //! - [`broker`]: the job-broker port; RabbitMQ and in-process adapters.
+//! - [`clock`]: where "now" comes from (injectable for tests).
+//! - [`messages`]: messages shared by several actors; [`error`] their
+//!   error type.
+//! - The actors, one file each: [`scheduler`], [`distributor`],
+//!   [`rate_limiter`], [`executor`], [`metrics`]; [`dispatcher`] feeds the
+//!   executors from the broker; [`supervisor`] starts the tree.
 //!
 //! **Invariant:** this crate knows nothing about HTTP serving (no
 //! actix-web); the service crate adapts its messages to the API.
 
 pub mod broker;
 pub mod catalog;
+pub mod clock;
 pub mod domain;
+pub mod error;
+pub mod executor;
+pub mod messages;
+pub mod metrics;
+pub mod rate_limiter;
 pub mod schedule;
 pub mod slot;
 pub mod store;

@@ -1,0 +1,24 @@
+//! The actors' error type: what can go wrong between a message and its
+//! answer.
+
+use crate::{broker::BrokerError, domain::TaskTypeId, store::StoreError};
+
+/// Why an actor could not do what a message asked.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Shared state failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job broker failed.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The task type is not (or no longer) defined.
+    #[error("unknown task type {0}")]
+    UnknownTask(TaskTypeId),
+    /// Another replica holds the task's schedule lock, or this one lost it.
+    #[error("the schedule lock of {0} is held elsewhere")]
+    LockLost(TaskTypeId),
+    /// The actor that should answer is gone (shutting down).
+    #[error("actor unavailable: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+}

@@ -1,0 +1,863 @@
+//! ExecutorActor: runs one job at a time against its task's endpoint.
+//!
+//! For each delivery it skips a job whose success is already recorded
+//! (acking it), skips a second concurrent run for the same (task, user)
+//! under `overlap: skip`, waits for rate-limit tokens, calls the endpoint
+//! with reqwest, and settles the delivery from the outcome:
+//!
+//! | outcome | what happens |
+//! |---|---|
+//! | 2xx | success recorded (`mark_succeeded`), then ack |
+//! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
+//! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
+//! | other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
+//!
+//! **Invariant:** a delivery is acked only after its outcome is recorded
+//! (success mark, retry published, or dead letter confirmed). When the
+//! store or broker fails midway, the delivery is requeued instead.
+//!
+//! A panic while running a job stops the actor; its supervisor restarts it
+//! and the job it held is requeued, so it is redelivered, not lost.
+
+use std::{
+    collections::BTreeMap,
+    panic::AssertUnwindSafe,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
+use serde_json::json;
+use tokio::sync::mpsc::UnboundedSender;
+use uuid::Uuid;
+
+use crate::{
+    broker::{DeadLetter, Delivery, DeliveryHandle, JobBroker},
+    catalog::TaskCatalog,
+    domain::{
+        ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, OverlapPolicy, Status,
+        TaskType, TaskTypeId,
+    },
+    error::PipelineError,
+    messages::RecordExecution,
+    metrics::MetricsActor,
+    rate_limiter::{AcquireToken, Grant, RateLimiterActor, SlowDown},
+    store::StateStore,
+};
+
+/// Pause before requeueing a job whose outcome could not be recorded.
+const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+/// Response bytes kept in a dead letter's `ExecutionResult`.
+const KEPT_RESPONSE_BYTES: usize = 1024;
+
+/// Runs one delivery. The executor must be idle (the dispatcher
+/// guarantees it); it reports back on its idle channel when done.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ExecuteJob {
+    /// The job and its settlement handle.
+    pub delivery: Delivery,
+}
+
+/// Stops the job in hand and requeues it (shutdown after the grace
+/// period). Answers once the requeue is settled.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct AbandonJob;
+
+/// Stops the actor as a crash would; its supervisor restarts it and the
+/// job it held is requeued.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "()")]
+pub struct RestartExecutor;
+
+/// Timeouts, retries and retention of the executors.
+#[derive(Debug, Clone)]
+pub struct ExecutionSettings {
+    /// `execution.timeout`: upper bound of any call.
+    pub timeout: Duration,
+    /// Retries of a task that does not set its own.
+    pub max_retries: u32,
+    /// Base of the exponential backoff.
+    pub retry_delay: Duration,
+    /// Cap of the backoff and of `Retry-After` waits.
+    pub max_retry_delay: Duration,
+    /// How long a recorded success keeps duplicates from running.
+    pub success_ttl: Duration,
+}
+
+/// The rate limiters a job must pass: its task's (if the task has a
+/// limit), then the global one (if any).
+#[derive(Clone, Default)]
+pub struct Limiters {
+    /// The cluster-wide limiter.
+    pub global: Option<Addr<RateLimiterActor>>,
+    /// Per-task limiters.
+    pub per_task: Arc<BTreeMap<TaskTypeId, Addr<RateLimiterActor>>>,
+}
+
+impl Limiters {
+    /// Waits for a token from each limiter of `task`.
+    pub async fn acquire(&self, task: &TaskTypeId) -> Result<(), PipelineError> {
+        let chain = self
+            .per_task
+            .get(task)
+            .into_iter()
+            .chain(self.global.as_ref());
+        for limiter in chain {
+            loop {
+                match limiter.send(AcquireToken).await? {
+                    Grant::Granted => break,
+                    Grant::Wait(wait) => tokio::time::sleep(wait).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses the limiter of `task` (else the global one) for `pause`.
+    pub fn slow_down(&self, task: &TaskTypeId, pause: Duration) {
+        if let Some(limiter) = self.per_task.get(task).or(self.global.as_ref()) {
+            limiter.do_send(SlowDown { pause });
+        }
+    }
+}
+
+/// What every executor shares.
+pub struct ExecutorEnv {
+    /// Shared state.
+    pub store: Arc<dyn StateStore>,
+    /// Where retries and dead letters go.
+    pub broker: Arc<dyn JobBroker>,
+    /// Task definitions in force.
+    pub catalog: TaskCatalog,
+    /// Rate limiters.
+    pub limiters: Limiters,
+    /// Where outcomes are counted.
+    pub metrics: Addr<MetricsActor>,
+    /// Timeouts and retries.
+    pub settings: ExecutionSettings,
+}
+
+/// A delivery that must be settled exactly once. Dropped unsettled (the
+/// job future was cancelled or panicked), it requeues itself.
+pub struct HeldDelivery {
+    handle: Mutex<Option<Box<dyn DeliveryHandle>>>,
+}
+
+impl HeldDelivery {
+    /// Holds `handle` until it is settled.
+    pub fn new(handle: Box<dyn DeliveryHandle>) -> Self {
+        HeldDelivery {
+            handle: Mutex::new(Some(handle)),
+        }
+    }
+
+    fn take(&self) -> Option<Box<dyn DeliveryHandle>> {
+        match self.handle.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        }
+    }
+
+    /// Acks (no-op when already settled).
+    pub async fn ack(&self) -> Result<(), PipelineError> {
+        if let Some(handle) = self.take() {
+            handle.ack().await?;
+        }
+        Ok(())
+    }
+
+    /// Requeues (no-op when already settled).
+    pub async fn requeue(&self) -> Result<(), PipelineError> {
+        if let Some(handle) = self.take() {
+            handle.requeue().await?;
+        }
+        Ok(())
+    }
+
+    /// Dead-letters (no-op when already settled).
+    pub async fn dead_letter(&self, letter: DeadLetter) -> Result<(), PipelineError> {
+        if let Some(handle) = self.take() {
+            handle.dead_letter(letter).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for HeldDelivery {
+    fn drop(&mut self) {
+        if let Some(handle) = self.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(err) = handle.requeue().await {
+                    tracing::warn!(error = %err, "requeue of an abandoned job failed");
+                }
+            });
+        }
+    }
+}
+
+struct Running {
+    job_id: Uuid,
+    held: Arc<HeldDelivery>,
+    spawned: SpawnHandle,
+}
+
+/// One executor of the pool.
+pub struct ExecutorActor {
+    index: usize,
+    env: Arc<ExecutorEnv>,
+    client: reqwest::Client,
+    /// Receives `index` whenever this executor becomes idle.
+    idle: UnboundedSender<usize>,
+    current: Option<Running>,
+    /// Numbers the jobs, so a stale completion is recognised.
+    generation: u64,
+}
+
+impl ExecutorActor {
+    /// Executor number `index` of the pool.
+    pub fn new(index: usize, env: Arc<ExecutorEnv>, idle: UnboundedSender<usize>) -> Self {
+        ExecutorActor {
+            index,
+            env,
+            client: reqwest::Client::new(),
+            idle,
+            current: None,
+            generation: 0,
+        }
+    }
+
+    fn mark_idle(&self) {
+        let _ = self.idle.send(self.index);
+    }
+
+    /// Requeues the job in hand, if any, and reports idle.
+    fn abandon(&mut self, ctx: &mut Context<Self>) -> Option<Arc<HeldDelivery>> {
+        let running = self.current.take()?;
+        ctx.cancel_future(running.spawned);
+        tracing::info!(job_id = %running.job_id, executor = self.index, "job abandoned; requeueing");
+        self.mark_idle();
+        Some(running.held)
+    }
+}
+
+impl Actor for ExecutorActor {
+    type Context = Context<Self>;
+}
+
+impl Supervised for ExecutorActor {
+    fn restarting(&mut self, _: &mut Context<Self>) {
+        tracing::warn!(executor = self.index, "executor restarting");
+        if let Some(running) = self.current.take() {
+            let held = running.held;
+            actix::spawn(async move {
+                if let Err(err) = held.requeue().await {
+                    tracing::warn!(error = %err, "requeue after restart failed");
+                }
+            });
+            self.mark_idle();
+        }
+    }
+}
+
+impl Handler<ExecuteJob> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ExecuteJob, ctx: &mut Context<Self>) {
+        let held = Arc::new(HeldDelivery::new(msg.delivery.handle));
+        if self.current.is_some() {
+            tracing::error!(
+                executor = self.index,
+                "executor handed a job while busy; requeueing it"
+            );
+            actix::spawn(async move {
+                let _ = held.requeue().await;
+            });
+            return;
+        }
+        let envelope = msg.delivery.envelope;
+        let job_id = envelope.job.id;
+        self.generation += 1;
+        let generation = self.generation;
+        let job = run_job(
+            self.env.clone(),
+            self.client.clone(),
+            envelope,
+            held.clone(),
+        );
+        let spawned = ctx.spawn(AssertUnwindSafe(job).catch_unwind().into_actor(self).map(
+            move |result, act, ctx| {
+                if act.generation != generation || act.current.is_none() {
+                    return;
+                }
+                let running = act.current.take();
+                if result.is_err() {
+                    tracing::error!(%job_id, executor = act.index, "executor panicked; restarting it");
+                    if let Some(running) = running {
+                        actix::spawn(async move {
+                            let _ = running.held.requeue().await;
+                        });
+                    }
+                    ctx.stop();
+                }
+                act.mark_idle();
+            },
+        ));
+        self.current = Some(Running {
+            job_id,
+            held,
+            spawned,
+        });
+    }
+}
+
+impl Handler<AbandonJob> for ExecutorActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, _: AbandonJob, ctx: &mut Context<Self>) -> Self::Result {
+        let held = self.abandon(ctx);
+        Box::pin(async move {
+            if let Some(held) = held
+                && let Err(err) = held.requeue().await
+            {
+                tracing::warn!(error = %err, "requeue at shutdown failed");
+            }
+        })
+    }
+}
+
+impl Handler<RestartExecutor> for ExecutorActor {
+    type Result = ();
+
+    fn handle(&mut self, _: RestartExecutor, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
+
+/// Runs one job to a settled delivery.
+async fn run_job(
+    env: Arc<ExecutorEnv>,
+    client: reqwest::Client,
+    envelope: JobEnvelope,
+    held: Arc<HeldDelivery>,
+) {
+    let job_id = envelope.job.id;
+    if let Err(err) = execute(&env, &client, &envelope, &held).await {
+        tracing::warn!(%job_id, error = %err, "job outcome not recorded; requeueing");
+        tokio::time::sleep(REQUEUE_PAUSE).await;
+        if let Err(err) = held.requeue().await {
+            tracing::warn!(%job_id, error = %err, "requeue failed; the broker will redeliver");
+        }
+    }
+}
+
+async fn execute(
+    env: &ExecutorEnv,
+    client: &reqwest::Client,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+) -> Result<(), PipelineError> {
+    let job = &envelope.job;
+    let Some(task) = env.catalog.get(&job.task_type_id) else {
+        tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type; dead-lettering");
+        return held
+            .dead_letter(DeadLetter {
+                reason: "unknown_task_type".to_owned(),
+                result: None,
+            })
+            .await;
+    };
+    if env.store.succeeded(&[job.id]).await?.first() == Some(&true) {
+        tracing::debug!(job_id = %job.id, "already succeeded; skipping");
+        return held.ack().await;
+    }
+    let timeout = call_timeout(&task, &env.settings);
+    let guarded = task.overlap() == OverlapPolicy::Skip;
+    if guarded {
+        let claim_ttl = timeout.saturating_mul(2) + Duration::from_secs(30);
+        if !env
+            .store
+            .begin_run(&task.id, &job.user_id, job.id, claim_ttl)
+            .await?
+        {
+            tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
+            return held.ack().await;
+        }
+    }
+    let result = attempt(env, client, &task, envelope, held, timeout).await;
+    if guarded && let Err(err) = env.store.end_run(&task.id, &job.user_id, job.id).await {
+        tracing::warn!(job_id = %job.id, error = %err, "run claim not released; it expires");
+    }
+    result
+}
+
+async fn attempt(
+    env: &ExecutorEnv,
+    client: &reqwest::Client,
+    task: &TaskType,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+    timeout: Duration,
+) -> Result<(), PipelineError> {
+    let job = &envelope.job;
+    env.limiters.acquire(&task.id).await?;
+    let parameters = env
+        .store
+        .preferences(&job.user_id)
+        .await?
+        .and_then(|p| p.task_settings.get(&task.id).map(|s| s.parameters.clone()))
+        .unwrap_or_default();
+
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let call = call_endpoint(client, task, job, &parameters, timeout).await;
+    let duration = clock.elapsed();
+    let completed_at = Utc::now();
+
+    let settings = &env.settings;
+    let retries = task.retries.unwrap_or(settings.max_retries);
+    let backoff = Backoff {
+        base: settings.retry_delay,
+        cap: settings.max_retry_delay,
+    };
+    let outcome = classify(&call, completed_at);
+    let step = next_step(
+        outcome,
+        job.attempt,
+        retries,
+        &backoff,
+        rand::random::<f64>(),
+    );
+    let mut result = ExecutionResult {
+        job_id: job.id,
+        status: Status::Success,
+        started_at,
+        completed_at,
+        duration,
+        error: None,
+        response: None,
+        next_attempt: None,
+    };
+    let record = |status: Status| RecordExecution {
+        task_type_id: task.id.clone(),
+        job_id: job.id,
+        status,
+        completed_at,
+        duration,
+    };
+    match step {
+        Step::Succeed => {
+            env.store
+                .mark_succeeded(&[job.id], settings.success_ttl)
+                .await?;
+            env.metrics.do_send(record(Status::Success));
+            held.ack().await
+        }
+        Step::Throttle(wait) => {
+            tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, "endpoint asked to retry later; attempt kept");
+            env.limiters.slow_down(&task.id, wait);
+            env.broker
+                .publish(&[again(envelope, job.attempt, completed_at, wait)])
+                .await?;
+            env.metrics.do_send(record(Status::Retrying));
+            held.ack().await
+        }
+        Step::Retry { attempt, delay } => {
+            tracing::info!(job_id = %job.id, attempt, delay_ms = delay.as_millis() as u64, "attempt failed; retrying");
+            env.broker
+                .publish(&[again(envelope, attempt, completed_at, delay)])
+                .await?;
+            env.metrics.do_send(record(Status::Retrying));
+            held.ack().await
+        }
+        Step::DeadLetter { reason, error } => {
+            tracing::warn!(job_id = %job.id, reason, code = %error.code, "job failed for good; dead-lettering");
+            result.status = Status::Failed;
+            result.error = Some(error);
+            if let CallResult::Status { body, .. } = &call
+                && !body.is_empty()
+            {
+                result.response = Some(body.iter().copied().take(KEPT_RESPONSE_BYTES).collect());
+            }
+            held.dead_letter(DeadLetter {
+                reason: reason.to_owned(),
+                result: Some(result),
+            })
+            .await?;
+            env.metrics.do_send(record(Status::Failed));
+            Ok(())
+        }
+    }
+}
+
+/// The envelope of the next try of `envelope`'s job: attempt `attempt`,
+/// not before `now + delay`.
+fn again(envelope: &JobEnvelope, attempt: u32, now: DateTime<Utc>, delay: Duration) -> JobEnvelope {
+    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    JobEnvelope::new(
+        Job {
+            attempt,
+            execute_after: now + delay,
+            ..envelope.job.clone()
+        },
+        JobMetadata {
+            source: "retry".to_owned(),
+            ..envelope.metadata.clone()
+        },
+    )
+}
+
+/// The smallest of the task's `timeout`, its `config.max_duration` and
+/// `execution.timeout`.
+pub fn call_timeout(task: &TaskType, settings: &ExecutionSettings) -> Duration {
+    let mut timeout = task.timeout.min(settings.timeout);
+    if let Some(max) = task.config.max_duration {
+        timeout = timeout.min(max);
+    }
+    timeout.max(Duration::from_millis(1))
+}
+
+/// What a call to an endpoint came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallResult {
+    /// The endpoint answered.
+    Status {
+        /// HTTP status code.
+        code: u16,
+        /// The `Retry-After` header, if any.
+        retry_after: Option<String>,
+        /// The start of the response body.
+        body: Vec<u8>,
+    },
+    /// No answer within the timeout.
+    Timeout,
+    /// The connection could not be made or broke.
+    Connect(String),
+    /// The request could not be built (bad method, URL, header).
+    Invalid(String),
+}
+
+/// Calls the endpoint of `task` for `job`: the task's method and headers,
+/// `Idempotency-Key: <job id>`, `X-Taskqueue-Attempt: <n>`, and the job as
+/// a JSON body (query parameters for GET and DELETE).
+pub async fn call_endpoint(
+    client: &reqwest::Client,
+    task: &TaskType,
+    job: &Job,
+    parameters: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> CallResult {
+    let method = match reqwest::Method::from_bytes(task.config.method.to_uppercase().as_bytes()) {
+        Ok(method) => method,
+        Err(err) => return CallResult::Invalid(format!("method {:?}: {err}", task.config.method)),
+    };
+    let mut request = client
+        .request(method.clone(), &task.config.endpoint)
+        .timeout(timeout);
+    for (name, value) in &task.config.headers {
+        request = request.header(name.as_str(), value.as_str());
+    }
+    request = request
+        .header("Idempotency-Key", job.id.to_string())
+        .header("X-Taskqueue-Attempt", job.attempt.to_string());
+    if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+        let mut query: Vec<(String, String)> = vec![
+            ("job_id".to_owned(), job.id.to_string()),
+            ("task_type_id".to_owned(), job.task_type_id.to_string()),
+            ("user_id".to_owned(), job.user_id.to_string()),
+            ("scheduled_at".to_owned(), job.scheduled_at.to_rfc3339()),
+            ("attempt".to_owned(), job.attempt.to_string()),
+        ];
+        query.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
+        request = request.query(&query);
+    } else {
+        request = request.json(&json!({
+            "job_id": job.id,
+            "task_type_id": job.task_type_id,
+            "user_id": job.user_id,
+            "scheduled_at": job.scheduled_at,
+            "attempt": job.attempt,
+            "parameters": parameters,
+        }));
+    }
+    let call = async {
+        let response = request.send().await?;
+        let code = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .unwrap_or_default();
+        Ok::<_, reqwest::Error>(CallResult::Status {
+            code,
+            retry_after,
+            body,
+        })
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => CallResult::Timeout,
+        Ok(Ok(result)) => result,
+        Ok(Err(err)) if err.is_timeout() => CallResult::Timeout,
+        Ok(Err(err)) if err.is_builder() => CallResult::Invalid(err.to_string()),
+        Ok(Err(err)) => CallResult::Connect(error_chain(&err)),
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// How an attempt ended, before counting attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// 2xx.
+    Success,
+    /// The endpoint asked to come back after this long (429/503 with
+    /// `Retry-After`).
+    Throttled(Duration),
+    /// Worth another attempt.
+    Transient(ErrorDetail),
+    /// Never worth another attempt.
+    Permanent(ErrorDetail),
+}
+
+/// Classifies a call's result (`now` reads `Retry-After` dates).
+pub fn classify(call: &CallResult, now: DateTime<Utc>) -> Outcome {
+    let detail = |code: String, message: String, retry: bool| ErrorDetail {
+        code,
+        message,
+        retry,
+    };
+    match call {
+        CallResult::Status { code, .. } if (200..300).contains(code) => Outcome::Success,
+        CallResult::Status {
+            code: code @ (429 | 503),
+            retry_after: Some(value),
+            ..
+        } => match parse_retry_after(value, now) {
+            Some(wait) => Outcome::Throttled(wait),
+            None => Outcome::Transient(detail(
+                format!("http_{code}"),
+                format!("endpoint answered {code} with an unreadable Retry-After {value:?}"),
+                true,
+            )),
+        },
+        CallResult::Status { code, .. } if *code == 408 || *code == 429 || *code >= 500 => {
+            Outcome::Transient(detail(
+                format!("http_{code}"),
+                format!("endpoint answered {code}"),
+                true,
+            ))
+        }
+        CallResult::Status { code, .. } => Outcome::Permanent(detail(
+            format!("http_{code}"),
+            format!("endpoint answered {code}"),
+            false,
+        )),
+        CallResult::Timeout => Outcome::Transient(detail(
+            "timeout".to_owned(),
+            "no answer within the timeout".to_owned(),
+            true,
+        )),
+        CallResult::Connect(message) => {
+            Outcome::Transient(detail("connect".to_owned(), message.clone(), true))
+        }
+        CallResult::Invalid(message) => {
+            Outcome::Permanent(detail("invalid_request".to_owned(), message.clone(), false))
+        }
+    }
+}
+
+/// Reads a `Retry-After` value: whole seconds, or an HTTP date.
+pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
+    Some((at - now).to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Exponential backoff with full jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Ceiling of the first retry's delay.
+    pub base: Duration,
+    /// No delay exceeds this.
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// The delay after attempt `attempt` (1-based) failed: uniform in
+    /// [0, min(cap, base * 2^(attempt-1))], `jitter` in [0, 1) picking the
+    /// point.
+    pub fn delay(&self, attempt: u32, jitter: f64) -> Duration {
+        let exponent = attempt.saturating_sub(1).min(30);
+        let ceiling = self.base.saturating_mul(1 << exponent).min(self.cap);
+        ceiling.mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
+
+/// What to do with a delivery after its attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Record the success and ack.
+    Succeed,
+    /// Republish the same attempt to run after this long.
+    Throttle(Duration),
+    /// Republish as attempt `attempt` after `delay`.
+    Retry {
+        /// The next attempt's number.
+        attempt: u32,
+        /// How long it waits.
+        delay: Duration,
+    },
+    /// Send to the dead-letter queue.
+    DeadLetter {
+        /// `retries_exhausted` or `permanent_failure`.
+        reason: &'static str,
+        /// The last error.
+        error: ErrorDetail,
+    },
+}
+
+/// Decides the step after attempt `attempt` of a job allowed `retries`
+/// retries ended with `outcome`.
+pub fn next_step(
+    outcome: Outcome,
+    attempt: u32,
+    retries: u32,
+    backoff: &Backoff,
+    jitter: f64,
+) -> Step {
+    match outcome {
+        Outcome::Success => Step::Succeed,
+        Outcome::Throttled(wait) => Step::Throttle(wait.min(backoff.cap)),
+        Outcome::Transient(_) if attempt <= retries => Step::Retry {
+            attempt: attempt + 1,
+            delay: backoff.delay(attempt, jitter),
+        },
+        Outcome::Transient(error) => Step::DeadLetter {
+            reason: "retries_exhausted",
+            error,
+        },
+        Outcome::Permanent(error) => Step::DeadLetter {
+            reason: "permanent_failure",
+            error,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn now() -> DateTime<Utc> {
+        "2026-01-01T00:00:00Z".parse().unwrap()
+    }
+
+    fn status(code: u16, retry_after: Option<&str>) -> CallResult {
+        CallResult::Status {
+            code,
+            retry_after: retry_after.map(str::to_owned),
+            body: Vec::new(),
+        }
+    }
+
+    /// (call, attempt, retries) -> the step, with zero jitter.
+    fn check(call: CallResult, attempt: u32, retries: u32, expected: &str) {
+        let backoff = Backoff {
+            base: Duration::from_secs(1),
+            cap: Duration::from_secs(60),
+        };
+        let step = next_step(classify(&call, now()), attempt, retries, &backoff, 1.0);
+        let got = match &step {
+            Step::Succeed => "succeed".to_owned(),
+            Step::Throttle(wait) => format!("throttle {}ms", wait.as_millis()),
+            Step::Retry { attempt, delay } => {
+                format!("retry #{attempt} within {}ms", delay.as_millis())
+            }
+            Step::DeadLetter { reason, error } => format!("{reason} {}", error.code),
+        };
+        assert_eq!(got, expected, "{call:?} attempt {attempt} of 1+{retries}");
+    }
+
+    #[test]
+    fn outcomes_map_to_steps() {
+        check(status(200, None), 1, 3, "succeed");
+        check(status(204, None), 4, 3, "succeed");
+        check(status(429, Some("1")), 1, 3, "throttle 1000ms");
+        check(status(503, Some("2")), 4, 3, "throttle 2000ms");
+        check(status(503, Some("3600")), 1, 3, "throttle 60000ms");
+        check(
+            status(429, Some("Thu, 01 Jan 2026 00:00:05 GMT")),
+            1,
+            3,
+            "throttle 5000ms",
+        );
+        check(status(429, None), 1, 3, "retry #2 within 1000ms");
+        check(status(503, None), 2, 3, "retry #3 within 2000ms");
+        check(status(500, None), 3, 3, "retry #4 within 4000ms");
+        check(status(500, None), 4, 3, "retries_exhausted http_500");
+        check(status(408, None), 1, 0, "retries_exhausted http_408");
+        check(CallResult::Timeout, 1, 1, "retry #2 within 1000ms");
+        check(
+            CallResult::Connect("refused".into()),
+            2,
+            1,
+            "retries_exhausted connect",
+        );
+        check(status(404, None), 1, 3, "permanent_failure http_404");
+        check(status(400, None), 1, 3, "permanent_failure http_400");
+        check(status(301, None), 1, 3, "permanent_failure http_301");
+        check(
+            CallResult::Invalid("bad url".into()),
+            1,
+            3,
+            "permanent_failure invalid_request",
+        );
+    }
+
+    #[test]
+    fn backoff_is_capped_full_jitter() {
+        let backoff = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(1),
+        };
+        assert_eq!(backoff.delay(1, 0.0), Duration::ZERO);
+        assert_eq!(backoff.delay(1, 0.5), Duration::from_millis(50));
+        assert_eq!(backoff.delay(3, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff.delay(10, 0.5), Duration::from_millis(500));
+        assert_eq!(backoff.delay(u32::MAX, 1.0), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("7", now()), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 31 Dec 2025 23:59:00 GMT", now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now()), None);
+    }
+}

@@ -1,0 +1,254 @@
+//! MetricsActor: counts execution outcomes for `/stats` and flushes them to
+//! the Redis metrics in one pipelined batch per `monitoring.metrics_interval`.
+//!
+//! Every attempt that reached an outcome counts once in `processed`;
+//! attempts that did not succeed (retried or dead-lettered) also count in
+//! `failed`. The Redis hashes `metrics:executions:{date}` and
+//! `metrics:failures:{date}` use the same definitions, per task. A failed
+//! flush keeps its counts for the next one.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actix::prelude::*;
+use chrono::NaiveDate;
+
+use crate::{
+    domain::{Status, TaskTypeId},
+    messages::RecordExecution,
+    store::{DurationSample, MetricsBatch, StateStore, StoreError},
+};
+
+/// Window over which `current_rate` is measured.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+
+/// Duration samples kept for the next flush at most (older ones are dropped
+/// when Redis is unreachable for long).
+const MAX_PENDING_SAMPLES: usize = 100_000;
+
+/// Asks for the `/stats` numbers.
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Stats")]
+pub struct GetStats;
+
+/// Writes what is pending to Redis now (also done on every interval and at
+/// shutdown).
+#[derive(Debug, Clone, Copy, Message)]
+#[rtype(result = "Result<(), StoreError>")]
+pub struct FlushMetrics;
+
+/// The worker's `/stats` body.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Stats {
+    /// Attempts that reached an outcome.
+    pub processed: u64,
+    /// Attempts that did not succeed.
+    pub failed: u64,
+    /// Mean duration of an attempt, in milliseconds.
+    pub avg_duration_ms: u64,
+    /// Attempts per second over the last 10 seconds.
+    pub current_rate: f64,
+    /// Seconds since the actor started.
+    pub uptime: u64,
+}
+
+/// Counters in memory plus what the next flush will add to Redis.
+pub struct MetricsActor {
+    store: Arc<dyn StateStore>,
+    interval: Duration,
+    started: Instant,
+    processed: u64,
+    failed: u64,
+    total_duration_ms: u128,
+    /// Completion instants inside [`RATE_WINDOW`], oldest first.
+    recent: VecDeque<Instant>,
+    /// Not yet flushed.
+    pending: MetricsBatch,
+    /// A flush is under way; another one waits for the next interval.
+    flushing: bool,
+}
+
+impl MetricsActor {
+    /// A metrics actor flushing to `store` every `interval`.
+    pub fn new(store: Arc<dyn StateStore>, interval: Duration) -> Self {
+        MetricsActor {
+            store,
+            interval,
+            started: Instant::now(),
+            processed: 0,
+            failed: 0,
+            total_duration_ms: 0,
+            recent: VecDeque::new(),
+            pending: MetricsBatch::default(),
+            flushing: false,
+        }
+    }
+
+    fn prune(&mut self, now: Instant) {
+        while let Some(front) = self.recent.front() {
+            if now.duration_since(*front) > RATE_WINDOW {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn stats(&mut self) -> Stats {
+        let now = Instant::now();
+        self.prune(now);
+        let avg = self
+            .total_duration_ms
+            .checked_div(u128::from(self.processed))
+            .unwrap_or(0);
+        Stats {
+            processed: self.processed,
+            failed: self.failed,
+            avg_duration_ms: u64::try_from(avg).unwrap_or(u64::MAX),
+            current_rate: self.recent.len() as f64 / RATE_WINDOW.as_secs_f64(),
+            uptime: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// Takes the pending batch, leaving an empty one.
+    fn take_pending(&mut self) -> MetricsBatch {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Puts back a batch whose flush failed.
+    fn restore(&mut self, batch: MetricsBatch) {
+        let mut merged = batch;
+        let newer = self.take_pending();
+        merged.executions.extend(newer.executions);
+        merged.failures.extend(newer.failures);
+        merged.durations.extend(newer.durations);
+        merged.executions = sum_counts(merged.executions);
+        merged.failures = sum_counts(merged.failures);
+        let excess = merged.durations.len().saturating_sub(MAX_PENDING_SAMPLES);
+        merged.durations.drain(..excess);
+        self.pending = merged;
+    }
+}
+
+fn add_count(counts: &mut Vec<(NaiveDate, TaskTypeId, u64)>, date: NaiveDate, task: &TaskTypeId) {
+    match counts.iter_mut().find(|(d, t, _)| *d == date && t == task) {
+        Some((_, _, n)) => *n += 1,
+        None => counts.push((date, task.clone(), 1)),
+    }
+}
+
+fn sum_counts(counts: Vec<(NaiveDate, TaskTypeId, u64)>) -> Vec<(NaiveDate, TaskTypeId, u64)> {
+    let mut sums: BTreeMap<(NaiveDate, TaskTypeId), u64> = BTreeMap::new();
+    for (date, task, n) in counts {
+        *sums.entry((date, task)).or_default() += n;
+    }
+    sums.into_iter().map(|((d, t), n)| (d, t, n)).collect()
+}
+
+impl Actor for MetricsActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.interval, |_, ctx| {
+            ctx.notify(FlushMetrics);
+        });
+    }
+}
+
+impl Handler<RecordExecution> for MetricsActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecordExecution, _: &mut Self::Context) {
+        let now = Instant::now();
+        self.processed += 1;
+        let failed = msg.status != Status::Success;
+        if failed {
+            self.failed += 1;
+        }
+        let duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX);
+        self.total_duration_ms += u128::from(duration_ms);
+        self.recent.push_back(now);
+        self.prune(now);
+
+        let date = msg.completed_at.date_naive();
+        add_count(&mut self.pending.executions, date, &msg.task_type_id);
+        if failed {
+            add_count(&mut self.pending.failures, date, &msg.task_type_id);
+        }
+        if self.pending.durations.len() < MAX_PENDING_SAMPLES {
+            self.pending.durations.push(DurationSample {
+                task_type_id: msg.task_type_id,
+                job_id: msg.job_id,
+                completed_at: msg.completed_at,
+                duration_ms,
+            });
+        }
+    }
+}
+
+impl Handler<GetStats> for MetricsActor {
+    type Result = MessageResult<GetStats>;
+
+    fn handle(&mut self, _: GetStats, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.stats())
+    }
+}
+
+impl Handler<FlushMetrics> for MetricsActor {
+    type Result = ResponseActFuture<Self, Result<(), StoreError>>;
+
+    fn handle(&mut self, _: FlushMetrics, _: &mut Self::Context) -> Self::Result {
+        if self.flushing || self.pending == MetricsBatch::default() {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        self.flushing = true;
+        let batch = self.take_pending();
+        let store = self.store.clone();
+        Box::pin(
+            async move {
+                let result = store.record_metrics(&batch).await;
+                (batch, result)
+            }
+            .into_actor(self)
+            .map(|(batch, result), act, _| {
+                act.flushing = false;
+                if let Err(err) = &result {
+                    tracing::warn!(error = %err, "metrics flush failed; keeping counts for the next one");
+                    act.restore(batch);
+                }
+                result
+            }),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(counts: Vec<(u32, &str, u64)>, expected: Vec<(u32, &str, u64)>) {
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 1, d).unwrap();
+        let task = |t: &str| TaskTypeId::parse(t).unwrap();
+        let input = counts
+            .into_iter()
+            .map(|(d, t, n)| (day(d), task(t), n))
+            .collect();
+        let expected: Vec<_> = expected
+            .into_iter()
+            .map(|(d, t, n)| (day(d), task(t), n))
+            .collect();
+        assert_eq!(sum_counts(input), expected);
+    }
+
+    #[test]
+    fn restored_counts_are_summed_per_day_and_task() {
+        check(vec![], vec![]);
+        check(
+            vec![(1, "a", 2), (1, "a", 3), (2, "a", 1), (1, "b", 1)],
+            vec![(1, "a", 5), (1, "b", 1), (2, "a", 1)],
+        );
+    }
+}
