@@ -227,14 +227,22 @@ impl State {
         }
     }
 
-    fn trim_durations(&mut self, task: &TaskTypeId, retention: Duration, max_samples: usize) {
+    /// Trims like the Redis pipeline: samples older than `retention`
+    /// before `newest_ms` (the batch's newest), then all but the newest
+    /// `max_samples`.
+    fn trim_durations(
+        &mut self,
+        task: &TaskTypeId,
+        newest_ms: i64,
+        retention: Duration,
+        max_samples: usize,
+    ) {
         let Some(samples) = self.durations.get_mut(task) else {
             return;
         };
-        if let Some(&(newest, _)) = samples.last() {
-            let cutoff = newest - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            samples.retain(|(score, _)| *score >= cutoff);
-        }
+        let cutoff =
+            newest_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        samples.retain(|(score, _)| *score >= cutoff);
         while samples.len() > max_samples {
             samples.pop_first();
         }
@@ -621,20 +629,24 @@ impl StateStore for MemoryStore {
         for (date, task, count) in &batch.failures {
             *state.failures.entry((*date, task.clone())).or_insert(0) += count;
         }
-        let mut touched = BTreeSet::new();
+        let mut newest = BTreeMap::<TaskTypeId, i64>::new();
         for sample in &batch.durations {
+            let ms = sample.completed_at.timestamp_millis();
             state
                 .durations
                 .entry(sample.task_type_id.clone())
                 .or_default()
-                .insert((
-                    sample.completed_at.timestamp_millis(),
-                    format!("{}:{}", sample.job_id, sample.duration_ms),
-                ));
-            touched.insert(sample.task_type_id.clone());
+                .insert((ms, format!("{}:{}", sample.job_id, sample.duration_ms)));
+            let entry = newest.entry(sample.task_type_id.clone()).or_insert(ms);
+            *entry = (*entry).max(ms);
         }
-        for task in touched {
-            state.trim_durations(&task, self.metrics_retention, self.metrics_max_samples);
+        for (task, newest_ms) in newest {
+            state.trim_durations(
+                &task,
+                newest_ms,
+                self.metrics_retention,
+                self.metrics_max_samples,
+            );
         }
         Ok(())
     }
