@@ -26,6 +26,8 @@
 pub mod broker;
 pub mod catalog;
 pub mod clock;
+pub mod dispatcher;
+pub mod distributor;
 pub mod domain;
 pub mod error;
 pub mod executor;
@@ -33,5 +35,7 @@ pub mod messages;
 pub mod metrics;
 pub mod rate_limiter;
 pub mod schedule;
+pub mod scheduler;
 pub mod slot;
 pub mod store;
+pub mod supervisor;

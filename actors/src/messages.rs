@@ -43,6 +43,9 @@ pub struct Distribute {
     /// `None`: every user with the task enabled, resumably (progress saved
     /// after each confirmed batch). `Some`: exactly these users.
     pub users: Option<Vec<UserId>>,
+    /// Also run the users whose custom interval keeps them out of the
+    /// enabled index (a trigger of "every enabled user").
+    pub with_custom_users: bool,
     /// Run every job at `scheduled_at` instead of spreading them.
     pub immediate: bool,
     /// The lock the fan-out runs under, renewed after each batch; the

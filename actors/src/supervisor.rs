@@ -1,0 +1,301 @@
+//! Starts the actor tree and stops it gracefully.
+//!
+//! ```text
+//! Pipeline
+//! ├── MetricsActor                      (system arbiter)
+//! ├── RateLimiterActor × (1 + tasks with a limit)   (system arbiter)
+//! ├── scheduler side (role scheduler/all)
+//! │   ├── DistributorActor              Supervisor: restarted when it stops
+//! │   └── SchedulerActor                Supervisor: restarted when it stops
+//! └── worker side (role worker/all)
+//!     ├── ExecutorActor × pool_size     Supervisor, spread over one Arbiter per core
+//!     └── dispatcher task               JobStream → idle executors
+//! ```
+//!
+//! Restart rules: an executor whose job panics stops; its supervisor
+//! restarts it with the same mailbox, and the job it held is requeued (so
+//! redelivered, not lost). The scheduler and distributor keep no state a
+//! restart could lose: schedule state and fan-out progress live in the
+//! store.
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use actix::prelude::*;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::{
+    broker::JobBroker,
+    catalog::TaskCatalog,
+    clock::SharedClock,
+    dispatcher::Dispatcher,
+    distributor::{DistributionSettings, DistributorActor},
+    domain::TaskTypeId,
+    error::PipelineError,
+    executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters},
+    metrics::{FlushMetrics, MetricsActor},
+    rate_limiter::RateLimiterActor,
+    scheduler::{ReloadHealth, SchedulerActor, SchedulerSettings, TaskSource},
+    store::{Bucket, BucketName, StateStore},
+};
+
+/// Everything the actor tree needs to know, mapped from the service
+/// configuration by the service crate.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Run the scheduler and distributor.
+    pub scheduler: bool,
+    /// Run the executors.
+    pub worker: bool,
+    /// `scheduler.check_interval`.
+    pub check_interval: Duration,
+    /// `scheduler.distribution_window`.
+    pub distribution_window: Duration,
+    /// `scheduler.batch_size`.
+    pub batch_size: usize,
+    /// `tasks.reload_interval`.
+    pub reload_interval: Duration,
+    /// How long a schedule lock lives without renewal.
+    pub lock_ttl: Duration,
+    /// `worker.pool_size`.
+    pub pool_size: usize,
+    /// Executor arbiters (threads); 0 means one per core.
+    pub arbiters: usize,
+    /// `queue.prefetch` (raised to `pool_size` if smaller).
+    pub prefetch: u16,
+    /// `worker.shutdown_timeout`.
+    pub shutdown_timeout: Duration,
+    /// `rate_limit.global`; `None` for no global limit.
+    pub global_rate: Option<u32>,
+    /// `rate_limit.per_task`.
+    pub per_task_rate: BTreeMap<TaskTypeId, u32>,
+    /// Timeouts, retries, success retention.
+    pub execution: ExecutionSettings,
+    /// `monitoring.metrics_interval`.
+    pub metrics_interval: Duration,
+}
+
+/// The backends and shared objects the tree runs on.
+#[derive(Clone)]
+pub struct PipelineDeps {
+    /// Shared state.
+    pub store: Arc<dyn StateStore>,
+    /// The job broker.
+    pub broker: Arc<dyn JobBroker>,
+    /// Task definitions in force.
+    pub catalog: TaskCatalog,
+    /// Where the scheduler reads "now".
+    pub clock: SharedClock,
+    /// Where reloads read the task definitions from.
+    pub task_source: Option<TaskSource>,
+}
+
+/// The worker side's live numbers, for `/health`.
+#[derive(Debug, Clone)]
+pub struct WorkerGauge {
+    /// Executors in the pool.
+    pub workers: usize,
+    /// Jobs in flight.
+    pub active: Arc<AtomicUsize>,
+    /// The global limit, if any.
+    pub global_rate: Option<u32>,
+}
+
+impl WorkerGauge {
+    /// Jobs in flight now.
+    pub fn active_jobs(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A running tree.
+pub struct Pipeline {
+    /// Counts outcomes; `/stats` asks it.
+    pub metrics: Addr<MetricsActor>,
+    /// Present when the scheduler side runs.
+    pub scheduler: Option<Addr<SchedulerActor>>,
+    /// Present when the scheduler side runs.
+    pub distributor: Option<Addr<DistributorActor>>,
+    /// The executor pool (empty without the worker side).
+    pub executors: Vec<Addr<ExecutorActor>>,
+    /// Present when the worker side runs.
+    pub worker: Option<WorkerGauge>,
+    /// Outcome of the last tasks reload.
+    pub reload_health: ReloadHealth,
+    /// Distribution settings in force (for the trigger and status API).
+    pub distribution: Arc<DistributionSettings>,
+    stop: watch::Sender<bool>,
+    dispatcher_done: Option<oneshot::Receiver<()>>,
+    arbiters: Vec<Arbiter>,
+}
+
+impl Pipeline {
+    /// Starts the tree on the current actix system.
+    pub async fn start(
+        config: PipelineConfig,
+        deps: PipelineDeps,
+    ) -> Result<Pipeline, PipelineError> {
+        deps.broker.declare().await?;
+        let metrics = MetricsActor::new(deps.store.clone(), config.metrics_interval).start();
+
+        let mut task_rates = BTreeMap::new();
+        let mut per_task = BTreeMap::new();
+        for (task, rate) in &config.per_task_rate {
+            if *rate == 0 {
+                continue;
+            }
+            task_rates.insert(task.clone(), *rate);
+            if config.worker {
+                let bucket = Bucket {
+                    name: BucketName::Task(task.clone()),
+                    max_tokens: f64::from(*rate),
+                    refill_rate: f64::from(*rate),
+                };
+                per_task.insert(
+                    task.clone(),
+                    RateLimiterActor::new(bucket, deps.store.clone()).start(),
+                );
+            }
+        }
+        let global_rate = config.global_rate.filter(|r| *r > 0);
+        let distribution = Arc::new(DistributionSettings {
+            window: config.distribution_window,
+            batch_size: config.batch_size.max(1),
+            lock_ttl: config.lock_ttl,
+            task_rates,
+            global_rate,
+        });
+
+        let (stop, stop_rx) = watch::channel(false);
+        let mut pipeline = Pipeline {
+            metrics: metrics.clone(),
+            scheduler: None,
+            distributor: None,
+            executors: Vec::new(),
+            worker: None,
+            reload_health: ReloadHealth::default(),
+            distribution: distribution.clone(),
+            stop,
+            dispatcher_done: None,
+            arbiters: Vec::new(),
+        };
+
+        if config.worker {
+            let global = global_rate.map(|rate| {
+                let bucket = Bucket {
+                    name: BucketName::Global,
+                    max_tokens: f64::from(rate),
+                    refill_rate: f64::from(rate),
+                };
+                RateLimiterActor::new(bucket, deps.store.clone()).start()
+            });
+            let env = Arc::new(ExecutorEnv {
+                store: deps.store.clone(),
+                broker: deps.broker.clone(),
+                catalog: deps.catalog.clone(),
+                limiters: Limiters {
+                    global,
+                    per_task: Arc::new(per_task),
+                },
+                metrics: metrics.clone(),
+                settings: config.execution.clone(),
+            });
+            let threads = match config.arbiters {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            pipeline.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
+            let (idle_tx, idle_rx) = mpsc::unbounded_channel();
+            let pool = config.pool_size.max(1);
+            pipeline.executors = (0..pool)
+                .map(|index| {
+                    let env = env.clone();
+                    let idle = idle_tx.clone();
+                    let arbiter = pipeline.arbiters[index % threads].handle();
+                    Supervisor::start_in_arbiter(&arbiter, move |_| {
+                        ExecutorActor::new(index, env, idle)
+                    })
+                })
+                .collect();
+            let prefetch = config.prefetch.max(u16::try_from(pool).unwrap_or(u16::MAX));
+            let stream = deps.broker.consume(prefetch).await?;
+            let active = Arc::new(AtomicUsize::new(0));
+            let dispatcher = Dispatcher {
+                executors: pipeline.executors.clone(),
+                idle: idle_rx,
+                stream,
+                active: active.clone(),
+                shutdown_timeout: config.shutdown_timeout,
+            };
+            let (done_tx, done_rx) = oneshot::channel();
+            actix::spawn(async move {
+                dispatcher.run(stop_rx).await;
+                let _ = done_tx.send(());
+            });
+            pipeline.dispatcher_done = Some(done_rx);
+            pipeline.worker = Some(WorkerGauge {
+                workers: pool,
+                active,
+                global_rate,
+            });
+        }
+
+        if config.scheduler {
+            let store = deps.store.clone();
+            let broker = deps.broker.clone();
+            let settings = (*distribution).clone();
+            let distributor =
+                Supervisor::start(move |_| DistributorActor::new(store, broker, settings));
+            let store = deps.store.clone();
+            let catalog = deps.catalog.clone();
+            let clock = deps.clock.clone();
+            let source = deps.task_source.clone();
+            let health = pipeline.reload_health.clone();
+            let settings = SchedulerSettings {
+                check_interval: config.check_interval,
+                lock_ttl: config.lock_ttl,
+                batch_size: config.batch_size.max(1),
+                reload_interval: config.reload_interval,
+            };
+            let for_scheduler = distributor.clone();
+            let scheduler = Supervisor::start(move |_| {
+                SchedulerActor::new(
+                    store,
+                    catalog,
+                    clock,
+                    for_scheduler,
+                    settings,
+                    source,
+                    health,
+                )
+            });
+            pipeline.distributor = Some(distributor);
+            pipeline.scheduler = Some(scheduler);
+        }
+        Ok(pipeline)
+    }
+
+    /// Stops gracefully: no new jobs, in-flight ones finish within the
+    /// shutdown timeout, the rest are requeued; metrics are flushed.
+    pub async fn shutdown(mut self) {
+        if let Some(scheduler) = self.scheduler.take() {
+            drop(scheduler);
+        }
+        let _ = self.stop.send(true);
+        if let Some(done) = self.dispatcher_done.take() {
+            let _ = done.await;
+        }
+        if let Ok(Err(err)) = self.metrics.send(FlushMetrics).await {
+            tracing::warn!(error = %err, "final metrics flush failed");
+        }
+        for arbiter in self.arbiters.drain(..) {
+            arbiter.stop();
+        }
+    }
+}
