@@ -1103,8 +1103,17 @@ async fn pump_one(inner: &Inner, delivery: LapinDelivery) {
     };
     let settled = match inner.publish_all(std::slice::from_ref(&message)).await {
         Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
+        Err(BrokerError::Unroutable(_)) => {
+            let detail = format!("no queue bound to {:?}", message.routing_key);
+            if let Err(error) = reject_poison(inner, &delivery, "unroutable", &detail).await {
+                tracing::warn!(%error, "could not move an unroutable delayed message");
+            }
+            return;
+        }
         Err(error) => {
             tracing::warn!(%error, "delay pump could not forward a job; it goes back");
+            // Do not spin on a broker that refuses: the job comes back later.
+            tokio::time::sleep(inner.options.reconnect_initial).await;
             delivery
                 .acker
                 .nack(BasicNackOptions {
