@@ -299,6 +299,13 @@ pub struct ApiConfig {
     /// When set, mutating endpoints require `Authorization: Bearer <token>`.
     /// Write `${ENV_NAME}`.
     pub token: Option<String>,
+    /// Serve a loopback HTTP sink at `/sink/{name}` that answers 200 and
+    /// counts calls (quick start; default false).
+    pub sink: bool,
+    /// With `backend: embedded`, create this many example users with every
+    /// task enabled at start, and trigger each task once for them (quick
+    /// start; default 0).
+    pub demo_users: u32,
 }
 
 impl Default for ApiConfig {
@@ -306,6 +313,8 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            sink: false,
+            demo_users: 0,
         }
     }
 }
@@ -363,6 +372,8 @@ impl fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("bind", &self.bind)
             .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("sink", &self.sink)
+            .field("demo_users", &self.demo_users)
             .finish()
     }
 }

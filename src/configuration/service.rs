@@ -290,6 +290,12 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
                 None => {}
             }
         }
+        if let Some((n, p)) = s.get("sink") {
+            set(&mut c.sink, ctx.boolean(n, &p));
+        }
+        if let Some((n, p)) = s.get("demo_users") {
+            set(&mut c.demo_users, ctx.count(n, &p, 0));
+        }
     }
 
     if let Some((n, p)) = top.get("backend") {
@@ -323,7 +329,7 @@ const WORKER: [&str; 2] = ["pool_size", "shutdown_timeout"];
 const RATE_LIMIT: [&str; 2] = ["global", "per_task"];
 const EXECUTION: [&str; 4] = ["timeout", "max_retries", "retry_delay", "max_retry_delay"];
 const MONITORING: [&str; 3] = ["metrics_interval", "log_level", "metrics_retention"];
-const API: [&str; 2] = ["bind", "token"];
+const API: [&str; 4] = ["bind", "token", "sink", "demo_users"];
 
 fn section<'n>(
     ctx: &mut Ctx<'_>,

@@ -1,0 +1,38 @@
+//! What the handlers share: the running pipeline's addresses and the
+//! backends, behind one `web::Data`.
+
+use std::{sync::Arc, time::Instant};
+
+use actix::Addr;
+use actors::{
+    catalog::TaskCatalog,
+    clock::SharedClock,
+    distributor::{DistributionSettings, DistributorActor},
+    metrics::MetricsActor,
+    scheduler::ReloadHealth,
+    store::StateStore,
+    supervisor::WorkerGauge,
+};
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct ApiState {
+    /// When the process started, for `uptime`.
+    pub started: Instant,
+    /// Shared state.
+    pub store: Arc<dyn StateStore>,
+    /// Task definitions in force.
+    pub catalog: TaskCatalog,
+    /// Where "now" comes from (trigger instants, status).
+    pub clock: SharedClock,
+    /// Present when this process runs the scheduler side.
+    pub distributor: Option<Addr<DistributorActor>>,
+    /// Window and rates of fan-outs.
+    pub distribution: Arc<DistributionSettings>,
+    /// Outcome counters.
+    pub metrics: Addr<MetricsActor>,
+    /// Present when this process runs the worker side.
+    pub worker: Option<WorkerGauge>,
+    /// Outcome of the last tasks reload.
+    pub reload_health: ReloadHealth,
+}
