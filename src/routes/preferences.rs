@@ -119,8 +119,8 @@ fn known_task(catalog: &TaskCatalog, task_id: String) -> Result<TaskTypeId, ApiE
         .ok_or_else(|| ApiError::NotFound(format!("no task {task_id:?}")))
 }
 
-/// Refuses intervals the schedule calculus cannot run.
-fn check_interval(interval: &TaskInterval) -> Result<(), String> {
+/// Refuses custom intervals the schedule calculus cannot run.
+pub fn check_interval(interval: &TaskInterval) -> Result<(), String> {
     if interval.value == 0 {
         return Err("custom_interval.value must be at least 1".into());
     }
