@@ -54,6 +54,63 @@ pub struct PreferenceWrite {
     pub modified_at: DateTime<Utc>,
 }
 
+impl PreferenceWrite {
+    /// The write of `enabled` and `settings`, stamped `now`. For an enabled
+    /// user with a custom interval, `custom_next_fire` is that interval's
+    /// first fire after `now`.
+    pub fn new(
+        user_id: UserId,
+        task_type_id: TaskTypeId,
+        enabled: bool,
+        settings: Option<Settings>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let custom_next_fire = settings
+            .as_ref()
+            .and_then(|settings| settings.custom_interval.as_ref())
+            .filter(|_| enabled)
+            .map(|interval| crate::schedule::Schedule::new(interval).next_after(now));
+        PreferenceWrite {
+            user_id,
+            task_type_id,
+            enabled,
+            settings,
+            custom_next_fire,
+            modified_at: now,
+        }
+    }
+
+    /// The writes that store a whole [`UserPreference`] (one per task it
+    /// names, enabled or with settings), stamped with its `last_modified`;
+    /// custom intervals get their first fire after `now`.
+    pub fn from_preference(preference: &UserPreference, now: DateTime<Utc>) -> Vec<Self> {
+        let mut tasks: Vec<&TaskTypeId> = preference.enabled_tasks.keys().collect();
+        tasks.extend(
+            preference
+                .task_settings
+                .keys()
+                .filter(|task| !preference.enabled_tasks.contains_key(*task)),
+        );
+        tasks
+            .into_iter()
+            .map(|task| {
+                let enabled = preference.enabled_tasks.get(task).copied().unwrap_or(false);
+                let settings = preference.task_settings.get(task).cloned();
+                PreferenceWrite {
+                    modified_at: preference.last_modified,
+                    ..PreferenceWrite::new(
+                        preference.user_id.clone(),
+                        task.clone(),
+                        enabled,
+                        settings,
+                        now,
+                    )
+                }
+            })
+            .collect()
+    }
+}
+
 /// A user with a custom interval whose next fire has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueUser {
