@@ -1,58 +1,207 @@
-//! Builds the application: backends, actors and the HTTP server.
+//! Builds the application: backends, actors and the HTTP server, and stops
+//! them gracefully.
+//!
+//! `backend: embedded` runs on the in-process store and broker (one
+//! process, nothing installed); `external` on Redis and RabbitMQ. `--role`
+//! picks the scheduler side, the worker side or both; the API serves the
+//! routes of the sides that run.
+//!
+//! Shutdown (SIGTERM/SIGINT): the HTTP server stops, the dispatcher stops
+//! taking jobs, in-flight jobs get up to `worker.shutdown_timeout` to
+//! finish, the rest are requeued, metrics are flushed, and the process
+//! exits 0. SIGHUP re-reads the task definitions.
 
-use std::{net::SocketAddr, path::Path, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{App, HttpServer, dev::Server, web};
 use actors::{
+    broker::{
+        JobBroker,
+        amqp::{AmqpBroker, AmqpOptions, QueueType as AmqpQueueType},
+        memory::MemoryBroker,
+    },
     catalog::TaskCatalog,
+    clock::{SharedClock, SystemClock},
+    domain::{TaskType, TaskTypeId, UserId},
+    executor::ExecutionSettings,
+    messages::Distribute,
+    scheduler::{ReloadTasks, TaskSource},
     store::{
-        Keys, StateStore,
+        Keys, PreferenceWrite, StateStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
+    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
 use anyhow::Context;
+use chrono::Utc;
 
 use crate::{
     cli::Role,
-    configuration::{Backend, RedisConfig, ServiceConfig, TaskFile},
-    routes::{self, auth::ApiToken, health::StartedAt},
+    configuration::{self, Backend, QueueType, RedisConfig, ServiceConfig},
+    routes::{self, auth::ApiToken, sink::SinkCounts, state::ApiState},
 };
 
-/// A built, not yet running, service.
+/// Everything [`Application::build_with`] needs.
+pub struct Setup {
+    /// The service configuration.
+    pub config: ServiceConfig,
+    /// The task definitions to start with.
+    pub tasks: Vec<TaskType>,
+    /// Where reloads read the task definitions; `None` disables reloads.
+    pub task_source: Option<TaskSource>,
+    /// Which sides run.
+    pub role: Role,
+    /// Address of the API (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// Where the scheduler reads "now".
+    pub clock: SharedClock,
+}
+
+/// A built, running service.
 pub struct Application {
     address: SocketAddr,
     server: Server,
+    pipeline: Pipeline,
 }
 
 impl Application {
-    /// Binds the API (port 0 picks a free port) and starts what `role` asks for.
+    /// Builds from a service configuration whose `tasks.config_file` names
+    /// the task definitions (none when the file does not exist).
     pub async fn build(
         config: ServiceConfig,
         role: Role,
         bind: SocketAddr,
     ) -> anyhow::Result<Application> {
-        let _ = role;
-        let started = web::Data::new(StartedAt(Instant::now()));
-        let store = web::Data::new(connect_store(&config).await?);
-        let catalog = web::Data::new(load_catalog(&config.tasks.config_file)?);
+        let path = config.tasks.config_file.clone();
+        let tasks = read_tasks(&path, &config)?;
+        let rate_limit = config.rate_limit.clone();
+        let source: TaskSource = Arc::new(move || {
+            configuration::load_tasks(&path, &rate_limit)
+                .map(|(tasks, _)| tasks)
+                .map_err(|errors| errors.problems.iter().map(|p| p.to_string()).collect())
+        });
+        Application::build_with(Setup {
+            config,
+            tasks,
+            task_source: Some(source),
+            role,
+            bind,
+            clock: Arc::new(SystemClock),
+        })
+        .await
+    }
+
+    /// Builds from a loaded configuration; reloads re-read `paths`.
+    pub async fn build_loaded(
+        loaded: configuration::LoadedConfig,
+        paths: Vec<PathBuf>,
+        role: Role,
+        bind: SocketAddr,
+    ) -> anyhow::Result<Application> {
+        let source: TaskSource = Arc::new(move || {
+            configuration::load(&paths)
+                .map(|loaded| loaded.tasks)
+                .map_err(|errors| errors.problems.iter().map(|p| p.to_string()).collect())
+        });
+        Application::build_with(Setup {
+            config: loaded.service,
+            tasks: loaded.tasks,
+            task_source: Some(source),
+            role,
+            bind,
+            clock: Arc::new(SystemClock),
+        })
+        .await
+    }
+
+    /// Connects the backends, starts the actor tree for the role, binds
+    /// the API.
+    pub async fn build_with(setup: Setup) -> anyhow::Result<Application> {
+        let Setup {
+            config,
+            tasks,
+            task_source,
+            role,
+            bind,
+            clock,
+        } = setup;
+        let (store, broker) = connect_backends(&config).await?;
+        let catalog = TaskCatalog::new(tasks);
+        let pipeline = Pipeline::start(
+            pipeline_config(&config, role),
+            PipelineDeps {
+                store: store.clone(),
+                broker,
+                catalog: catalog.clone(),
+                clock: clock.clone(),
+                task_source,
+            },
+        )
+        .await
+        .context("starting the actors")?;
+
+        if let Some(scheduler) = pipeline.scheduler.clone() {
+            listen_for_sighup(scheduler);
+        }
+        let state = ApiState {
+            started: Instant::now(),
+            store: store.clone(),
+            catalog: catalog.clone(),
+            clock: clock.clone(),
+            distributor: pipeline.distributor.clone(),
+            distribution: pipeline.distribution.clone(),
+            metrics: pipeline.metrics.clone(),
+            worker: pipeline.worker.clone(),
+            reload_health: pipeline.reload_health.clone(),
+        };
+        if config.backend == Backend::Embedded && config.api.demo_users > 0 {
+            seed_demo_users(&state, config.api.demo_users).await?;
+        }
+
+        let state = web::Data::new(state);
+        let store_data = web::Data::new(store);
+        let catalog_data = web::Data::new(catalog);
         let token = web::Data::new(ApiToken(config.api.token.clone()));
+        let sink = config
+            .api
+            .sink
+            .then(|| web::Data::new(SinkCounts::default()));
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(started.clone())
-                .app_data(store.clone())
-                .app_data(catalog.clone())
+            let mut app = App::new()
+                .app_data(state.clone())
+                .app_data(store_data.clone())
+                .app_data(catalog_data.clone())
                 .app_data(token.clone())
                 .app_data(routes::error::json_config())
                 .app_data(routes::error::path_config())
                 .service(routes::health::health)
-                .configure(routes::preferences::configure)
+                .configure(routes::preferences::configure);
+            if role.schedules() {
+                app = app.configure(routes::schedule::configure);
+            }
+            if role.works() {
+                app = app.service(routes::worker::stats);
+            }
+            if let Some(sink) = &sink {
+                app = app
+                    .app_data(sink.clone())
+                    .configure(routes::sink::configure);
+            }
+            app
         })
+        .shutdown_timeout(5)
         .bind(bind)?;
         let address = server.addrs()[0];
         Ok(Application {
             address,
             server: server.run(),
+            pipeline,
         })
     }
 
@@ -61,17 +210,50 @@ impl Application {
         self.address
     }
 
-    /// Serves until the server stops (SIGTERM/SIGINT).
+    /// Serves until SIGTERM/SIGINT, then shuts the actors down gracefully.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        self.server.await?;
+        let served = self.server.await;
+        tracing::info!("API stopped; draining the workers");
+        self.pipeline.shutdown().await;
+        served?;
         Ok(())
     }
 }
 
-/// The state store the configuration asks for.
-async fn connect_store(config: &ServiceConfig) -> anyhow::Result<Arc<dyn StateStore>> {
+/// Maps the service configuration onto the actor tree's.
+pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
+    let window = config.scheduler.distribution_window;
+    PipelineConfig {
+        scheduler: role.schedules(),
+        worker: role.works(),
+        check_interval: config.scheduler.check_interval,
+        distribution_window: window,
+        batch_size: config.scheduler.batch_size as usize,
+        reload_interval: config.tasks.reload_interval,
+        lock_ttl: Duration::from_secs(30).max(config.scheduler.check_interval * 2),
+        pool_size: config.worker.pool_size as usize,
+        arbiters: 0,
+        prefetch: config.queue.prefetch,
+        shutdown_timeout: config.worker.shutdown_timeout,
+        global_rate: Some(config.rate_limit.global).filter(|r| *r > 0),
+        per_task_rate: config.rate_limit.per_task.clone(),
+        execution: ExecutionSettings {
+            timeout: config.execution.timeout,
+            max_retries: config.execution.max_retries,
+            retry_delay: config.execution.retry_delay,
+            max_retry_delay: config.execution.max_retry_delay,
+            success_ttl: (window * 2).max(Duration::from_secs(3600)),
+        },
+        metrics_interval: config.monitoring.metrics_interval,
+    }
+}
+
+/// The store and broker the configuration asks for.
+async fn connect_backends(
+    config: &ServiceConfig,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn JobBroker>)> {
     Ok(match config.backend {
-        Backend::Embedded => Arc::new(MemoryStore::new()),
+        Backend::Embedded => (Arc::new(MemoryStore::new()), Arc::new(MemoryBroker::new())),
         Backend::External => {
             let options = RedisOptions {
                 metrics_retention: config.monitoring.metrics_retention,
@@ -81,7 +263,19 @@ async fn connect_store(config: &ServiceConfig) -> anyhow::Result<Arc<dyn StateSt
             let store = RedisStore::connect(&redis_url(&config.redis), keys, options)
                 .await
                 .context("connecting to Redis")?;
-            Arc::new(store)
+            let options = AmqpOptions {
+                exchange: config.queue.exchange.clone(),
+                queue_type: match config.queue.queue_type {
+                    QueueType::Classic => AmqpQueueType::Classic,
+                    QueueType::Quorum => AmqpQueueType::Quorum,
+                },
+                prefetch: config.queue.prefetch,
+                ..AmqpOptions::default()
+            };
+            let broker = AmqpBroker::connect(&config.queue.url, options)
+                .await
+                .context("connecting to RabbitMQ")?;
+            (Arc::new(store), Arc::new(broker))
         }
     })
 }
@@ -101,6 +295,76 @@ pub fn redis_url(redis: &RedisConfig) -> String {
 }
 
 /// The task definitions of `path`; none when the file does not exist.
+fn read_tasks(path: &Path, config: &ServiceConfig) -> anyhow::Result<Vec<TaskType>> {
+    if !path.exists() {
+        tracing::warn!(path = %path.display(), "no task file: no tasks defined");
+        return Ok(Vec::new());
+    }
+    match configuration::load_tasks(path, &config.rate_limit) {
+        Ok((tasks, _)) => Ok(tasks),
+        Err(errors) => {
+            let problems: Vec<String> = errors.problems.iter().map(|p| p.to_string()).collect();
+            anyhow::bail!("{}", problems.join("\n"))
+        }
+    }
+}
+
+/// Re-reads the task definitions on every SIGHUP.
+fn listen_for_sighup(scheduler: actix::Addr<actors::scheduler::SchedulerActor>) {
+    #[cfg(unix)]
+    actix_rt::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading task definitions");
+            scheduler.do_send(ReloadTasks);
+        }
+    });
+}
+
+/// Creates `count` example users (`user_1` ..) with every task enabled and
+/// triggers each task once for them, so the first runs come within one
+/// distribution window of start.
+async fn seed_demo_users(state: &ApiState, count: u32) -> anyhow::Result<()> {
+    let now = Utc::now();
+    let tasks = state.catalog.snapshot();
+    let users: Vec<UserId> = (1..=count)
+        .map(|n| UserId::parse(format!("user_{n}")))
+        .collect::<Result<_, _>>()?;
+    let writes: Vec<PreferenceWrite> = users
+        .iter()
+        .flat_map(|user| {
+            tasks.keys().map(move |task: &TaskTypeId| {
+                PreferenceWrite::new(user.clone(), task.clone(), true, None, now)
+            })
+        })
+        .collect();
+    state.store.write_preferences(&writes).await?;
+    let Some(distributor) = &state.distributor else {
+        return Ok(());
+    };
+    for task in tasks.values() {
+        let jobs = distributor
+            .send(Distribute {
+                task: task.clone(),
+                scheduled_at: now,
+                users: Some(users.clone()),
+                with_custom_users: false,
+                immediate: false,
+                lease: None,
+                source: "trigger".to_owned(),
+                correlation_id: "quickstart".to_owned(),
+            })
+            .await??;
+        tracing::info!(task = %task.id, jobs, "quick start: example users triggered");
+    }
+    Ok(())
+}
+
+/// The task definitions of `path` as a catalog; empty when the file does
+/// not exist.
 pub fn load_catalog(path: &Path) -> anyhow::Result<TaskCatalog> {
     if !path.exists() {
         tracing::warn!(path = %path.display(), "no task file: no tasks defined");
@@ -108,7 +372,7 @@ pub fn load_catalog(path: &Path) -> anyhow::Result<TaskCatalog> {
     }
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: TaskFile =
+    let file: configuration::TaskFile =
         serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(TaskCatalog::new(file.tasks))
 }

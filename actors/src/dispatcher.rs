@@ -10,14 +10,7 @@
 //! shutdown timeout for the executors to finish, then tells the busy ones
 //! to abandon their jobs, which requeues them, and drops the stream.
 
-use std::{
-    collections::BTreeSet,
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
 use actix::Addr;
 use tokio::sync::{mpsc::UnboundedReceiver, watch};
@@ -35,8 +28,6 @@ pub struct Dispatcher {
     pub idle: UnboundedReceiver<usize>,
     /// The deliveries.
     pub stream: Box<dyn JobStream>,
-    /// Jobs in flight, for `/health`'s `active_jobs`.
-    pub active: Arc<AtomicUsize>,
     /// How long in-flight jobs may finish after a stop.
     pub shutdown_timeout: Duration,
 }
@@ -51,7 +42,6 @@ impl Dispatcher {
                 busy.remove(&index);
                 idle.insert(index);
             }
-            self.active.store(busy.len(), Ordering::Relaxed);
             if *stop.borrow() {
                 break;
             }
@@ -81,7 +71,6 @@ impl Dispatcher {
             };
             idle.remove(&index);
             busy.insert(index);
-            self.active.store(busy.len(), Ordering::Relaxed);
             self.executors[index].do_send(ExecuteJob { delivery });
         }
         self.drain(busy).await;
@@ -99,7 +88,6 @@ impl Dispatcher {
                 Some(index) = self.idle.recv() => { busy.remove(&index); }
                 () = tokio::time::sleep_until(deadline) => break,
             }
-            self.active.store(busy.len(), Ordering::Relaxed);
         }
         if !busy.is_empty() {
             tracing::warn!(
@@ -112,7 +100,6 @@ impl Dispatcher {
                 }
             }
         }
-        self.active.store(0, Ordering::Relaxed);
         drop(self.stream);
     }
 }

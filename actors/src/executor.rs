@@ -22,7 +22,10 @@
 use std::{
     collections::BTreeMap,
     panic::AssertUnwindSafe,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -140,6 +143,8 @@ pub struct ExecutorEnv {
     pub metrics: Addr<MetricsActor>,
     /// Timeouts and retries.
     pub settings: ExecutionSettings,
+    /// Jobs in flight over the pool, for `/health`'s `active_jobs`.
+    pub active: Arc<AtomicUsize>,
 }
 
 /// A delivery that must be settled exactly once. Dropped unsettled (the
@@ -234,6 +239,7 @@ impl ExecutorActor {
     }
 
     fn mark_idle(&self) {
+        self.env.active.fetch_sub(1, Ordering::Relaxed);
         let _ = self.idle.send(self.index);
     }
 
@@ -283,6 +289,7 @@ impl Handler<ExecuteJob> for ExecutorActor {
         }
         let envelope = msg.delivery.envelope;
         let job_id = envelope.job.id;
+        self.env.active.fetch_add(1, Ordering::Relaxed);
         self.generation += 1;
         let generation = self.generation;
         let job = run_job(

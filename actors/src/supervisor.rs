@@ -195,6 +195,7 @@ impl Pipeline {
                 };
                 RateLimiterActor::new(bucket, deps.store.clone()).start()
             });
+            let active = Arc::new(AtomicUsize::new(0));
             let env = Arc::new(ExecutorEnv {
                 store: deps.store.clone(),
                 broker: deps.broker.clone(),
@@ -205,6 +206,7 @@ impl Pipeline {
                 },
                 metrics: metrics.clone(),
                 settings: config.execution.clone(),
+                active: active.clone(),
             });
             let threads = match config.arbiters {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -225,12 +227,10 @@ impl Pipeline {
                 .collect();
             let prefetch = config.prefetch.max(u16::try_from(pool).unwrap_or(u16::MAX));
             let stream = deps.broker.consume(prefetch).await?;
-            let active = Arc::new(AtomicUsize::new(0));
             let dispatcher = Dispatcher {
                 executors: pipeline.executors.clone(),
                 idle: idle_rx,
                 stream,
-                active: active.clone(),
                 shutdown_timeout: config.shutdown_timeout,
             };
             let (done_tx, done_rx) = oneshot::channel();

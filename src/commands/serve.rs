@@ -20,10 +20,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
     for warning in &loaded.warnings {
         tracing::warn!(%warning, "configuration");
     }
-    let config = loaded.service;
-    let bind = args.bind.unwrap_or(config.api.bind);
+    let bind = args.bind.unwrap_or(loaded.service.api.bind);
+    let paths = args.config.config.clone();
     let result = actix_rt::System::new().block_on(async move {
-        let app = Application::build(config, args.role, bind).await?;
+        let app = Application::build_loaded(loaded, paths, args.role, bind).await?;
         tracing::info!(address = %app.address(), role = ?args.role, "taskqueue serving");
         app.run_until_stopped().await
     });

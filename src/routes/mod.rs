@@ -4,5 +4,9 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod preferences;
+pub mod schedule;
+pub mod sink;
+pub mod state;
+pub mod worker;
 
 pub use error::ApiError;
