@@ -210,6 +210,11 @@ impl Application {
         self.address
     }
 
+    /// The executor pool (empty without the worker side).
+    pub fn executors(&self) -> Vec<actix::Addr<actors::executor::ExecutorActor>> {
+        self.pipeline.executors.clone()
+    }
+
     /// Serves until SIGTERM/SIGINT, then shuts the actors down gracefully.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let served = self.server.await;

@@ -1,0 +1,448 @@
+//! Builders shared by the pipeline tests: a loopback sink that records
+//! every request, backends of their own on the real Redis and RabbitMQ
+//! (a fresh key prefix and a fresh vhost per test), and the service
+//! started in-process or as a `taskqueue serve` process.
+
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Command,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actors::{
+    domain::{Settings, TaskType, TaskTypeId, UserId},
+    store::{Keys, PreferenceWrite, StateStore, redis::RedisOptions, redis::RedisStore},
+};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use uuid::Uuid;
+
+const CTL: &str = "/usr/sbin/rabbitmqctl";
+
+/// One request the sink received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Path, e.g. `/ok/report`.
+    pub path: String,
+    /// HTTP method.
+    pub method: String,
+    /// Header name (lower case) to value.
+    pub headers: BTreeMap<String, String>,
+    /// Query string.
+    pub query: String,
+    /// Body (JSON for POST/PUT/PATCH).
+    pub body: Value,
+    /// When it arrived.
+    pub at: DateTime<Utc>,
+    /// Arrival on the monotonic clock.
+    pub instant: Instant,
+    /// Whether the sink answered 2xx.
+    pub answered_ok: bool,
+}
+
+impl Received {
+    /// The `Idempotency-Key` header.
+    pub fn key(&self) -> String {
+        self.headers
+            .get("idempotency-key")
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The `X-Taskqueue-Attempt` header as a number.
+    pub fn attempt(&self) -> u32 {
+        self.headers
+            .get("x-taskqueue-attempt")
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+/// A loopback HTTP server recording every request. Behaviour by path:
+/// `/ok/..` 200; `/flaky/..` 500 until attempt 3, then 200; `/fail/..`
+/// 500; `/missing/..` 404; `/throttle/..` 429 with `Retry-After: 1` on
+/// the first call of each job, then 200; `/slow/{ms}/..` waits, then 200.
+#[derive(Clone)]
+pub struct Sink {
+    /// Where it listens.
+    pub address: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Sink {
+    /// Starts a sink on a free port (on its own thread and runtime).
+    pub fn start() -> Sink {
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let for_server = received.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let data = web::Data::new(for_server);
+                let server = HttpServer::new(move || {
+                    App::new()
+                        .app_data(data.clone())
+                        .app_data(web::PayloadConfig::new(1 << 20))
+                        .default_service(web::to(record))
+                })
+                .workers(2)
+                .disable_signals()
+                .bind("127.0.0.1:0")
+                .unwrap();
+                tx.send(server.addrs()[0]).unwrap();
+                server.run().await.unwrap();
+            });
+        });
+        let address = rx.recv().unwrap();
+        Sink { address, received }
+    }
+
+    /// The URL of `path` on the sink.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    /// Every request so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Requests whose path starts with `prefix`.
+    pub fn received_at(&self, prefix: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|r| r.path.starts_with(prefix))
+            .collect()
+    }
+
+    /// Waits until `count` requests under `prefix` arrived, or `timeout`.
+    pub async fn wait_for(&self, prefix: &str, count: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.received_at(prefix);
+            if got.len() >= count || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn record(
+    request: HttpRequest,
+    body: web::Bytes,
+    received: web::Data<Arc<Mutex<Vec<Received>>>>,
+) -> HttpResponse {
+    let path = request.path().to_owned();
+    let headers: BTreeMap<String, String> = request
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_lowercase(),
+                v.to_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let mut entry = Received {
+        path: path.clone(),
+        method: request.method().to_string(),
+        query: request.query_string().to_owned(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        at: Utc::now(),
+        instant: Instant::now(),
+        answered_ok: false,
+        headers,
+    };
+    let attempt = entry.attempt();
+    let key = entry.key();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let response = match segments.first().copied() {
+        Some("flaky") if attempt < 3 => HttpResponse::InternalServerError().finish(),
+        Some("fail") => HttpResponse::InternalServerError().body("boom"),
+        Some("missing") => HttpResponse::NotFound().finish(),
+        Some("throttle") => {
+            let seen = received
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|r| r.path == path && r.key() == key);
+            if seen {
+                HttpResponse::Ok().finish()
+            } else {
+                HttpResponse::TooManyRequests()
+                    .insert_header(("Retry-After", "1"))
+                    .finish()
+            }
+        }
+        Some("slow") => {
+            let ms = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            received.lock().unwrap().push(entry.clone());
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            let mut all = received.lock().unwrap();
+            if let Some(last) = all
+                .iter_mut()
+                .rev()
+                .find(|r| r.instant == entry.instant && r.key() == key)
+            {
+                last.answered_ok = true;
+            }
+            return HttpResponse::Ok().finish();
+        }
+        _ => HttpResponse::Ok().finish(),
+    };
+    entry.answered_ok = response.status().is_success();
+    received.lock().unwrap().push(entry);
+    response
+}
+
+/// The Redis URL of the tests.
+pub fn redis_url() -> String {
+    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+/// A Redis prefix and a RabbitMQ vhost of one test; both removed on drop.
+pub struct Backends {
+    /// Key prefix.
+    pub prefix: String,
+    /// The vhost's name.
+    pub vhost: String,
+    /// AMQP URL of the vhost.
+    pub amqp_url: String,
+}
+
+impl Backends {
+    /// Fresh, empty backends named after `test`.
+    pub fn new(test: &str) -> Backends {
+        let id = Uuid::new_v4().simple().to_string();
+        let vhost = format!("tq-test-pipeline-{test}-{id}");
+        ctl(&["add_vhost", &vhost]);
+        ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
+        let base = std::env::var("TASKQUEUE_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let authority_end = base["amqp://".len()..]
+            .find('/')
+            .map_or(base.len(), |at| at + "amqp://".len());
+        let amqp_url = format!("{}/{}", &base[..authority_end], vhost);
+        Backends {
+            prefix: format!("tqpipe-{test}-{id}"),
+            vhost,
+            amqp_url,
+        }
+    }
+
+    /// `host:port` of the Redis server.
+    pub fn redis_address(&self) -> String {
+        redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
+    /// A store on the test's prefix.
+    pub async fn store(&self) -> RedisStore {
+        RedisStore::connect(
+            &redis_url(),
+            Keys::new(self.prefix.clone()),
+            RedisOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Drains `queue` of the vhost with a raw channel: (headers, body).
+    pub async fn take_all(&self, queue: &str) -> Vec<(BTreeMap<String, String>, Value)> {
+        use lapin::{Connection, ConnectionProperties, options::BasicGetOptions};
+        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let mut out = Vec::new();
+        while let Some(message) = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            let headers = message
+                .delivery
+                .properties
+                .headers()
+                .as_ref()
+                .map(|table| {
+                    table
+                        .inner()
+                        .iter()
+                        .map(|(k, v)| {
+                            let text = match v {
+                                lapin::types::AMQPValue::LongString(s) => s.to_string(),
+                                other => format!("{other:?}"),
+                            };
+                            (k.to_string(), text)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let body = serde_json::from_slice(&message.delivery.data).unwrap_or(Value::Null);
+            out.push((headers, body));
+        }
+        let _ = connection.close(0, "done".into()).await;
+        out
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        let _ = Command::new(CTL)
+            .args(["-q", "delete_vhost", &self.vhost])
+            .status();
+        if let Ok(client) = redis::Client::open(redis_url())
+            && let Ok(mut connection) = client.get_connection()
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", self.prefix))
+                .query(&mut connection)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
+            }
+        }
+    }
+}
+
+fn ctl(args: &[&str]) {
+    let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
+    assert!(status.success(), "rabbitmqctl {args:?} failed");
+}
+
+/// A task definition from YAML-ish JSON.
+pub fn task(value: Value) -> TaskType {
+    serde_json::from_value(value).unwrap()
+}
+
+/// Enables `task` for `users` (default interval) in one write.
+pub async fn enable_users(store: &dyn StateStore, task: &str, users: &[String]) {
+    let task = TaskTypeId::parse(task).unwrap();
+    let now = Utc::now();
+    let writes: Vec<PreferenceWrite> = users
+        .iter()
+        .map(|u| {
+            PreferenceWrite::new(
+                UserId::parse(u.clone()).unwrap(),
+                task.clone(),
+                true,
+                None,
+                now,
+            )
+        })
+        .collect();
+    for chunk in writes.chunks(500) {
+        store.write_preferences(chunk).await.unwrap();
+    }
+}
+
+/// Enables `task` for `user` with `settings`, as of `now`.
+pub async fn enable_user_with(
+    store: &dyn StateStore,
+    task: &str,
+    user: &str,
+    settings: Settings,
+    now: DateTime<Utc>,
+) {
+    let write = PreferenceWrite::new(
+        UserId::parse(user).unwrap(),
+        TaskTypeId::parse(task).unwrap(),
+        true,
+        Some(settings),
+        now,
+    );
+    store.write_preferences(&[write]).await.unwrap();
+}
+
+/// A service configuration on `backends`, tuned for fast tests.
+pub fn config(backends: &Backends) -> taskqueue::configuration::ServiceConfig {
+    let mut config = taskqueue::configuration::ServiceConfig::default();
+    config.redis.addresses = vec![backends.redis_address()];
+    config.redis.prefix = backends.prefix.clone();
+    config.queue.url = backends.amqp_url.clone();
+    config.scheduler.check_interval = Duration::from_secs(1);
+    config.scheduler.distribution_window = Duration::from_secs(5);
+    config.scheduler.batch_size = 100;
+    config.worker.pool_size = 8;
+    config.worker.shutdown_timeout = Duration::from_secs(10);
+    config.rate_limit.global = 1000;
+    config.execution.timeout = Duration::from_secs(10);
+    config.execution.retry_delay = Duration::from_millis(200);
+    config.execution.max_retry_delay = Duration::from_secs(1);
+    config.monitoring.metrics_interval = Duration::from_secs(1);
+    config.api.bind = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+/// Path of a temporary file holding `text`.
+pub fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("{}-{name}", Uuid::new_v4().simple()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// POSTs JSON to the service; (status, body).
+pub async fn post(address: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}{path}"))
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// GETs JSON from the service; (status, body).
+pub async fn get(address: SocketAddr, path: &str) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .get(format!("http://{address}{path}"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The service running in this test's actix system.
+pub struct RunningApp {
+    /// Where its API listens.
+    pub address: SocketAddr,
+    /// Its executors.
+    pub executors: Vec<actix::Addr<actors::executor::ExecutorActor>>,
+}
+
+/// Starts the service (`--role all`) in-process with `tasks` and `clock`.
+pub async fn spawn_app(
+    config: taskqueue::configuration::ServiceConfig,
+    tasks: Vec<TaskType>,
+    clock: actors::clock::SharedClock,
+) -> RunningApp {
+    let app = taskqueue::startup::Application::build_with(taskqueue::startup::Setup {
+        bind: config.api.bind,
+        config,
+        tasks,
+        task_source: None,
+        role: taskqueue::cli::Role::All,
+        clock,
+    })
+    .await
+    .unwrap();
+    let running = RunningApp {
+        address: app.address(),
+        executors: app.executors(),
+    };
+    actix_rt::spawn(app.run_until_stopped());
+    running
+}
