@@ -1,0 +1,110 @@
+//! A scheduled (not triggered) period end to end on the real Redis and
+//! RabbitMQ, driven by an injected clock: a new task starts at its next
+//! fire, the period fans out once, and a user whose custom interval lives
+//! in another time zone runs on their own schedule.
+
+mod support;
+
+use std::time::Duration;
+
+use actors::{
+    clock::ManualClock,
+    domain::{Settings, TaskInterval, TaskTypeId, UserId, job_id},
+};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono_tz::Tz;
+use serde_json::json;
+use support::*;
+
+fn daily_at(local: DateTime<Tz>) -> TaskInterval {
+    serde_json::from_value(json!({
+        "type": "daily", "value": 1,
+        "timezone": local.timezone().name(),
+        "at_time": local.format("%H:%M:%S").to_string(),
+    }))
+    .unwrap()
+}
+
+#[actix_rt::test]
+async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_zone_user() {
+    let sink = Sink::start();
+    let backends = Backends::new("scheduled");
+    let store = backends.store().await;
+
+    let t0 = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let clock = ManualClock::new(t0);
+    let fire = t0 + TimeDelta::seconds(6);
+    let sync = task(json!({
+        "id": "sync", "name": "Sync",
+        "interval": {"type": "hourly", "value": 1, "at_time": fire.format("%H:%M:%S").to_string()},
+        "timeout": "10s",
+        "config": {"endpoint": sink.url("/ok/sync"), "method": "POST"}
+    }));
+    let users: Vec<String> = (0..20).map(|n| format!("user_{n:02}")).collect();
+    enable_users(&store, "sync", &users).await;
+    let custom_fire = fire + TimeDelta::seconds(2);
+    let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
+    let in_kolkata = Settings {
+        custom_interval: Some(daily_at(custom_fire.with_timezone(&kolkata))),
+        parameters: Default::default(),
+    };
+    enable_user_with(&store, "sync", "kolkata_user", in_kolkata, t0).await;
+    let new_york: Tz = "America/New_York".parse().unwrap();
+    let later = Settings {
+        custom_interval: Some(daily_at(
+            (fire + TimeDelta::hours(3)).with_timezone(&new_york),
+        )),
+        parameters: Default::default(),
+    };
+    enable_user_with(&store, "sync", "new_york_user", later, t0).await;
+
+    let mut config = config(&backends);
+    config.scheduler.distribution_window = Duration::from_secs(3);
+    let app = spawn_app(config, vec![sync], clock.clone()).await;
+
+    // A new task type starts at its next fire: with the clock held before
+    // it, nothing runs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(sink.received().is_empty(), "{:?}", sink.received());
+    let (status, body) = get(app.address, "/schedule/status/sync").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["next_execution"], json!(fire));
+    assert_eq!(body["enabled_users"], 22);
+    assert_eq!(body["interval"]["type"], "hourly");
+
+    // Move the clock past the period's fire and the custom user's fire.
+    clock.set(fire + TimeDelta::seconds(3));
+    let calls = sink.wait_for("/ok/sync", 21, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls_after = sink.received_at("/ok/sync");
+    assert_eq!(calls_after.len(), calls.len());
+    assert_eq!(
+        calls.len(),
+        21,
+        "20 default users + the Kolkata user, once each"
+    );
+
+    let task_id = TaskTypeId::parse("sync").unwrap();
+    for call in &calls {
+        let user = call.body["user_id"].as_str().unwrap();
+        let scheduled_at: DateTime<Utc> =
+            call.body["scheduled_at"].as_str().unwrap().parse().unwrap();
+        let expected = if user == "kolkata_user" {
+            custom_fire
+        } else {
+            fire
+        };
+        assert_eq!(scheduled_at, expected, "user {user}");
+        assert_ne!(user, "new_york_user");
+        let id = job_id(&task_id, &UserId::parse(user).unwrap(), scheduled_at);
+        assert_eq!(call.key(), id.to_string());
+    }
+    let (_, body) = get(app.address, "/schedule/status/sync").await;
+    assert_eq!(body["last_execution"], json!(fire));
+    assert_eq!(body["next_execution"], json!(fire + TimeDelta::hours(1)));
+
+    // Later in the same hour: nothing is due again.
+    clock.set(fire + TimeDelta::minutes(30));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.received_at("/ok/sync").len(), 21);
+}
