@@ -196,6 +196,7 @@ impl Application {
             app
         })
         .shutdown_timeout(5)
+        .disable_signals()
         .bind(bind)?;
         let address = server.addrs()[0];
         Ok(Application {
@@ -215,12 +216,27 @@ impl Application {
         self.pipeline.executors.clone()
     }
 
-    /// Serves until SIGTERM/SIGINT, then shuts the actors down gracefully.
+    /// Serves until SIGTERM/SIGINT, then shuts down gracefully: the
+    /// workers drain first (the API keeps answering `/health` meanwhile),
+    /// then the API stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let served = self.server.await;
-        tracing::info!("API stopped; draining the workers");
+        let handle = self.server.handle();
+        let mut server = self.server;
+        let served = tokio::select! {
+            served = &mut server => Some(served),
+            () = shutdown_signal() => None,
+        };
+        tracing::info!("shutting down: draining the workers");
         self.pipeline.shutdown().await;
-        served?;
+        match served {
+            Some(served) => served?,
+            None => {
+                // The server future runs its own stop command: poll both.
+                let (_, served) = futures::join!(handle.stop(true), server);
+                served?;
+            }
+        }
+        tracing::info!("taskqueue stopped");
         Ok(())
     }
 }
@@ -311,6 +327,29 @@ fn read_tasks(path: &Path, config: &ServiceConfig) -> anyhow::Result<Vec<TaskTyp
             let problems: Vec<String> = errors.problems.iter().map(|p| p.to_string()).collect();
             anyhow::bail!("{}", problems.join("\n"))
         }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

@@ -1,0 +1,172 @@
+//! `taskqueue serve` processes on the real Redis and RabbitMQ: two
+//! replicas share the work with every (user, period) called exactly once,
+//! and a SIGTERM lets in-flight jobs finish, loses none and runs none twice.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use chrono::{DurationRound, TimeDelta, Utc};
+use support::*;
+
+/// A service config file on `backends` with `tasks` inline.
+fn config_file(backends: &Backends, extra: &str, tasks: &str) -> std::path::PathBuf {
+    let text = format!(
+        r#"
+backend: external
+scheduler:
+  check_interval: 1s
+  distribution_window: 3s
+  batch_size: 10
+redis:
+  addresses: ["{redis}"]
+  prefix: "{prefix}"
+queue:
+  url: "{amqp}"
+rate_limit:
+  global: 1000
+execution:
+  timeout: 10s
+  retry_delay: 200ms
+monitoring:
+  metrics_interval: 1s
+  log_level: warn
+{extra}
+tasks:
+{tasks}
+"#,
+        redis = backends.redis_address(),
+        prefix = backends.prefix,
+        amqp = backends.amqp_url,
+    );
+    temp_file("taskqueue.yaml", &text)
+}
+
+fn hourly_task(id: &str, at: chrono::DateTime<Utc>, endpoint: &str) -> String {
+    format!(
+        r#"  - id: {id}
+    name: {id}
+    interval: {{ type: hourly, value: 1, at_time: "{at}" }}
+    timeout: 10s
+    config: {{ endpoint: "{endpoint}", method: POST }}
+"#,
+        at = at.format("%H:%M:%S")
+    )
+}
+
+fn serve(config: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--bind", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn terminate(child: &mut Child) -> i32 {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap().code().unwrap_or(-1)
+}
+
+#[actix_rt::test]
+async fn two_replicas_call_every_user_once_per_period() {
+    let sink = Sink::start();
+    let backends = Backends::new("replicas");
+    let store = backends.store().await;
+    let t0 = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let mut tasks = String::new();
+    let users: Vec<String> = (0..30).map(|n| format!("user_{n:02}")).collect();
+    for (n, offset) in [8, 12, 16].into_iter().enumerate() {
+        let id = format!("period_{n}");
+        tasks.push_str(&hourly_task(
+            &id,
+            t0 + TimeDelta::seconds(offset),
+            &sink.url(&format!("/ok/{id}")),
+        ));
+        enable_users(&store, &id, &users).await;
+    }
+    let config = config_file(&backends, "worker:\n  pool_size: 4", &tasks);
+    let mut first = serve(&config);
+    let mut second = serve(&config);
+
+    let calls = sink.wait_for("/ok/", 90, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls_after = sink.received_at("/ok/");
+    assert_eq!(terminate(&mut first), 0);
+    assert_eq!(terminate(&mut second), 0);
+
+    assert_eq!(calls.len(), calls_after.len(), "late duplicates");
+    let mut per_run: BTreeMap<(String, String, String), u32> = BTreeMap::new();
+    for call in &calls_after {
+        let key = (
+            call.body["task_type_id"].as_str().unwrap().to_owned(),
+            call.body["user_id"].as_str().unwrap().to_owned(),
+            call.body["scheduled_at"].as_str().unwrap().to_owned(),
+        );
+        *per_run.entry(key).or_default() += 1;
+    }
+    assert_eq!(per_run.len(), 90, "3 periods x 30 users");
+    assert!(per_run.values().all(|n| *n == 1), "{per_run:?}");
+    let _ = std::fs::remove_file(config);
+}
+
+#[actix_rt::test]
+async fn sigterm_lets_in_flight_jobs_finish_and_the_rest_wait_for_the_next_process() {
+    let sink = Sink::start();
+    let backends = Backends::new("shutdown");
+    let store = backends.store().await;
+    let t0 = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
+    let users: Vec<String> = (0..8).map(|n| format!("user_{n}")).collect();
+    enable_users(&store, "slow", &users).await;
+    let tasks = hourly_task(
+        "slow",
+        t0 + TimeDelta::seconds(4),
+        &sink.url("/slow/2000/s"),
+    );
+    let config = config_file(
+        &backends,
+        "worker:\n  pool_size: 4\n  shutdown_timeout: 20s",
+        &tasks,
+    );
+
+    let mut first = serve(&config);
+    let in_flight = sink.wait_for("/slow/", 4, Duration::from_secs(30)).await;
+    assert_eq!(in_flight.len(), 4, "the pool is busy");
+    assert_eq!(terminate(&mut first), 0, "exits 0 after draining");
+    let finished_before_exit = sink.received_at("/slow/");
+    assert_eq!(
+        finished_before_exit.len(),
+        4,
+        "no new job was taken after SIGTERM"
+    );
+
+    let mut second = serve(&config);
+    let calls = sink.wait_for("/slow/", 8, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(terminate(&mut second), 0);
+    let calls_after = sink.received_at("/slow/");
+    assert_eq!(calls.len(), calls_after.len());
+    let mut per_user: BTreeMap<String, u32> = BTreeMap::new();
+    for call in &calls_after {
+        *per_user
+            .entry(call.body["user_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(per_user.len(), 8, "none lost: {per_user:?}");
+    assert!(
+        per_user.values().all(|n| *n == 1),
+        "none twice: {per_user:?}"
+    );
+    let _ = std::fs::remove_file(config);
+}
