@@ -293,7 +293,7 @@ async fn connect_backends(
                 prefetch: config.queue.prefetch,
                 ..AmqpOptions::default()
             };
-            let broker = AmqpBroker::connect(&config.queue.url, options)
+            let broker = AmqpBroker::connect(&amqp_url(&config.queue.url), options)
                 .await
                 .context("connecting to RabbitMQ")?;
             (Arc::new(store), Arc::new(broker))
@@ -313,6 +313,17 @@ pub fn redis_url(redis: &RedisConfig) -> String {
         format!(":{}@", redis.password)
     };
     format!("redis://{auth}{address}/{}", redis.db)
+}
+
+/// `url` with an empty vhost (`amqp://host:5672/`, as the spec's example
+/// writes it) read as the default vhost `/`: RabbitMQ has no vhost named
+/// "".
+pub fn amqp_url(url: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |at| at + 3);
+    match url[authority_start..].find('/') {
+        Some(slash) if authority_start + slash + 1 == url.len() => format!("{url}%2f"),
+        _ => url.to_owned(),
+    }
 }
 
 /// The task definitions of `path`; none when the file does not exist.
@@ -419,4 +430,21 @@ pub fn load_catalog(path: &Path) -> anyhow::Result<TaskCatalog> {
     let file: configuration::TaskFile =
         serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     Ok(TaskCatalog::new(file.tasks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(input: &str, expected: &str) {
+        assert_eq!(amqp_url(input), expected, "input {input:?}");
+    }
+
+    #[test]
+    fn an_empty_vhost_means_the_default_one() {
+        check("amqp://guest:guest@localhost:5672/", "amqp://guest:guest@localhost:5672/%2f");
+        check("amqp://guest:guest@localhost:5672/%2f", "amqp://guest:guest@localhost:5672/%2f");
+        check("amqp://h:5672/jobs", "amqp://h:5672/jobs");
+        check("amqp://h:5672", "amqp://h:5672");
+    }
 }
