@@ -442,8 +442,14 @@ mod tests {
 
     #[test]
     fn an_empty_vhost_means_the_default_one() {
-        check("amqp://guest:guest@localhost:5672/", "amqp://guest:guest@localhost:5672/%2f");
-        check("amqp://guest:guest@localhost:5672/%2f", "amqp://guest:guest@localhost:5672/%2f");
+        check(
+            "amqp://guest:guest@localhost:5672/",
+            "amqp://guest:guest@localhost:5672/%2f",
+        );
+        check(
+            "amqp://guest:guest@localhost:5672/%2f",
+            "amqp://guest:guest@localhost:5672/%2f",
+        );
         check("amqp://h:5672/jobs", "amqp://h:5672/jobs");
         check("amqp://h:5672", "amqp://h:5672");
     }

@@ -1,0 +1,219 @@
+//! The scheduler and worker API on the embedded backends (no Redis or
+//! RabbitMQ needed): trigger validation, status, the merged `/health`,
+//! `/stats` after the quick start's example users ran, the loopback sink,
+//! and a tasks reload that fails and shows as degraded health.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use actors::clock::SystemClock;
+use serde_json::{Value, json};
+use support::*;
+use taskqueue::{cli::Role, configuration::Backend, startup::Application};
+
+fn embedded_config() -> taskqueue::configuration::ServiceConfig {
+    let mut config = taskqueue::configuration::ServiceConfig::default();
+    config.backend = Backend::Embedded;
+    config.api.bind = "127.0.0.1:0".parse().unwrap();
+    config.api.sink = true;
+    config.scheduler.distribution_window = Duration::from_secs(2);
+    config.execution.retry_delay = Duration::from_millis(100);
+    config.monitoring.metrics_interval = Duration::from_secs(1);
+    config
+}
+
+fn report_task(endpoint: String) -> actors::domain::TaskType {
+    task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1, "timezone": "UTC"},
+        "timeout": "5s",
+        "config": {"endpoint": endpoint, "method": "POST"}
+    }))
+}
+
+fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+}
+
+#[actix_rt::test]
+async fn example_users_run_and_the_api_answers_with_the_spec_shapes() {
+    let sink = Sink::start();
+    let mut config = embedded_config();
+    config.api.demo_users = 3;
+    let app = spawn_app(
+        config,
+        vec![report_task(sink.url("/ok/report"))],
+        Arc::new(SystemClock),
+    )
+    .await;
+
+    // The example users were triggered at start.
+    let calls = sink
+        .wait_for("/ok/report", 3, Duration::from_secs(20))
+        .await;
+    assert_eq!(calls.len(), 3);
+    let mut stats = Value::Null;
+    for _ in 0..50 {
+        stats = get(app.address, "/stats").await.1;
+        if stats["processed"] == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["processed"], 3, "{stats}");
+    assert_eq!(stats["failed"], 0);
+    for field in ["avg_duration_ms", "current_rate", "uptime"] {
+        assert!(stats[field].is_number(), "{field} in {stats}");
+    }
+
+    // /health of --role all: the scheduler's fields plus the worker's.
+    let (status, health) = get(app.address, "/health").await;
+    assert_eq!(status, 200);
+    let mut keys: Vec<&str> = health
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "active_jobs",
+            "rate_limit",
+            "status",
+            "uptime",
+            "version",
+            "workers"
+        ]
+    );
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["workers"], 10);
+    assert_eq!(health["rate_limit"]["max"], 100);
+
+    // Status.
+    let (status, body) = get(app.address, "/schedule/status/report").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["task_type_id"], "report");
+    assert_eq!(body["enabled_users"], 3);
+    assert_eq!(
+        body["interval"],
+        json!({"type": "daily", "value": 1, "timezone": "UTC"})
+    );
+    assert!(
+        body["next_execution"]
+            .as_str()
+            .unwrap()
+            .ends_with("T00:00:00Z"),
+        "{body}"
+    );
+    let (status, body) = get(app.address, "/schedule/status/nope").await;
+    assert_eq!(status, 404);
+    assert_error(&body, "not_found");
+
+    // Trigger: named users, immediately.
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "report", "user_ids": ["x1", "x2"], "execute_immediately": true}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        body,
+        json!({"jobs_created": 2, "distribution_window": "0s"})
+    );
+    let calls = sink
+        .wait_for("/ok/report", 5, Duration::from_secs(10))
+        .await;
+    assert_eq!(calls.len(), 5);
+
+    // Trigger: every enabled user, spread.
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "report"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    assert_eq!(
+        body,
+        json!({"jobs_created": 3, "distribution_window": "2s"})
+    );
+
+    // Trigger: refusals.
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "nope"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert_error(&body, "not_found");
+    let many: Vec<String> = (0..10_001).map(|n| format!("u{n}")).collect();
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "report", "user_ids": many}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_error(&body, "bad_request");
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "report", "user_ids": ["a:b"]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_error(&body, "bad_request");
+    let (status, body) = post(app.address, "/schedule/trigger", &json!({"user_ids": []})).await;
+    assert_eq!(status, 400);
+    assert_error(&body, "bad_request");
+
+    // The loopback sink counts what it receives.
+    let (status, _) = post(app.address, "/sink/demo", &json!({})).await;
+    assert_eq!(status, 200);
+    let (_, counts) = get(app.address, "/sink").await;
+    assert_eq!(counts, json!({"demo": 1}));
+}
+
+#[actix_rt::test]
+async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
+    let good = format!(
+        "tasks:\n  - id: report\n    name: Report\n    interval: {{ type: daily, value: 1 }}\n    timeout: 5s\n    config: {{ endpoint: \"http://127.0.0.1:9/x\", method: POST }}\n"
+    );
+    let tasks_file = temp_file("tasks.yaml", &good);
+    let mut config = embedded_config();
+    config.tasks.config_file = tasks_file.clone();
+    config.tasks.reload_interval = Duration::from_millis(500);
+    let app = Application::build(config, Role::All, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let address = app.address();
+    actix_rt::spawn(app.run_until_stopped());
+    assert_eq!(get(address, "/health").await.1["status"], "healthy");
+
+    std::fs::write(&tasks_file, "tasks:\n  - id: report\n    name: Report\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (status, health) = get(address, "/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert!(!health["errors"].as_array().unwrap().is_empty(), "{health}");
+    let (status, _) = get(address, "/schedule/status/report").await;
+    assert_eq!(status, 200, "the running definitions stay");
+
+    std::fs::write(&tasks_file, good).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, health) = get(address, "/health").await;
+    assert_eq!(health["status"], "healthy", "{health}");
+    assert!(health.get("errors").is_none());
+    let _ = std::fs::remove_file(tasks_file);
+}
