@@ -13,8 +13,10 @@ use support::*;
 use taskqueue::{cli::Role, configuration::Backend, startup::Application};
 
 fn embedded_config() -> taskqueue::configuration::ServiceConfig {
-    let mut config = taskqueue::configuration::ServiceConfig::default();
-    config.backend = Backend::Embedded;
+    let mut config = taskqueue::configuration::ServiceConfig {
+        backend: Backend::Embedded,
+        ..Default::default()
+    };
     config.api.bind = "127.0.0.1:0".parse().unwrap();
     config.api.sink = true;
     config.scheduler.distribution_window = Duration::from_secs(2);
@@ -187,9 +189,7 @@ async fn example_users_run_and_the_api_answers_with_the_spec_shapes() {
 
 #[actix_rt::test]
 async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
-    let good = format!(
-        "tasks:\n  - id: report\n    name: Report\n    interval: {{ type: daily, value: 1 }}\n    timeout: 5s\n    config: {{ endpoint: \"http://127.0.0.1:9/x\", method: POST }}\n"
-    );
+    let good = "tasks:\n  - id: report\n    name: Report\n    interval: { type: daily, value: 1 }\n    timeout: 5s\n    config: { endpoint: \"http://127.0.0.1:9/x\", method: POST }\n".to_owned();
     let tasks_file = temp_file("tasks.yaml", &good);
     let mut config = embedded_config();
     config.tasks.config_file = tasks_file.clone();
