@@ -1,0 +1,230 @@
+//! Supervision on the in-process backends: an executor that panics in the
+//! middle of a job is restarted by its supervisor and the job it held is
+//! redelivered and completed.
+
+mod support;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use actors::{
+    broker::{JobBroker, memory::MemoryBroker},
+    catalog::TaskCatalog,
+    clock::SystemClock,
+    distributor::envelope,
+    domain::{TaskTypeId, UserId, UserPreference},
+    executor::ExecutionSettings,
+    store::{
+        Bucket, DueUser, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
+        StateStore, StoreError, memory::MemoryStore,
+    },
+    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use support::*;
+use uuid::Uuid;
+
+/// A memory store whose first `succeeded` call panics, as a bug in the
+/// middle of a job would.
+struct PanicsOnce {
+    inner: MemoryStore,
+    panicked: AtomicBool,
+}
+
+#[async_trait]
+impl StateStore for PanicsOnce {
+    async fn write_preferences(&self, w: &[PreferenceWrite]) -> Result<(), StoreError> {
+        self.inner.write_preferences(w).await
+    }
+    async fn delete_preference(&self, u: &UserId, t: &TaskTypeId) -> Result<bool, StoreError> {
+        self.inner.delete_preference(u, t).await
+    }
+    async fn preferences(&self, u: &UserId) -> Result<Option<UserPreference>, StoreError> {
+        self.inner.preferences(u).await
+    }
+    async fn enabled_user_count(&self, t: &TaskTypeId) -> Result<u64, StoreError> {
+        self.inner.enabled_user_count(t).await
+    }
+    async fn enabled_users_after(
+        &self,
+        t: &TaskTypeId,
+        a: Option<&UserId>,
+        l: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        self.inner.enabled_users_after(t, a, l).await
+    }
+    async fn due_custom_users(
+        &self,
+        t: &TaskTypeId,
+        n: DateTime<Utc>,
+        l: usize,
+    ) -> Result<Vec<DueUser>, StoreError> {
+        self.inner.due_custom_users(t, n, l).await
+    }
+    async fn advance_custom_users(
+        &self,
+        t: &TaskTypeId,
+        m: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        self.inner.advance_custom_users(t, m).await
+    }
+    async fn acquire_lock(
+        &self,
+        l: &LockName,
+        d: Duration,
+    ) -> Result<Option<LockLease>, StoreError> {
+        self.inner.acquire_lock(l, d).await
+    }
+    async fn renew_lock(
+        &self,
+        l: &LockName,
+        e: &LockLease,
+        d: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.renew_lock(l, e, d).await
+    }
+    async fn release_lock(&self, l: &LockName, e: &LockLease) -> Result<bool, StoreError> {
+        self.inner.release_lock(l, e).await
+    }
+    async fn take_tokens(&self, b: &Bucket, r: u32, n: f64) -> Result<bool, StoreError> {
+        self.inner.take_tokens(b, r, n).await
+    }
+    async fn schedule_state(&self, t: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
+        self.inner.schedule_state(t).await
+    }
+    async fn record_fire(
+        &self,
+        t: &TaskTypeId,
+        f: DateTime<Utc>,
+        e: &LockLease,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_fire(t, f, e).await
+    }
+    async fn write_distribution(
+        &self,
+        t: &TaskTypeId,
+        s: &[(u32, Vec<UserId>)],
+        d: Duration,
+    ) -> Result<(), StoreError> {
+        self.inner.write_distribution(t, s, d).await
+    }
+    async fn fanout_progress(
+        &self,
+        t: &TaskTypeId,
+        a: DateTime<Utc>,
+    ) -> Result<Option<Option<UserId>>, StoreError> {
+        self.inner.fanout_progress(t, a).await
+    }
+    async fn save_fanout_progress(
+        &self,
+        t: &TaskTypeId,
+        a: DateTime<Utc>,
+        u: Option<&UserId>,
+        d: bool,
+    ) -> Result<(), StoreError> {
+        self.inner.save_fanout_progress(t, a, u, d).await
+    }
+    async fn unfinished_fanouts(&self, t: &TaskTypeId) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        self.inner.unfinished_fanouts(t).await
+    }
+    async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected fault in the middle of a job");
+        }
+        self.inner.succeeded(jobs).await
+    }
+    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
+        self.inner.mark_succeeded(jobs, ttl).await
+    }
+    async fn begin_run(
+        &self,
+        t: &TaskTypeId,
+        u: &UserId,
+        j: Uuid,
+        d: Duration,
+    ) -> Result<bool, StoreError> {
+        self.inner.begin_run(t, u, j, d).await
+    }
+    async fn end_run(&self, t: &TaskTypeId, u: &UserId, j: Uuid) -> Result<(), StoreError> {
+        self.inner.end_run(t, u, j).await
+    }
+    async fn record_metrics(&self, b: &MetricsBatch) -> Result<(), StoreError> {
+        self.inner.record_metrics(b).await
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
+    let sink = Sink::start();
+    let store = Arc::new(PanicsOnce {
+        inner: MemoryStore::new(),
+        panicked: AtomicBool::new(false),
+    });
+    let broker = Arc::new(MemoryBroker::new());
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
+    }));
+    let config = PipelineConfig {
+        scheduler: false,
+        worker: true,
+        check_interval: Duration::from_secs(60),
+        distribution_window: Duration::from_secs(1),
+        batch_size: 10,
+        reload_interval: Duration::ZERO,
+        lock_ttl: Duration::from_secs(30),
+        pool_size: 1,
+        arbiters: 1,
+        prefetch: 1,
+        shutdown_timeout: Duration::from_secs(5),
+        global_rate: None,
+        per_task_rate: Default::default(),
+        execution: ExecutionSettings {
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(1),
+            success_ttl: Duration::from_secs(3600),
+        },
+        metrics_interval: Duration::from_secs(1),
+    };
+    let pipeline = Pipeline::start(
+        config,
+        PipelineDeps {
+            store: store.clone(),
+            broker: broker.clone(),
+            catalog: TaskCatalog::new(vec![report.clone()]),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+        },
+    )
+    .await
+    .unwrap();
+    let user = UserId::parse("carol").unwrap();
+    let job = envelope(&report, &user, Utc::now(), None, "trigger", "test");
+    broker.publish(&[job.clone()]).await.unwrap();
+
+    let calls = sink
+        .wait_for("/ok/report", 1, Duration::from_secs(10))
+        .await;
+    assert!(store.panicked.load(Ordering::SeqCst), "the fault fired");
+    assert_eq!(calls.len(), 1, "the job ran after the restart");
+    assert_eq!(calls[0].key(), job.job.id.to_string());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sink.received_at("/ok/report").len(), 1);
+    assert_eq!(
+        store.inner.succeeded(&[job.job.id]).await.unwrap(),
+        vec![true]
+    );
+    assert!(broker.dead_letters().is_empty());
+    pipeline.shutdown().await;
+}
