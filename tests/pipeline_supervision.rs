@@ -211,7 +211,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     .unwrap();
     let user = UserId::parse("carol").unwrap();
     let job = envelope(&report, &user, Utc::now(), None, "trigger", "test");
-    broker.publish(&[job.clone()]).await.unwrap();
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
 
     let calls = sink
         .wait_for("/ok/report", 1, Duration::from_secs(10))
