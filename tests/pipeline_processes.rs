@@ -11,6 +11,10 @@ use std::{
     time::Duration,
 };
 
+use actors::{
+    domain::TaskTypeId,
+    store::{LockName, StateStore},
+};
 use chrono::{DurationRound, TimeDelta, Utc};
 use support::*;
 
@@ -59,6 +63,24 @@ fn hourly_task(id: &str, at: chrono::DateTime<Utc>, endpoint: &str) -> String {
     )
 }
 
+/// Records `at` as the task's last fire, so its next fire is due whenever
+/// the processes get to it (however long they take to start).
+async fn seed_last_fire(store: &dyn StateStore, task: &str, at: chrono::DateTime<Utc>) {
+    let lock = LockName::Schedule(TaskTypeId::parse(task).unwrap());
+    let lease = store
+        .acquire_lock(&lock, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .record_fire(&TaskTypeId::parse(task).unwrap(), at, &lease)
+            .await
+            .unwrap()
+    );
+    store.release_lock(&lock, &lease).await.unwrap();
+}
+
 fn serve(config: &Path) -> Child {
     Command::new(env!("CARGO_BIN_EXE_taskqueue"))
         .args(["serve", "--config"])
@@ -95,6 +117,7 @@ async fn two_replicas_call_every_user_once_per_period() {
             &sink.url(&format!("/ok/{id}")),
         ));
         enable_users(&store, &id, &users).await;
+        seed_last_fire(&store, &id, t0).await;
     }
     let config = config_file(&backends, "worker:\n  pool_size: 4", &tasks);
     let mut first = serve(&config);
@@ -129,6 +152,7 @@ async fn sigterm_lets_in_flight_jobs_finish_and_the_rest_wait_for_the_next_proce
     let t0 = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
     let users: Vec<String> = (0..8).map(|n| format!("user_{n}")).collect();
     enable_users(&store, "slow", &users).await;
+    seed_last_fire(&store, "slow", t0).await;
     let tasks = hourly_task(
         "slow",
         t0 + TimeDelta::seconds(4),
