@@ -313,6 +313,19 @@ fn weekday_on_a_daily_interval_is_a_warning() {
 }
 
 #[test]
+fn hour_of_an_hourly_at_time_is_a_warning() {
+    check_task("type: daily", "type: hourly", &[]);
+    check_task("\"00:00\"", "\"07:15\"", &[]);
+    check_task(
+        "type: daily\n      value: 1\n      timezone: UTC\n      at_time: \"00:00\"",
+        "type: hourly\n      value: 1\n      timezone: UTC\n      at_time: \"07:15\"",
+        &[
+            "tasks.yaml:8:16: warning: task daily_report: interval.at_time: hourly intervals use only the minutes and seconds of at_time; the hour 07 is ignored",
+        ],
+    );
+}
+
+#[test]
 fn day_of_month_outside_1_to_31() {
     for bad in ["0", "32", "-1"] {
         let expected = format!(

@@ -79,8 +79,7 @@ pub fn load_with(paths: &[PathBuf], env: &dyn EnvSource) -> Result<LoadedConfig,
             );
             continue;
         }
-        if let Some((key, list)) = take_task_list(&mut layer) {
-            let _ = key;
+        if let Some((_, list)) = take_task_list(&mut layer) {
             inline_tasks = Some((list, path.clone()));
         }
         root.merge(layer);
