@@ -737,6 +737,20 @@ fn reload_reads_the_tasks_file_alone() {
     );
 }
 
+#[test]
+fn reload_accepts_a_service_file_with_inline_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.yaml");
+    std::fs::write(&path, format!("scheduler:\n  batch_size: 10\n{TASKS}")).unwrap();
+    let env = BTreeMap::<String, String>::new();
+    let loaded = load_with(std::slice::from_ref(&path), &env).unwrap();
+    assert_eq!(loaded.tasks_file, path);
+    let (tasks, warnings) =
+        load_tasks_with(&loaded.tasks_file, &loaded.service.rate_limit, &env).unwrap();
+    assert_eq!(tasks, loaded.tasks);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
 // --- the shipped examples ---------------------------------------------------
 
 fn repo(path: &str) -> PathBuf {
