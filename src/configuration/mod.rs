@@ -3,11 +3,42 @@
 //!
 //! Everything is parsed and validated here, once; the rest of the service
 //! receives typed values and never re-checks them.
+//!
+//! # Layout
+//!
+//! - this module: the typed configuration and [`load`] / [`load_tasks`].
+//! - `node`: YAML as a tree of located values (file, line, column).
+//! - `env`: [`EnvSource`], `TASKQUEUE_SECTION__KEY` overrides, `${ENV_NAME}`.
+//! - `read`: typed readers that record a problem instead of stopping.
+//! - `service`, `tasks`: the sections and the task definitions.
+//! - `problem`: [`ConfigProblem`] and [`ConfigErrors`].
+//!
+//! **Secrets** (`redis.password`, the password in `queue.url`, `api.token`,
+//! task header values) never appear in problems or in `Debug` output: the
+//! section types redact them in their `Debug` impls, and readers never echo
+//! a text value they could not use. `Serialize` writes them as they are,
+//! so a configuration is never serialised into a log or a response.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration};
+mod env;
+mod load;
+mod node;
+mod problem;
+mod read;
+mod service;
+mod tasks;
+
+use std::{collections::BTreeMap, fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
 use actors::domain::{TaskType, TaskTypeId};
 use serde::{Deserialize, Serialize};
+
+pub use env::{EnvSource, OVERRIDE_PREFIX, OVERRIDE_SEPARATOR, ProcessEnv};
+pub use load::{LoadedConfig, load, load_tasks, load_tasks_with, load_with};
+pub use problem::{ConfigErrors, ConfigProblem, Severity};
+pub use tasks::METHODS;
+
+/// Stands in for a secret in `Debug` output.
+const REDACTED: &str = "[redacted]";
 
 /// The whole service configuration (every section optional in files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,8 +108,8 @@ impl Default for SchedulerConfig {
     }
 }
 
-/// `redis:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `redis:` section. `Debug` redacts the password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
     /// `host:port` of the server (the first is used; cluster is future work).
@@ -108,8 +139,8 @@ impl Default for RedisConfig {
     }
 }
 
-/// `queue:` section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `queue:` section. `Debug` redacts the password in the URL.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// AMQP URL; write `${ENV_NAME}` for a secret.
@@ -259,8 +290,8 @@ impl Default for MonitoringConfig {
     }
 }
 
-/// `api:` section (extension).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `api:` section (extension). `Debug` redacts the token.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApiConfig {
     /// Address of the internal API; loopback by default.
@@ -295,4 +326,57 @@ pub enum Backend {
 pub struct TaskFile {
     /// Every task type, ids unique.
     pub tasks: Vec<TaskType>,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let password = if self.password.is_empty() {
+            ""
+        } else {
+            REDACTED
+        };
+        f.debug_struct("RedisConfig")
+            .field("addresses", &self.addresses)
+            .field("password", &password)
+            .field("db", &self.db)
+            .field("max_retries", &self.max_retries)
+            .field("pool_size", &self.pool_size)
+            .field("prefix", &self.prefix)
+            .finish()
+    }
+}
+
+impl fmt::Debug for QueueConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueConfig")
+            .field("url", &redact_url(&self.url))
+            .field("exchange", &self.exchange)
+            .field("durable", &self.durable)
+            .field("prefetch", &self.prefetch)
+            .field("queue_type", &self.queue_type)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ApiConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiConfig")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .finish()
+    }
+}
+
+/// `url` with its password (if any) replaced by `redacted`; a URL that
+/// does not parse is redacted whole.
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("redacted"));
+            }
+            url.to_string()
+        }
+        Err(_) => REDACTED.to_owned(),
+    }
 }
