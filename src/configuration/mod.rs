@@ -9,6 +9,10 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use actors::domain::{TaskType, TaskTypeId};
 use serde::{Deserialize, Serialize};
 
+mod shim;
+
+pub use shim::load_task;
+
 /// The whole service configuration (every section optional in files).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
