@@ -63,8 +63,14 @@ impl Numbers {
 /// instants spread over 2000..2040.
 fn pairs() -> Vec<(TaskInterval, DateTime<Utc>)> {
     let mut numbers = Numbers(0x9e37_79b9_7f4a_7c15);
-    let from = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).unwrap().timestamp();
-    let to = Utc.with_ymd_and_hms(2040, 1, 1, 0, 0, 0).unwrap().timestamp();
+    let from = Utc
+        .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
+    let to = Utc
+        .with_ymd_and_hms(2040, 1, 1, 0, 0, 0)
+        .unwrap()
+        .timestamp();
     (0..PAIRS)
         .map(|_| {
             let (kind, value) = match numbers.next(4) {
@@ -76,7 +82,11 @@ fn pairs() -> Vec<(TaskInterval, DateTime<Utc>)> {
             let interval = TaskInterval {
                 kind,
                 value: value as u32,
-                timezone: Some(ZONES[numbers.next(ZONES.len() as u64) as usize].parse().unwrap()),
+                timezone: Some(
+                    ZONES[numbers.next(ZONES.len() as u64) as usize]
+                        .parse()
+                        .unwrap(),
+                ),
                 at_time: Some(AtTime {
                     hour: numbers.next(24) as u8,
                     minute: numbers.next(60) as u8,
