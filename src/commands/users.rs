@@ -1,8 +1,38 @@
 //! `taskqueue users import`: bulk-load preferences.
+//!
+//! Reads a JSON-lines file, one spec `UserPreference` per line, and writes
+//! it through the state store in batches (one atomic pipeline per batch),
+//! showing a progress bar. A bad line never aborts the rest: it is
+//! rejected, with its line number and the reason, in the summary. A line is
+//! rejected when it is not a valid `UserPreference`, names no task, has an
+//! invalid custom interval, or, when a task file is given with `--tasks`,
+//! names a task that file does not define. Blank lines are skipped.
+//!
+//! Exit status: 0 when every line was imported, 1 when some lines were
+//! rejected (all others imported), 2 when the import could not run or
+//! stopped (unreadable file, Redis unreachable).
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
-use crate::cli::ConfigArgs;
+use actors::{
+    catalog::TaskCatalog,
+    domain::{TaskType, TaskTypeId, UserPreference},
+    store::{
+        Keys, PreferenceWrite, StateStore, StoreError,
+        redis::{RedisOptions, RedisStore},
+    },
+};
+use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::{cli::ConfigArgs, routes::preferences::check_interval, startup::load_catalog};
 
 /// Arguments of `taskqueue users import`.
 #[derive(Debug, Clone, clap::Args)]
@@ -12,11 +42,344 @@ pub struct ImportArgs {
     /// Configuration (for the Redis connection and the task list).
     #[command(flatten)]
     pub config: ConfigArgs,
+    /// Redis to import into.
+    #[arg(
+        long,
+        env = "TASKQUEUE_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/"
+    )]
+    pub redis_url: String,
+    /// Key prefix.
+    #[arg(long, default_value = "taskqueue")]
+    pub prefix: String,
+    /// Users per pipeline.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch: u32,
+    /// Task file (`tasks.yaml`); when given, lines naming other tasks are
+    /// rejected.
+    #[arg(long)]
+    pub tasks: Option<PathBuf>,
+}
+
+/// A line that was not imported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// 1-based line number in the file.
+    pub line: u64,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportSummary {
+    /// Users written.
+    pub imported: u64,
+    /// Lines refused, in file order.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Why an import stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportUsersError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The store refused a batch; lines before it were imported.
+    #[error("writing to the store after {imported} users: {source}")]
+    Store {
+        /// Users imported before the failure.
+        imported: u64,
+        /// The store's error.
+        source: StoreError,
+    },
 }
 
 /// Imports the file.
 pub fn import(args: ImportArgs) -> ExitCode {
-    let _ = args;
-    eprintln!("users import: not available yet");
-    ExitCode::from(2)
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("users import: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(run(args))
+}
+
+async fn run(args: ImportArgs) -> ExitCode {
+    let catalog = match &args.tasks {
+        Some(path) if !path.exists() => {
+            eprintln!("users import: task file {} does not exist", path.display());
+            return ExitCode::from(2);
+        }
+        Some(path) => match load_catalog(path) {
+            Ok(catalog) => Some(catalog),
+            Err(err) => {
+                eprintln!("users import: {err:#}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    let keys = Keys::new(args.prefix.clone());
+    let store = match RedisStore::connect(&args.redis_url, keys, RedisOptions::default()).await {
+        Ok(store) => Arc::new(store),
+        Err(err) => {
+            eprintln!("users import: connecting to {}: {err}", args.redis_url);
+            return ExitCode::from(2);
+        }
+    };
+    let total = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
+    let progress = ProgressBar::new(total);
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let result = import_file(
+        &args.file,
+        store.as_ref(),
+        catalog.as_ref(),
+        args.batch as usize,
+        &progress,
+    )
+    .await;
+    progress.finish_and_clear();
+    match result {
+        Ok(summary) => {
+            print_summary(&summary);
+            if summary.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(err) => {
+            eprintln!("users import: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Most rejections listed one by one in the summary.
+const LISTED_REJECTIONS: usize = 1000;
+
+fn print_summary(summary: &ImportSummary) {
+    println!(
+        "imported {} users, rejected {} lines",
+        summary.imported,
+        summary.rejected.len()
+    );
+    for rejection in summary.rejected.iter().take(LISTED_REJECTIONS) {
+        println!("  line {}: {}", rejection.line, rejection.reason);
+    }
+    if summary.rejected.len() > LISTED_REJECTIONS {
+        println!(
+            "  ... and {} more",
+            summary.rejected.len() - LISTED_REJECTIONS
+        );
+    }
+}
+
+/// Batches written concurrently: while one batch travels to Redis and is
+/// applied, the next ones are parsed and sent behind it on the same
+/// connection (so they still apply in file order).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// Imports `path` into `store`, `batch` users per pipeline, advancing
+/// `progress` by bytes read. `catalog`, when given, is the set of tasks
+/// lines may name.
+pub async fn import_file(
+    path: &Path,
+    store: &dyn StateStore,
+    catalog: Option<&TaskCatalog>,
+    batch: usize,
+    progress: &ProgressBar,
+) -> Result<ImportSummary, ImportUsersError> {
+    let read_error = |source| ImportUsersError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let now = Utc::now();
+    let tasks = catalog.map(TaskCatalog::snapshot);
+    let mut summary = ImportSummary::default();
+    let mut in_flight = FuturesUnordered::new();
+    let mut writes = Vec::with_capacity(batch * 2);
+    let mut users_in_batch = 0u64;
+    let mut line = String::new();
+    let mut number = 0u64;
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(read_error)?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        progress.inc(read as u64);
+        if line.trim().is_empty() {
+            continue;
+        }
+        match parse_line(&line, tasks.as_deref(), now) {
+            Ok(user_writes) => {
+                writes.extend(user_writes);
+                users_in_batch += 1;
+            }
+            Err(reason) => summary.rejected.push(Rejection {
+                line: number,
+                reason,
+            }),
+        }
+        if users_in_batch as usize >= batch {
+            let full = std::mem::replace(&mut writes, Vec::with_capacity(batch * 2));
+            in_flight.push(write_batch(store, full, users_in_batch));
+            users_in_batch = 0;
+            // Polls the new batch once, which sends it.
+            while let Some(Some(done)) = in_flight.next().now_or_never() {
+                count(done, &mut summary)?;
+            }
+            while in_flight.len() >= BATCHES_IN_FLIGHT {
+                if let Some(done) = in_flight.next().await {
+                    count(done, &mut summary)?;
+                }
+            }
+            progress.set_message(format!(
+                "{} imported, {} rejected",
+                summary.imported,
+                summary.rejected.len()
+            ));
+        }
+    }
+    if users_in_batch > 0 {
+        in_flight.push(write_batch(store, writes, users_in_batch));
+    }
+    while let Some(done) = in_flight.next().await {
+        count(done, &mut summary)?;
+    }
+    Ok(summary)
+}
+
+/// Writes one batch; yields its user count.
+async fn write_batch(
+    store: &dyn StateStore,
+    writes: Vec<PreferenceWrite>,
+    users: u64,
+) -> Result<u64, StoreError> {
+    store.write_preferences(&writes).await?;
+    Ok(users)
+}
+
+fn count(
+    done: Result<u64, StoreError>,
+    summary: &mut ImportSummary,
+) -> Result<(), ImportUsersError> {
+    match done {
+        Ok(users) => {
+            summary.imported += users;
+            Ok(())
+        }
+        Err(source) => Err(ImportUsersError::Store {
+            imported: summary.imported,
+            source,
+        }),
+    }
+}
+
+/// One line's writes, or why it is refused.
+fn parse_line(
+    line: &str,
+    tasks: Option<&BTreeMap<TaskTypeId, TaskType>>,
+    now: DateTime<Utc>,
+) -> Result<Vec<PreferenceWrite>, String> {
+    let preference: UserPreference =
+        serde_json::from_str(line).map_err(|err| format!("not a UserPreference: {err}"))?;
+    let named = preference
+        .enabled_tasks
+        .keys()
+        .chain(preference.task_settings.keys());
+    if let Some(tasks) = tasks {
+        let mut unknown: Vec<&str> = named
+            .filter(|task| !tasks.contains_key(*task))
+            .map(|task| task.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            unknown.dedup();
+            return Err(format!("unknown task id(s): {}", unknown.join(", ")));
+        }
+    }
+    for (task, settings) in &preference.task_settings {
+        if let Some(interval) = &settings.custom_interval {
+            check_interval(interval).map_err(|err| format!("task {task}: {err}"))?;
+        }
+    }
+    let writes = PreferenceWrite::from_preference(&preference, now);
+    if writes.is_empty() {
+        return Err("names no task: nothing to import".to_owned());
+    }
+    Ok(writes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> BTreeMap<TaskTypeId, TaskType> {
+        let task: TaskType = serde_json::from_value(serde_json::json!({
+            "id": "daily_report",
+            "name": "Daily report",
+            "interval": {"type": "daily", "value": 1},
+            "timeout": "30s",
+            "config": {"endpoint": "http://127.0.0.1:9/", "method": "POST"}
+        }))
+        .unwrap();
+        [(task.id.clone(), task)].into()
+    }
+
+    fn check(line: &str, expected: Result<usize, &str>) {
+        let now = "2024-01-15T00:00:00Z".parse().unwrap();
+        let tasks = catalog();
+        match (parse_line(line, Some(&tasks), now), expected) {
+            (Ok(writes), Ok(count)) => assert_eq!(writes.len(), count, "{line}"),
+            (Err(reason), Err(fragment)) => {
+                assert!(reason.contains(fragment), "{line}: {reason}")
+            }
+            (got, want) => panic!("{line}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn lines_are_parsed_or_rejected_with_a_reason() {
+        let ok = r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"task_settings":{},"last_modified":"2024-01-15T10:00:00Z"}"#;
+        check(ok, Ok(1));
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{},"task_settings":{"daily_report":{"parameters":{"a":"b"}}},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Ok(1),
+        );
+        check("{", Err("not a UserPreference"));
+        check(
+            r#"{"user_id":"u:1","enabled_tasks":{},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("not a UserPreference"),
+        );
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{"nope":true},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("unknown task id(s): nope"),
+        );
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("names no task"),
+        );
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"task_settings":{"daily_report":{"custom_interval":{"type":"daily","value":0}}},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("at least 1"),
+        );
+    }
 }

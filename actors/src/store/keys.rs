@@ -63,6 +63,13 @@ impl Keys {
         format!("{}:users:{user}:settings:{task}", self.prefix)
     }
 
+    /// `{p}:users:{user}:last_modified` (extension): STRING, RFC 3339, when
+    /// any of the user's preferences last changed; deleted with the user's
+    /// last preference.
+    pub fn user_modified(&self, user: &UserId) -> String {
+        format!("{}:users:{user}:last_modified", self.prefix)
+    }
+
     /// The key of a token bucket.
     pub fn bucket(&self, bucket: &BucketName) -> String {
         match bucket {
@@ -104,7 +111,9 @@ impl Keys {
     }
 
     /// `{p}:fanout:{task}` (extension): HASH fire (epoch ms) -> progress of
-    /// that period's fan-out (last user id published, or `~done`).
+    /// that period's fan-out: `run:<last user id published>` while under
+    /// way, `done:<last user id>` once complete (the user id part is empty
+    /// before the first batch; ids never contain `:`).
     pub fn fanout(&self, task: &TaskTypeId) -> String {
         format!("{}:fanout:{task}", self.prefix)
     }

@@ -1,1 +1,726 @@
 //! In-process implementation of the state-store port.
+//!
+//! [`MemoryStore`] keeps everything the Redis store keeps, with the same
+//! semantics, behind one mutex: embedded (single-process) mode and fast
+//! actor tests use it. It never reads the wall clock where the port takes a
+//! `now`; time-to-live values are honoured lazily against
+//! [`std::time::Instant`] when an entry is next touched.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use uuid::Uuid;
+
+use super::{
+    Bucket, BucketName, DueUser, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
+    StateStore, StoreError,
+};
+use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
+
+/// How long an untouched token bucket lives (the script's `EXPIRE 3600`).
+const BUCKET_TTL: Duration = Duration::from_secs(3600);
+
+/// Default metrics retention: 30 days.
+pub const DEFAULT_METRICS_RETENTION: Duration = Duration::from_secs(30 * 86_400);
+
+/// Default cap on the duration samples kept per task.
+pub const DEFAULT_METRICS_MAX_SAMPLES: usize = 10_000;
+
+/// The in-process state store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    metrics_retention: Duration,
+    metrics_max_samples: usize,
+}
+
+/// Progress of one fan-out.
+#[derive(Debug, Clone)]
+struct Fanout {
+    last_user: Option<UserId>,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// user -> task -> enabled.
+    user_tasks: HashMap<UserId, BTreeMap<TaskTypeId, bool>>,
+    /// (user, task) -> settings and when they were written.
+    settings: HashMap<(UserId, TaskTypeId), (Settings, DateTime<Utc>)>,
+    /// user -> when any preference last changed.
+    user_modified: HashMap<UserId, DateTime<Utc>>,
+    /// task -> users enabled on the default interval.
+    enabled_index: HashMap<TaskTypeId, BTreeSet<UserId>>,
+    /// task -> user -> next fire (epoch ms) of users on a custom interval.
+    custom_index: HashMap<TaskTypeId, BTreeMap<UserId, i64>>,
+    /// lock key -> (token, expiry).
+    locks: HashMap<String, (String, Instant)>,
+    /// lock key -> last fence handed out.
+    fences: HashMap<String, u64>,
+    /// bucket key -> (tokens, last_refill, expiry).
+    buckets: HashMap<String, (f64, f64, Instant)>,
+    schedule: HashMap<TaskTypeId, ScheduleState>,
+    /// (task, slot) -> (users, expiry).
+    distribution: HashMap<(TaskTypeId, u32), (Vec<UserId>, Instant)>,
+    /// task -> fire (epoch ms) -> progress.
+    fanouts: HashMap<TaskTypeId, BTreeMap<i64, Fanout>>,
+    /// job -> expiry of its success marker.
+    done_jobs: HashMap<Uuid, Instant>,
+    /// (task, user) -> (job, expiry).
+    running: HashMap<(TaskTypeId, UserId), (Uuid, Instant)>,
+    executions: HashMap<(NaiveDate, TaskTypeId), u64>,
+    failures: HashMap<(NaiveDate, TaskTypeId), u64>,
+    /// task -> (score ms, member) samples, as the Redis ZSET holds them.
+    durations: HashMap<TaskTypeId, BTreeSet<(i64, String)>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with the default metrics limits.
+    pub fn new() -> Self {
+        MemoryStore::with_metrics_limits(DEFAULT_METRICS_RETENTION, DEFAULT_METRICS_MAX_SAMPLES)
+    }
+
+    /// An empty store keeping duration samples for `retention` (counted
+    /// back from the newest sample) and at most `max_samples` per task.
+    pub fn with_metrics_limits(retention: Duration, max_samples: usize) -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            metrics_retention: retention,
+            metrics_max_samples: max_samples,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// The users in `distribution:{task}:{slot}`, in push order (empty once
+    /// expired).
+    pub fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
+        let state = self.lock();
+        match state.distribution.get(&(task.clone(), slot)) {
+            Some((users, expiry)) if *expiry > Instant::now() => users.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The executions counted for `task` on `date`.
+    pub fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        let key = (date, task.clone());
+        self.lock().executions.get(&key).copied().unwrap_or(0)
+    }
+
+    /// The failures counted for `task` on `date`.
+    pub fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        let key = (date, task.clone());
+        self.lock().failures.get(&key).copied().unwrap_or(0)
+    }
+
+    /// The duration samples of `task` as (completion epoch ms, member
+    /// `<job id>:<duration ms>`), oldest first.
+    pub fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)> {
+        self.lock()
+            .durations
+            .get(task)
+            .map(|samples| samples.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn lock_key(lock: &LockName) -> String {
+    match lock {
+        LockName::Schedule(task) => format!("schedule:{task}"),
+        LockName::Distribution => "distribution".to_owned(),
+    }
+}
+
+fn bucket_key(bucket: &BucketName) -> String {
+    match bucket {
+        BucketName::Global => "global".to_owned(),
+        BucketName::Task(task) => format!("task:{task}"),
+    }
+}
+
+/// Epoch milliseconds back to an instant.
+pub(crate) fn from_millis(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// The token-bucket arithmetic shared with `token_bucket.lua`: returns the
+/// new (tokens, last_refill) when `requested` tokens can be taken.
+pub(crate) fn take_from_bucket(
+    stored: Option<(f64, f64)>,
+    max_tokens: f64,
+    refill_rate: f64,
+    requested: f64,
+    now: f64,
+) -> Option<(f64, f64)> {
+    let (tokens, last_refill) = stored.unwrap_or((max_tokens, now));
+    // A caller whose clock is behind adds nothing and moves nothing back.
+    let elapsed = (now - last_refill).max(0.0);
+    let tokens = max_tokens.min(tokens + elapsed * refill_rate);
+    if tokens >= requested {
+        Some((tokens - requested, last_refill.max(now)))
+    } else {
+        None
+    }
+}
+
+impl State {
+    fn unindex(&mut self, user: &UserId, task: &TaskTypeId) {
+        if let Some(index) = self.enabled_index.get_mut(task) {
+            index.remove(user);
+        }
+        if let Some(index) = self.custom_index.get_mut(task) {
+            index.remove(user);
+        }
+    }
+
+    fn write_preference(&mut self, write: &PreferenceWrite) {
+        let user = &write.user_id;
+        let task = &write.task_type_id;
+        self.user_tasks
+            .entry(user.clone())
+            .or_default()
+            .insert(task.clone(), write.enabled);
+        let key = (user.clone(), task.clone());
+        match &write.settings {
+            Some(settings) => {
+                self.settings
+                    .insert(key, (settings.clone(), write.modified_at));
+            }
+            None => {
+                self.settings.remove(&key);
+            }
+        }
+        self.user_modified.insert(user.clone(), write.modified_at);
+        self.unindex(user, task);
+        if write.enabled {
+            match write.custom_next_fire {
+                Some(next) => {
+                    self.custom_index
+                        .entry(task.clone())
+                        .or_default()
+                        .insert(user.clone(), next.timestamp_millis());
+                }
+                None => {
+                    self.enabled_index
+                        .entry(task.clone())
+                        .or_default()
+                        .insert(user.clone());
+                }
+            }
+        }
+    }
+
+    /// Trims like the Redis pipeline: samples older than `retention`
+    /// before `newest_ms` (the batch's newest), then all but the newest
+    /// `max_samples`.
+    fn trim_durations(
+        &mut self,
+        task: &TaskTypeId,
+        newest_ms: i64,
+        retention: Duration,
+        max_samples: usize,
+    ) {
+        let Some(samples) = self.durations.get_mut(task) else {
+            return;
+        };
+        let cutoff =
+            newest_ms.saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        samples.retain(|(score, _)| *score >= cutoff);
+        while samples.len() > max_samples {
+            samples.pop_first();
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for write in writes {
+            state.write_preference(write);
+        }
+        Ok(())
+    }
+
+    async fn delete_preference(
+        &self,
+        user: &UserId,
+        task: &TaskTypeId,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let mut removed = false;
+        if let Some(tasks) = state.user_tasks.get_mut(user) {
+            removed = tasks.remove(task).is_some();
+            if tasks.is_empty() {
+                state.user_tasks.remove(user);
+                state.user_modified.remove(user);
+            }
+        }
+        removed |= state
+            .settings
+            .remove(&(user.clone(), task.clone()))
+            .is_some();
+        state.unindex(user, task);
+        Ok(removed)
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError> {
+        let state = self.lock();
+        let Some(tasks) = state.user_tasks.get(user) else {
+            return Ok(None);
+        };
+        let task_settings = tasks
+            .keys()
+            .filter_map(|task| {
+                state
+                    .settings
+                    .get(&(user.clone(), task.clone()))
+                    .map(|(settings, _)| (task.clone(), settings.clone()))
+            })
+            .collect();
+        let last_modified = state
+            .user_modified
+            .get(user)
+            .copied()
+            .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+        Ok(Some(UserPreference {
+            user_id: user.clone(),
+            enabled_tasks: tasks.clone(),
+            task_settings,
+            last_modified,
+        }))
+    }
+
+    async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError> {
+        let state = self.lock();
+        let default = state.enabled_index.get(task).map_or(0, BTreeSet::len);
+        let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
+        Ok((default + custom) as u64)
+    }
+
+    async fn enabled_users_after(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let state = self.lock();
+        let Some(index) = state.enabled_index.get(task) else {
+            return Ok(Vec::new());
+        };
+        // Byte order of the ids, as Redis ZRANGEBYLEX pages them.
+        let users = index
+            .iter()
+            .filter(|user| after.is_none_or(|after| user.as_str() > after.as_str()))
+            .take(limit)
+            .cloned()
+            .collect();
+        Ok(users)
+    }
+
+    async fn due_custom_users(
+        &self,
+        task: &TaskTypeId,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueUser>, StoreError> {
+        let state = self.lock();
+        let Some(index) = state.custom_index.get(task) else {
+            return Ok(Vec::new());
+        };
+        let now_ms = now.timestamp_millis();
+        let mut due: Vec<(i64, &UserId)> = index
+            .iter()
+            .filter(|(_, ms)| **ms <= now_ms)
+            .map(|(user, ms)| (*ms, user))
+            .collect();
+        due.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.as_str().cmp(b.1.as_str())));
+        let users = due
+            .into_iter()
+            .take(limit)
+            .map(|(ms, user)| DueUser {
+                user_id: user.clone(),
+                scheduled_at: from_millis(ms),
+                settings: state
+                    .settings
+                    .get(&(user.clone(), task.clone()))
+                    .map(|(settings, _)| settings.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(users)
+    }
+
+    async fn advance_custom_users(
+        &self,
+        task: &TaskTypeId,
+        moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let Some(index) = state.custom_index.get_mut(task) else {
+            return Ok(());
+        };
+        for (user, from, to) in moves {
+            if let Some(score) = index.get_mut(user)
+                && *score == from.timestamp_millis()
+            {
+                *score = to.timestamp_millis();
+            }
+        }
+        Ok(())
+    }
+
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError> {
+        let mut state = self.lock();
+        let key = lock_key(lock);
+        let now = Instant::now();
+        if let Some((_, expiry)) = state.locks.get(&key)
+            && *expiry > now
+        {
+            return Ok(None);
+        }
+        let token = Uuid::new_v4().to_string();
+        state.locks.insert(key.clone(), (token.clone(), now + ttl));
+        let fence = state.fences.entry(key).or_insert(0);
+        *fence += 1;
+        Ok(Some(LockLease {
+            token,
+            fence: *fence,
+        }))
+    }
+
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match state.locks.get_mut(&lock_key(lock)) {
+            Some((token, expiry)) if *token == lease.token && *expiry > now => {
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = lock_key(lock);
+        match state.locks.get(&key) {
+            Some((token, expiry)) if *token == lease.token && *expiry > Instant::now() => {
+                state.locks.remove(&key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = bucket_key(&bucket.name);
+        let instant = Instant::now();
+        let stored = state
+            .buckets
+            .get(&key)
+            .filter(|(_, _, expiry)| *expiry > instant)
+            .map(|(tokens, last, _)| (*tokens, *last));
+        match take_from_bucket(
+            stored,
+            bucket.max_tokens,
+            bucket.refill_rate,
+            f64::from(requested),
+            now,
+        ) {
+            Some((tokens, last)) => {
+                state
+                    .buckets
+                    .insert(key, (tokens, last, instant + BUCKET_TTL));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
+        Ok(self.lock().schedule.get(task).copied())
+    }
+
+    async fn record_fire(
+        &self,
+        task: &TaskTypeId,
+        last_fired: DateTime<Utc>,
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if let Some(stored) = state.schedule.get(task)
+            && stored.fence > lease.fence
+        {
+            return Ok(false);
+        }
+        state.schedule.insert(
+            task.clone(),
+            ScheduleState {
+                last_fired,
+                fence: lease.fence,
+            },
+        );
+        Ok(true)
+    }
+
+    async fn write_distribution(
+        &self,
+        task: &TaskTypeId,
+        slots: &[(u32, Vec<UserId>)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        for (slot, users) in slots {
+            if users.is_empty() {
+                continue;
+            }
+            let entry = state
+                .distribution
+                .entry((task.clone(), *slot))
+                .or_insert_with(|| (Vec::new(), now));
+            if entry.1 <= now {
+                entry.0.clear();
+            }
+            entry.0.extend(users.iter().cloned());
+            entry.1 = now + ttl;
+        }
+        Ok(())
+    }
+
+    async fn fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<Option<Option<UserId>>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .fanouts
+            .get(task)
+            .and_then(|fanouts| fanouts.get(&scheduled_at.timestamp_millis()))
+            .map(|fanout| fanout.last_user.clone()))
+    }
+
+    async fn save_fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        last_user: Option<&UserId>,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        state.fanouts.entry(task.clone()).or_default().insert(
+            scheduled_at.timestamp_millis(),
+            Fanout {
+                last_user: last_user.cloned(),
+                done,
+            },
+        );
+        Ok(())
+    }
+
+    async fn unfinished_fanouts(
+        &self,
+        task: &TaskTypeId,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .fanouts
+            .get(task)
+            .map(|fanouts| {
+                fanouts
+                    .iter()
+                    .filter(|(_, fanout)| !fanout.done)
+                    .map(|(ms, _)| from_millis(*ms))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
+        let state = self.lock();
+        let now = Instant::now();
+        Ok(jobs
+            .iter()
+            .map(|job| state.done_jobs.get(job).is_some_and(|expiry| *expiry > now))
+            .collect())
+    }
+
+    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let expiry = Instant::now() + ttl;
+        for job in jobs {
+            state.done_jobs.insert(*job, expiry);
+        }
+        Ok(())
+    }
+
+    async fn begin_run(
+        &self,
+        task: &TaskTypeId,
+        user: &UserId,
+        job: Uuid,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let key = (task.clone(), user.clone());
+        if let Some((holder, expiry)) = state.running.get(&key)
+            && *expiry > now
+            && *holder != job
+        {
+            return Ok(false);
+        }
+        state.running.insert(key, (job, now + ttl));
+        Ok(true)
+    }
+
+    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let key = (task.clone(), user.clone());
+        if state
+            .running
+            .get(&key)
+            .is_some_and(|(holder, _)| *holder == job)
+        {
+            state.running.remove(&key);
+        }
+        Ok(())
+    }
+
+    async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for (date, task, count) in &batch.executions {
+            *state.executions.entry((*date, task.clone())).or_insert(0) += count;
+        }
+        for (date, task, count) in &batch.failures {
+            *state.failures.entry((*date, task.clone())).or_insert(0) += count;
+        }
+        let mut newest = BTreeMap::<TaskTypeId, i64>::new();
+        for sample in &batch.durations {
+            let ms = sample.completed_at.timestamp_millis();
+            state
+                .durations
+                .entry(sample.task_type_id.clone())
+                .or_default()
+                .insert((ms, format!("{}:{}", sample.job_id, sample.duration_ms)));
+            let entry = newest.entry(sample.task_type_id.clone()).or_insert(ms);
+            *entry = (*entry).max(ms);
+        }
+        for (task, newest_ms) in newest {
+            state.trim_durations(
+                &task,
+                newest_ms,
+                self.metrics_retention,
+                self.metrics_max_samples,
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(stored: Option<(f64, f64)>, requested: f64, now: f64, expected: Option<(f64, f64)>) {
+        assert_eq!(
+            take_from_bucket(stored, 10.0, 2.0, requested, now),
+            expected,
+            "stored {stored:?}, requested {requested}, now {now}"
+        );
+    }
+
+    #[test]
+    fn token_bucket_arithmetic() {
+        // A fresh bucket is full.
+        check(None, 1.0, 100.0, Some((9.0, 100.0)));
+        check(None, 10.0, 100.0, Some((0.0, 100.0)));
+        check(None, 11.0, 100.0, None);
+        // Refill at 2 per second, capped at the capacity.
+        check(Some((0.0, 100.0)), 4.0, 102.0, Some((0.0, 102.0)));
+        check(Some((0.0, 100.0)), 5.0, 102.0, None);
+        check(Some((5.0, 100.0)), 10.0, 200.0, Some((0.0, 200.0)));
+        // A clock behind adds nothing, drains nothing, moves nothing back.
+        check(Some((5.0, 100.0)), 1.0, 90.0, Some((4.0, 100.0)));
+        check(Some((0.5, 100.0)), 1.0, 90.0, None);
+    }
+
+    #[actix_rt::test]
+    async fn preference_round_trip() {
+        let store = MemoryStore::new();
+        let user = UserId::parse("u1").unwrap();
+        let task = TaskTypeId::parse("t1").unwrap();
+        let at: DateTime<Utc> = "2024-01-15T10:00:00Z".parse().unwrap();
+        assert_eq!(store.preferences(&user).await.unwrap(), None);
+        store
+            .write_preferences(&[PreferenceWrite {
+                user_id: user.clone(),
+                task_type_id: task.clone(),
+                enabled: true,
+                settings: None,
+                custom_next_fire: None,
+                modified_at: at,
+            }])
+            .await
+            .unwrap();
+        let prefs = store.preferences(&user).await.unwrap().unwrap();
+        assert_eq!(prefs.enabled_tasks.get(&task), Some(&true));
+        assert_eq!(prefs.last_modified, at);
+        assert_eq!(store.enabled_user_count(&task).await.unwrap(), 1);
+        assert!(store.delete_preference(&user, &task).await.unwrap());
+        assert!(!store.delete_preference(&user, &task).await.unwrap());
+        assert_eq!(store.preferences(&user).await.unwrap(), None);
+        assert_eq!(store.enabled_user_count(&task).await.unwrap(), 0);
+    }
+
+    #[actix_rt::test]
+    async fn lock_fences_increase_and_stale_fences_lose() {
+        let store = MemoryStore::new();
+        let task = TaskTypeId::parse("t1").unwrap();
+        let lock = LockName::Schedule(task.clone());
+        let ttl = Duration::from_secs(10);
+        let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+        assert_eq!(store.acquire_lock(&lock, ttl).await.unwrap(), None);
+        assert!(store.release_lock(&lock, &first).await.unwrap());
+        assert!(!store.renew_lock(&lock, &first, ttl).await.unwrap());
+        let second = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+        assert!(second.fence > first.fence);
+        let at: DateTime<Utc> = "2024-01-15T10:00:00Z".parse().unwrap();
+        assert!(store.record_fire(&task, at, &second).await.unwrap());
+        assert!(!store.record_fire(&task, at, &first).await.unwrap());
+    }
+}

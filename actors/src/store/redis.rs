@@ -1,1 +1,878 @@
 //! Redis implementation of the state-store port.
+//!
+//! One [`ConnectionManager`] (a multiplexed connection that reconnects by
+//! itself after Redis restarts or drops it) carries every call. Each port
+//! method is one command, one Lua script or one pipeline, whatever the size
+//! of its batch. Scripts live in `actors/lua/` and run by `EVALSHA`, loaded
+//! again on `NOSCRIPT`.
+//!
+//! # Value encodings
+//!
+//! - `{p}:users:{user}:tasks`: HASH task id -> `1` (enabled) / `0`.
+//! - `{p}:users:{user}:settings:{task}`: HASH, present only when the user
+//!   has settings for the task: `custom_interval` = JSON of the
+//!   `TaskInterval`, `param:<name>` = parameter value (one field per
+//!   parameter), `last_modified` = RFC 3339 instant the settings were
+//!   written.
+//! - `{p}:users:{user}:last_modified`: STRING, RFC 3339: the
+//!   `UserPreference.last_modified`.
+//! - `{p}:schedule:{task}`: STRING `<RFC 3339 instant>|fence=<n>`, e.g.
+//!   `2024-01-15T00:00:00Z|fence=7` (a bare instant reads as fence 0).
+//! - `{p}:index:enabled:{task}`: ZSET, score 0, of users enabled on the
+//!   task's default interval; `{p}:index:custom:{task}`: ZSET user -> next
+//!   fire (epoch ms) of users on a custom interval. A preference write
+//!   updates the hash, the settings and both indexes in one `MULTI`.
+//! - `{p}:ratelimit:*`: HASH `tokens`, `last_refill` (seconds, float).
+//! - `{p}:metrics:duration:{task}`: ZSET member `<job id>:<duration ms>`,
+//!   score = completion instant (epoch ms).
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::LazyLock,
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use redis::{Pipeline, Script, Value, aio::ConnectionManager};
+use uuid::Uuid;
+
+use super::{
+    Bucket, DueUser, Keys, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
+    StateStore, StoreError,
+    memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
+};
+use crate::domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference};
+
+static TOKEN_BUCKET: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/token_bucket.lua")));
+static LOCK_ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_acquire.lua")));
+static LOCK_RENEW: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_renew.lua")));
+static LOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/lock_release.lua")));
+static RECORD_FIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/record_fire.lua")));
+static ADVANCE_CUSTOM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/advance_custom.lua")));
+static DUE_CUSTOM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/due_custom.lua")));
+static PREFERENCE_DELETE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/preference_delete.lua")));
+static BEGIN_RUN: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/begin_run.lua")));
+
+/// Settings-hash field holding the custom interval (JSON).
+const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
+/// Settings-hash field holding when the settings were written.
+const FIELD_LAST_MODIFIED: &str = "last_modified";
+/// Prefix of the settings-hash fields holding parameters.
+const FIELD_PARAM_PREFIX: &str = "param:";
+/// Fan-out progress value prefixes.
+const FANOUT_RUNNING: &str = "run:";
+const FANOUT_DONE: &str = "done:";
+
+/// Tuning of a [`RedisStore`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisOptions {
+    /// How long metrics keys live after their last write, and how far back
+    /// duration samples are kept (default 30 days).
+    pub metrics_retention: Duration,
+    /// At most this many duration samples per task (default 10,000).
+    pub metrics_max_samples: usize,
+    /// Longest wait for an answer before a call fails (default 5 s).
+    pub response_timeout: Duration,
+    /// Longest wait for a (re)connection (default 2 s).
+    pub connection_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            metrics_retention: DEFAULT_METRICS_RETENTION,
+            metrics_max_samples: DEFAULT_METRICS_MAX_SAMPLES,
+            response_timeout: Duration::from_secs(5),
+            connection_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The Redis state store. Cheap to clone: clones share the connection.
+#[derive(Clone)]
+pub struct RedisStore {
+    connection: ConnectionManager,
+    keys: Keys,
+    options: RedisOptions,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("keys", &self.keys)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://[:password@]host:port/db`); the
+    /// connection re-establishes itself whenever it is lost.
+    pub async fn connect(
+        url: &str,
+        keys: Keys,
+        options: RedisOptions,
+    ) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connection_timeout))
+            .set_number_of_retries(3);
+        let connection = ConnectionManager::new_with_config(client, config).await?;
+        Ok(RedisStore {
+            connection,
+            keys,
+            options,
+        })
+    }
+
+    /// The key builder in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A handle on the shared connection, for callers that need raw
+    /// commands (diagnostics, tests).
+    pub fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        Ok(pipe.query_async(&mut connection).await?)
+    }
+
+    /// Appends a batch of preference writes, in which no (user, task) pair
+    /// repeats, to an atomic pipeline as few multi-member commands: one
+    /// `HSET` per user, one `MSET` of the users' `last_modified`, one
+    /// multi-key `DEL` of the settings, one `HSET` per settings hash, and
+    /// at most one `ZADD` and one `ZREM` per index. Inside `MULTI` this is
+    /// the same as applying the writes one by one.
+    fn push_distinct_writes(&self, pipe: &mut Pipeline, writes: &[PreferenceWrite]) {
+        let keys = &self.keys;
+        let mut tasks_by_user: BTreeMap<&UserId, Vec<(&str, &str)>> = BTreeMap::new();
+        let mut modified_by_user: BTreeMap<&UserId, DateTime<Utc>> = BTreeMap::new();
+        let mut settings_keys = Vec::with_capacity(writes.len());
+        let mut settings_hashes = Vec::new();
+        #[derive(Default)]
+        struct IndexChanges<'a> {
+            enabled_add: Vec<(i64, &'a str)>,
+            enabled_rem: Vec<&'a str>,
+            custom_add: Vec<(i64, &'a str)>,
+            custom_rem: Vec<&'a str>,
+        }
+        let mut indexes: BTreeMap<&TaskTypeId, IndexChanges<'_>> = BTreeMap::new();
+        for write in writes {
+            let user = &write.user_id;
+            let task = &write.task_type_id;
+            tasks_by_user
+                .entry(user)
+                .or_default()
+                .push((task.as_str(), if write.enabled { "1" } else { "0" }));
+            modified_by_user.insert(user, write.modified_at);
+            let settings_key = keys.user_settings(user, task);
+            if let Some(settings) = &write.settings {
+                let fields = settings_fields(settings, &rfc3339(write.modified_at));
+                settings_hashes.push((settings_key.clone(), fields));
+            }
+            settings_keys.push(settings_key);
+            let changes = indexes.entry(task).or_default();
+            match (write.enabled, write.custom_next_fire) {
+                (true, Some(next)) => {
+                    changes.enabled_rem.push(user.as_str());
+                    changes
+                        .custom_add
+                        .push((next.timestamp_millis(), user.as_str()));
+                }
+                (true, None) => {
+                    changes.custom_rem.push(user.as_str());
+                    changes.enabled_add.push((0, user.as_str()));
+                }
+                (false, _) => {
+                    changes.enabled_rem.push(user.as_str());
+                    changes.custom_rem.push(user.as_str());
+                }
+            }
+        }
+        for (user, fields) in &tasks_by_user {
+            pipe.hset_multiple(keys.user_tasks(user), fields).ignore();
+        }
+        let modified: Vec<(String, String)> = modified_by_user
+            .iter()
+            .map(|(user, at)| (keys.user_modified(user), rfc3339(*at)))
+            .collect();
+        pipe.mset(&modified).ignore();
+        pipe.del(&settings_keys).ignore();
+        for (key, fields) in &settings_hashes {
+            pipe.hset_multiple(key, fields).ignore();
+        }
+        for (task, changes) in &indexes {
+            let enabled_index = keys.enabled_index(task);
+            let custom_index = keys.custom_index(task);
+            if !changes.enabled_rem.is_empty() {
+                pipe.zrem(&enabled_index, &changes.enabled_rem).ignore();
+            }
+            if !changes.custom_rem.is_empty() {
+                pipe.zrem(&custom_index, &changes.custom_rem).ignore();
+            }
+            if !changes.enabled_add.is_empty() {
+                pipe.zadd_multiple(&enabled_index, &changes.enabled_add)
+                    .ignore();
+            }
+            if !changes.custom_add.is_empty() {
+                pipe.zadd_multiple(&custom_index, &changes.custom_add)
+                    .ignore();
+            }
+        }
+    }
+
+    /// Appends the commands of one preference write to an atomic pipeline.
+    fn push_preference_write(&self, pipe: &mut Pipeline, write: &PreferenceWrite) {
+        let keys = &self.keys;
+        let user = &write.user_id;
+        let task = &write.task_type_id;
+        let modified = rfc3339(write.modified_at);
+        pipe.hset(
+            keys.user_tasks(user),
+            task.as_str(),
+            if write.enabled { "1" } else { "0" },
+        )
+        .ignore();
+        let settings_key = keys.user_settings(user, task);
+        pipe.del(&settings_key).ignore();
+        if let Some(settings) = &write.settings {
+            pipe.hset_multiple(&settings_key, &settings_fields(settings, &modified))
+                .ignore();
+        }
+        pipe.set(keys.user_modified(user), &modified).ignore();
+        let enabled_index = keys.enabled_index(task);
+        let custom_index = keys.custom_index(task);
+        match (write.enabled, write.custom_next_fire) {
+            (true, Some(next)) => {
+                pipe.zrem(&enabled_index, user.as_str()).ignore();
+                pipe.zadd(&custom_index, user.as_str(), next.timestamp_millis())
+                    .ignore();
+            }
+            (true, None) => {
+                pipe.zrem(&custom_index, user.as_str()).ignore();
+                pipe.zadd(&enabled_index, user.as_str(), 0).ignore();
+            }
+            (false, _) => {
+                pipe.zrem(&enabled_index, user.as_str()).ignore();
+                pipe.zrem(&custom_index, user.as_str()).ignore();
+            }
+        }
+    }
+}
+
+/// An instant as RFC 3339 in UTC, exact to the nanosecond.
+fn rfc3339(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn corrupt(key: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The settings hash of `settings` (see the module docs).
+fn settings_fields(settings: &Settings, modified: &str) -> Vec<(String, String)> {
+    let mut fields = vec![(FIELD_LAST_MODIFIED.to_owned(), modified.to_owned())];
+    if let Some(interval) = &settings.custom_interval {
+        // A TaskInterval always serialises.
+        let json = serde_json::to_string(interval).unwrap_or_default();
+        fields.push((FIELD_CUSTOM_INTERVAL.to_owned(), json));
+    }
+    for (name, value) in &settings.parameters {
+        fields.push((format!("{FIELD_PARAM_PREFIX}{name}"), value.clone()));
+    }
+    fields
+}
+
+/// Reads a settings hash back.
+fn parse_settings(key: &str, fields: Vec<(String, String)>) -> Result<Settings, StoreError> {
+    let mut settings = Settings::default();
+    for (field, value) in fields {
+        if field == FIELD_CUSTOM_INTERVAL {
+            let interval: TaskInterval = serde_json::from_str(&value)
+                .map_err(|err| corrupt(key, format!("custom_interval: {err}")))?;
+            settings.custom_interval = Some(interval);
+        } else if let Some(name) = field.strip_prefix(FIELD_PARAM_PREFIX) {
+            settings.parameters.insert(name.to_owned(), value);
+        }
+    }
+    Ok(settings)
+}
+
+/// `<RFC 3339>|fence=<n>`.
+fn encode_schedule_state(last_fired: DateTime<Utc>, fence: u64) -> String {
+    format!("{}|fence={fence}", rfc3339(last_fired))
+}
+
+fn decode_schedule_state(key: &str, value: &str) -> Result<ScheduleState, StoreError> {
+    let (instant, fence) = match value.split_once("|fence=") {
+        Some((instant, fence)) => {
+            let fence = fence
+                .parse()
+                .map_err(|err| corrupt(key, format!("fence {fence:?}: {err}")))?;
+            (instant, fence)
+        }
+        None => (value, 0),
+    };
+    let last_fired = DateTime::parse_from_rfc3339(instant)
+        .map_err(|err| corrupt(key, format!("instant {instant:?}: {err}")))?
+        .with_timezone(&Utc);
+    Ok(ScheduleState { last_fired, fence })
+}
+
+fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
+    UserId::parse(value).map_err(|err| corrupt(key, format!("user id {value:?}: {err}")))
+}
+
+fn parse_instant(key: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|err| corrupt(key, format!("instant {value:?}: {err}")))
+}
+
+#[async_trait]
+impl StateStore for RedisStore {
+    async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut pairs = HashSet::with_capacity(writes.len());
+        let distinct = writes
+            .iter()
+            .all(|write| pairs.insert((&write.user_id, &write.task_type_id)));
+        if distinct {
+            self.push_distinct_writes(&mut pipe, writes);
+        } else {
+            for write in writes {
+                self.push_preference_write(&mut pipe, write);
+            }
+        }
+        self.query::<()>(&pipe).await
+    }
+
+    async fn delete_preference(
+        &self,
+        user: &UserId,
+        task: &TaskTypeId,
+    ) -> Result<bool, StoreError> {
+        let keys = &self.keys;
+        let mut connection = self.connection.clone();
+        let removed: i64 = PREFERENCE_DELETE
+            .key(keys.user_tasks(user))
+            .key(keys.user_settings(user, task))
+            .key(keys.enabled_index(task))
+            .key(keys.custom_index(task))
+            .key(keys.user_modified(user))
+            .arg(task.as_str())
+            .arg(user.as_str())
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError> {
+        let keys = &self.keys;
+        let tasks_key = keys.user_tasks(user);
+        let modified_key = keys.user_modified(user);
+        let mut pipe = redis::pipe();
+        pipe.hgetall(&tasks_key).get(&modified_key);
+        let (tasks, modified): (Vec<(String, String)>, Option<String>) = self.query(&pipe).await?;
+        if tasks.is_empty() {
+            return Ok(None);
+        }
+        let mut enabled_tasks = BTreeMap::new();
+        for (task, flag) in tasks {
+            let task = TaskTypeId::parse(task.as_str())
+                .map_err(|err| corrupt(&tasks_key, format!("task id {task:?}: {err}")))?;
+            enabled_tasks.insert(task, flag == "1");
+        }
+        let mut pipe = redis::pipe();
+        for task in enabled_tasks.keys() {
+            pipe.hgetall(keys.user_settings(user, task));
+        }
+        let hashes: Vec<Vec<(String, String)>> = self.query(&pipe).await?;
+        let mut task_settings = BTreeMap::new();
+        for (task, fields) in enabled_tasks.keys().zip(hashes) {
+            if fields.is_empty() {
+                continue;
+            }
+            let key = keys.user_settings(user, task);
+            task_settings.insert(task.clone(), parse_settings(&key, fields)?);
+        }
+        let last_modified = match modified {
+            Some(value) => parse_instant(&modified_key, &value)?,
+            None => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        Ok(Some(UserPreference {
+            user_id: user.clone(),
+            enabled_tasks,
+            task_settings,
+            last_modified,
+        }))
+    }
+
+    async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.zcard(self.keys.enabled_index(task))
+            .zcard(self.keys.custom_index(task));
+        let (default, custom): (u64, u64) = self.query(&pipe).await?;
+        Ok(default + custom)
+    }
+
+    async fn enabled_users_after(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&UserId>,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.enabled_index(task);
+        let min = after.map_or_else(|| "-".to_owned(), |user| format!("({user}"));
+        let mut connection = self.connection.clone();
+        let users: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(&key)
+            .arg(min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut connection)
+            .await?;
+        users.iter().map(|user| parse_user(&key, user)).collect()
+    }
+
+    async fn due_custom_users(
+        &self,
+        task: &TaskTypeId,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<DueUser>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.custom_index(task);
+        let mut connection = self.connection.clone();
+        let flat: Vec<Value> = DUE_CUSTOM
+            .key(&key)
+            .arg(now.timestamp_millis())
+            .arg(limit)
+            .arg(format!("{}:users:", self.keys.prefix()))
+            .arg(format!(":settings:{task}"))
+            .invoke_async(&mut connection)
+            .await?;
+        let mut due = Vec::with_capacity(flat.len() / 3);
+        for entry in flat.chunks(3) {
+            let [user, score, fields] = entry else {
+                return Err(corrupt(&key, "due_custom.lua returned a partial entry"));
+            };
+            let user: String =
+                redis::from_redis_value_ref(user).map_err(redis::RedisError::from)?;
+            let score: String =
+                redis::from_redis_value_ref(score).map_err(redis::RedisError::from)?;
+            let fields: Vec<(String, String)> =
+                redis::from_redis_value_ref(fields).map_err(redis::RedisError::from)?;
+            let user = parse_user(&key, &user)?;
+            let ms: f64 = score
+                .parse()
+                .map_err(|err| corrupt(&key, format!("score {score:?}: {err}")))?;
+            let settings_key = self.keys.user_settings(&user, task);
+            due.push(DueUser {
+                settings: parse_settings(&settings_key, fields)?,
+                user_id: user,
+                scheduled_at: from_millis(ms as i64),
+            });
+        }
+        Ok(due)
+    }
+
+    async fn advance_custom_users(
+        &self,
+        task: &TaskTypeId,
+        moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
+    ) -> Result<(), StoreError> {
+        if moves.is_empty() {
+            return Ok(());
+        }
+        let mut invocation = ADVANCE_CUSTOM.key(self.keys.custom_index(task));
+        for (user, from, to) in moves {
+            invocation
+                .arg(user.as_str())
+                .arg(from.timestamp_millis())
+                .arg(to.timestamp_millis());
+        }
+        let mut connection = self.connection.clone();
+        let _moved: u64 = invocation.invoke_async(&mut connection).await?;
+        Ok(())
+    }
+
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError> {
+        let token = Uuid::new_v4().to_string();
+        let mut connection = self.connection.clone();
+        let fence: Option<u64> = LOCK_ACQUIRE
+            .key(self.keys.lock(lock))
+            .key(self.keys.lock_fence(lock))
+            .arg(&token)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(fence.map(|fence| LockLease { token, fence }))
+    }
+
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let renewed: i64 = LOCK_RENEW
+            .key(self.keys.lock(lock))
+            .arg(&lease.token)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let released: i64 = LOCK_RELEASE
+            .key(self.keys.lock(lock))
+            .arg(&lease.token)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(released == 1)
+    }
+
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let taken: i64 = TOKEN_BUCKET
+            .key(self.keys.bucket(&bucket.name))
+            .arg(bucket.max_tokens)
+            .arg(bucket.refill_rate)
+            .arg(requested)
+            .arg(format!("{now:.6}"))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(taken == 1)
+    }
+
+    async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
+        let key = self.keys.schedule(task);
+        let mut connection = self.connection.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        value
+            .map(|value| decode_schedule_state(&key, &value))
+            .transpose()
+    }
+
+    async fn record_fire(
+        &self,
+        task: &TaskTypeId,
+        last_fired: DateTime<Utc>,
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let written: i64 = RECORD_FIRE
+            .key(self.keys.schedule(task))
+            .arg(encode_schedule_state(last_fired, lease.fence))
+            .arg(lease.fence)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(written == 1)
+    }
+
+    async fn write_distribution(
+        &self,
+        task: &TaskTypeId,
+        slots: &[(u32, Vec<UserId>)],
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for (slot, users) in slots {
+            if users.is_empty() {
+                continue;
+            }
+            any = true;
+            let key = self.keys.distribution(task, *slot);
+            let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
+            pipe.rpush(&key, ids).ignore();
+            pipe.pexpire(&key, millis(ttl).max(1) as i64).ignore();
+        }
+        if !any {
+            return Ok(());
+        }
+        self.query::<()>(&pipe).await
+    }
+
+    async fn fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<Option<Option<UserId>>, StoreError> {
+        let key = self.keys.fanout(task);
+        let mut connection = self.connection.clone();
+        let value: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(scheduled_at.timestamp_millis())
+            .query_async(&mut connection)
+            .await?;
+        let Some(value) = value else {
+            return Ok(None);
+        };
+        let user = value
+            .strip_prefix(FANOUT_RUNNING)
+            .or_else(|| value.strip_prefix(FANOUT_DONE))
+            .ok_or_else(|| corrupt(&key, format!("fan-out progress {value:?}")))?;
+        if user.is_empty() {
+            Ok(Some(None))
+        } else {
+            Ok(Some(Some(parse_user(&key, user)?)))
+        }
+    }
+
+    async fn save_fanout_progress(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        last_user: Option<&UserId>,
+        done: bool,
+    ) -> Result<(), StoreError> {
+        let state = if done { FANOUT_DONE } else { FANOUT_RUNNING };
+        let value = format!("{state}{}", last_user.map_or("", UserId::as_str));
+        let mut connection = self.connection.clone();
+        redis::cmd("HSET")
+            .arg(self.keys.fanout(task))
+            .arg(scheduled_at.timestamp_millis())
+            .arg(value)
+            .query_async::<()>(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn unfinished_fanouts(
+        &self,
+        task: &TaskTypeId,
+    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+        let key = self.keys.fanout(task);
+        let mut connection = self.connection.clone();
+        let fields: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        let mut fires = Vec::new();
+        for (field, value) in fields {
+            if value.starts_with(FANOUT_RUNNING) {
+                let ms: i64 = field
+                    .parse()
+                    .map_err(|err| corrupt(&key, format!("fire {field:?}: {err}")))?;
+                fires.push(ms);
+            }
+        }
+        fires.sort_unstable();
+        Ok(fires.into_iter().map(from_millis).collect())
+    }
+
+    async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = jobs.iter().map(|job| self.keys.job_done(*job)).collect();
+        let mut connection = self.connection.clone();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await?;
+        Ok(values.iter().map(Option::is_some).collect())
+    }
+
+    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for job in jobs {
+            pipe.cmd("SET")
+                .arg(self.keys.job_done(*job))
+                .arg(1)
+                .arg("PX")
+                .arg(millis(ttl).max(1))
+                .ignore();
+        }
+        self.query::<()>(&pipe).await
+    }
+
+    async fn begin_run(
+        &self,
+        task: &TaskTypeId,
+        user: &UserId,
+        job: Uuid,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let claimed: i64 = BEGIN_RUN
+            .key(self.keys.running(task, user))
+            .arg(job.to_string())
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _released: i64 = LOCK_RELEASE
+            .key(self.keys.running(task, user))
+            .arg(job.to_string())
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {
+        let retention_secs = i64::try_from(self.options.metrics_retention.as_secs())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let retention_ms =
+            i64::try_from(millis(self.options.metrics_retention)).unwrap_or(i64::MAX);
+        let mut pipe = redis::pipe();
+        let counters = batch
+            .executions
+            .iter()
+            .map(|(date, task, count)| (self.keys.metrics_executions(*date), task, count))
+            .chain(
+                batch
+                    .failures
+                    .iter()
+                    .map(|(date, task, count)| (self.keys.metrics_failures(*date), task, count)),
+            );
+        for (key, task, count) in counters {
+            pipe.hincr(&key, task.as_str(), *count).ignore();
+            pipe.expire(&key, retention_secs).ignore();
+        }
+        let mut newest = BTreeMap::<&TaskTypeId, i64>::new();
+        for sample in &batch.durations {
+            let ms = sample.completed_at.timestamp_millis();
+            pipe.zadd(
+                self.keys.metrics_duration(&sample.task_type_id),
+                format!("{}:{}", sample.job_id, sample.duration_ms),
+                ms,
+            )
+            .ignore();
+            let entry = newest.entry(&sample.task_type_id).or_insert(ms);
+            *entry = (*entry).max(ms);
+        }
+        let max_samples = isize::try_from(self.options.metrics_max_samples).unwrap_or(isize::MAX);
+        for (task, newest_ms) in newest {
+            let key = self.keys.metrics_duration(task);
+            let cutoff = newest_ms.saturating_sub(retention_ms);
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({cutoff}"))
+                .ignore();
+            pipe.zremrangebyrank(&key, 0, -(max_samples + 1)).ignore();
+            pipe.expire(&key, retention_secs).ignore();
+        }
+        if pipe.cmd_iter().next().is_none() {
+            return Ok(());
+        }
+        self.query::<()>(&pipe).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn check_schedule(value: &str, expected: Option<(&str, u64)>) {
+        let got = decode_schedule_state("k", value).ok();
+        let expected = expected.map(|(at, fence)| ScheduleState {
+            last_fired: at.parse().unwrap(),
+            fence,
+        });
+        assert_eq!(got, expected, "value {value:?}");
+        if let Some(state) = expected
+            && value.contains("|fence=")
+        {
+            assert_eq!(encode_schedule_state(state.last_fired, state.fence), value);
+        }
+    }
+
+    #[test]
+    fn schedule_state_encoding() {
+        check_schedule(
+            "2024-01-15T00:00:00Z|fence=7",
+            Some(("2024-01-15T00:00:00Z", 7)),
+        );
+        check_schedule(
+            "2024-01-15T00:00:00.123Z|fence=12",
+            Some(("2024-01-15T00:00:00.123Z", 12)),
+        );
+        check_schedule("2024-01-15T00:00:00Z", Some(("2024-01-15T00:00:00Z", 0)));
+        check_schedule("2024-01-15T00:00:00Z|fence=x", None);
+        check_schedule("yesterday|fence=1", None);
+    }
+
+    #[test]
+    fn settings_hash_round_trip() {
+        let interval: TaskInterval =
+            serde_json::from_str(r#"{"type":"daily","value":2,"timezone":"Europe/Paris"}"#)
+                .unwrap();
+        let cases = [
+            Settings::default(),
+            Settings {
+                custom_interval: Some(interval),
+                parameters: BTreeMap::from([
+                    ("lang".to_owned(), "fr".to_owned()),
+                    ("param:odd".to_owned(), "x".to_owned()),
+                ]),
+            },
+        ];
+        for settings in cases {
+            let fields = settings_fields(&settings, "2024-01-15T00:00:00Z");
+            assert!(fields.contains(&("last_modified".to_owned(), "2024-01-15T00:00:00Z".into())));
+            assert_eq!(parse_settings("k", fields).unwrap(), settings);
+        }
+    }
+}

@@ -1,0 +1,1406 @@
+//! One conformance suite for every state store: each test below runs
+//! against [`MemoryStore`] and against [`RedisStore`] on a real Redis
+//! (`TASKQUEUE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379/`), the
+//! latter in a random key prefix removed at the end.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    future::Future,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use actors::{
+    domain::{Settings, TaskInterval, TaskTypeId, UserId},
+    store::{
+        Bucket, BucketName, DurationSample, Keys, LockName, MetricsBatch, PreferenceWrite,
+        StateStore,
+        memory::MemoryStore,
+        redis::{RedisOptions, RedisStore},
+    },
+};
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use redis::{AsyncCommands, aio::ConnectionManager};
+use uuid::Uuid;
+
+/// Metrics limits every fixture uses, small enough to test trimming.
+const RETENTION: Duration = Duration::from_secs(3600);
+const MAX_SAMPLES: usize = 5;
+
+// ---------------------------------------------------------------- harness
+
+/// Reads what the port only writes (distribution lists, metrics).
+#[async_trait]
+trait Probe: Send + Sync {
+    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId>;
+    async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
+    async fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
+    async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)>;
+}
+
+struct Fixture {
+    store: Arc<dyn StateStore>,
+    probe: Box<dyn Probe>,
+}
+
+struct MemoryProbe(Arc<MemoryStore>);
+
+#[async_trait]
+impl Probe for MemoryProbe {
+    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
+        self.0.distribution(task, slot)
+    }
+    async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        self.0.executions(date, task)
+    }
+    async fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        self.0.failures(date, task)
+    }
+    async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)> {
+        self.0.durations(task)
+    }
+}
+
+struct RedisProbe {
+    connection: ConnectionManager,
+    keys: Keys,
+}
+
+#[async_trait]
+impl Probe for RedisProbe {
+    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
+        let mut connection = self.connection.clone();
+        let users: Vec<String> = connection
+            .lrange(self.keys.distribution(task, slot), 0, -1)
+            .await
+            .unwrap();
+        users
+            .into_iter()
+            .map(|u| UserId::parse(u).unwrap())
+            .collect()
+    }
+    async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        let mut connection = self.connection.clone();
+        let count: Option<u64> = connection
+            .hget(self.keys.metrics_executions(date), task.as_str())
+            .await
+            .unwrap();
+        count.unwrap_or(0)
+    }
+    async fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
+        let mut connection = self.connection.clone();
+        let count: Option<u64> = connection
+            .hget(self.keys.metrics_failures(date), task.as_str())
+            .await
+            .unwrap();
+        count.unwrap_or(0)
+    }
+    async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)> {
+        let mut connection = self.connection.clone();
+        let samples: Vec<(String, f64)> = connection
+            .zrange_withscores(self.keys.metrics_duration(task), 0, -1)
+            .await
+            .unwrap();
+        samples
+            .into_iter()
+            .map(|(member, score)| (score as i64, member))
+            .collect()
+    }
+}
+
+fn redis_url() -> String {
+    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+}
+
+fn options() -> RedisOptions {
+    RedisOptions {
+        metrics_retention: RETENTION,
+        metrics_max_samples: MAX_SAMPLES,
+        ..RedisOptions::default()
+    }
+}
+
+async fn redis_store() -> (RedisStore, String) {
+    let prefix = format!("tqtest-{}", Uuid::new_v4().simple());
+    let store = RedisStore::connect(&redis_url(), Keys::new(prefix.clone()), options())
+        .await
+        .unwrap();
+    (store, prefix)
+}
+
+/// Deletes every key under `prefix`.
+async fn cleanup(connection: &mut ConnectionManager, prefix: &str) {
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}:*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(connection)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: () = connection.del(keys).await.unwrap();
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+}
+
+async fn run_memory<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<Fixture>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let store = Arc::new(MemoryStore::with_metrics_limits(RETENTION, MAX_SAMPLES));
+    let fixture = Fixture {
+        store: store.clone(),
+        probe: Box::new(MemoryProbe(store)),
+    };
+    test(Arc::new(fixture)).await;
+}
+
+async fn run_redis<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<Fixture>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (store, prefix) = redis_store().await;
+    let mut connection = store.connection();
+    let fixture = Fixture {
+        probe: Box::new(RedisProbe {
+            connection: store.connection(),
+            keys: store.keys().clone(),
+        }),
+        store: Arc::new(store),
+    };
+    // Run the body as a task so a failing assertion still cleans up.
+    let outcome = tokio::spawn(test(Arc::new(fixture))).await;
+    cleanup(&mut connection, &prefix).await;
+    if let Err(err) = outcome {
+        std::panic::resume_unwind(err.into_panic());
+    }
+}
+
+/// Instantiates every listed test for both stores.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::run_memory(super::$name).await;
+                }
+            )*
+        }
+        mod redis_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::run_redis(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    preferences_round_trip,
+    preference_writes_keep_the_indexes,
+    enabled_users_are_paged_in_id_order,
+    due_custom_users_and_advance,
+    delete_preference_cleans_everything,
+    lock_acquire_renew_release,
+    lock_expiry_ends_the_old_lease,
+    lock_with_16_contenders,
+    schedule_state_is_fenced,
+    token_bucket_burst_and_multi_token_requests,
+    token_bucket_refills_at_its_rate,
+    token_bucket_clock_behind_does_not_hurt_others,
+    token_bucket_concurrent_callers_stay_within_budget,
+    distribution_lists,
+    fanout_progress,
+    success_markers,
+    run_claims,
+    metrics_batches,
+    index_matches_enabled_users_after_concurrent_writes,
+);
+
+// ---------------------------------------------------------------- helpers
+
+fn user(id: &str) -> UserId {
+    UserId::parse(id).unwrap()
+}
+
+fn task(id: &str) -> TaskTypeId {
+    TaskTypeId::parse(id).unwrap()
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    text.parse().unwrap()
+}
+
+fn daily() -> TaskInterval {
+    serde_json::from_str(
+        r#"{"type":"daily","value":1,"timezone":"Europe/Paris","at_time":"08:30"}"#,
+    )
+    .unwrap()
+}
+
+fn enable(user_id: &str, task_id: &str, modified: &str) -> PreferenceWrite {
+    PreferenceWrite {
+        user_id: user(user_id),
+        task_type_id: task(task_id),
+        enabled: true,
+        settings: None,
+        custom_next_fire: None,
+        modified_at: at(modified),
+    }
+}
+
+fn custom(user_id: &str, task_id: &str, next: &str) -> PreferenceWrite {
+    PreferenceWrite {
+        settings: Some(Settings {
+            custom_interval: Some(daily()),
+            parameters: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
+        }),
+        custom_next_fire: Some(at(next)),
+        ..enable(user_id, task_id, "2024-01-15T00:00:00Z")
+    }
+}
+
+fn disable(user_id: &str, task_id: &str) -> PreferenceWrite {
+    PreferenceWrite {
+        enabled: false,
+        ..enable(user_id, task_id, "2024-01-15T00:00:00Z")
+    }
+}
+
+async fn all_enabled(store: &dyn StateStore, task_id: &TaskTypeId) -> Vec<UserId> {
+    let mut users = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_after(task_id, users.last(), 7)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            return users;
+        }
+        users.extend(page);
+    }
+}
+
+async fn all_custom(store: &dyn StateStore, task_id: &TaskTypeId) -> Vec<UserId> {
+    let far = at("2999-01-01T00:00:00Z");
+    let mut users: Vec<UserId> = store
+        .due_custom_users(task_id, far, 1_000_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|due| due.user_id)
+        .collect();
+    users.sort();
+    users
+}
+
+fn epoch_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+// ---------------------------------------------------------------- preferences
+
+async fn preferences_round_trip(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    assert_eq!(store.preferences(&user("u1")).await.unwrap(), None);
+    let with_settings = PreferenceWrite {
+        modified_at: at("2024-01-15T10:00:00.123Z"),
+        ..custom("u1", "report", "2024-01-16T07:30:00Z")
+    };
+    store
+        .write_preferences(&[
+            enable("u1", "digest", "2024-01-15T09:00:00Z"),
+            with_settings.clone(),
+            disable("u2", "digest"),
+        ])
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("u1")).await.unwrap().unwrap();
+    assert_eq!(prefs.user_id, user("u1"));
+    assert_eq!(
+        prefs.enabled_tasks,
+        BTreeMap::from([(task("digest"), true), (task("report"), true)])
+    );
+    assert_eq!(
+        prefs.task_settings,
+        BTreeMap::from([(task("report"), with_settings.settings.clone().unwrap())])
+    );
+    assert_eq!(prefs.last_modified, at("2024-01-15T10:00:00.123Z"));
+    let disabled = store.preferences(&user("u2")).await.unwrap().unwrap();
+    assert_eq!(
+        disabled.enabled_tasks,
+        BTreeMap::from([(task("digest"), false)])
+    );
+    assert!(disabled.task_settings.is_empty());
+
+    // A write without settings removes the old ones.
+    store
+        .write_preferences(&[enable("u1", "report", "2024-01-17T00:00:00Z")])
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("u1")).await.unwrap().unwrap();
+    assert!(prefs.task_settings.is_empty());
+    assert_eq!(prefs.last_modified, at("2024-01-17T00:00:00Z"));
+
+    // Empty settings are kept as such.
+    store
+        .write_preferences(&[PreferenceWrite {
+            settings: Some(Settings::default()),
+            ..enable("u1", "report", "2024-01-18T00:00:00Z")
+        }])
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("u1")).await.unwrap().unwrap();
+    assert_eq!(
+        prefs.task_settings,
+        BTreeMap::from([(task("report"), Settings::default())])
+    );
+}
+
+async fn preference_writes_keep_the_indexes(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    let check = |label: &'static str,
+                 enabled: &'static [&'static str],
+                 customs: &'static [&'static str]| {
+        let store = fx.store.clone();
+        let report = report.clone();
+        async move {
+            let want_enabled: Vec<UserId> = enabled.iter().map(|u| user(u)).collect();
+            let want_custom: Vec<UserId> = customs.iter().map(|u| user(u)).collect();
+            assert_eq!(
+                all_enabled(&*store, &report).await,
+                want_enabled,
+                "{label}: enabled"
+            );
+            assert_eq!(
+                all_custom(&*store, &report).await,
+                want_custom,
+                "{label}: custom"
+            );
+            assert_eq!(
+                store.enabled_user_count(&report).await.unwrap(),
+                (enabled.len() + customs.len()) as u64,
+                "{label}: count"
+            );
+        }
+    };
+    check("empty", &[], &[]).await;
+    store
+        .write_preferences(&[
+            enable("a", "report", "2024-01-15T00:00:00Z"),
+            enable("b", "report", "2024-01-15T00:00:00Z"),
+            custom("c", "report", "2024-01-16T00:00:00Z"),
+            enable("a", "other", "2024-01-15T00:00:00Z"),
+        ])
+        .await
+        .unwrap();
+    check("first writes", &["a", "b"], &["c"]).await;
+    store
+        .write_preferences(&[custom("a", "report", "2024-01-16T00:00:00Z")])
+        .await
+        .unwrap();
+    check("a overrides", &["b"], &["a", "c"]).await;
+    store
+        .write_preferences(&[
+            disable("c", "report"),
+            enable("a", "report", "2024-01-15T00:00:00Z"),
+        ])
+        .await
+        .unwrap();
+    check("c disabled, a back to default", &["a", "b"], &[]).await;
+    store
+        .write_preferences(&[disable("a", "report"), disable("b", "report")])
+        .await
+        .unwrap();
+    check("all disabled", &[], &[]).await;
+    // One batch may change the same (user, task) twice: the last write wins.
+    store
+        .write_preferences(&[
+            enable("b", "report", "2024-01-15T00:00:00Z"),
+            custom("b", "report", "2024-01-16T00:00:00Z"),
+            disable("a", "report"),
+            enable("a", "report", "2024-01-15T00:00:00Z"),
+            enable("c", "report", "2024-01-15T00:00:00Z"),
+            disable("c", "report"),
+        ])
+        .await
+        .unwrap();
+    check("repeated pairs in one batch", &["a"], &["b"]).await;
+    assert_eq!(all_enabled(store, &task("other")).await, vec![user("a")]);
+}
+
+async fn enabled_users_are_paged_in_id_order(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let ids = ["u10", "u2", "u1", "a", "Z", "u3"];
+    let writes: Vec<_> = ids
+        .iter()
+        .map(|id| enable(id, "report", "2024-01-15T00:00:00Z"))
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    let report = task("report");
+    let cases: [(Option<&str>, usize, &[&str]); 5] = [
+        (None, 100, &["Z", "a", "u1", "u10", "u2", "u3"]),
+        (None, 2, &["Z", "a"]),
+        (Some("a"), 2, &["u1", "u10"]),
+        (Some("u11"), 10, &["u2", "u3"]),
+        (Some("u3"), 10, &[]),
+    ];
+    for (after, limit, expected) in cases {
+        let after = after.map(user);
+        let got = store
+            .enabled_users_after(&report, after.as_ref(), limit)
+            .await
+            .unwrap();
+        let expected: Vec<UserId> = expected.iter().map(|u| user(u)).collect();
+        assert_eq!(got, expected, "after {after:?}, limit {limit}");
+    }
+    assert_eq!(
+        store.enabled_users_after(&report, None, 0).await.unwrap(),
+        vec![]
+    );
+}
+
+async fn due_custom_users_and_advance(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    store
+        .write_preferences(&[
+            custom("late", "report", "2024-01-16T12:00:00Z"),
+            custom("early", "report", "2024-01-16T06:00:00Z"),
+            custom("mid", "report", "2024-01-16T08:00:00.250Z"),
+            custom("future", "report", "2024-02-01T00:00:00Z"),
+        ])
+        .await
+        .unwrap();
+    let due = store
+        .due_custom_users(&report, at("2024-01-16T12:00:00Z"), 10)
+        .await
+        .unwrap();
+    let got: Vec<(String, DateTime<Utc>)> = due
+        .iter()
+        .map(|d| (d.user_id.to_string(), d.scheduled_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("early".to_owned(), at("2024-01-16T06:00:00Z")),
+            ("mid".to_owned(), at("2024-01-16T08:00:00.250Z")),
+            ("late".to_owned(), at("2024-01-16T12:00:00Z")),
+        ]
+    );
+    assert_eq!(due[0].settings.custom_interval, Some(daily()));
+    assert_eq!(due[0].settings.parameters["lang"], "fr");
+    let limited = store
+        .due_custom_users(&report, at("2024-01-16T12:00:00Z"), 1)
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert_eq!(limited[0].user_id, user("early"));
+
+    // "mid" changed its interval meanwhile: its move is stale.
+    store
+        .write_preferences(&[custom("mid", "report", "2024-01-20T00:00:00Z")])
+        .await
+        .unwrap();
+    store
+        .advance_custom_users(
+            &report,
+            &[
+                (
+                    user("early"),
+                    at("2024-01-16T06:00:00Z"),
+                    at("2024-01-17T06:00:00Z"),
+                ),
+                (
+                    user("mid"),
+                    at("2024-01-16T08:00:00.250Z"),
+                    at("2024-01-17T08:00:00Z"),
+                ),
+                (
+                    user("late"),
+                    at("2024-01-16T12:00:00Z"),
+                    at("2024-01-17T12:00:00Z"),
+                ),
+                (
+                    user("nobody"),
+                    at("2024-01-16T12:00:00Z"),
+                    at("2024-01-17T12:00:00Z"),
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    let due = store
+        .due_custom_users(&report, at("2024-01-31T00:00:00Z"), 10)
+        .await
+        .unwrap();
+    let got: Vec<(String, DateTime<Utc>)> = due
+        .iter()
+        .map(|d| (d.user_id.to_string(), d.scheduled_at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("early".to_owned(), at("2024-01-17T06:00:00Z")),
+            ("late".to_owned(), at("2024-01-17T12:00:00Z")),
+            ("mid".to_owned(), at("2024-01-20T00:00:00Z")),
+        ]
+    );
+    assert_eq!(
+        all_custom(store, &report).await.len(),
+        4,
+        "nobody was not added"
+    );
+    store.advance_custom_users(&report, &[]).await.unwrap();
+}
+
+async fn delete_preference_cleans_everything(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    store
+        .write_preferences(&[
+            enable("u1", "digest", "2024-01-15T00:00:00Z"),
+            custom("u1", "report", "2024-01-16T00:00:00Z"),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_preference(&user("u1"), &task("report"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_preference(&user("u1"), &task("report"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_preference(&user("ghost"), &task("report"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_custom(store, &task("report")).await, vec![]);
+    let prefs = store.preferences(&user("u1")).await.unwrap().unwrap();
+    assert_eq!(
+        prefs.enabled_tasks,
+        BTreeMap::from([(task("digest"), true)])
+    );
+    assert!(prefs.task_settings.is_empty());
+    assert!(
+        store
+            .delete_preference(&user("u1"), &task("digest"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_enabled(store, &task("digest")).await, vec![]);
+    assert_eq!(store.preferences(&user("u1")).await.unwrap(), None);
+}
+
+async fn index_matches_enabled_users_after_concurrent_writes(fx: Arc<Fixture>) {
+    const WRITERS: u64 = 8;
+    const OPS: u64 = 10_000;
+    const USERS: u32 = 300;
+    let tasks = [task("report"), task("digest")];
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = fx.store.clone();
+        let tasks = tasks.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(writer);
+            for _ in 0..OPS / WRITERS {
+                let user_id = user(&format!("user_{}", rng.random_range(0..USERS)));
+                let task_id = tasks[rng.random_range(0..tasks.len())].clone();
+                let mut write = PreferenceWrite {
+                    user_id: user_id.clone(),
+                    task_type_id: task_id.clone(),
+                    enabled: true,
+                    settings: None,
+                    custom_next_fire: None,
+                    modified_at: at("2024-01-15T00:00:00Z"),
+                };
+                match rng.random_range(0..10) {
+                    0..=3 => {}
+                    4..=6 => write.enabled = false,
+                    7..=8 => {
+                        write.settings = Some(Settings {
+                            custom_interval: Some(daily()),
+                            parameters: BTreeMap::new(),
+                        });
+                        let offset = rng.random_range(0..86_400_000);
+                        write.custom_next_fire = Some(
+                            at("2024-01-16T00:00:00Z") + chrono::Duration::milliseconds(offset),
+                        );
+                    }
+                    _ => {
+                        store.delete_preference(&user_id, &task_id).await.unwrap();
+                        continue;
+                    }
+                }
+                store.write_preferences(&[write]).await.unwrap();
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let store = &*fx.store;
+    for task_id in &tasks {
+        let mut want_default = BTreeSet::new();
+        let mut want_custom = BTreeSet::new();
+        for n in 0..USERS {
+            let user_id = user(&format!("user_{n}"));
+            let Some(prefs) = store.preferences(&user_id).await.unwrap() else {
+                continue;
+            };
+            if prefs.enabled_tasks.get(task_id) != Some(&true) {
+                continue;
+            }
+            let has_custom = prefs
+                .task_settings
+                .get(task_id)
+                .is_some_and(|s| s.custom_interval.is_some());
+            if has_custom {
+                want_custom.insert(user_id);
+            } else {
+                want_default.insert(user_id);
+            }
+        }
+        let got_default: BTreeSet<UserId> = all_enabled(store, task_id).await.into_iter().collect();
+        let got_custom: BTreeSet<UserId> = all_custom(store, task_id).await.into_iter().collect();
+        assert!(!want_default.is_empty() && !want_custom.is_empty());
+        assert_eq!(got_default, want_default, "{task_id}: default index");
+        assert_eq!(got_custom, want_custom, "{task_id}: custom index");
+        assert_eq!(
+            store.enabled_user_count(task_id).await.unwrap(),
+            (want_default.len() + want_custom.len()) as u64
+        );
+    }
+}
+
+// ---------------------------------------------------------------- locks
+
+async fn lock_acquire_renew_release(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let ttl = Duration::from_secs(10);
+    for lock in [LockName::Schedule(task("report")), LockName::Distribution] {
+        let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+        assert_eq!(store.acquire_lock(&lock, ttl).await.unwrap(), None);
+        assert!(store.renew_lock(&lock, &first, ttl).await.unwrap());
+        let forged = actors::store::LockLease {
+            token: "forged".into(),
+            fence: first.fence,
+        };
+        assert!(!store.renew_lock(&lock, &forged, ttl).await.unwrap());
+        assert!(!store.release_lock(&lock, &forged).await.unwrap());
+        assert!(store.release_lock(&lock, &first).await.unwrap());
+        assert!(
+            !store.release_lock(&lock, &first).await.unwrap(),
+            "released twice"
+        );
+        assert!(
+            !store.renew_lock(&lock, &first, ttl).await.unwrap(),
+            "renewed after release"
+        );
+        let second = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+        assert!(second.fence > first.fence);
+        assert_ne!(second.token, first.token);
+        assert!(!store.release_lock(&lock, &first).await.unwrap());
+        assert_eq!(
+            store.acquire_lock(&lock, ttl).await.unwrap(),
+            None,
+            "still held"
+        );
+    }
+    // Locks of different tasks are independent.
+    let other = LockName::Schedule(task("digest"));
+    assert!(store.acquire_lock(&other, ttl).await.unwrap().is_some());
+}
+
+async fn lock_expiry_ends_the_old_lease(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let lock = LockName::Schedule(task("report"));
+    let old = store
+        .acquire_lock(&lock, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(
+        !store
+            .renew_lock(&lock, &old, Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    let new = store
+        .acquire_lock(&lock, Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.fence > old.fence);
+    assert!(
+        !store
+            .renew_lock(&lock, &old, Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    assert!(!store.release_lock(&lock, &old).await.unwrap());
+    assert!(
+        store
+            .renew_lock(&lock, &new, Duration::from_secs(10))
+            .await
+            .unwrap()
+    );
+    // The stale holder's schedule write loses once the new holder wrote.
+    let report = task("report");
+    assert!(
+        store
+            .record_fire(&report, at("2024-01-15T10:00:00Z"), &new)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .record_fire(&report, at("2024-01-15T11:00:00Z"), &old)
+            .await
+            .unwrap()
+    );
+    let state = store.schedule_state(&report).await.unwrap().unwrap();
+    assert_eq!(
+        (state.last_fired, state.fence),
+        (at("2024-01-15T10:00:00Z"), new.fence)
+    );
+}
+
+async fn lock_with_16_contenders(fx: Arc<Fixture>) {
+    let lock = LockName::Schedule(task("report"));
+    let holders = Arc::new(AtomicU32::new(0));
+    let fences = Arc::new(Mutex::new(Vec::new()));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut contenders = Vec::new();
+    for _ in 0..16 {
+        let store = fx.store.clone();
+        let lock = lock.clone();
+        let holders = holders.clone();
+        let fences = fences.clone();
+        contenders.push(tokio::spawn(async move {
+            let mut last = None;
+            while Instant::now() < deadline {
+                let ttl = Duration::from_secs(5);
+                let Some(lease) = store.acquire_lock(&lock, ttl).await.unwrap() else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                };
+                assert_eq!(holders.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                fences.lock().unwrap().push(lease.fence);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert!(store.renew_lock(&lock, &lease, ttl).await.unwrap());
+                holders.fetch_sub(1, Ordering::SeqCst);
+                assert!(store.release_lock(&lock, &lease).await.unwrap());
+                assert!(!store.renew_lock(&lock, &lease, ttl).await.unwrap());
+                last = Some(lease);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            last
+        }));
+    }
+    let mut leases = Vec::new();
+    for contender in contenders {
+        leases.extend(contender.await.unwrap());
+    }
+    let fences = fences.lock().unwrap().clone();
+    assert!(fences.len() > 16, "only {} acquisitions", fences.len());
+    assert!(
+        fences.windows(2).all(|pair| pair[0] < pair[1]),
+        "fences not increasing: {fences:?}"
+    );
+    assert!(leases.len() > 1, "only one contender ever won");
+    // Every old lease is stale now: none can release or renew.
+    for lease in &leases {
+        assert!(!fx.store.release_lock(&lock, lease).await.unwrap());
+    }
+}
+
+async fn schedule_state_is_fenced(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    assert_eq!(store.schedule_state(&report).await.unwrap(), None);
+    let lease = |fence| actors::store::LockLease {
+        token: "t".into(),
+        fence,
+    };
+    let cases = [
+        (5, "2024-01-15T10:00:00Z", true, (5, "2024-01-15T10:00:00Z")),
+        (
+            5,
+            "2024-01-15T11:00:00.5Z",
+            true,
+            (5, "2024-01-15T11:00:00.5Z"),
+        ),
+        (
+            4,
+            "2024-01-15T12:00:00Z",
+            false,
+            (5, "2024-01-15T11:00:00.5Z"),
+        ),
+        (9, "2024-01-15T13:00:00Z", true, (9, "2024-01-15T13:00:00Z")),
+        (
+            5,
+            "2024-01-15T14:00:00Z",
+            false,
+            (9, "2024-01-15T13:00:00Z"),
+        ),
+    ];
+    for (fence, fired, accepted, (want_fence, want_fired)) in cases {
+        assert_eq!(
+            store
+                .record_fire(&report, at(fired), &lease(fence))
+                .await
+                .unwrap(),
+            accepted,
+            "fence {fence} at {fired}"
+        );
+        let state = store.schedule_state(&report).await.unwrap().unwrap();
+        assert_eq!(
+            (state.fence, state.last_fired),
+            (want_fence, at(want_fired))
+        );
+    }
+    assert_eq!(store.schedule_state(&task("digest")).await.unwrap(), None);
+}
+
+// ---------------------------------------------------------------- token buckets
+
+fn bucket(name: BucketName, max_tokens: f64, refill_rate: f64) -> Bucket {
+    Bucket {
+        name,
+        max_tokens,
+        refill_rate,
+    }
+}
+
+async fn token_bucket_burst_and_multi_token_requests(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let global = bucket(BucketName::Global, 10.0, 1.0);
+    let now = 1_700_000_000.0;
+    for n in 0..10 {
+        assert!(
+            store.take_tokens(&global, 1, now).await.unwrap(),
+            "token {n}"
+        );
+    }
+    assert!(
+        !store.take_tokens(&global, 1, now).await.unwrap(),
+        "burst exceeded"
+    );
+    // Buckets are independent.
+    let heavy = bucket(BucketName::Task(task("api_heavy")), 5.0, 0.5);
+    assert!(store.take_tokens(&heavy, 3, now).await.unwrap());
+    assert!(
+        !store.take_tokens(&heavy, 3, now).await.unwrap(),
+        "only 2 left"
+    );
+    assert!(store.take_tokens(&heavy, 2, now).await.unwrap());
+    assert!(!store.take_tokens(&heavy, 1, now).await.unwrap());
+    // 4 s at 0.5/s refill 2 tokens: a request for 3 waits, one for 2 passes.
+    assert!(!store.take_tokens(&heavy, 3, now + 4.0).await.unwrap());
+    assert!(store.take_tokens(&heavy, 2, now + 4.0).await.unwrap());
+    // More than the capacity is never granted.
+    assert!(!store.take_tokens(&heavy, 6, now + 1000.0).await.unwrap());
+    assert!(store.take_tokens(&heavy, 5, now + 1000.0).await.unwrap());
+}
+
+async fn token_bucket_refills_at_its_rate(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let limit = bucket(BucketName::Global, 10.0, 100.0);
+    let start = 1_700_000_000.0;
+    let mut burst = 0;
+    while store.take_tokens(&limit, 1, start).await.unwrap() {
+        burst += 1;
+    }
+    assert_eq!(burst, 10);
+    // Drive the bucket's clock over 5 s in 1 ms steps, draining every step.
+    let mut admitted = 0u32;
+    for step in 1..=5000 {
+        let now = start + f64::from(step) * 0.001;
+        while store.take_tokens(&limit, 1, now).await.unwrap() {
+            admitted += 1;
+        }
+    }
+    let expected = 100.0 * 5.0;
+    let error = (f64::from(admitted) - expected).abs() / expected;
+    assert!(
+        error <= 0.02,
+        "admitted {admitted} in 5 s, expected {expected}"
+    );
+}
+
+async fn token_bucket_clock_behind_does_not_hurt_others(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let limit = bucket(BucketName::Global, 10.0, 1.0);
+    let now = 1_700_000_000.0;
+    let behind = now - 10.0;
+    assert!(store.take_tokens(&limit, 5, now).await.unwrap());
+    // The caller 10 s behind takes what it asks for, nothing more.
+    assert!(store.take_tokens(&limit, 1, behind).await.unwrap());
+    assert!(
+        store.take_tokens(&limit, 4, now).await.unwrap(),
+        "4 left for the others"
+    );
+    assert!(!store.take_tokens(&limit, 1, now).await.unwrap());
+    // Refused when empty, and the bucket is unchanged by the refusal.
+    assert!(!store.take_tokens(&limit, 1, behind).await.unwrap());
+    // last_refill did not move back: one second later exactly one token.
+    assert!(store.take_tokens(&limit, 1, now + 1.0).await.unwrap());
+    assert!(!store.take_tokens(&limit, 1, now + 1.0).await.unwrap());
+}
+
+async fn token_bucket_concurrent_callers_stay_within_budget(fx: Arc<Fixture>) {
+    let limit = bucket(BucketName::Task(task("api_heavy")), 20.0, 50.0);
+    let admitted = Arc::new(AtomicU64::new(0));
+    let started = epoch_secs();
+    let deadline = Instant::now() + Duration::from_millis(1000);
+    let mut callers = Vec::new();
+    for _ in 0..8 {
+        let store = fx.store.clone();
+        let limit = limit.clone();
+        let admitted = admitted.clone();
+        callers.push(tokio::spawn(async move {
+            while Instant::now() < deadline {
+                if store.take_tokens(&limit, 1, epoch_secs()).await.unwrap() {
+                    admitted.fetch_add(1, Ordering::SeqCst);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }));
+    }
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let elapsed = epoch_secs() - started;
+    let admitted = admitted.load(Ordering::SeqCst) as f64;
+    let budget = limit.max_tokens + limit.refill_rate * elapsed;
+    assert!(
+        admitted <= budget,
+        "admitted {admitted} > budget {budget} over {elapsed} s"
+    );
+    assert!(admitted >= limit.max_tokens, "admitted only {admitted}");
+}
+
+// ---------------------------------------------------------------- distribution and fan-out
+
+async fn distribution_lists(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    let ttl = Duration::from_secs(60);
+    store
+        .write_distribution(
+            &report,
+            &[
+                (0, vec![user("a"), user("b")]),
+                (7, vec![user("c")]),
+                (8, vec![]),
+            ],
+            ttl,
+        )
+        .await
+        .unwrap();
+    store
+        .write_distribution(&report, &[(0, vec![user("d")])], ttl)
+        .await
+        .unwrap();
+    store.write_distribution(&report, &[], ttl).await.unwrap();
+    let cases: [(u32, &[&str]); 4] = [(0, &["a", "b", "d"]), (7, &["c"]), (8, &[]), (1, &[])];
+    for (slot, expected) in cases {
+        let expected: Vec<UserId> = expected.iter().map(|u| user(u)).collect();
+        assert_eq!(
+            fx.probe.distribution(&report, slot).await,
+            expected,
+            "slot {slot}"
+        );
+    }
+    store
+        .write_distribution(&report, &[(3, vec![user("e")])], Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(fx.probe.distribution(&report, 3).await, vec![user("e")]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(fx.probe.distribution(&report, 3).await, vec![], "expired");
+}
+
+async fn fanout_progress(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    let (t1, t2, t3) = (
+        at("2024-01-15T10:00:00Z"),
+        at("2024-01-15T11:00:00Z"),
+        at("2024-01-15T12:00:00Z"),
+    );
+    assert_eq!(store.fanout_progress(&report, t1).await.unwrap(), None);
+    assert_eq!(
+        store.unfinished_fanouts(&report).await.unwrap(),
+        Vec::<DateTime<Utc>>::new()
+    );
+    store
+        .save_fanout_progress(&report, t2, None, false)
+        .await
+        .unwrap();
+    store
+        .save_fanout_progress(&report, t1, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fanout_progress(&report, t1).await.unwrap(),
+        Some(None)
+    );
+    store
+        .save_fanout_progress(&report, t1, Some(&user("u5")), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.fanout_progress(&report, t1).await.unwrap(),
+        Some(Some(user("u5")))
+    );
+    store
+        .save_fanout_progress(&report, t3, None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unfinished_fanouts(&report).await.unwrap(),
+        vec![t1, t2, t3]
+    );
+    store
+        .save_fanout_progress(&report, t2, Some(&user("u9")), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unfinished_fanouts(&report).await.unwrap(),
+        vec![t1, t3]
+    );
+    assert_eq!(
+        store.fanout_progress(&report, t2).await.unwrap(),
+        Some(Some(user("u9"))),
+        "a finished fan-out still reports where it ended"
+    );
+    assert_eq!(
+        store.unfinished_fanouts(&task("digest")).await.unwrap(),
+        Vec::<DateTime<Utc>>::new()
+    );
+}
+
+// ---------------------------------------------------------------- execution bookkeeping
+
+async fn success_markers(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let jobs: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+    assert_eq!(store.succeeded(&jobs).await.unwrap(), vec![false; 4]);
+    assert_eq!(store.succeeded(&[]).await.unwrap(), Vec::<bool>::new());
+    store
+        .mark_succeeded(&[jobs[0], jobs[2]], Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .mark_succeeded(&[jobs[3]], Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.succeeded(&jobs).await.unwrap(),
+        vec![true, false, true, true]
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store.succeeded(&jobs).await.unwrap(),
+        vec![true, false, true, false]
+    );
+}
+
+async fn run_claims(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (report, alice) = (task("report"), user("alice"));
+    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
+    let ttl = Duration::from_secs(60);
+    assert!(store.begin_run(&report, &alice, first, ttl).await.unwrap());
+    assert!(
+        store.begin_run(&report, &alice, first, ttl).await.unwrap(),
+        "same job again"
+    );
+    assert!(!store.begin_run(&report, &alice, second, ttl).await.unwrap());
+    assert!(
+        store
+            .begin_run(&task("digest"), &alice, second, ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .begin_run(&report, &user("bob"), second, ttl)
+            .await
+            .unwrap()
+    );
+    store.end_run(&report, &alice, second).await.unwrap();
+    assert!(
+        !store.begin_run(&report, &alice, second, ttl).await.unwrap(),
+        "not freed by another job"
+    );
+    store.end_run(&report, &alice, first).await.unwrap();
+    assert!(
+        store
+            .begin_run(&report, &alice, second, Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        store.begin_run(&report, &alice, first, ttl).await.unwrap(),
+        "claim expired"
+    );
+}
+
+// ---------------------------------------------------------------- metrics
+
+async fn metrics_batches(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (report, digest) = (task("report"), task("digest"));
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    let next_day = day.succ_opt().unwrap();
+    let base = at("2024-01-15T10:00:00Z");
+    let sample = |task_id: &TaskTypeId, minutes: i64, duration_ms| DurationSample {
+        task_type_id: task_id.clone(),
+        job_id: Uuid::new_v4(),
+        completed_at: base + chrono::Duration::minutes(minutes),
+        duration_ms,
+    };
+    let first = MetricsBatch {
+        executions: vec![(day, report.clone(), 3), (day, digest.clone(), 1)],
+        failures: vec![(day, report.clone(), 1)],
+        durations: vec![
+            sample(&report, 0, 120),
+            sample(&report, 1, 120),
+            sample(&digest, 0, 7),
+        ],
+    };
+    store.record_metrics(&first).await.unwrap();
+    store
+        .record_metrics(&MetricsBatch {
+            executions: vec![(day, report.clone(), 2), (next_day, report.clone(), 1)],
+            failures: vec![],
+            durations: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .record_metrics(&MetricsBatch::default())
+        .await
+        .unwrap();
+    let counts = [
+        (fx.probe.executions(day, &report).await, 5),
+        (fx.probe.executions(day, &digest).await, 1),
+        (fx.probe.executions(next_day, &report).await, 1),
+        (fx.probe.failures(day, &report).await, 1),
+        (fx.probe.failures(day, &digest).await, 0),
+    ];
+    for (n, (got, want)) in counts.into_iter().enumerate() {
+        assert_eq!(got, want, "counter {n}");
+    }
+    let durations = fx.probe.durations(&report).await;
+    assert_eq!(
+        durations.len(),
+        2,
+        "same duration, distinct members: {durations:?}"
+    );
+    assert_eq!(durations[0].0, base.timestamp_millis());
+    assert!(durations[0].1.ends_with(":120"), "{durations:?}");
+
+    // Trim by count: at most MAX_SAMPLES, the newest kept.
+    let batch = MetricsBatch {
+        durations: (2..10).map(|m| sample(&report, m, 10)).collect(),
+        ..MetricsBatch::default()
+    };
+    store.record_metrics(&batch).await.unwrap();
+    let durations = fx.probe.durations(&report).await;
+    let minutes: Vec<i64> = durations
+        .iter()
+        .map(|(ms, _)| (ms - base.timestamp_millis()) / 60_000)
+        .collect();
+    assert_eq!(minutes, vec![5, 6, 7, 8, 9]);
+
+    // Trim by age: samples older than the retention before the newest go.
+    let batch = MetricsBatch {
+        durations: vec![sample(&report, 60 + 7, 10)],
+        ..MetricsBatch::default()
+    };
+    store.record_metrics(&batch).await.unwrap();
+    let durations = fx.probe.durations(&report).await;
+    let minutes: Vec<i64> = durations
+        .iter()
+        .map(|(ms, _)| (ms - base.timestamp_millis()) / 60_000)
+        .collect();
+    assert_eq!(minutes, vec![7, 8, 9, 67]);
+    assert_eq!(fx.probe.durations(&digest).await.len(), 1);
+}
+
+// ---------------------------------------------------------------- Redis only
+
+#[tokio::test]
+async fn redis_key_layout_and_encodings() {
+    let (store, prefix) = redis_store().await;
+    let mut raw = store.connection();
+    let write = PreferenceWrite {
+        modified_at: at("2024-01-15T10:00:00Z"),
+        ..custom("u1", "report", "2024-01-16T07:30:00Z")
+    };
+    store
+        .write_preferences(&[disable("u1", "digest"), write])
+        .await
+        .unwrap();
+    let lease = store
+        .acquire_lock(&LockName::Schedule(task("report")), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .record_fire(&task("report"), at("2024-01-15T00:00:00Z"), &lease)
+        .await
+        .unwrap();
+    store
+        .take_tokens(&bucket(BucketName::Global, 10.0, 1.0), 3, 1_700_000_000.5)
+        .await
+        .unwrap();
+    let day = NaiveDate::from_ymd_opt(2024, 1, 15).unwrap();
+    store
+        .record_metrics(&MetricsBatch {
+            executions: vec![(day, task("report"), 1)],
+            ..MetricsBatch::default()
+        })
+        .await
+        .unwrap();
+
+    let p = &prefix;
+    let tasks: BTreeMap<String, String> = raw.hgetall(format!("{p}:users:u1:tasks")).await.unwrap();
+    assert_eq!(
+        tasks,
+        BTreeMap::from([("report".into(), "1".into()), ("digest".into(), "0".into())])
+    );
+    let settings: BTreeMap<String, String> = raw
+        .hgetall(format!("{p}:users:u1:settings:report"))
+        .await
+        .unwrap();
+    assert_eq!(settings["last_modified"], "2024-01-15T10:00:00Z");
+    assert_eq!(settings["param:lang"], "fr");
+    let interval: TaskInterval = serde_json::from_str(&settings["custom_interval"]).unwrap();
+    assert_eq!(interval, daily());
+    let modified: String = raw
+        .get(format!("{p}:users:u1:last_modified"))
+        .await
+        .unwrap();
+    assert_eq!(modified, "2024-01-15T10:00:00Z");
+    let schedule: String = raw.get(format!("{p}:schedule:report")).await.unwrap();
+    assert_eq!(
+        schedule,
+        format!("2024-01-15T00:00:00Z|fence={}", lease.fence)
+    );
+    let fence: u64 = raw
+        .get(format!("{p}:schedule:lock:report:fence"))
+        .await
+        .unwrap();
+    assert_eq!(fence, lease.fence);
+    let holder: String = raw.get(format!("{p}:schedule:lock:report")).await.unwrap();
+    assert_eq!(holder, lease.token);
+    let due: Vec<(String, f64)> = raw
+        .zrange_withscores(format!("{p}:index:custom:report"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        due,
+        vec![(
+            "u1".into(),
+            at("2024-01-16T07:30:00Z").timestamp_millis() as f64
+        )]
+    );
+    let bucket_state: BTreeMap<String, f64> =
+        raw.hgetall(format!("{p}:ratelimit:global")).await.unwrap();
+    assert_eq!(
+        bucket_state,
+        BTreeMap::from([
+            ("tokens".into(), 7.0),
+            ("last_refill".into(), 1_700_000_000.5)
+        ])
+    );
+    let bucket_ttl: i64 = raw.ttl(format!("{p}:ratelimit:global")).await.unwrap();
+    assert!((1..=3600).contains(&bucket_ttl), "bucket ttl {bucket_ttl}");
+    let metrics_ttl: i64 = raw
+        .ttl(format!("{p}:metrics:executions:2024-01-15"))
+        .await
+        .unwrap();
+    assert!(
+        (1..=3600).contains(&metrics_ttl),
+        "metrics ttl {metrics_ttl}"
+    );
+    cleanup(&mut raw, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_store_heals_after_its_connection_is_killed() {
+    let (store, prefix) = redis_store().await;
+    let mut own = store.connection();
+    let before: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut killer = client.get_multiplexed_async_connection().await.unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(before)
+        .query_async(&mut killer)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+    let mut healed = false;
+    for _ in 0..50 {
+        if store
+            .write_preferences(&[enable("u1", "report", "2024-01-15T00:00:00Z")])
+            .await
+            .is_ok()
+        {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(healed, "the store never reconnected");
+    let after: i64 = redis::cmd("CLIENT")
+        .arg("ID")
+        .query_async(&mut own)
+        .await
+        .unwrap();
+    assert_ne!(before, after, "a new connection carries the calls");
+    assert_eq!(store.enabled_user_count(&task("report")).await.unwrap(), 1);
+    cleanup(&mut own, &prefix).await;
+}

@@ -1,0 +1,185 @@
+//! User preferences: `PUT`/`DELETE /users/{user_id}/tasks/{task_id}` and
+//! `GET /users/{user_id}/preferences`.
+//!
+//! Writes go through the state store, which updates the preference, the
+//! settings and the scheduler's indexes atomically. `PUT` replaces the
+//! user's choice for the task whole: settings omitted means no settings.
+//! Task ids must name a task of the catalog (else 404); `DELETE` also
+//! removes what is stored for a task since dropped from the catalog.
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use actors::{
+    catalog::TaskCatalog,
+    domain::{IntervalType, Settings, TaskInterval, TaskTypeId, UserId},
+    store::{PreferenceWrite, StateStore, StoreError},
+};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, auth::Authorized};
+
+/// Body of `PUT /users/{user_id}/tasks/{task_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreferenceBody {
+    /// Whether the task runs for the user.
+    pub enabled: bool,
+    /// The user's overrides; omitted or `null` removes earlier ones.
+    #[serde(default)]
+    pub settings: Option<Settings>,
+}
+
+/// Registers the preference routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/users/{user_id}/tasks/{task_id}")
+            .route(web::put().to(put_preference))
+            .route(web::delete().to(delete_preference)),
+    )
+    .service(web::resource("/users/{user_id}/preferences").route(web::get().to(get_preferences)));
+}
+
+/// Sets a user's preference for a task; answers with all the user's
+/// preferences.
+async fn put_preference(
+    _authorized: Authorized,
+    path: web::Path<(String, String)>,
+    body: web::Json<PreferenceBody>,
+    store: web::Data<Arc<dyn StateStore>>,
+    catalog: web::Data<TaskCatalog>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, task_id) = path.into_inner();
+    let user_id = parse_user(user_id)?;
+    let task_id = known_task(&catalog, task_id)?;
+    let PreferenceBody { enabled, settings } = body.into_inner();
+    if let Some(interval) = settings.as_ref().and_then(|s| s.custom_interval.as_ref()) {
+        check_interval(interval).map_err(ApiError::BadRequest)?;
+    }
+    let write = PreferenceWrite::new(user_id.clone(), task_id, enabled, settings, Utc::now());
+    store
+        .write_preferences(&[write])
+        .await
+        .map_err(store_error)?;
+    let preference = store
+        .preferences(&user_id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| ApiError::Internal("preference vanished after its write".into()))?;
+    Ok(HttpResponse::Ok().json(preference))
+}
+
+/// Removes a user's preference and settings for a task.
+async fn delete_preference(
+    _authorized: Authorized,
+    path: web::Path<(String, String)>,
+    store: web::Data<Arc<dyn StateStore>>,
+) -> Result<HttpResponse, ApiError> {
+    let (user_id, task_id) = path.into_inner();
+    let user_id = parse_user(user_id)?;
+    let task_id = TaskTypeId::parse(task_id.as_str())
+        .map_err(|_| ApiError::NotFound(format!("no task {task_id:?}")))?;
+    if store
+        .delete_preference(&user_id, &task_id)
+        .await
+        .map_err(store_error)?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "user {user_id} has no preference for task {task_id}"
+        )))
+    }
+}
+
+/// A user's preferences, as the spec's `UserPreference`.
+async fn get_preferences(
+    path: web::Path<String>,
+    store: web::Data<Arc<dyn StateStore>>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(path.into_inner())?;
+    match store.preferences(&user_id).await.map_err(store_error)? {
+        Some(preference) => Ok(HttpResponse::Ok().json(preference)),
+        None => Err(ApiError::NotFound(format!(
+            "no preferences for user {user_id}"
+        ))),
+    }
+}
+
+fn parse_user(user_id: String) -> Result<UserId, ApiError> {
+    UserId::parse(user_id.as_str())
+        .map_err(|err| ApiError::BadRequest(format!("invalid user id {user_id:?}: {err}")))
+}
+
+fn known_task(catalog: &TaskCatalog, task_id: String) -> Result<TaskTypeId, ApiError> {
+    TaskTypeId::parse(task_id.as_str())
+        .ok()
+        .filter(|task| catalog.get(task).is_some())
+        .ok_or_else(|| ApiError::NotFound(format!("no task {task_id:?}")))
+}
+
+/// Refuses custom intervals the schedule calculus cannot run.
+pub fn check_interval(interval: &TaskInterval) -> Result<(), String> {
+    if interval.value == 0 {
+        return Err("custom_interval.value must be at least 1".into());
+    }
+    if let Some(day) = interval.day_of_month {
+        if interval.kind != IntervalType::Monthly {
+            return Err("custom_interval.day_of_month applies to monthly intervals only".into());
+        }
+        if !(1..=31).contains(&day) {
+            return Err(format!(
+                "custom_interval.day_of_month {day} is not in 1..=31"
+            ));
+        }
+    }
+    if interval.weekday.is_some() && interval.kind != IntervalType::Weekly {
+        return Err("custom_interval.weekday applies to weekly intervals only".into());
+    }
+    Ok(())
+}
+
+fn store_error(err: StoreError) -> ApiError {
+    match err {
+        StoreError::Redis(err) => ApiError::Unavailable(err.to_string()),
+        corrupt @ StoreError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(json: &str, expected: Result<(), &str>) {
+        let interval: TaskInterval = serde_json::from_str(json).unwrap();
+        let got = check_interval(&interval);
+        match expected {
+            Ok(()) => assert_eq!(got, Ok(()), "{json}"),
+            Err(fragment) => {
+                let err = got.expect_err(json);
+                assert!(err.contains(fragment), "{json}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn custom_intervals_are_checked() {
+        check(r#"{"type":"daily","value":1}"#, Ok(()));
+        check(r#"{"type":"monthly","value":1,"day_of_month":31}"#, Ok(()));
+        check(r#"{"type":"weekly","value":2,"weekday":"fri"}"#, Ok(()));
+        check(r#"{"type":"hourly","value":0}"#, Err("at least 1"));
+        check(
+            r#"{"type":"monthly","value":1,"day_of_month":0}"#,
+            Err("1..=31"),
+        );
+        check(
+            r#"{"type":"daily","value":1,"day_of_month":3}"#,
+            Err("monthly"),
+        );
+        check(
+            r#"{"type":"daily","value":1,"weekday":"mon"}"#,
+            Err("weekly"),
+        );
+    }
+}
