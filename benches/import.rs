@@ -5,8 +5,8 @@
 //! redis-rs, one command per user, no indexes and no atomicity. Median of
 //! 3 runs each, every run in a fresh key prefix deleted afterwards.
 //!
-//! Run: `cargo bench --bench import` (set `IMPORT_BENCH_USERS` to change
-//! the user count).
+//! Run: `cargo bench --bench import` (`IMPORT_BENCH_USERS` and
+//! `IMPORT_BENCH_BATCH` change the user count and the batch size).
 
 use std::{io::Write, time::Instant};
 
@@ -20,7 +20,6 @@ use taskqueue::commands::users::import_file;
 use uuid::Uuid;
 
 const RUNS: usize = 3;
-const BATCH: usize = 1000;
 
 fn redis_url() -> String {
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
@@ -77,6 +76,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(200_000);
+    let batch: usize = std::env::var("IMPORT_BENCH_BATCH")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let path =
         std::env::temp_dir().join(format!("taskqueue-import-bench-{}.jsonl", Uuid::new_v4()));
     {
@@ -100,7 +103,7 @@ async fn main() {
         .await
         .expect("connect");
         let started = Instant::now();
-        let summary = import_file(&path, &store, None, BATCH, &ProgressBar::hidden())
+        let summary = import_file(&path, &store, None, batch, &ProgressBar::hidden())
             .await
             .expect("import");
         let elapsed = started.elapsed().as_secs_f64();
@@ -111,9 +114,9 @@ async fn main() {
 
         let prefix = format!("tqbench-{}", Uuid::new_v4().simple());
         let started = Instant::now();
-        for chunk_start in (0..users).step_by(BATCH) {
+        for chunk_start in (0..users).step_by(batch) {
             let mut pipe = redis::pipe();
-            for n in chunk_start..(chunk_start + BATCH).min(users) {
+            for n in chunk_start..(chunk_start + batch).min(users) {
                 pipe.cmd("HSET")
                     .arg(format!("{prefix}:users:user_{n}:tasks"))
                     .arg("daily_report")
@@ -140,7 +143,7 @@ async fn main() {
     println!("| what ({users} users, median of {RUNS}) | users/s | of ceiling |");
     println!("|---|---:|---:|");
     println!(
-        "| `taskqueue users import` (batches of {BATCH}, MULTI/EXEC with indexes) | {import:.0} | {:.0}% |",
+        "| `taskqueue users import` (batches of {batch}, `MULTI`/`EXEC` with indexes) | {import:.0} | {:.0}% |",
         100.0 * import / ceiling
     );
     println!("| raw ceiling: pipelined `HSET` per user, nothing else | {ceiling:.0} | 100% |");

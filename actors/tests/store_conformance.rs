@@ -435,6 +435,19 @@ async fn preference_writes_keep_the_indexes(fx: Arc<Fixture>) {
         .await
         .unwrap();
     check("all disabled", &[], &[]).await;
+    // One batch may change the same (user, task) twice: the last write wins.
+    store
+        .write_preferences(&[
+            enable("b", "report", "2024-01-15T00:00:00Z"),
+            custom("b", "report", "2024-01-16T00:00:00Z"),
+            disable("a", "report"),
+            enable("a", "report", "2024-01-15T00:00:00Z"),
+            enable("c", "report", "2024-01-15T00:00:00Z"),
+            disable("c", "report"),
+        ])
+        .await
+        .unwrap();
+    check("repeated pairs in one batch", &["a"], &["b"]).await;
     assert_eq!(all_enabled(store, &task("other")).await, vec![user("a")]);
 }
 

@@ -29,6 +29,7 @@ use actors::{
     },
 };
 use chrono::{DateTime, Utc};
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{cli::ConfigArgs, routes::preferences::check_interval, startup::load_catalog};
@@ -187,6 +188,11 @@ fn print_summary(summary: &ImportSummary) {
     }
 }
 
+/// Batches written concurrently: while one batch travels to Redis and is
+/// applied, the next ones are parsed and sent behind it on the same
+/// connection (so they still apply in file order).
+const BATCHES_IN_FLIGHT: usize = 4;
+
 /// Imports `path` into `store`, `batch` users per pipeline, advancing
 /// `progress` by bytes read. `catalog`, when given, is the set of tasks
 /// lines may name.
@@ -206,8 +212,9 @@ pub async fn import_file(
     let now = Utc::now();
     let tasks = catalog.map(TaskCatalog::snapshot);
     let mut summary = ImportSummary::default();
+    let mut in_flight = FuturesUnordered::new();
     let mut writes = Vec::with_capacity(batch * 2);
-    let mut users_in_batch = 0usize;
+    let mut users_in_batch = 0u64;
     let mut line = String::new();
     let mut number = 0u64;
     loop {
@@ -231,8 +238,19 @@ pub async fn import_file(
                 reason,
             }),
         }
-        if users_in_batch >= batch {
-            flush(store, &mut writes, &mut users_in_batch, &mut summary).await?;
+        if users_in_batch as usize >= batch {
+            let full = std::mem::replace(&mut writes, Vec::with_capacity(batch * 2));
+            in_flight.push(write_batch(store, full, users_in_batch));
+            users_in_batch = 0;
+            // Polls the new batch once, which sends it.
+            while let Some(Some(done)) = in_flight.next().now_or_never() {
+                count(done, &mut summary)?;
+            }
+            while in_flight.len() >= BATCHES_IN_FLIGHT {
+                if let Some(done) = in_flight.next().await {
+                    count(done, &mut summary)?;
+                }
+            }
             progress.set_message(format!(
                 "{} imported, {} rejected",
                 summary.imported,
@@ -240,30 +258,39 @@ pub async fn import_file(
             ));
         }
     }
-    flush(store, &mut writes, &mut users_in_batch, &mut summary).await?;
+    if users_in_batch > 0 {
+        in_flight.push(write_batch(store, writes, users_in_batch));
+    }
+    while let Some(done) = in_flight.next().await {
+        count(done, &mut summary)?;
+    }
     Ok(summary)
 }
 
-async fn flush(
+/// Writes one batch; yields its user count.
+async fn write_batch(
     store: &dyn StateStore,
-    writes: &mut Vec<PreferenceWrite>,
-    users_in_batch: &mut usize,
+    writes: Vec<PreferenceWrite>,
+    users: u64,
+) -> Result<u64, StoreError> {
+    store.write_preferences(&writes).await?;
+    Ok(users)
+}
+
+fn count(
+    done: Result<u64, StoreError>,
     summary: &mut ImportSummary,
 ) -> Result<(), ImportUsersError> {
-    if *users_in_batch == 0 {
-        return Ok(());
-    }
-    store
-        .write_preferences(writes)
-        .await
-        .map_err(|source| ImportUsersError::Store {
+    match done {
+        Ok(users) => {
+            summary.imported += users;
+            Ok(())
+        }
+        Err(source) => Err(ImportUsersError::Store {
             imported: summary.imported,
             source,
-        })?;
-    summary.imported += *users_in_batch as u64;
-    writes.clear();
-    *users_in_batch = 0;
-    Ok(())
+        }),
+    }
 }
 
 /// One line's writes, or why it is refused.

@@ -14,7 +14,7 @@ use super::{
     node::{self, Key, Node, Origin, Value},
     problem::{ConfigErrors, ConfigProblem, Problems},
     read::Ctx,
-    service::read_service,
+    service::{SECTIONS, read_service},
     tasks::read_tasks,
 };
 
@@ -79,8 +79,7 @@ pub fn load_with(paths: &[PathBuf], env: &dyn EnvSource) -> Result<LoadedConfig,
             );
             continue;
         }
-        if let Some((key, list)) = take_task_list(&mut layer) {
-            let _ = key;
+        if let Some((_, list)) = take_task_list(&mut layer) {
             inline_tasks = Some((list, path.clone()));
         }
         root.merge(layer);
@@ -114,7 +113,8 @@ pub fn load_with(paths: &[PathBuf], env: &dyn EnvSource) -> Result<LoadedConfig,
                 );
                 (Vec::new(), tasks_file)
             } else {
-                (read_tasks_file(&mut ctx, &tasks_file), tasks_file)
+                let tasks = read_tasks_file(&mut ctx, &tasks_file, TasksFile::TasksOnly);
+                (tasks, tasks_file)
             }
         }
     };
@@ -139,7 +139,7 @@ pub fn load_tasks_with(
         env,
         problems: Problems::default(),
     };
-    let tasks = read_tasks_file(&mut ctx, path);
+    let tasks = read_tasks_file(&mut ctx, path, TasksFile::MayHoldSections);
     let origin = Origin::file(&Arc::from(path));
     for id in rate_limit.per_task.keys() {
         warn_unknown_per_task(&mut ctx, id, &origin, &tasks, path);
@@ -189,13 +189,27 @@ fn take_task_list(layer: &mut Node) -> Option<(Key, Node)> {
     layer.take("tasks")
 }
 
-/// Reads a file that holds only `tasks: [...]`.
-fn read_tasks_file(ctx: &mut Ctx<'_>, path: &Path) -> Vec<TaskType> {
+/// What else a tasks file may hold besides `tasks: [...]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TasksFile {
+    /// Nothing: the file named by `tasks.config_file`.
+    TasksOnly,
+    /// Service sections, ignored: on reload, the file the tasks came from
+    /// may be a service file with its tasks inline.
+    MayHoldSections,
+}
+
+/// Reads the `tasks: [...]` of a tasks file.
+fn read_tasks_file(ctx: &mut Ctx<'_>, path: &Path, kind: TasksFile) -> Vec<TaskType> {
     let file: Arc<Path> = Arc::from(path);
     let Some(root) = read_yaml(ctx, &file) else {
         return Vec::new();
     };
-    let Some(fields) = ctx.fields(&root, "", &["tasks"]) else {
+    let known = match kind {
+        TasksFile::TasksOnly => &["tasks"][..],
+        TasksFile::MayHoldSections => SECTIONS,
+    };
+    let Some(fields) = ctx.fields(&root, "", known) else {
         return Vec::new();
     };
     match fields.get("tasks") {

@@ -378,13 +378,13 @@ impl fmt::Debug for ApiConfig {
     }
 }
 
-/// `url` with its password (if any) replaced by `[redacted]`; a URL that
+/// `url` with its password (if any) replaced by `redacted`; a URL that
 /// does not parse is redacted whole.
 pub fn redact_url(text: &str) -> String {
     match url::Url::parse(text) {
         Ok(mut url) => {
             if url.password().is_some() {
-                let _ = url.set_password(Some(REDACTED));
+                let _ = url.set_password(Some("redacted"));
             }
             url.to_string()
         }

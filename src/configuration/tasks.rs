@@ -291,6 +291,20 @@ fn read_interval(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<TaskInter
             }
         }
     }
+    if kind == Some(IntervalType::Hourly)
+        && let Some(Some(at)) = at_time
+        && at.hour != 0
+        && let Some((n, p)) = fields.get("at_time")
+    {
+        ctx.warning(
+            &n.origin,
+            &p,
+            format!(
+                "hourly intervals use only the minutes and seconds of at_time; the hour {:02} is ignored",
+                at.hour
+            ),
+        );
+    }
     Some(TaskInterval {
         kind: kind?,
         value: value?,

@@ -76,8 +76,9 @@ impl TaskType {
     }
 }
 
-/// How the task's endpoint is called.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// How the task's endpoint is called. `Debug` redacts header values
+/// (they may carry credentials).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskConfig {
     /// Absolute `http` or `https` URL.
     pub endpoint: String,
@@ -94,6 +95,22 @@ pub struct TaskConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_duration: Option<Duration>,
+}
+
+impl fmt::Debug for TaskConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let headers: BTreeMap<&str, &str> = self
+            .headers
+            .keys()
+            .map(|name| (name.as_str(), "[redacted]"))
+            .collect();
+        f.debug_struct("TaskConfig")
+            .field("endpoint", &self.endpoint)
+            .field("method", &self.method)
+            .field("headers", &headers)
+            .field("max_duration", &self.max_duration)
+            .finish()
+    }
 }
 
 /// When a task fires. See the schedule calculus for the exact rules.

@@ -73,11 +73,12 @@ pub fn due_with_tolerance(
     };
     let fires = count_fires(schedule, last_fired, latest);
     let age = now - latest;
-    let within = |limit: Duration| TimeDelta::from_std(limit).is_ok_and(|limit| age <= limit);
-    let runs = within(on_time)
+    // A limit too large for a TimeDelta is no limit.
+    let on_time = TimeDelta::from_std(on_time).map_or(true, |limit| age <= limit);
+    let runs = on_time
         || match policy {
             MisfirePolicy::RunOnce => {
-                TimeDelta::from_std(catchup_window).is_ok_and(|window| age < window)
+                TimeDelta::from_std(catchup_window).map_or(true, |window| age < window)
             }
             MisfirePolicy::Skip => false,
         };
@@ -189,6 +190,14 @@ mod tests {
             ("2026-01-01T09:00:00Z", "2026-01-04T10:00:00Z"),
             (HOUR, MisfirePolicy::RunOnce),
             (None, 3),
+        );
+        // An unbounded window runs the latest fire however old; the 2194
+        // daily fires before it since 2020-01-02 are missed.
+        check(
+            DAILY,
+            ("2020-01-01T09:00:00Z", "2026-01-04T10:00:00Z"),
+            (Duration::MAX, MisfirePolicy::RunOnce),
+            (Some("2026-01-04T09:00:00Z"), 2_194),
         );
         // A short window never refuses an on-time fire.
         check(

@@ -22,7 +22,7 @@
 //!
 //! Candidate wall times are numbered: candidate `u` (a multiple of N) is the
 //! hour, day, week or month number `u`, and its wall time is computed
-//! arithmetically ([`civil`]). The first candidate after an instant is found
+//! arithmetically (module `civil`). The first candidate after an instant is found
 //! from the instant's local wall time by division, then converted to UTC
 //! with one `chrono-tz` lookup. Only near an offset change (detected by
 //! comparing the offset at the instant with the offset [`TRANSITION_REACH`]

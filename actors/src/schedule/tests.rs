@@ -19,9 +19,17 @@ fn interval(json: &str) -> TaskInterval {
 
 /// The fires of `interval` after `after` are `expected` (in order), and
 /// looking back from each one finds it and, a second earlier, its
-/// predecessor.
+/// predecessor; looking back from `after` finds a fire with none between
+/// it and `expected[0]`.
 fn check(json: &str, after: &str, expected: &[&str]) {
     let schedule = Schedule::try_new(&interval(json)).unwrap();
+    let latest = schedule.latest_at_or_before(instant(after)).unwrap();
+    assert!(latest <= instant(after), "{json} latest at {after}");
+    assert_eq!(
+        schedule.next_after(latest),
+        instant(expected[0]),
+        "{json}: latest at {after} is {latest}"
+    );
     let fires: Vec<String> = schedule
         .fires_after(instant(after))
         .take(expected.len())
@@ -634,19 +642,90 @@ fn span(interval: &TaskInterval) -> Duration {
     }
 }
 
+/// The first instant within 400 days after `from` at which the offset of
+/// `tz` changes, found hour by hour (`None` for fixed-offset zones).
+fn next_transition(tz: Tz, from: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let offset = |at: DateTime<Utc>| at.with_timezone(&tz).offset().fix();
+    let start = offset(from);
+    let mut hour = from;
+    for _ in 0..400 * 24 {
+        let next = hour + Duration::hours(1);
+        if offset(next) != start {
+            let mut minute = hour;
+            while offset(minute + Duration::minutes(1)) == start {
+                minute += Duration::minutes(1);
+            }
+            return Some(minute + Duration::minutes(1));
+        }
+        hour = next;
+    }
+    None
+}
+
+/// The fires in a range are exactly the instants of the wall times that
+/// satisfy the rule (gap times shifted), each once, in order: strictly
+/// increasing, none invented, none skipped; and looking back from
+/// anywhere between two fires (and from each of `probes`) finds the
+/// earlier one.
+fn assert_follows_the_rules(
+    interval: &TaskInterval,
+    from: DateTime<Utc>,
+    probes: &[DateTime<Utc>],
+) -> Result<(), TestCaseError> {
+    let schedule = Schedule::new(interval);
+    let to = from + span(interval);
+    let fires: Vec<_> = schedule
+        .fires_after(from)
+        .take_while(|fire| *fire <= to)
+        .collect();
+    prop_assert!(
+        fires.windows(2).all(|pair| pair[0] < pair[1]),
+        "not increasing: {fires:?}"
+    );
+    prop_assert_eq!(&fires, &brute_fires(interval, from, to));
+    for pair in fires.windows(2) {
+        let between = pair[1] - pair[0];
+        for step in 0..12 {
+            let at = pair[0] + between * step / 12;
+            prop_assert_eq!(schedule.latest_at_or_before(at), Some(pair[0]), "at {}", at);
+        }
+    }
+    for at in probes.iter().filter(|at| **at <= to) {
+        if let Some(latest) = fires.iter().rev().find(|fire| *fire <= at) {
+            prop_assert_eq!(
+                schedule.latest_at_or_before(*at),
+                Some(*latest),
+                "at {}",
+                at
+            );
+        }
+    }
+    Ok(())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(384))]
 
-    /// The fires in a range are exactly the instants of the wall times
-    /// that satisfy the rule (gap times shifted), each once, in order:
-    /// strictly increasing, none invented, none skipped.
+    /// The rules hold from any instant.
     #[test]
     fn fires_are_exactly_the_rule_s_wall_times(interval in any_interval(), from in any_instant()) {
-        let schedule = Schedule::new(&interval);
-        let to = from + span(&interval);
-        let fires: Vec<_> = schedule.fires_after(from).take_while(|fire| *fire <= to).collect();
-        prop_assert!(fires.windows(2).all(|pair| pair[0] < pair[1]), "not increasing: {fires:?}");
-        prop_assert_eq!(fires, brute_fires(&interval, from, to));
+        assert_follows_the_rules(&interval, from, &[])?;
+    }
+
+    /// The rules hold from just before a change of UTC offset, where the
+    /// gap and overlap rules apply.
+    #[test]
+    fn fires_follow_the_rules_across_offset_changes(
+        interval in any_interval(),
+        near in any_instant(),
+        before in 0i64..12 * 3_600,
+    ) {
+        let change = next_transition(interval.tz(), near).unwrap_or(near);
+        let from = change - Duration::seconds(before);
+        // Every five minutes from half an hour before the change to three
+        // hours after it, so the second pass of an overlap is probed.
+        let probes: Vec<_> = (-6..=36).map(|step| change + Duration::minutes(5 * step)).collect();
+        assert_follows_the_rules(&interval, from, &probes)?;
     }
 
     /// Looking back finds a fire with no fire between it and the instant.

@@ -327,3 +327,71 @@ pub trait StateStore: Send + Sync + 'static {
     /// expiring per the store's retention.
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError>;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::{domain::TaskInterval, schedule::Schedule};
+
+    fn interval() -> TaskInterval {
+        serde_json::from_str(r#"{"type":"daily","value":1,"at_time":"07:30"}"#).unwrap()
+    }
+
+    fn check(enabled: bool, settings: Option<Settings>, expect_next: bool) {
+        let now: DateTime<Utc> = "2024-01-15T10:00:00Z".parse().unwrap();
+        let write = PreferenceWrite::new(
+            UserId::parse("u1").unwrap(),
+            TaskTypeId::parse("t1").unwrap(),
+            enabled,
+            settings.clone(),
+            now,
+        );
+        let expected = expect_next.then(|| Schedule::new(&interval()).next_after(now));
+        assert_eq!(write.custom_next_fire, expected, "{enabled} {settings:?}");
+        assert_eq!(write.modified_at, now);
+        assert_eq!(write.settings, settings);
+    }
+
+    #[test]
+    fn only_enabled_custom_intervals_enter_the_due_index() {
+        let custom = Settings {
+            custom_interval: Some(interval()),
+            parameters: BTreeMap::new(),
+        };
+        let params_only = Settings {
+            custom_interval: None,
+            parameters: BTreeMap::from([("a".to_owned(), "b".to_owned())]),
+        };
+        check(true, Some(custom.clone()), true);
+        check(false, Some(custom), false);
+        check(true, Some(params_only), false);
+        check(true, None, false);
+    }
+
+    #[test]
+    fn a_user_preference_becomes_one_write_per_task() {
+        let preference: UserPreference = serde_json::from_str(
+            r#"{"user_id":"u1","enabled_tasks":{"a":true,"b":false},
+                "task_settings":{"b":{"parameters":{"x":"y"}},"c":{"parameters":{"x":"z"}}},
+                "last_modified":"2024-01-15T10:00:00Z"}"#,
+        )
+        .unwrap();
+        let now = "2024-02-01T00:00:00Z".parse().unwrap();
+        let writes = PreferenceWrite::from_preference(&preference, now);
+        let summary: Vec<(&str, bool, bool)> = writes
+            .iter()
+            .map(|w| (w.task_type_id.as_str(), w.enabled, w.settings.is_some()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![("a", true, false), ("b", false, true), ("c", false, true)]
+        );
+        assert!(
+            writes
+                .iter()
+                .all(|w| w.modified_at == preference.last_modified)
+        );
+    }
+}

@@ -26,7 +26,11 @@
 //! - `{p}:metrics:duration:{task}`: ZSET member `<job id>:<duration ms>`,
 //!   score = completion instant (epoch ms).
 
-use std::{sync::LazyLock, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::LazyLock,
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -146,6 +150,90 @@ impl RedisStore {
     async fn query<T: redis::FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, StoreError> {
         let mut connection = self.connection.clone();
         Ok(pipe.query_async(&mut connection).await?)
+    }
+
+    /// Appends a batch of preference writes, in which no (user, task) pair
+    /// repeats, to an atomic pipeline as few multi-member commands: one
+    /// `HSET` per user, one `MSET` of the users' `last_modified`, one
+    /// multi-key `DEL` of the settings, one `HSET` per settings hash, and
+    /// at most one `ZADD` and one `ZREM` per index. Inside `MULTI` this is
+    /// the same as applying the writes one by one.
+    fn push_distinct_writes(&self, pipe: &mut Pipeline, writes: &[PreferenceWrite]) {
+        let keys = &self.keys;
+        let mut tasks_by_user: BTreeMap<&UserId, Vec<(&str, &str)>> = BTreeMap::new();
+        let mut modified_by_user: BTreeMap<&UserId, DateTime<Utc>> = BTreeMap::new();
+        let mut settings_keys = Vec::with_capacity(writes.len());
+        let mut settings_hashes = Vec::new();
+        #[derive(Default)]
+        struct IndexChanges<'a> {
+            enabled_add: Vec<(i64, &'a str)>,
+            enabled_rem: Vec<&'a str>,
+            custom_add: Vec<(i64, &'a str)>,
+            custom_rem: Vec<&'a str>,
+        }
+        let mut indexes: BTreeMap<&TaskTypeId, IndexChanges<'_>> = BTreeMap::new();
+        for write in writes {
+            let user = &write.user_id;
+            let task = &write.task_type_id;
+            tasks_by_user
+                .entry(user)
+                .or_default()
+                .push((task.as_str(), if write.enabled { "1" } else { "0" }));
+            modified_by_user.insert(user, write.modified_at);
+            let settings_key = keys.user_settings(user, task);
+            if let Some(settings) = &write.settings {
+                let fields = settings_fields(settings, &rfc3339(write.modified_at));
+                settings_hashes.push((settings_key.clone(), fields));
+            }
+            settings_keys.push(settings_key);
+            let changes = indexes.entry(task).or_default();
+            match (write.enabled, write.custom_next_fire) {
+                (true, Some(next)) => {
+                    changes.enabled_rem.push(user.as_str());
+                    changes
+                        .custom_add
+                        .push((next.timestamp_millis(), user.as_str()));
+                }
+                (true, None) => {
+                    changes.custom_rem.push(user.as_str());
+                    changes.enabled_add.push((0, user.as_str()));
+                }
+                (false, _) => {
+                    changes.enabled_rem.push(user.as_str());
+                    changes.custom_rem.push(user.as_str());
+                }
+            }
+        }
+        for (user, fields) in &tasks_by_user {
+            pipe.hset_multiple(keys.user_tasks(user), fields).ignore();
+        }
+        let modified: Vec<(String, String)> = modified_by_user
+            .iter()
+            .map(|(user, at)| (keys.user_modified(user), rfc3339(*at)))
+            .collect();
+        pipe.mset(&modified).ignore();
+        pipe.del(&settings_keys).ignore();
+        for (key, fields) in &settings_hashes {
+            pipe.hset_multiple(key, fields).ignore();
+        }
+        for (task, changes) in &indexes {
+            let enabled_index = keys.enabled_index(task);
+            let custom_index = keys.custom_index(task);
+            if !changes.enabled_rem.is_empty() {
+                pipe.zrem(&enabled_index, &changes.enabled_rem).ignore();
+            }
+            if !changes.custom_rem.is_empty() {
+                pipe.zrem(&custom_index, &changes.custom_rem).ignore();
+            }
+            if !changes.enabled_add.is_empty() {
+                pipe.zadd_multiple(&enabled_index, &changes.enabled_add)
+                    .ignore();
+            }
+            if !changes.custom_add.is_empty() {
+                pipe.zadd_multiple(&custom_index, &changes.custom_add)
+                    .ignore();
+            }
+        }
     }
 
     /// Appends the commands of one preference write to an atomic pipeline.
@@ -271,8 +359,16 @@ impl StateStore for RedisStore {
         }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        for write in writes {
-            self.push_preference_write(&mut pipe, write);
+        let mut pairs = HashSet::with_capacity(writes.len());
+        let distinct = writes
+            .iter()
+            .all(|write| pairs.insert((&write.user_id, &write.task_type_id)));
+        if distinct {
+            self.push_distinct_writes(&mut pipe, writes);
+        } else {
+            for write in writes {
+                self.push_preference_write(&mut pipe, write);
+            }
         }
         self.query::<()>(&pipe).await
     }
@@ -307,7 +403,7 @@ impl StateStore for RedisStore {
         if tasks.is_empty() {
             return Ok(None);
         }
-        let mut enabled_tasks = std::collections::BTreeMap::new();
+        let mut enabled_tasks = BTreeMap::new();
         for (task, flag) in tasks {
             let task = TaskTypeId::parse(task.as_str())
                 .map_err(|err| corrupt(&tasks_key, format!("task id {task:?}: {err}")))?;
@@ -318,7 +414,7 @@ impl StateStore for RedisStore {
             pipe.hgetall(keys.user_settings(user, task));
         }
         let hashes: Vec<Vec<(String, String)>> = self.query(&pipe).await?;
-        let mut task_settings = std::collections::BTreeMap::new();
+        let mut task_settings = BTreeMap::new();
         for (task, fields) in enabled_tasks.keys().zip(hashes) {
             if fields.is_empty() {
                 continue;
@@ -692,7 +788,7 @@ impl StateStore for RedisStore {
             pipe.hincr(&key, task.as_str(), *count).ignore();
             pipe.expire(&key, retention_secs).ignore();
         }
-        let mut newest = std::collections::BTreeMap::<&TaskTypeId, i64>::new();
+        let mut newest = BTreeMap::<&TaskTypeId, i64>::new();
         for sample in &batch.durations {
             let ms = sample.completed_at.timestamp_millis();
             pipe.zadd(
