@@ -110,6 +110,56 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
         "busiest second had {busiest} calls: {per_second:?}"
     );
     assert!(per_second.len() >= 8, "calls bunched into {per_second:?}");
+
+    // The spec's distribution lists hold every user once, in its slot; the
+    // metrics reach Redis within a metrics interval.
+    let keys = actors::store::Keys::new(backends.prefix.clone());
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut redis = client.get_multiplexed_async_connection().await.unwrap();
+    let mut listed = Vec::new();
+    for slot in 0..10 {
+        let users: Vec<String> = redis::cmd("LRANGE")
+            .arg(keys.distribution(&task_id, slot))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        for user in &users {
+            let placed = actors::slot::place(
+                &task_id,
+                &UserId::parse(user.clone()).unwrap(),
+                Duration::from_secs(10),
+            );
+            assert_eq!(placed.slot, slot);
+        }
+        listed.extend(users);
+    }
+    listed.sort();
+    assert_eq!(listed, users);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let executions: Option<u64> = redis::cmd("HGET")
+        .arg(keys.metrics_executions(Utc::now().date_naive()))
+        .arg("report")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let yesterday: Option<u64> = redis::cmd("HGET")
+        .arg(keys.metrics_executions(Utc::now().date_naive() - chrono::Days::new(1)))
+        .arg("report")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(executions.unwrap_or(0) + yesterday.unwrap_or(0), 500);
+    let samples: u64 = redis::cmd("ZCARD")
+        .arg(keys.metrics_duration(&task_id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(samples, 500);
+    let (_, stats) = get(app.address, "/stats").await;
+    assert_eq!(stats["processed"], 500);
+    assert_eq!(stats["failed"], 0);
 }
 
 #[actix_rt::test]
