@@ -367,16 +367,21 @@ async fn shutdown_signal() {
 /// Re-reads the task definitions on every SIGHUP.
 fn listen_for_sighup(scheduler: actix::Addr<actors::scheduler::SchedulerActor>) {
     #[cfg(unix)]
-    actix_rt::spawn(async move {
+    {
         use tokio::signal::unix::{SignalKind, signal};
+        // Registered before returning, so a SIGHUP never meets the default
+        // action (terminate) once the API answers.
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("SIGHUP handler not installed; reloads only by interval");
             return;
         };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading task definitions");
-            scheduler.do_send(ReloadTasks);
-        }
-    });
+        actix_rt::spawn(async move {
+            while hangups.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading task definitions");
+                scheduler.do_send(ReloadTasks);
+            }
+        });
+    }
 }
 
 /// Creates `count` example users (`user_1` ..) with every task enabled and

@@ -194,3 +194,66 @@ async fn sigterm_lets_in_flight_jobs_finish_and_the_rest_wait_for_the_next_proce
     );
     let _ = std::fs::remove_file(config);
 }
+
+#[actix_rt::test]
+async fn sighup_reloads_the_tasks_file_and_a_bad_one_shows_as_degraded() {
+    let good = "tasks:\n  - id: report\n    name: Report\n    interval: { type: daily, value: 1 }\n    timeout: 5s\n    config: { endpoint: \"http://127.0.0.1:9/x\", method: POST }\n";
+    let tasks_file = temp_file("tasks.yaml", good);
+    let config = temp_file(
+        "taskqueue.yaml",
+        &format!(
+            "backend: embedded\ntasks:\n  config_file: \"{}\"\n  reload_interval: 1h\nmonitoring:\n  log_level: warn\n",
+            tasks_file.display()
+        ),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .args(["--bind", &address.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let health = |want: &'static str| async move {
+        for _ in 0..100 {
+            if let Ok(response) = reqwest::get(format!("http://{address}/health")).await {
+                let body: serde_json::Value = response.json().await.unwrap();
+                if body["status"] == want {
+                    return body;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("/health never became {want}");
+    };
+    health("healthy").await;
+
+    std::fs::write(&tasks_file, "tasks:\n  - id: report\n").unwrap();
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let degraded = health("degraded").await;
+    assert!(
+        !degraded["errors"].as_array().unwrap().is_empty(),
+        "{degraded}"
+    );
+
+    std::fs::write(&tasks_file, good).unwrap();
+    Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let healthy = health("healthy").await;
+    assert!(healthy.get("errors").is_none());
+    assert_eq!(terminate(&mut child), 0);
+    let _ = std::fs::remove_file(config);
+    let _ = std::fs::remove_file(tasks_file);
+}
