@@ -146,9 +146,7 @@ impl Application {
         .await
         .context("starting the actors")?;
 
-        if let Some(scheduler) = pipeline.scheduler.clone() {
-            listen_for_sighup(scheduler);
-        }
+        listen_for_sighup(pipeline.scheduler.clone());
         let state = ApiState {
             started: Instant::now(),
             store: store.clone(),
@@ -364,8 +362,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Re-reads the task definitions on every SIGHUP.
-fn listen_for_sighup(scheduler: actix::Addr<actors::scheduler::SchedulerActor>) {
+/// Re-reads the task definitions on every SIGHUP (a process without the
+/// scheduler side ignores it rather than dying of it).
+fn listen_for_sighup(scheduler: Option<actix::Addr<actors::scheduler::SchedulerActor>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -377,8 +376,10 @@ fn listen_for_sighup(scheduler: actix::Addr<actors::scheduler::SchedulerActor>) 
         };
         actix_rt::spawn(async move {
             while hangups.recv().await.is_some() {
-                tracing::info!("SIGHUP: reloading task definitions");
-                scheduler.do_send(ReloadTasks);
+                if let Some(scheduler) = &scheduler {
+                    tracing::info!("SIGHUP: reloading task definitions");
+                    scheduler.do_send(ReloadTasks);
+                }
             }
         });
     }
