@@ -217,3 +217,37 @@ async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
     assert!(health.get("errors").is_none());
     let _ = std::fs::remove_file(tasks_file);
 }
+
+#[actix_rt::test]
+async fn status_warns_when_the_window_cannot_fit_the_users_at_the_rate_limit() {
+    let sink = Sink::start();
+    let mut config = embedded_config();
+    config.api.demo_users = 3;
+    config
+        .rate_limit
+        .per_task
+        .insert(actors::domain::TaskTypeId::parse("report").unwrap(), 1);
+    let roomy = task(json!({
+        "id": "roomy", "name": "Roomy",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": sink.url("/ok/roomy"), "method": "POST"}
+    }));
+    let app = spawn_app(
+        config,
+        vec![report_task(sink.url("/ok/report")), roomy],
+        Arc::new(SystemClock),
+    )
+    .await;
+    // 3 users at 1 per second do not fit a 2 s window.
+    let (_, crowded) = get(app.address, "/schedule/status/report").await;
+    let warnings = crowded["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 1, "{crowded}");
+    assert!(
+        warnings[0].as_str().unwrap().contains("3 users"),
+        "{crowded}"
+    );
+    // At the global 100 per second they fit.
+    let (_, fits) = get(app.address, "/schedule/status/roomy").await;
+    assert!(fits.get("warnings").is_none(), "{fits}");
+}
