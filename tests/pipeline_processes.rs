@@ -1,5 +1,6 @@
 //! `taskqueue serve` processes on the real Redis and RabbitMQ: two
-//! replicas share the work with every (user, period) called exactly once,
+//! replicas share the work of five periods (three scheduled, two triggered
+//! through either replica) with every (user, period) called exactly once,
 //! and a SIGTERM lets in-flight jobs finish, loses none and runs none twice.
 
 mod support;
@@ -82,10 +83,35 @@ async fn seed_last_fire(store: &dyn StateStore, task: &str, at: chrono::DateTime
 }
 
 fn serve(config: &Path) -> Child {
+    serve_on(config, "127.0.0.1:0".parse().unwrap())
+}
+
+/// A free loopback address (the port is released for the process to take).
+fn free_address() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+async fn wait_until_up(address: std::net::SocketAddr) {
+    for _ in 0..200 {
+        if reqwest::get(format!("http://{address}/health"))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{address} never answered");
+}
+
+fn serve_on(config: &Path, address: std::net::SocketAddr) -> Child {
     Command::new(env!("CARGO_BIN_EXE_taskqueue"))
         .args(["serve", "--config"])
         .arg(config)
-        .args(["--bind", "127.0.0.1:0"])
+        .args(["--bind", &address.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -120,12 +146,38 @@ async fn two_replicas_call_every_user_once_per_period() {
         seed_last_fire(&store, &id, t0).await;
     }
     let config = config_file(&backends, "worker:\n  pool_size: 4", &tasks);
-    let mut first = serve(&config);
-    let mut second = serve(&config);
+    let (first_address, second_address) = (free_address(), free_address());
+    let mut first = serve_on(&config, first_address);
+    let mut second = serve_on(&config, second_address);
 
-    let calls = sink.wait_for("/ok/", 90, Duration::from_secs(60)).await;
+    // Three scheduled periods (one per task)...
+    sink.wait_for("/ok/", 90, Duration::from_secs(60)).await;
+    // ...and two triggered ones, one through each replica.
+    for address in [first_address, second_address] {
+        wait_until_up(address).await;
+        let (status, body) = post(
+            address,
+            "/schedule/trigger",
+            &serde_json::json!({"task_type_id": "period_0"}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["jobs_created"], 30);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = sink.wait_for("/ok/", 150, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls_after = sink.received_at("/ok/");
+    let mut processed = Vec::new();
+    for address in [first_address, second_address] {
+        let (_, stats) = get(address, "/stats").await;
+        processed.push(stats["processed"].as_u64().unwrap());
+    }
+    assert_eq!(processed.iter().sum::<u64>(), 150, "{processed:?}");
+    assert!(
+        processed.iter().all(|n| *n > 0),
+        "both replicas worked: {processed:?}"
+    );
     assert_eq!(terminate(&mut first), 0);
     assert_eq!(terminate(&mut second), 0);
 
@@ -139,7 +191,7 @@ async fn two_replicas_call_every_user_once_per_period() {
         );
         *per_run.entry(key).or_default() += 1;
     }
-    assert_eq!(per_run.len(), 90, "3 periods x 30 users");
+    assert_eq!(per_run.len(), 150, "5 periods x 30 users");
     assert!(per_run.values().all(|n| *n == 1), "{per_run:?}");
     let _ = std::fs::remove_file(config);
 }
