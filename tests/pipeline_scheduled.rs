@@ -108,3 +108,102 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(sink.received_at("/ok/sync").len(), 21);
 }
+
+/// The replica that started a fan-out published its first batch and died
+/// before saving progress; another replica finishes the fan-out from the
+/// last saved cursor, so that batch goes out twice, and both copies leave
+/// the delay stage together. Every user is still called exactly once.
+#[actix_rt::test]
+async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_doubled() {
+    use actors::{
+        broker::{
+            JobBroker,
+            amqp::{AmqpBroker, AmqpOptions},
+        },
+        distributor::envelope,
+        store::{LockName, StateStore},
+    };
+
+    let sink = Sink::start();
+    let backends = Backends::new("resume");
+    let store = backends.store().await;
+    let users: Vec<String> = (0..40).map(|n| format!("user_{n:02}")).collect();
+    enable_users(&store, "sync", &users).await;
+    let sync = task(json!({
+        "id": "sync", "name": "Sync",
+        "interval": {"type": "hourly", "value": 1},
+        "timeout": "10s",
+        "config": {"endpoint": sink.url("/slow/300/sync"), "method": "POST"}
+    }));
+    let task_id = TaskTypeId::parse("sync").unwrap();
+    // The interrupted period: its jobs wait in the delay stage for a few
+    // seconds, so original and duplicate become due together.
+    let scheduled_at =
+        Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(4);
+    let window = Duration::from_secs(2);
+
+    // What the crashed replica did: start the fan-out, publish the first
+    // batch, and die before saving its progress.
+    let lock = LockName::Schedule(task_id.clone());
+    let lease = store
+        .acquire_lock(&lock, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .record_fire(&task_id, scheduled_at, &lease)
+            .await
+            .unwrap()
+    );
+    store
+        .save_fanout_progress(&task_id, scheduled_at, None, false)
+        .await
+        .unwrap();
+    store.release_lock(&lock, &lease).await.unwrap();
+    let broker = AmqpBroker::connect(&backends.amqp_url, AmqpOptions::default())
+        .await
+        .unwrap();
+    broker.declare().await.unwrap();
+    let first_batch: Vec<_> = users[..20]
+        .iter()
+        .map(|u| {
+            envelope(
+                &sync,
+                &UserId::parse(u.clone()).unwrap(),
+                scheduled_at,
+                Some(window),
+                "scheduler",
+                "crashed",
+            )
+        })
+        .collect();
+    broker.publish(&first_batch).await.unwrap();
+
+    let mut config = config(&backends);
+    config.scheduler.distribution_window = window;
+    config.scheduler.batch_size = 20;
+    let _app = spawn_app(
+        config,
+        vec![sync],
+        std::sync::Arc::new(actors::clock::SystemClock),
+    )
+    .await;
+
+    sink.wait_for("/slow/", 40, Duration::from_secs(40)).await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let calls = sink.received_at("/slow/");
+    let mut per_user = std::collections::BTreeMap::new();
+    for call in &calls {
+        *per_user
+            .entry(call.body["user_id"].as_str().unwrap().to_owned())
+            .or_insert(0) += 1;
+        assert_eq!(call.body["scheduled_at"], json!(scheduled_at));
+    }
+    assert_eq!(per_user.len(), 40, "none lost: {per_user:?}");
+    assert!(
+        per_user.values().all(|n| *n == 1),
+        "none doubled: {per_user:?}"
+    );
+    assert!(store.unfinished_fanouts(&task_id).await.unwrap().is_empty());
+}

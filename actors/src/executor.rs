@@ -12,6 +12,12 @@
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
 //! | other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
+//! Before calling, an execution claims its job id (`begin_run` under the
+//! pseudo user `job.{job id}`, held by a fresh execution id): a second copy
+//! of the same job arriving meanwhile (the last batch of a resumed fan-out)
+//! is republished a few seconds later instead of calling twice, and is then
+//! skipped as already succeeded.
+//!
 //! **Invariant:** a delivery is acked only after its outcome is recorded
 //! (success mark, retry published, or dead letter confirmed). When the
 //! store or broker fails midway, the delivery is requeued instead.
@@ -41,7 +47,7 @@ use crate::{
     catalog::TaskCatalog,
     domain::{
         ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, OverlapPolicy, Status,
-        TaskType, TaskTypeId,
+        TaskType, TaskTypeId, UserId,
     },
     error::PipelineError,
     messages::RecordExecution,
@@ -52,6 +58,14 @@ use crate::{
 
 /// Pause before requeueing a job whose outcome could not be recorded.
 const REQUEUE_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long a job claim outlives the call's timeout (a crashed execution's
+/// claim blocks the redelivered copy this much longer).
+const JOB_CLAIM_MARGIN: Duration = Duration::from_secs(10);
+
+/// How long a copy of a job that is already running waits before it looks
+/// again.
+const DUPLICATE_DEFER: Duration = Duration::from_secs(5);
 
 /// Response bytes kept in a dead letter's `ExecutionResult`.
 const KEPT_RESPONSE_BYTES: usize = 1024;
@@ -385,6 +399,53 @@ async fn execute(
         return held.ack().await;
     }
     let timeout = call_timeout(&task, &env.settings);
+
+    // One execution of a job at a time: two copies of the same job (the
+    // last batch of a resumed fan-out, promoted from the delay stage
+    // together) must not both call the endpoint. The claim holder is this
+    // execution; a copy that finds the job claimed comes back later, by
+    // when the success is recorded and it is skipped.
+    let execution = Uuid::new_v4();
+    let Some(job_claim) = job_claim_name(job.id) else {
+        return run_claimed(env, client, &task, envelope, held, timeout).await;
+    };
+    let job_claim_ttl = timeout + JOB_CLAIM_MARGIN;
+    if !env
+        .store
+        .begin_run(&task.id, &job_claim, execution, job_claim_ttl)
+        .await?
+    {
+        let wait = DUPLICATE_DEFER.min(job_claim_ttl);
+        tracing::info!(job_id = %job.id, "another copy of this job is running; deferring this one");
+        env.broker
+            .publish(&[again(envelope, job.attempt, Utc::now(), wait)])
+            .await?;
+        return held.ack().await;
+    }
+    let result = run_claimed(env, client, &task, envelope, held, timeout).await;
+    if let Err(err) = env.store.end_run(&task.id, &job_claim, execution).await {
+        tracing::warn!(job_id = %job.id, error = %err, "job claim not released; it expires");
+    }
+    result
+}
+
+/// The pseudo user id under which one execution of `job` is claimed (in
+/// the run-claim keys `running:{task}:job.{job id}`).
+/// (A UUID never holds a character ids refuse, so this is always `Some`.)
+fn job_claim_name(job: Uuid) -> Option<UserId> {
+    UserId::parse(format!("job.{}", job.simple())).ok()
+}
+
+/// Claims the (task, user) run slot under `overlap: skip`, then runs.
+async fn run_claimed(
+    env: &ExecutorEnv,
+    client: &reqwest::Client,
+    task: &TaskType,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+    timeout: Duration,
+) -> Result<(), PipelineError> {
+    let job = &envelope.job;
     let guarded = task.overlap() == OverlapPolicy::Skip;
     if guarded {
         let claim_ttl = timeout.saturating_mul(2) + Duration::from_secs(30);
@@ -397,7 +458,7 @@ async fn execute(
             return held.ack().await;
         }
     }
-    let result = attempt(env, client, &task, envelope, held, timeout).await;
+    let result = attempt(env, client, task, envelope, held, timeout).await;
     if guarded && let Err(err) = env.store.end_run(&task.id, &job.user_id, job.id).await {
         tracing::warn!(job_id = %job.id, error = %err, "run claim not released; it expires");
     }
