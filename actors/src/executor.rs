@@ -223,8 +223,33 @@ impl Drop for HeldDelivery {
 
 struct Running {
     job_id: Uuid,
+    task_type_id: TaskTypeId,
+    user_id: UserId,
+    /// Holder of the job's execution claim.
+    execution: Uuid,
     held: Arc<HeldDelivery>,
     spawned: SpawnHandle,
+}
+
+impl Running {
+    /// Releases the claims of a job that will not finish here, then
+    /// requeues it (in that order, so the redelivered copy finds the job
+    /// free).
+    async fn give_back(self, env: Arc<ExecutorEnv>) {
+        if let Some(claim) = job_claim_name(self.job_id) {
+            let _ = env
+                .store
+                .end_run(&self.task_type_id, &claim, self.execution)
+                .await;
+        }
+        let _ = env
+            .store
+            .end_run(&self.task_type_id, &self.user_id, self.job_id)
+            .await;
+        if let Err(err) = self.held.requeue().await {
+            tracing::warn!(job_id = %self.job_id, error = %err, "requeue failed; the broker will redeliver");
+        }
+    }
 }
 
 /// One executor of the pool.
@@ -258,12 +283,12 @@ impl ExecutorActor {
     }
 
     /// Requeues the job in hand, if any, and reports idle.
-    fn abandon(&mut self, ctx: &mut Context<Self>) -> Option<Arc<HeldDelivery>> {
+    fn abandon(&mut self, ctx: &mut Context<Self>) -> Option<Running> {
         let running = self.current.take()?;
         ctx.cancel_future(running.spawned);
         tracing::info!(job_id = %running.job_id, executor = self.index, "job abandoned; requeueing");
         self.mark_idle();
-        Some(running.held)
+        Some(running)
     }
 }
 
@@ -275,12 +300,7 @@ impl Supervised for ExecutorActor {
     fn restarting(&mut self, _: &mut Context<Self>) {
         tracing::warn!(executor = self.index, "executor restarting");
         if let Some(running) = self.current.take() {
-            let held = running.held;
-            actix::spawn(async move {
-                if let Err(err) = held.requeue().await {
-                    tracing::warn!(error = %err, "requeue after restart failed");
-                }
-            });
+            actix::spawn(running.give_back(self.env.clone()));
             self.mark_idle();
         }
     }
@@ -303,6 +323,9 @@ impl Handler<ExecuteJob> for ExecutorActor {
         }
         let envelope = msg.delivery.envelope;
         let job_id = envelope.job.id;
+        let task_type_id = envelope.job.task_type_id.clone();
+        let user_id = envelope.job.user_id.clone();
+        let execution = Uuid::new_v4();
         self.env.active.fetch_add(1, Ordering::Relaxed);
         self.generation += 1;
         let generation = self.generation;
@@ -311,6 +334,7 @@ impl Handler<ExecuteJob> for ExecutorActor {
             self.client.clone(),
             envelope,
             held.clone(),
+            execution,
         );
         let spawned = ctx.spawn(AssertUnwindSafe(job).catch_unwind().into_actor(self).map(
             move |result, act, ctx| {
@@ -321,9 +345,7 @@ impl Handler<ExecuteJob> for ExecutorActor {
                 if result.is_err() {
                     tracing::error!(%job_id, executor = act.index, "executor panicked; restarting it");
                     if let Some(running) = running {
-                        actix::spawn(async move {
-                            let _ = running.held.requeue().await;
-                        });
+                        actix::spawn(running.give_back(act.env.clone()));
                     }
                     ctx.stop();
                 }
@@ -332,6 +354,9 @@ impl Handler<ExecuteJob> for ExecutorActor {
         ));
         self.current = Some(Running {
             job_id,
+            task_type_id,
+            user_id,
+            execution,
             held,
             spawned,
         });
@@ -342,12 +367,11 @@ impl Handler<AbandonJob> for ExecutorActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: AbandonJob, ctx: &mut Context<Self>) -> Self::Result {
-        let held = self.abandon(ctx);
+        let running = self.abandon(ctx);
+        let env = self.env.clone();
         Box::pin(async move {
-            if let Some(held) = held
-                && let Err(err) = held.requeue().await
-            {
-                tracing::warn!(error = %err, "requeue at shutdown failed");
+            if let Some(running) = running {
+                running.give_back(env).await;
             }
         })
     }
@@ -367,9 +391,10 @@ async fn run_job(
     client: reqwest::Client,
     envelope: JobEnvelope,
     held: Arc<HeldDelivery>,
+    execution: Uuid,
 ) {
     let job_id = envelope.job.id;
-    if let Err(err) = execute(&env, &client, &envelope, &held).await {
+    if let Err(err) = execute(&env, &client, &envelope, &held, execution).await {
         tracing::warn!(%job_id, error = %err, "job outcome not recorded; requeueing");
         tokio::time::sleep(REQUEUE_PAUSE).await;
         if let Err(err) = held.requeue().await {
@@ -383,6 +408,7 @@ async fn execute(
     client: &reqwest::Client,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
+    execution: Uuid,
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
     let Some(task) = env.catalog.get(&job.task_type_id) else {
@@ -405,7 +431,6 @@ async fn execute(
     // together) must not both call the endpoint. The claim holder is this
     // execution; a copy that finds the job claimed comes back later, by
     // when the success is recorded and it is skipped.
-    let execution = Uuid::new_v4();
     let Some(job_claim) = job_claim_name(job.id) else {
         return run_claimed(env, client, &task, envelope, held, timeout).await;
     };
