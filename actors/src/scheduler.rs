@@ -14,7 +14,7 @@
 //! 4. publish the users of a custom interval whose own fire has come, and
 //!    move them to their next fire.
 //!
-//! Time comes from an injected [`Clock`], so tests move it instead of
+//! Time comes from an injected [`crate::clock::Clock`], so tests move it instead of
 //! waiting. The tasks file is re-read every `tasks.reload_interval` and on
 //! [`ReloadTasks`]; a bad file keeps the running definitions and shows as
 //! degraded health with the errors.
