@@ -251,3 +251,40 @@ async fn status_warns_when_the_window_cannot_fit_the_users_at_the_rate_limit() {
     let (_, fits) = get(app.address, "/schedule/status/roomy").await;
     assert!(fits.get("warnings").is_none(), "{fits}");
 }
+
+#[actix_rt::test]
+async fn overlap_skip_drops_a_second_concurrent_run_for_a_user_and_allow_keeps_it() {
+    let sink = Sink::start();
+    let slow = |id: &str, overlap: &str| {
+        task(json!({
+            "id": id, "name": id,
+            "interval": {"type": "daily", "value": 1},
+            "timeout": "5s", "overlap": overlap,
+            "config": {"endpoint": sink.url(&format!("/slow/1500/{id}")), "method": "POST"}
+        }))
+    };
+    let app = spawn_app(
+        embedded_config(),
+        vec![slow("skipper", "skip"), slow("allower", "allow")],
+        Arc::new(SystemClock),
+    )
+    .await;
+    for task in ["skipper", "allower"] {
+        for _ in 0..2 {
+            // Two triggers: two runs (two job ids) for the same user.
+            let (status, body) = post(
+                app.address,
+                "/schedule/trigger",
+                &json!({"task_type_id": task, "user_ids": ["dana"], "execute_immediately": true}),
+            )
+            .await;
+            assert_eq!(status, 202, "{body}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(sink.received_at("/slow/1500/skipper").len(), 1);
+    let allowed = sink.received_at("/slow/1500/allower");
+    assert_eq!(allowed.len(), 2);
+    assert_ne!(allowed[0].key(), allowed[1].key());
+}
