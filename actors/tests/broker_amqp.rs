@@ -10,7 +10,8 @@ use actors::broker::amqp::{
     AmqpBroker, AmqpOptions, HEADER_ERROR_CODE, HEADER_REASON, HEADER_RESULT, QueueType,
 };
 use actors::broker::{
-    BrokerError, DeadLetter, Delivery, JobBroker, JobStream, QUEUE_FAILED, QUEUE_HIGH, QUEUE_NORMAL,
+    BrokerError, DeadLetter, Delivery, JobBroker, JobStream, QUEUE_DELAYED, QUEUE_FAILED,
+    QUEUE_HIGH, QUEUE_NORMAL,
 };
 use actors::domain::{
     ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, Priority, Status, TaskTypeId,
@@ -303,6 +304,68 @@ async fn poison_messages_go_to_failed_with_a_reason_and_consumption_goes_on() {
     got.sort();
     want.sort();
     assert_eq!(got, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_messages_the_pump_cannot_place_go_to_failed() {
+    let vhost = Vhost::new("pump-poison");
+    let broker = vhost.broker(AmqpOptions::default()).await;
+    let raw = vhost.raw().await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-execute-after".into(),
+        AMQPValue::LongLongInt(Utc::now().timestamp_millis()),
+    );
+    headers.insert(
+        "x-taskqueue-target".into(),
+        AMQPValue::LongString("taskqueue.jobs.nowhere".into()),
+    );
+    let stray = serde_json::to_vec(&envelope(1, Priority::Low, Utc::now())).unwrap();
+    for (body, properties) in [
+        (b"garbage".to_vec(), BasicProperties::default()),
+        (
+            stray.clone(),
+            BasicProperties::default().with_headers(headers),
+        ),
+    ] {
+        raw.basic_publish(
+            "taskqueue".into(),
+            QUEUE_DELAYED.into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .unwrap();
+    }
+    let good = envelope(2, Priority::Low, after(300));
+    broker.publish(std::slice::from_ref(&good)).await.unwrap();
+    let mut stream = broker.consume(10).await.unwrap();
+    let delivery = next_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the good delayed job");
+    assert_eq!(delivery.envelope, good);
+
+    let mut failed = Vec::new();
+    for _ in 0..50 {
+        failed.extend(take_all(&raw, QUEUE_FAILED).await);
+        if failed.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got: Vec<_> = failed
+        .iter()
+        .map(|(properties, body)| (header(properties, HEADER_REASON).unwrap(), body.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("malformed".to_string(), b"garbage".to_vec()),
+            ("unroutable".to_string(), stray)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -582,7 +582,7 @@ impl JobBroker for AmqpBroker {
         let mut stream = AmqpStream {
             inner: Arc::clone(&self.inner),
             prefetch,
-            slots: Arc::new(Semaphore::new(usize::from(prefetch))),
+            slots: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
             session: None,
             stash: Default::default(),
             known_empty: [false; 3],
@@ -599,8 +599,16 @@ struct Session {
     /// deliveries then go back to their queues).
     channels: [Channel; 3],
     consumers: [Consumer; 3],
-    /// For passive declares (ready counts of the higher queues).
-    control: Channel,
+}
+
+/// What the queues above a priority hold.
+enum Higher {
+    /// Nothing ready, known from an earlier look.
+    Empty,
+    /// Nothing ready, as the broker just said (the question took this long).
+    JustEmptied(Duration),
+    /// Messages ready.
+    Ready,
 }
 
 /// A consumer over the three priority queues.
@@ -629,11 +637,9 @@ impl AmqpStream {
         let (high_channel, high) = self.open_consumer(&link, QUEUE_HIGH).await?;
         let (normal_channel, normal) = self.open_consumer(&link, QUEUE_NORMAL).await?;
         let (low_channel, low) = self.open_consumer(&link, QUEUE_LOW).await?;
-        let control = link.connection.create_channel().await?;
         Ok(Session {
             channels: [high_channel, normal_channel, low_channel],
             consumers: [high, normal, low],
-            control,
         })
     }
 
@@ -756,31 +762,37 @@ impl AmqpStream {
 
     /// Whether every queue above `rank` has nothing ready, asking the
     /// broker about those not already known empty.
-    async fn higher_empty(&mut self, rank: usize) -> bool {
+    async fn higher_empty(&mut self, rank: usize) -> Higher {
+        let mut asked = None;
         for higher in 0..rank {
             if self.known_empty[higher] {
                 continue;
             }
             let Some(session) = self.session.as_ref() else {
-                return true;
+                return Higher::Empty;
             };
             let queue = [QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW][higher];
             let options = QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
             };
-            match session
-                .control
+            let started = Instant::now();
+            // Asked on the consumer's own channel, so the answer queues up
+            // behind (or just ahead of) deliveries already on their way.
+            match session.channels[higher]
                 .queue_declare(queue.into(), options, FieldTable::default())
                 .await
             {
-                Ok(state) if state.message_count() == 0 => self.known_empty[higher] = true,
-                Ok(_) => return false,
+                Ok(state) if state.message_count() == 0 => {
+                    self.known_empty[higher] = true;
+                    asked = Some(started.elapsed());
+                }
+                Ok(_) => return Higher::Ready,
                 // Cannot tell: do not hold work back on it.
-                Err(_) => return true,
+                Err(_) => return Higher::Empty,
             }
         }
-        true
+        asked.map_or(Higher::Empty, Higher::JustEmptied)
     }
 
     fn hand_out(&self, received: Received, permit: OwnedSemaphorePermit) -> Delivery {
@@ -802,6 +814,11 @@ impl AmqpStream {
 /// Parses a message body; on failure, the reason for the failed queue
 /// and the detail.
 fn parse(body: &[u8]) -> Result<JobEnvelope, (&'static str, String)> {
+    if let Ok(envelope) = serde_json::from_slice::<JobEnvelope>(body)
+        && envelope.version == ENVELOPE_VERSION
+    {
+        return Ok(envelope);
+    }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| ("malformed", error.to_string()))?;
     match value.get("version").and_then(serde_json::Value::as_str) {
@@ -851,16 +868,27 @@ impl JobStream for AmqpStream {
                 return Some(self.hand_out(received, permit));
             }
             if let Some(rank) = (1..3).find(|rank| !self.stash[*rank].is_empty()) {
-                if self.higher_empty(rank).await {
-                    if let Some(received) = self.stash[rank].pop_front() {
-                        return Some(self.hand_out(received, permit));
+                match self.higher_empty(rank).await {
+                    Higher::Empty => {
+                        if let Some(received) = self.stash[rank].pop_front() {
+                            return Some(self.hand_out(received, permit));
+                        }
                     }
-                    continue;
-                }
-                // A higher queue has ready messages: they are on their way
-                // (this stream has credit), or another consumer takes them.
-                if !self.receive(Some(Duration::from_millis(100))).await {
-                    self.lose_session("consumer ended");
+                    Higher::JustEmptied(round_trip) => {
+                        // Nothing ready up there, but deliveries the broker
+                        // sent just before it answered may still be in
+                        // transit: give them a moment, then look again.
+                        let grace = (round_trip * 2)
+                            .clamp(Duration::from_millis(2), Duration::from_millis(50));
+                        tokio::time::sleep(grace).await;
+                    }
+                    Higher::Ready => {
+                        // On their way (this stream has credit there), or
+                        // another consumer takes them.
+                        if !self.receive(Some(Duration::from_millis(100))).await {
+                            self.lose_session("consumer ended");
+                        }
+                    }
                 }
                 continue;
             }
@@ -1075,25 +1103,29 @@ async fn pump_one(inner: &Inner, delivery: LapinDelivery) {
         },
     };
     let remaining = due_ms - Utc::now().timestamp_millis();
-    let (routing_key, properties) = match next_hop(remaining, inner.options.delay_hold) {
+    // The broker's death headers are dropped on every hop: each ladder
+    // queue then sees a fresh message, so its dead-letter cycle detection
+    // never drops one that goes round the longest step twice.
+    let mut clean = FieldTable::default();
+    if let Some(headers) = properties.headers() {
+        for (name, value) in headers.inner() {
+            if !is_death_header(name.as_str()) {
+                clean.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let properties = properties.clone().with_headers(clean);
+    let routing_key = match next_hop(remaining, inner.options.delay_hold) {
         Hop::Hold(wait) => {
             tokio::time::sleep(wait).await;
-            // Never early: wall clock may lag the timer by a millisecond.
+            // Never early: the wall clock may lag the timer by a millisecond.
             let late = due_ms - Utc::now().timestamp_millis();
             if late > 0 {
                 tokio::time::sleep(Duration::from_millis(u64::try_from(late).unwrap_or(0))).await;
             }
-            let mut clean = FieldTable::default();
-            if let Some(headers) = properties.headers() {
-                for (name, value) in headers.inner() {
-                    if !is_death_header(name.as_str()) {
-                        clean.insert(name.clone(), value.clone());
-                    }
-                }
-            }
-            (target, properties.clone().with_headers(clean))
+            target
         }
-        Hop::Ladder(ms) => (ladder_queue(ms), properties.clone()),
+        Hop::Ladder(ms) => ladder_queue(ms),
     };
     let message = Outgoing {
         id: Uuid::nil(),
