@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actors::broker::amqp::{
@@ -22,18 +23,48 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::Rng;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
+
+/// Taken shared by every test and exclusively by the one that restarts
+/// RabbitMQ, so no test of this file meets the restart by surprise.
+static BROKER_RESTART: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
 
 /// A vhost of its own for one test; deleted on drop.
 struct Vhost {
     name: String,
     url: String,
+    _turn: Turn,
+}
+
+/// The test's hold on [`BROKER_RESTART`]: one of the two is set.
+struct Turn {
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+    _alone: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Vhost {
-    fn new(test: &str) -> Vhost {
+    /// A vhost for a test that leaves the broker running.
+    async fn new(test: &str) -> Vhost {
+        let turn = Turn {
+            _shared: Some(BROKER_RESTART.read().await),
+            _alone: None,
+        };
+        Vhost::create(test, turn)
+    }
+
+    /// A vhost for the test that restarts the broker.
+    async fn alone(test: &str) -> Vhost {
+        let turn = Turn {
+            _shared: None,
+            _alone: Some(BROKER_RESTART.write().await),
+        };
+        Vhost::create(test, turn)
+    }
+
+    fn create(test: &str, turn: Turn) -> Vhost {
         let name = format!("tq-test-{test}-{}", Uuid::new_v4().simple());
         ctl(&["add_vhost", &name]);
         ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
@@ -43,7 +74,11 @@ impl Vhost {
             .find('/')
             .map_or(base.len(), |at| at + "amqp://".len());
         let url = format!("{}/{}", &base[..authority_end], name);
-        Vhost { name, url }
+        Vhost {
+            name,
+            url,
+            _turn: turn,
+        }
     }
 
     async fn broker(&self, options: AmqpOptions) -> AmqpBroker {
@@ -131,7 +166,7 @@ async fn take_all(channel: &lapin::Channel, queue: &str) -> Vec<(BasicProperties
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_confirmed_jobs_come_out_once_each_unchanged() {
-    let vhost = Vhost::new("bulk");
+    let vhost = Vhost::new("bulk").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let jobs: Vec<_> = (0..10_000)
         .map(|n| envelope(n, Priority::Normal, Utc::now()))
@@ -161,7 +196,7 @@ async fn ten_thousand_confirmed_jobs_come_out_once_each_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_drains_high_then_normal_then_low() {
-    let vhost = Vhost::new("priority");
+    let vhost = Vhost::new("priority").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let jobs: Vec<_> = (0..600)
         .map(|n| {
@@ -185,7 +220,7 @@ async fn a_backlog_drains_high_then_normal_then_low() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_delay_is_not_held_back_by_a_long_one() {
-    let vhost = Vhost::new("hol");
+    let vhost = Vhost::new("hol").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let long = envelope(1, Priority::Normal, after(600_000));
     broker.publish(&[long]).await.unwrap();
@@ -209,7 +244,7 @@ async fn a_short_delay_is_not_held_back_by_a_long_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_delays_arrive_within_a_second_of_due_never_early() {
-    let vhost = Vhost::new("delays");
+    let vhost = Vhost::new("delays").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let mut rng = rand::rng();
     let jobs: Vec<_> = (0..200)
@@ -243,7 +278,7 @@ async fn random_delays_arrive_within_a_second_of_due_never_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_failed_with_a_reason_and_consumption_goes_on() {
-    let vhost = Vhost::new("poison");
+    let vhost = Vhost::new("poison").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let raw = vhost.raw().await;
     let good = envelope(1, Priority::Normal, Utc::now());
@@ -308,7 +343,7 @@ async fn poison_messages_go_to_failed_with_a_reason_and_consumption_goes_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delayed_messages_the_pump_cannot_place_go_to_failed() {
-    let vhost = Vhost::new("pump-poison");
+    let vhost = Vhost::new("pump-poison").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let raw = vhost.raw().await;
     let mut headers = FieldTable::default();
@@ -370,7 +405,7 @@ async fn delayed_messages_the_pump_cannot_place_go_to_failed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_keep_the_body_and_the_failure() {
-    let vhost = Vhost::new("dead");
+    let vhost = Vhost::new("dead").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let raw = vhost.raw().await;
     let job = envelope(1, Priority::High, Utc::now());
@@ -434,7 +469,7 @@ async fn dead_letters_keep_the_body_and_the_failure() {
 
 #[tokio::test]
 async fn queues_declared_with_other_arguments_are_a_clear_error() {
-    let vhost = Vhost::new("mismatch");
+    let vhost = Vhost::new("mismatch").await;
     let raw = vhost.raw().await;
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(5));
@@ -458,8 +493,9 @@ async fn queues_declared_with_other_arguments_are_a_clear_error() {
         }
         other => panic!("expected a topology mismatch, got {other:?}"),
     }
+    drop((broker, raw, vhost));
     // Declaring twice with the same configuration is fine.
-    let vhost = Vhost::new("idempotent");
+    let vhost = Vhost::new("idempotent").await;
     let options = AmqpOptions {
         queue_type: QueueType::Quorum,
         delay_pump: false,
@@ -475,7 +511,7 @@ async fn a_broker_restart_loses_no_confirmed_job() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    let vhost = Vhost::new("restart");
+    let vhost = Vhost::alone("restart").await;
     let options = AmqpOptions {
         reconnect_initial: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(1),

@@ -65,6 +65,12 @@ pub const HEADER_ERROR_MESSAGE: &str = "x-taskqueue-error-message";
 /// Header: the last attempt's `ExecutionResult`, as JSON.
 pub const HEADER_RESULT: &str = "x-taskqueue-result";
 
+/// Longest wait for an ack, nack or passive declare before the channel is
+/// taken for dead.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle consumer checks that its channels are alive.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Shortest step of the delay ladder, in milliseconds (2^8).
 const LADDER_MIN_EXP: u32 = 8;
 /// Longest step of the delay ladder, in milliseconds (2^26, about 18.6 h);
@@ -235,7 +241,7 @@ impl Inner {
     }
 
     /// [`Inner::link`], retried with backoff until `deadline` (forever
-    /// without one) or until the broker is dropped.
+    /// without one).
     async fn link_retrying(&self, deadline: Option<Instant>) -> Result<Arc<Link>, BrokerError> {
         let mut wait = self.options.reconnect_initial;
         loop {
@@ -268,12 +274,22 @@ impl Inner {
         let mut fatal: Option<BrokerError> = None;
         while !pending.is_empty() {
             let link = self.link_retrying(Some(deadline)).await?;
-            let (unsent, error) = self
-                .publish_round(&link, messages, &pending, &mut fatal)
-                .await;
+            // A connection that dies without a word could leave confirms
+            // pending forever: the deadline bounds the round too.
+            let round = self.publish_round(&link, messages, &pending, &mut fatal);
+            let Ok((unsent, error)) = tokio::time::timeout_at(deadline, round).await else {
+                return Err(BrokerError::Closed);
+            };
             pending = unsent;
             if pending.is_empty() {
                 break;
+            }
+            // A channel-level refusal (no such exchange, access refused)
+            // comes back the same every time: no point sending again.
+            if let Some(BrokerError::Amqp(soft)) = &error
+                && soft.is_amqp_soft_error()
+            {
+                return Err(error.unwrap_or(BrokerError::Closed));
             }
             if Instant::now() + wait > deadline {
                 return Err(error.unwrap_or(BrokerError::Closed));
@@ -609,6 +625,8 @@ enum Higher {
     JustEmptied(Duration),
     /// Messages ready.
     Ready,
+    /// The question failed: the session is broken.
+    Broken,
 }
 
 /// A consumer over the three priority queues.
@@ -744,12 +762,21 @@ impl AmqpStream {
                 item = low.next() => (2, item),
             }
         };
-        let outcome = match limit {
-            Some(limit) => match tokio::time::timeout(limit, received).await {
-                Ok(outcome) => outcome,
-                Err(_) => return true,
-            },
-            None => received.await,
+        // Without a limit, still look up every second whether the channels
+        // are alive: a connection can die without telling its consumers.
+        let (limit, open_ended) = match limit {
+            Some(limit) => (limit, false),
+            None => (HEALTH_CHECK_EVERY, true),
+        };
+        let outcome = match tokio::time::timeout(limit, received).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return !open_ended
+                    || session
+                        .channels
+                        .iter()
+                        .all(|channel| channel.status().connected());
+            }
         };
         match outcome {
             (rank, Some(Ok(delivery))) => {
@@ -779,17 +806,18 @@ impl AmqpStream {
             let started = Instant::now();
             // Asked on the consumer's own channel, so the answer queues up
             // behind (or just ahead of) deliveries already on their way.
-            match session.channels[higher]
-                .queue_declare(queue.into(), options, FieldTable::default())
-                .await
-            {
-                Ok(state) if state.message_count() == 0 => {
+            let declared = session.channels[higher].queue_declare(
+                queue.into(),
+                options,
+                FieldTable::default(),
+            );
+            match tokio::time::timeout(SETTLE_TIMEOUT, declared).await {
+                Ok(Ok(state)) if state.message_count() == 0 => {
                     self.known_empty[higher] = true;
                     asked = Some(started.elapsed());
                 }
-                Ok(_) => return Higher::Ready,
-                // Cannot tell: do not hold work back on it.
-                Err(_) => return Higher::Empty,
+                Ok(Ok(_)) => return Higher::Ready,
+                Ok(Err(_)) | Err(_) => return Higher::Broken,
             }
         }
         asked.map_or(Higher::Empty, Higher::JustEmptied)
@@ -844,7 +872,11 @@ async fn reject_poison(
         id: Uuid::nil(),
         routing_key: QUEUE_FAILED.to_owned(),
         body: delivery.data.clone(),
-        properties: delivery.properties.clone().with_headers(headers),
+        properties: delivery
+            .properties
+            .clone()
+            .with_delivery_mode(2)
+            .with_headers(headers),
     };
     inner.publish_all(std::slice::from_ref(&message)).await?;
     delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -882,6 +914,7 @@ impl JobStream for AmqpStream {
                             .clamp(Duration::from_millis(2), Duration::from_millis(50));
                         tokio::time::sleep(grace).await;
                     }
+                    Higher::Broken => self.lose_session("priority check failed"),
                     Higher::Ready => {
                         // On their way (this stream has credit there), or
                         // another consumer takes them.
@@ -923,6 +956,19 @@ impl JobStream for AmqpStream {
     }
 }
 
+/// The outcome of an ack or nack: lapin answers `false` when the channel
+/// is gone or the delivery was settled already, and a dead connection may
+/// never answer at all.
+fn settled(
+    outcome: Result<Result<bool, lapin::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), BrokerError> {
+    match outcome {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) | Err(_) => Err(BrokerError::Closed),
+        Ok(Err(error)) => Err(BrokerError::Amqp(error)),
+    }
+}
+
 /// Settles one delivery of an [`AmqpStream`].
 struct AmqpHandle {
     inner: Arc<Inner>,
@@ -944,24 +990,20 @@ impl AmqpHandle {
 #[async_trait]
 impl DeliveryHandle for AmqpHandle {
     async fn ack(&self) -> Result<(), BrokerError> {
-        let acked = self.delivery.acker.ack(BasicAckOptions::default()).await;
+        let acked = self.delivery.acker.ack(BasicAckOptions::default());
+        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, acked).await);
         self.release();
-        acked?;
-        Ok(())
+        outcome
     }
 
     async fn requeue(&self) -> Result<(), BrokerError> {
-        let nacked = self
-            .delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await;
+        let nacked = self.delivery.acker.nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        });
+        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, nacked).await);
         self.release();
-        nacked?;
-        Ok(())
+        outcome
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BrokerError> {
@@ -1018,14 +1060,16 @@ async fn delay_pump(inner: Weak<Inner>, mut alive: watch::Receiver<()>) {
         };
         wait = strong.options.reconnect_initial;
         drop(strong);
-        let (_channel, mut consumer) = consumer;
+        let (channel, mut consumer) = consumer;
         loop {
             let item = tokio::select! {
                 _ = alive.changed() => return,
-                item = consumer.next() => item,
+                item = tokio::time::timeout(HEALTH_CHECK_EVERY, consumer.next()) => item,
             };
-            let Some(Ok(delivery)) = item else {
-                break;
+            let delivery = match item {
+                Ok(Some(Ok(delivery))) => delivery,
+                Err(_) if channel.status().connected() => continue,
+                _ => break,
             };
             let Some(strong) = inner.upgrade() else {
                 return;
