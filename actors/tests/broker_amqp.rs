@@ -106,6 +106,20 @@ impl Drop for Vhost {
     }
 }
 
+/// The directory `scripts/services.sh` started RabbitMQ from:
+/// `TASKQUEUE_SERVICES_DIR`, else what the script wrote into the broker's
+/// environment file (`MNESIA_BASE=<dir>/rabbitmq/mnesia`).
+fn services_dir() -> Option<String> {
+    if let Ok(dir) = std::env::var("TASKQUEUE_SERVICES_DIR") {
+        return Some(dir);
+    }
+    let conf = std::fs::read_to_string("/etc/rabbitmq/rabbitmq-env.conf").ok()?;
+    conf.lines()
+        .find_map(|line| line.strip_prefix("MNESIA_BASE="))
+        .and_then(|base| base.strip_suffix("/rabbitmq/mnesia"))
+        .map(str::to_owned)
+}
+
 fn ctl(args: &[&str]) {
     let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
     assert!(status.success(), "rabbitmqctl {args:?} failed");
@@ -558,14 +572,14 @@ async fn a_broker_restart_loses_no_confirmed_job() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let before = published.load(Ordering::SeqCst);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-    let services_dir =
-        std::env::var("TASKQUEUE_SERVICES_DIR").unwrap_or_else(|_| "/work/main/.services".into());
+    let services_dir = services_dir();
     let restarted = tokio::task::spawn_blocking(move || {
-        Command::new(script)
-            .args(["restart", "rabbitmq"])
-            .env("TASKQUEUE_SERVICES_DIR", services_dir)
-            .status()
-            .unwrap()
+        let mut restart = Command::new(script);
+        restart.args(["restart", "rabbitmq"]);
+        if let Some(dir) = services_dir {
+            restart.env("TASKQUEUE_SERVICES_DIR", dir);
+        }
+        restart.status().unwrap()
     })
     .await
     .unwrap();
