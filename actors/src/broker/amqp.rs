@@ -729,10 +729,16 @@ impl AmqpStream {
         }
     }
 
-    /// Moves everything already received by the consumers into the stash.
-    /// Returns false if the session broke.
-    async fn drain_ready(&mut self) -> bool {
+    /// Moves what the consumers already received into the stash, highest
+    /// priority first. Unless `all`, stops at the first priority with
+    /// something at hand: lower ones could not be handed out anyway, and
+    /// every consumer left unpolled saves work per delivery. Returns false
+    /// if the session broke.
+    async fn drain_ready(&mut self, all: bool) -> bool {
         for rank in 0..3 {
+            if !all && !self.stash[rank].is_empty() && rank > 0 {
+                break;
+            }
             loop {
                 let Some(session) = self.session.as_mut() else {
                     return false;
@@ -742,6 +748,9 @@ impl AmqpStream {
                     Some(Some(Ok(delivery))) => self.file(rank, delivery).await,
                     Some(Some(Err(_)) | None) => return false,
                 }
+            }
+            if !all && !self.stash[rank].is_empty() {
+                break;
             }
         }
         true
@@ -892,7 +901,7 @@ impl JobStream for AmqpStream {
         let permit = Arc::clone(&self.slots).acquire_owned().await.ok()?;
         loop {
             self.ensure_session().await?;
-            if !self.drain_ready().await {
+            if !self.drain_ready(false).await {
                 self.lose_session("consumer ended");
                 continue;
             }
@@ -943,7 +952,7 @@ impl JobStream for AmqpStream {
                     .await;
             }
         }
-        let _ = self.drain_ready().await;
+        let _ = self.drain_ready(true).await;
         let requeue = BasicNackOptions {
             multiple: false,
             requeue: true,
