@@ -614,3 +614,51 @@ async fn a_broker_restart_loses_no_confirmed_job() {
     }
     consumer.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_streams_end_and_publishing_fails() {
+    let vhost = Vhost::new("close").await;
+    let broker = vhost.broker(AmqpOptions::default()).await;
+    let raw = vhost.raw().await;
+    let jobs: Vec<_> = (0..3)
+        .map(|n| envelope(n, Priority::Normal, Utc::now()))
+        .collect();
+    broker.publish(&jobs).await.unwrap();
+    let mut stream = broker.consume(1).await.unwrap();
+    let in_hand = next_within(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    broker.close().await.unwrap();
+    assert!(
+        next_within(&mut stream, Duration::from_secs(5))
+            .await
+            .is_none()
+    );
+    assert!(in_hand.handle.ack().await.is_err());
+    assert!(matches!(
+        broker.publish(&jobs).await,
+        Err(BrokerError::Closed)
+    ));
+    drop(stream);
+    // Nothing was acked: all three are back in the queue.
+    let mut back = 0;
+    for _ in 0..50 {
+        back = raw
+            .queue_declare(
+                QUEUE_NORMAL.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if back == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 3);
+}

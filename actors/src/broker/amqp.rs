@@ -170,6 +170,8 @@ struct Inner {
     /// Round-robin cursor over the publisher channels.
     next_publisher: AtomicUsize,
     pump_started: AtomicBool,
+    /// Set by [`AmqpBroker::close`]: no reconnecting any more.
+    closed: AtomicBool,
     /// Dropped with the broker; the pump stops when it sees that.
     _alive: watch::Sender<()>,
     alive: watch::Receiver<()>,
@@ -204,6 +206,7 @@ impl AmqpBroker {
                 link: tokio::sync::Mutex::new(None),
                 next_publisher: AtomicUsize::new(0),
                 pump_started: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 _alive: alive_tx,
                 alive: alive_rx,
             }),
@@ -216,12 +219,27 @@ impl AmqpBroker {
     pub fn options(&self) -> &AmqpOptions {
         &self.inner.options
     }
+
+    /// Closes the connection for good (shutdown): streams end, deliveries
+    /// not settled go back to their queues, the delay pump stops, and
+    /// publishing fails with [`BrokerError::Closed`].
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let link = self.inner.link.lock().await.take();
+        if let Some(link) = link {
+            link.connection.close(200, "shutdown".into()).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
     /// The current connection, connecting once if there is none or it is
     /// broken.
     async fn link(&self) -> Result<Arc<Link>, BrokerError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(BrokerError::Closed);
+        }
         let mut current = self.link.lock().await;
         if let Some(link) = current.as_ref()
             && link.connection.status().connected()
@@ -247,6 +265,7 @@ impl Inner {
         loop {
             match self.link().await {
                 Ok(link) => return Ok(link),
+                Err(BrokerError::Closed) => return Err(BrokerError::Closed),
                 Err(error) => {
                     if deadline.is_some_and(|deadline| Instant::now() + wait > deadline) {
                         return Err(error);
@@ -693,6 +712,10 @@ impl AmqpStream {
                     self.session = Some(session);
                     self.known_empty = [false; 3];
                 }
+                Err(BrokerError::Closed) => {
+                    self.closed = true;
+                    return None;
+                }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?wait, "job consumer reconnect failed");
                     tokio::time::sleep(wait).await;
@@ -1055,6 +1078,7 @@ async fn delay_pump(inner: Weak<Inner>, mut alive: watch::Receiver<()>) {
         };
         let consumer = match open_pump(&strong).await {
             Ok(consumer) => consumer,
+            Err(BrokerError::Closed) => return,
             Err(error) => {
                 let max = strong.options.reconnect_max;
                 drop(strong);
