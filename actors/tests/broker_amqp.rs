@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use actors::broker::amqp::{
     AmqpBroker, AmqpOptions, HEADER_ERROR_CODE, HEADER_REASON, HEADER_RESULT, QueueType,
 };
 use actors::broker::{
-    BrokerError, DeadLetter, Delivery, JobBroker, JobStream, QUEUE_FAILED, QUEUE_HIGH, QUEUE_NORMAL,
+    BrokerError, DeadLetter, Delivery, JobBroker, JobStream, QUEUE_DELAYED, QUEUE_FAILED,
+    QUEUE_HIGH, QUEUE_NORMAL,
 };
 use actors::domain::{
     ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, Priority, Status, TaskTypeId,
@@ -21,18 +23,48 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::Rng;
+use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
+
+/// Taken shared by every test and exclusively by the one that restarts
+/// RabbitMQ, so no test of this file meets the restart by surprise.
+static BROKER_RESTART: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
 
 /// A vhost of its own for one test; deleted on drop.
 struct Vhost {
     name: String,
     url: String,
+    _turn: Turn,
+}
+
+/// The test's hold on [`BROKER_RESTART`]: one of the two is set.
+struct Turn {
+    _shared: Option<RwLockReadGuard<'static, ()>>,
+    _alone: Option<RwLockWriteGuard<'static, ()>>,
 }
 
 impl Vhost {
-    fn new(test: &str) -> Vhost {
+    /// A vhost for a test that leaves the broker running.
+    async fn new(test: &str) -> Vhost {
+        let turn = Turn {
+            _shared: Some(BROKER_RESTART.read().await),
+            _alone: None,
+        };
+        Vhost::create(test, turn)
+    }
+
+    /// A vhost for the test that restarts the broker.
+    async fn alone(test: &str) -> Vhost {
+        let turn = Turn {
+            _shared: None,
+            _alone: Some(BROKER_RESTART.write().await),
+        };
+        Vhost::create(test, turn)
+    }
+
+    fn create(test: &str, turn: Turn) -> Vhost {
         let name = format!("tq-test-{test}-{}", Uuid::new_v4().simple());
         ctl(&["add_vhost", &name]);
         ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
@@ -42,7 +74,11 @@ impl Vhost {
             .find('/')
             .map_or(base.len(), |at| at + "amqp://".len());
         let url = format!("{}/{}", &base[..authority_end], name);
-        Vhost { name, url }
+        Vhost {
+            name,
+            url,
+            _turn: turn,
+        }
     }
 
     async fn broker(&self, options: AmqpOptions) -> AmqpBroker {
@@ -68,6 +104,20 @@ impl Drop for Vhost {
             .args(["-q", "delete_vhost", &self.name])
             .status();
     }
+}
+
+/// The directory `scripts/services.sh` started RabbitMQ from:
+/// `TASKQUEUE_SERVICES_DIR`, else what the script wrote into the broker's
+/// environment file (`MNESIA_BASE=<dir>/rabbitmq/mnesia`).
+fn services_dir() -> Option<String> {
+    if let Ok(dir) = std::env::var("TASKQUEUE_SERVICES_DIR") {
+        return Some(dir);
+    }
+    let conf = std::fs::read_to_string("/etc/rabbitmq/rabbitmq-env.conf").ok()?;
+    conf.lines()
+        .find_map(|line| line.strip_prefix("MNESIA_BASE="))
+        .and_then(|base| base.strip_suffix("/rabbitmq/mnesia"))
+        .map(str::to_owned)
 }
 
 fn ctl(args: &[&str]) {
@@ -130,7 +180,7 @@ async fn take_all(channel: &lapin::Channel, queue: &str) -> Vec<(BasicProperties
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_confirmed_jobs_come_out_once_each_unchanged() {
-    let vhost = Vhost::new("bulk");
+    let vhost = Vhost::new("bulk").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let jobs: Vec<_> = (0..10_000)
         .map(|n| envelope(n, Priority::Normal, Utc::now()))
@@ -160,7 +210,7 @@ async fn ten_thousand_confirmed_jobs_come_out_once_each_unchanged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_drains_high_then_normal_then_low() {
-    let vhost = Vhost::new("priority");
+    let vhost = Vhost::new("priority").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let jobs: Vec<_> = (0..600)
         .map(|n| {
@@ -184,7 +234,7 @@ async fn a_backlog_drains_high_then_normal_then_low() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_delay_is_not_held_back_by_a_long_one() {
-    let vhost = Vhost::new("hol");
+    let vhost = Vhost::new("hol").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let long = envelope(1, Priority::Normal, after(600_000));
     broker.publish(&[long]).await.unwrap();
@@ -208,7 +258,7 @@ async fn a_short_delay_is_not_held_back_by_a_long_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_delays_arrive_within_a_second_of_due_never_early() {
-    let vhost = Vhost::new("delays");
+    let vhost = Vhost::new("delays").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let mut rng = rand::rng();
     let jobs: Vec<_> = (0..200)
@@ -242,7 +292,7 @@ async fn random_delays_arrive_within_a_second_of_due_never_early() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_messages_go_to_failed_with_a_reason_and_consumption_goes_on() {
-    let vhost = Vhost::new("poison");
+    let vhost = Vhost::new("poison").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let raw = vhost.raw().await;
     let good = envelope(1, Priority::Normal, Utc::now());
@@ -306,8 +356,70 @@ async fn poison_messages_go_to_failed_with_a_reason_and_consumption_goes_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_messages_the_pump_cannot_place_go_to_failed() {
+    let vhost = Vhost::new("pump-poison").await;
+    let broker = vhost.broker(AmqpOptions::default()).await;
+    let raw = vhost.raw().await;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        "x-execute-after".into(),
+        AMQPValue::LongLongInt(Utc::now().timestamp_millis()),
+    );
+    headers.insert(
+        "x-taskqueue-target".into(),
+        AMQPValue::LongString("taskqueue.jobs.nowhere".into()),
+    );
+    let stray = serde_json::to_vec(&envelope(1, Priority::Low, Utc::now())).unwrap();
+    for (body, properties) in [
+        (b"garbage".to_vec(), BasicProperties::default()),
+        (
+            stray.clone(),
+            BasicProperties::default().with_headers(headers),
+        ),
+    ] {
+        raw.basic_publish(
+            "taskqueue".into(),
+            QUEUE_DELAYED.into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .unwrap();
+    }
+    let good = envelope(2, Priority::Low, after(300));
+    broker.publish(std::slice::from_ref(&good)).await.unwrap();
+    let mut stream = broker.consume(10).await.unwrap();
+    let delivery = next_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("the good delayed job");
+    assert_eq!(delivery.envelope, good);
+
+    let mut failed = Vec::new();
+    for _ in 0..50 {
+        failed.extend(take_all(&raw, QUEUE_FAILED).await);
+        if failed.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut got: Vec<_> = failed
+        .iter()
+        .map(|(properties, body)| (header(properties, HEADER_REASON).unwrap(), body.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("malformed".to_string(), b"garbage".to_vec()),
+            ("unroutable".to_string(), stray)
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_keep_the_body_and_the_failure() {
-    let vhost = Vhost::new("dead");
+    let vhost = Vhost::new("dead").await;
     let broker = vhost.broker(AmqpOptions::default()).await;
     let raw = vhost.raw().await;
     let job = envelope(1, Priority::High, Utc::now());
@@ -371,7 +483,7 @@ async fn dead_letters_keep_the_body_and_the_failure() {
 
 #[tokio::test]
 async fn queues_declared_with_other_arguments_are_a_clear_error() {
-    let vhost = Vhost::new("mismatch");
+    let vhost = Vhost::new("mismatch").await;
     let raw = vhost.raw().await;
     let mut arguments = FieldTable::default();
     arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(5));
@@ -395,8 +507,9 @@ async fn queues_declared_with_other_arguments_are_a_clear_error() {
         }
         other => panic!("expected a topology mismatch, got {other:?}"),
     }
+    drop((broker, raw, vhost));
     // Declaring twice with the same configuration is fine.
-    let vhost = Vhost::new("idempotent");
+    let vhost = Vhost::new("idempotent").await;
     let options = AmqpOptions {
         queue_type: QueueType::Quorum,
         delay_pump: false,
@@ -412,7 +525,7 @@ async fn a_broker_restart_loses_no_confirmed_job() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
 
-    let vhost = Vhost::new("restart");
+    let vhost = Vhost::alone("restart").await;
     let options = AmqpOptions {
         reconnect_initial: Duration::from_millis(200),
         reconnect_max: Duration::from_secs(1),
@@ -459,14 +572,14 @@ async fn a_broker_restart_loses_no_confirmed_job() {
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let before = published.load(Ordering::SeqCst);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-    let services_dir =
-        std::env::var("TASKQUEUE_SERVICES_DIR").unwrap_or_else(|_| "/work/main/.services".into());
+    let services_dir = services_dir();
     let restarted = tokio::task::spawn_blocking(move || {
-        Command::new(script)
-            .args(["restart", "rabbitmq"])
-            .env("TASKQUEUE_SERVICES_DIR", services_dir)
-            .status()
-            .unwrap()
+        let mut restart = Command::new(script);
+        restart.args(["restart", "rabbitmq"]);
+        if let Some(dir) = services_dir {
+            restart.env("TASKQUEUE_SERVICES_DIR", dir);
+        }
+        restart.status().unwrap()
     })
     .await
     .unwrap();
@@ -500,4 +613,52 @@ async fn a_broker_restart_loses_no_confirmed_job() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     consumer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_streams_end_and_publishing_fails() {
+    let vhost = Vhost::new("close").await;
+    let broker = vhost.broker(AmqpOptions::default()).await;
+    let raw = vhost.raw().await;
+    let jobs: Vec<_> = (0..3)
+        .map(|n| envelope(n, Priority::Normal, Utc::now()))
+        .collect();
+    broker.publish(&jobs).await.unwrap();
+    let mut stream = broker.consume(1).await.unwrap();
+    let in_hand = next_within(&mut stream, Duration::from_secs(5))
+        .await
+        .unwrap();
+    broker.close().await.unwrap();
+    assert!(
+        next_within(&mut stream, Duration::from_secs(5))
+            .await
+            .is_none()
+    );
+    assert!(in_hand.handle.ack().await.is_err());
+    assert!(matches!(
+        broker.publish(&jobs).await,
+        Err(BrokerError::Closed)
+    ));
+    drop(stream);
+    // Nothing was acked: all three are back in the queue.
+    let mut back = 0;
+    for _ in 0..50 {
+        back = raw
+            .queue_declare(
+                QUEUE_NORMAL.into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap()
+            .message_count();
+        if back == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(back, 3);
 }

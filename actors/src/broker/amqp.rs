@@ -65,6 +65,12 @@ pub const HEADER_ERROR_MESSAGE: &str = "x-taskqueue-error-message";
 /// Header: the last attempt's `ExecutionResult`, as JSON.
 pub const HEADER_RESULT: &str = "x-taskqueue-result";
 
+/// Longest wait for an ack, nack or passive declare before the channel is
+/// taken for dead.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle consumer checks that its channels are alive.
+const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 /// Shortest step of the delay ladder, in milliseconds (2^8).
 const LADDER_MIN_EXP: u32 = 8;
 /// Longest step of the delay ladder, in milliseconds (2^26, about 18.6 h);
@@ -164,6 +170,8 @@ struct Inner {
     /// Round-robin cursor over the publisher channels.
     next_publisher: AtomicUsize,
     pump_started: AtomicBool,
+    /// Set by [`AmqpBroker::close`]: no reconnecting any more.
+    closed: AtomicBool,
     /// Dropped with the broker; the pump stops when it sees that.
     _alive: watch::Sender<()>,
     alive: watch::Receiver<()>,
@@ -198,6 +206,7 @@ impl AmqpBroker {
                 link: tokio::sync::Mutex::new(None),
                 next_publisher: AtomicUsize::new(0),
                 pump_started: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 _alive: alive_tx,
                 alive: alive_rx,
             }),
@@ -210,12 +219,27 @@ impl AmqpBroker {
     pub fn options(&self) -> &AmqpOptions {
         &self.inner.options
     }
+
+    /// Closes the connection for good (shutdown): streams end, deliveries
+    /// not settled go back to their queues, the delay pump stops, and
+    /// publishing fails with [`BrokerError::Closed`].
+    pub async fn close(&self) -> Result<(), BrokerError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let link = self.inner.link.lock().await.take();
+        if let Some(link) = link {
+            link.connection.close(200, "shutdown".into()).await?;
+        }
+        Ok(())
+    }
 }
 
 impl Inner {
     /// The current connection, connecting once if there is none or it is
     /// broken.
     async fn link(&self) -> Result<Arc<Link>, BrokerError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(BrokerError::Closed);
+        }
         let mut current = self.link.lock().await;
         if let Some(link) = current.as_ref()
             && link.connection.status().connected()
@@ -235,12 +259,13 @@ impl Inner {
     }
 
     /// [`Inner::link`], retried with backoff until `deadline` (forever
-    /// without one) or until the broker is dropped.
+    /// without one).
     async fn link_retrying(&self, deadline: Option<Instant>) -> Result<Arc<Link>, BrokerError> {
         let mut wait = self.options.reconnect_initial;
         loop {
             match self.link().await {
                 Ok(link) => return Ok(link),
+                Err(BrokerError::Closed) => return Err(BrokerError::Closed),
                 Err(error) => {
                     if deadline.is_some_and(|deadline| Instant::now() + wait > deadline) {
                         return Err(error);
@@ -268,12 +293,22 @@ impl Inner {
         let mut fatal: Option<BrokerError> = None;
         while !pending.is_empty() {
             let link = self.link_retrying(Some(deadline)).await?;
-            let (unsent, error) = self
-                .publish_round(&link, messages, &pending, &mut fatal)
-                .await;
+            // A connection that dies without a word could leave confirms
+            // pending forever: the deadline bounds the round too.
+            let round = self.publish_round(&link, messages, &pending, &mut fatal);
+            let Ok((unsent, error)) = tokio::time::timeout_at(deadline, round).await else {
+                return Err(BrokerError::Closed);
+            };
             pending = unsent;
             if pending.is_empty() {
                 break;
+            }
+            // A channel-level refusal (no such exchange, access refused)
+            // comes back the same every time: no point sending again.
+            if let Some(BrokerError::Amqp(soft)) = &error
+                && soft.is_amqp_soft_error()
+            {
+                return Err(error.unwrap_or(BrokerError::Closed));
             }
             if Instant::now() + wait > deadline {
                 return Err(error.unwrap_or(BrokerError::Closed));
@@ -582,7 +617,7 @@ impl JobBroker for AmqpBroker {
         let mut stream = AmqpStream {
             inner: Arc::clone(&self.inner),
             prefetch,
-            slots: Arc::new(Semaphore::new(usize::from(prefetch))),
+            slots: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
             session: None,
             stash: Default::default(),
             known_empty: [false; 3],
@@ -599,8 +634,18 @@ struct Session {
     /// deliveries then go back to their queues).
     channels: [Channel; 3],
     consumers: [Consumer; 3],
-    /// For passive declares (ready counts of the higher queues).
-    control: Channel,
+}
+
+/// What the queues above a priority hold.
+enum Higher {
+    /// Nothing ready, known from an earlier look.
+    Empty,
+    /// Nothing ready, as the broker just said (the question took this long).
+    JustEmptied(Duration),
+    /// Messages ready.
+    Ready,
+    /// The question failed: the session is broken.
+    Broken,
 }
 
 /// A consumer over the three priority queues.
@@ -629,11 +674,9 @@ impl AmqpStream {
         let (high_channel, high) = self.open_consumer(&link, QUEUE_HIGH).await?;
         let (normal_channel, normal) = self.open_consumer(&link, QUEUE_NORMAL).await?;
         let (low_channel, low) = self.open_consumer(&link, QUEUE_LOW).await?;
-        let control = link.connection.create_channel().await?;
         Ok(Session {
             channels: [high_channel, normal_channel, low_channel],
             consumers: [high, normal, low],
-            control,
         })
     }
 
@@ -668,6 +711,10 @@ impl AmqpStream {
                 Ok(session) => {
                     self.session = Some(session);
                     self.known_empty = [false; 3];
+                }
+                Err(BrokerError::Closed) => {
+                    self.closed = true;
+                    return None;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?wait, "job consumer reconnect failed");
@@ -705,10 +752,16 @@ impl AmqpStream {
         }
     }
 
-    /// Moves everything already received by the consumers into the stash.
-    /// Returns false if the session broke.
-    async fn drain_ready(&mut self) -> bool {
+    /// Moves what the consumers already received into the stash, highest
+    /// priority first. Unless `all`, stops at the first priority with
+    /// something at hand: lower ones could not be handed out anyway, and
+    /// every consumer left unpolled saves work per delivery. Returns false
+    /// if the session broke.
+    async fn drain_ready(&mut self, all: bool) -> bool {
         for rank in 0..3 {
+            if !all && !self.stash[rank].is_empty() && rank > 0 {
+                break;
+            }
             loop {
                 let Some(session) = self.session.as_mut() else {
                     return false;
@@ -718,6 +771,9 @@ impl AmqpStream {
                     Some(Some(Ok(delivery))) => self.file(rank, delivery).await,
                     Some(Some(Err(_)) | None) => return false,
                 }
+            }
+            if !all && !self.stash[rank].is_empty() {
+                break;
             }
         }
         true
@@ -738,12 +794,21 @@ impl AmqpStream {
                 item = low.next() => (2, item),
             }
         };
-        let outcome = match limit {
-            Some(limit) => match tokio::time::timeout(limit, received).await {
-                Ok(outcome) => outcome,
-                Err(_) => return true,
-            },
-            None => received.await,
+        // Without a limit, still look up every second whether the channels
+        // are alive: a connection can die without telling its consumers.
+        let (limit, open_ended) = match limit {
+            Some(limit) => (limit, false),
+            None => (HEALTH_CHECK_EVERY, true),
+        };
+        let outcome = match tokio::time::timeout(limit, received).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                return !open_ended
+                    || session
+                        .channels
+                        .iter()
+                        .all(|channel| channel.status().connected());
+            }
         };
         match outcome {
             (rank, Some(Ok(delivery))) => {
@@ -756,31 +821,38 @@ impl AmqpStream {
 
     /// Whether every queue above `rank` has nothing ready, asking the
     /// broker about those not already known empty.
-    async fn higher_empty(&mut self, rank: usize) -> bool {
+    async fn higher_empty(&mut self, rank: usize) -> Higher {
+        let mut asked = None;
         for higher in 0..rank {
             if self.known_empty[higher] {
                 continue;
             }
             let Some(session) = self.session.as_ref() else {
-                return true;
+                return Higher::Empty;
             };
             let queue = [QUEUE_HIGH, QUEUE_NORMAL, QUEUE_LOW][higher];
             let options = QueueDeclareOptions {
                 passive: true,
                 ..QueueDeclareOptions::default()
             };
-            match session
-                .control
-                .queue_declare(queue.into(), options, FieldTable::default())
-                .await
-            {
-                Ok(state) if state.message_count() == 0 => self.known_empty[higher] = true,
-                Ok(_) => return false,
-                // Cannot tell: do not hold work back on it.
-                Err(_) => return true,
+            let started = Instant::now();
+            // Asked on the consumer's own channel, so the answer queues up
+            // behind (or just ahead of) deliveries already on their way.
+            let declared = session.channels[higher].queue_declare(
+                queue.into(),
+                options,
+                FieldTable::default(),
+            );
+            match tokio::time::timeout(SETTLE_TIMEOUT, declared).await {
+                Ok(Ok(state)) if state.message_count() == 0 => {
+                    self.known_empty[higher] = true;
+                    asked = Some(started.elapsed());
+                }
+                Ok(Ok(_)) => return Higher::Ready,
+                Ok(Err(_)) | Err(_) => return Higher::Broken,
             }
         }
-        true
+        asked.map_or(Higher::Empty, Higher::JustEmptied)
     }
 
     fn hand_out(&self, received: Received, permit: OwnedSemaphorePermit) -> Delivery {
@@ -802,6 +874,11 @@ impl AmqpStream {
 /// Parses a message body; on failure, the reason for the failed queue
 /// and the detail.
 fn parse(body: &[u8]) -> Result<JobEnvelope, (&'static str, String)> {
+    if let Ok(envelope) = serde_json::from_slice::<JobEnvelope>(body)
+        && envelope.version == ENVELOPE_VERSION
+    {
+        return Ok(envelope);
+    }
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|error| ("malformed", error.to_string()))?;
     match value.get("version").and_then(serde_json::Value::as_str) {
@@ -827,7 +904,11 @@ async fn reject_poison(
         id: Uuid::nil(),
         routing_key: QUEUE_FAILED.to_owned(),
         body: delivery.data.clone(),
-        properties: delivery.properties.clone().with_headers(headers),
+        properties: delivery
+            .properties
+            .clone()
+            .with_delivery_mode(2)
+            .with_headers(headers),
     };
     inner.publish_all(std::slice::from_ref(&message)).await?;
     delivery.acker.ack(BasicAckOptions::default()).await?;
@@ -843,7 +924,7 @@ impl JobStream for AmqpStream {
         let permit = Arc::clone(&self.slots).acquire_owned().await.ok()?;
         loop {
             self.ensure_session().await?;
-            if !self.drain_ready().await {
+            if !self.drain_ready(false).await {
                 self.lose_session("consumer ended");
                 continue;
             }
@@ -851,16 +932,28 @@ impl JobStream for AmqpStream {
                 return Some(self.hand_out(received, permit));
             }
             if let Some(rank) = (1..3).find(|rank| !self.stash[*rank].is_empty()) {
-                if self.higher_empty(rank).await {
-                    if let Some(received) = self.stash[rank].pop_front() {
-                        return Some(self.hand_out(received, permit));
+                match self.higher_empty(rank).await {
+                    Higher::Empty => {
+                        if let Some(received) = self.stash[rank].pop_front() {
+                            return Some(self.hand_out(received, permit));
+                        }
                     }
-                    continue;
-                }
-                // A higher queue has ready messages: they are on their way
-                // (this stream has credit), or another consumer takes them.
-                if !self.receive(Some(Duration::from_millis(100))).await {
-                    self.lose_session("consumer ended");
+                    Higher::JustEmptied(round_trip) => {
+                        // Nothing ready up there, but deliveries the broker
+                        // sent just before it answered may still be in
+                        // transit: give them a moment, then look again.
+                        let grace = (round_trip * 2)
+                            .clamp(Duration::from_millis(2), Duration::from_millis(50));
+                        tokio::time::sleep(grace).await;
+                    }
+                    Higher::Broken => self.lose_session("priority check failed"),
+                    Higher::Ready => {
+                        // On their way (this stream has credit there), or
+                        // another consumer takes them.
+                        if !self.receive(Some(Duration::from_millis(100))).await {
+                            self.lose_session("consumer ended");
+                        }
+                    }
                 }
                 continue;
             }
@@ -882,7 +975,7 @@ impl JobStream for AmqpStream {
                     .await;
             }
         }
-        let _ = self.drain_ready().await;
+        let _ = self.drain_ready(true).await;
         let requeue = BasicNackOptions {
             multiple: false,
             requeue: true,
@@ -892,6 +985,19 @@ impl JobStream for AmqpStream {
                 let _ = received.delivery.acker.nack(requeue).await;
             }
         }
+    }
+}
+
+/// The outcome of an ack or nack: lapin answers `false` when the channel
+/// is gone or the delivery was settled already, and a dead connection may
+/// never answer at all.
+fn settled(
+    outcome: Result<Result<bool, lapin::Error>, tokio::time::error::Elapsed>,
+) -> Result<(), BrokerError> {
+    match outcome {
+        Ok(Ok(true)) => Ok(()),
+        Ok(Ok(false)) | Err(_) => Err(BrokerError::Closed),
+        Ok(Err(error)) => Err(BrokerError::Amqp(error)),
     }
 }
 
@@ -916,24 +1022,20 @@ impl AmqpHandle {
 #[async_trait]
 impl DeliveryHandle for AmqpHandle {
     async fn ack(&self) -> Result<(), BrokerError> {
-        let acked = self.delivery.acker.ack(BasicAckOptions::default()).await;
+        let acked = self.delivery.acker.ack(BasicAckOptions::default());
+        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, acked).await);
         self.release();
-        acked?;
-        Ok(())
+        outcome
     }
 
     async fn requeue(&self) -> Result<(), BrokerError> {
-        let nacked = self
-            .delivery
-            .acker
-            .nack(BasicNackOptions {
-                multiple: false,
-                requeue: true,
-            })
-            .await;
+        let nacked = self.delivery.acker.nack(BasicNackOptions {
+            multiple: false,
+            requeue: true,
+        });
+        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, nacked).await);
         self.release();
-        nacked?;
-        Ok(())
+        outcome
     }
 
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BrokerError> {
@@ -976,6 +1078,7 @@ async fn delay_pump(inner: Weak<Inner>, mut alive: watch::Receiver<()>) {
         };
         let consumer = match open_pump(&strong).await {
             Ok(consumer) => consumer,
+            Err(BrokerError::Closed) => return,
             Err(error) => {
                 let max = strong.options.reconnect_max;
                 drop(strong);
@@ -990,14 +1093,16 @@ async fn delay_pump(inner: Weak<Inner>, mut alive: watch::Receiver<()>) {
         };
         wait = strong.options.reconnect_initial;
         drop(strong);
-        let (_channel, mut consumer) = consumer;
+        let (channel, mut consumer) = consumer;
         loop {
             let item = tokio::select! {
                 _ = alive.changed() => return,
-                item = consumer.next() => item,
+                item = tokio::time::timeout(HEALTH_CHECK_EVERY, consumer.next()) => item,
             };
-            let Some(Ok(delivery)) = item else {
-                break;
+            let delivery = match item {
+                Ok(Some(Ok(delivery))) => delivery,
+                Err(_) if channel.status().connected() => continue,
+                _ => break,
             };
             let Some(strong) = inner.upgrade() else {
                 return;
@@ -1075,25 +1180,29 @@ async fn pump_one(inner: &Inner, delivery: LapinDelivery) {
         },
     };
     let remaining = due_ms - Utc::now().timestamp_millis();
-    let (routing_key, properties) = match next_hop(remaining, inner.options.delay_hold) {
+    // The broker's death headers are dropped on every hop: each ladder
+    // queue then sees a fresh message, so its dead-letter cycle detection
+    // never drops one that goes round the longest step twice.
+    let mut clean = FieldTable::default();
+    if let Some(headers) = properties.headers() {
+        for (name, value) in headers.inner() {
+            if !is_death_header(name.as_str()) {
+                clean.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let properties = properties.clone().with_headers(clean);
+    let routing_key = match next_hop(remaining, inner.options.delay_hold) {
         Hop::Hold(wait) => {
             tokio::time::sleep(wait).await;
-            // Never early: wall clock may lag the timer by a millisecond.
+            // Never early: the wall clock may lag the timer by a millisecond.
             let late = due_ms - Utc::now().timestamp_millis();
             if late > 0 {
                 tokio::time::sleep(Duration::from_millis(u64::try_from(late).unwrap_or(0))).await;
             }
-            let mut clean = FieldTable::default();
-            if let Some(headers) = properties.headers() {
-                for (name, value) in headers.inner() {
-                    if !is_death_header(name.as_str()) {
-                        clean.insert(name.clone(), value.clone());
-                    }
-                }
-            }
-            (target, properties.clone().with_headers(clean))
+            target
         }
-        Hop::Ladder(ms) => (ladder_queue(ms), properties.clone()),
+        Hop::Ladder(ms) => ladder_queue(ms),
     };
     let message = Outgoing {
         id: Uuid::nil(),

@@ -244,7 +244,7 @@ impl MemoryStream {
                 return Step::Wait(next_due);
             };
             if queued.envelope.version != ENVELOPE_VERSION {
-                let reason = format!("unsupported_version {}", queued.envelope.version);
+                let reason = "unsupported_version".to_owned();
                 state.dead.push(DeadLettered {
                     envelope: queued.envelope,
                     letter: DeadLetter {
