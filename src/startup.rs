@@ -424,20 +424,6 @@ async fn seed_demo_users(state: &ApiState, count: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The task definitions of `path` as a catalog; empty when the file does
-/// not exist.
-pub fn load_catalog(path: &Path) -> anyhow::Result<TaskCatalog> {
-    if !path.exists() {
-        tracing::warn!(path = %path.display(), "no task file: no tasks defined");
-        return Ok(TaskCatalog::default());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let file: configuration::TaskFile =
-        serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    Ok(TaskCatalog::new(file.tasks))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

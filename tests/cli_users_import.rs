@@ -240,3 +240,44 @@ async fn an_unreachable_redis_or_missing_file_is_a_hard_failure() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("missing.jsonl"));
     scratch.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_configuration_names_the_redis_prefix_and_the_tasks() {
+    let scratch = Scratch::new();
+    let url = redis_url();
+    let address = url
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .to_owned();
+    let config = scratch.dir.join("taskqueue.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "redis:\n  addresses: [\"{address}\"]\n  prefix: {}\ntasks:\n  config_file: tasks.yaml\n",
+            scratch.prefix
+        ),
+    )
+    .unwrap();
+    let file = scratch.write_lines(&[GOOD_2, UNKNOWN_TASK]);
+    let output = Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+        .args(["users", "import"])
+        .arg(&file)
+        .arg("--config")
+        .arg(&config)
+        .env_remove("TASKQUEUE_REDIS_URL")
+        .output()
+        .unwrap();
+    let out = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{out}");
+    assert!(out.contains("imported 1 users, rejected 1 lines"), "{out}");
+    assert!(out.contains("unknown task id(s): no_such_task"), "{out}");
+    let store = scratch.store().await;
+    assert_eq!(
+        store
+            .enabled_users_after(&task("weekly_digest"), None, 10)
+            .await
+            .unwrap(),
+        vec![user("user_2")]
+    );
+    scratch.cleanup().await;
+}

@@ -265,12 +265,15 @@ impl Pass {
                 tracing::info!(task = %task.id, next = %schedule.next_after(now), "new task type; it starts at its next fire");
             }
             Some(state) => {
-                let due = schedule::due(
+                // A fire up to two ticks old is on time, not missed: the
+                // scheduler only looks once per tick.
+                let due = schedule::due_with_tolerance(
                     &schedule,
                     state.last_fired,
                     now,
                     task.catchup_window(),
                     task.misfire(),
+                    self.settings.check_interval.saturating_mul(2),
                 );
                 if due.missed > 0 {
                     tracing::warn!(task = %task.id, missed = due.missed, "fires missed while no scheduler ran were skipped");
@@ -326,12 +329,21 @@ impl Pass {
             let full_page = due.len() >= self.settings.batch_size.max(1);
             let mut moves = Vec::with_capacity(due.len());
             let mut run = Vec::with_capacity(due.len());
-            for user in due {
+            for mut user in due {
                 let Some(interval) = user.settings.custom_interval.clone() else {
                     continue;
                 };
-                let next = Schedule::new(&interval).next_after(now);
+                let schedule = Schedule::new(&interval);
+                let next = schedule.next_after(now);
                 moves.push((user.user_id.clone(), user.scheduled_at, next));
+                // After downtime only the latest missed fire may run (the
+                // `run_once` policy), never the oldest.
+                if let Some(latest) = schedule
+                    .latest_at_or_before(now)
+                    .filter(|latest| *latest > user.scheduled_at)
+                {
+                    user.scheduled_at = latest;
+                }
                 if fresh_enough(
                     task,
                     &interval,

@@ -5,8 +5,13 @@
 //! showing a progress bar. A bad line never aborts the rest: it is
 //! rejected, with its line number and the reason, in the summary. A line is
 //! rejected when it is not a valid `UserPreference`, names no task, has an
-//! invalid custom interval, or, when a task file is given with `--tasks`,
-//! names a task that file does not define. Blank lines are skipped.
+//! invalid custom interval, or, when the task definitions are known (from
+//! `--config` or `--tasks`), names a task they do not define. Blank lines
+//! are skipped.
+//!
+//! With `--config`, the Redis connection, key prefix and task definitions
+//! come from the configuration (validated as `taskqueue serve` does);
+//! `--redis-url`, `--prefix` and `--tasks` override them.
 //!
 //! Exit status: 0 when every line was imported, 1 when some lines were
 //! rejected (all others imported), 2 when the import could not run or
@@ -32,7 +37,12 @@ use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::{cli::ConfigArgs, routes::preferences::check_interval, startup::load_catalog};
+use crate::{
+    cli::ConfigArgs,
+    configuration::{self, RateLimitConfig},
+    routes::preferences::check_interval,
+    startup::redis_url,
+};
 
 /// Arguments of `taskqueue users import`.
 #[derive(Debug, Clone, clap::Args)]
@@ -42,16 +52,13 @@ pub struct ImportArgs {
     /// Configuration (for the Redis connection and the task list).
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// Redis to import into.
-    #[arg(
-        long,
-        env = "TASKQUEUE_REDIS_URL",
-        default_value = "redis://127.0.0.1:6379/"
-    )]
-    pub redis_url: String,
-    /// Key prefix.
-    #[arg(long, default_value = "taskqueue")]
-    pub prefix: String,
+    /// Redis to import into (else the configuration's, else
+    /// `redis://127.0.0.1:6379/`).
+    #[arg(long, env = "TASKQUEUE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Key prefix (else the configuration's `redis.prefix`, else `taskqueue`).
+    #[arg(long)]
+    pub prefix: Option<String>,
     /// Users per pipeline.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch: u32,
@@ -59,6 +66,49 @@ pub struct ImportArgs {
     /// rejected.
     #[arg(long)]
     pub tasks: Option<PathBuf>,
+}
+
+/// Where an import writes, and what it checks lines against.
+struct ImportTarget {
+    redis_url: String,
+    prefix: String,
+    catalog: Option<TaskCatalog>,
+}
+
+impl ImportTarget {
+    /// Flags first, then the configuration, then the defaults.
+    fn resolve(args: &ImportArgs) -> Result<ImportTarget, String> {
+        let loaded = if args.config.config.is_empty() {
+            None
+        } else {
+            Some(configuration::load(&args.config.config).map_err(|errors| errors.to_string())?)
+        };
+        let catalog = match (&args.tasks, &loaded) {
+            (Some(path), _) => {
+                let (tasks, _warnings) =
+                    configuration::load_tasks(path, &RateLimitConfig::default())
+                        .map_err(|errors| errors.to_string())?;
+                Some(TaskCatalog::new(tasks))
+            }
+            (None, Some(loaded)) => Some(TaskCatalog::new(loaded.tasks.clone())),
+            (None, None) => None,
+        };
+        let redis_url = match (&args.redis_url, &loaded) {
+            (Some(url), _) => url.clone(),
+            (None, Some(loaded)) => redis_url(&loaded.service.redis),
+            (None, None) => "redis://127.0.0.1:6379/".to_owned(),
+        };
+        let prefix = match (&args.prefix, &loaded) {
+            (Some(prefix), _) => prefix.clone(),
+            (None, Some(loaded)) => loaded.service.redis.prefix.clone(),
+            (None, None) => "taskqueue".to_owned(),
+        };
+        Ok(ImportTarget {
+            redis_url,
+            prefix,
+            catalog,
+        })
+    }
 }
 
 /// A line that was not imported.
@@ -113,25 +163,20 @@ pub fn import(args: ImportArgs) -> ExitCode {
 }
 
 async fn run(args: ImportArgs) -> ExitCode {
-    let catalog = match &args.tasks {
-        Some(path) if !path.exists() => {
-            eprintln!("users import: task file {} does not exist", path.display());
+    let target = match ImportTarget::resolve(&args) {
+        Ok(target) => target,
+        Err(message) => {
+            eprintln!("users import: {message}");
             return ExitCode::from(2);
         }
-        Some(path) => match load_catalog(path) {
-            Ok(catalog) => Some(catalog),
-            Err(err) => {
-                eprintln!("users import: {err:#}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
     };
-    let keys = Keys::new(args.prefix.clone());
-    let store = match RedisStore::connect(&args.redis_url, keys, RedisOptions::default()).await {
+    let catalog = target.catalog;
+    let keys = Keys::new(target.prefix);
+    let store = match RedisStore::connect(&target.redis_url, keys, RedisOptions::default()).await {
         Ok(store) => Arc::new(store),
         Err(err) => {
-            eprintln!("users import: connecting to {}: {err}", args.redis_url);
+            // The URL may hold a password: name the server only by its role.
+            eprintln!("users import: connecting to Redis: {err}");
             return ExitCode::from(2);
         }
     };
