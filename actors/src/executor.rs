@@ -472,34 +472,23 @@ async fn execute(
         run_claimed: guarded,
         success_ttl: None,
     };
-    attempt(
-        env,
-        client,
-        &task,
-        envelope,
-        held,
-        timeout,
-        &parameters,
-        finish,
-    )
-    .await
+    attempt(env, client, &task, envelope, held, &parameters, finish).await
 }
 
 /// Waits for tokens, calls the endpoint, then records the outcome and
 /// releases the claims (`finish_execution`, the one round trip after the
 /// call) before settling the delivery.
-#[allow(clippy::too_many_arguments)]
 async fn attempt(
     env: &ExecutorEnv,
     client: &reqwest::Client,
     task: &TaskType,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
-    timeout: Duration,
     parameters: &BTreeMap<String, String>,
     mut finish: ExecutionFinish,
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
+    let timeout = call_timeout(task, &env.settings);
     if let Err(err) = env.limiters.acquire(&task.id).await {
         if let Err(release) = env.store.finish_execution(&finish).await {
             tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
