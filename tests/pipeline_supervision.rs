@@ -20,8 +20,8 @@ use actors::{
     domain::{TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     store::{
-        Bucket, DueUser, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
-        StateStore, StoreError, memory::MemoryStore,
+        Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
+        MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError, memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
@@ -31,8 +31,8 @@ use serde_json::json;
 use support::*;
 use uuid::Uuid;
 
-/// A memory store whose first `succeeded` call panics, as a bug in the
-/// middle of a job would.
+/// A memory store whose first `claim_execution` call panics, as a bug in
+/// the middle of a job would.
 struct PanicsOnce {
     inner: MemoryStore,
     panicked: AtomicBool,
@@ -135,9 +135,6 @@ impl StateStore for PanicsOnce {
         self.inner.unfinished_fanouts(t).await
     }
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
-        if !self.panicked.swap(true, Ordering::SeqCst) {
-            panic!("injected fault in the middle of a job");
-        }
         self.inner.succeeded(jobs).await
     }
     async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
@@ -154,6 +151,15 @@ impl StateStore for PanicsOnce {
     }
     async fn end_run(&self, t: &TaskTypeId, u: &UserId, j: Uuid) -> Result<(), StoreError> {
         self.inner.end_run(t, u, j).await
+    }
+    async fn claim_execution(&self, c: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
+        if !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected fault in the middle of a job");
+        }
+        self.inner.claim_execution(c).await
+    }
+    async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
+        self.inner.finish_execution(f).await
     }
     async fn record_metrics(&self, b: &MetricsBatch) -> Result<(), StoreError> {
         self.inner.record_metrics(b).await

@@ -1,18 +1,22 @@
 //! ExecutorActor: runs one job at a time against its task's endpoint.
 //!
-//! For each delivery it skips a job whose success is already recorded
-//! (acking it), skips a second concurrent run for the same (task, user)
-//! under `overlap: skip`, waits for rate-limit tokens, calls the endpoint
-//! with reqwest, and settles the delivery from the outcome:
+//! For each delivery it makes one store round trip before the call
+//! (`claim_execution`: skips a job whose success is already recorded,
+//! acking it; claims the job for this execution; under `overlap: skip`
+//! skips a second concurrent run for the same (task, user); reads the
+//! user's parameters), waits for rate-limit tokens, calls the endpoint with
+//! reqwest, makes one round trip after it (`finish_execution`: records a
+//! success and releases the claims), and settles the delivery from the
+//! outcome:
 //!
 //! | outcome | what happens |
 //! |---|---|
-//! | 2xx | success recorded (`mark_succeeded`), then ack |
+//! | 2xx | success recorded (`finish_execution`), then ack |
 //! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
 //! | other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
-//! Before calling, an execution claims its job id (`begin_run` under the
+//! Before calling, an execution claims its job id (the run claim of the
 //! pseudo user `job.{job id}`, held by a fresh execution id): a second copy
 //! of the same job arriving meanwhile (the last batch of a resumed fan-out)
 //! is republished a few seconds later instead of calling twice, and is then
@@ -53,7 +57,7 @@ use crate::{
     messages::RecordExecution,
     metrics::MetricsActor,
     rate_limiter::{AcquireToken, Grant, RateLimiterActor, SlowDown},
-    store::StateStore,
+    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore},
 };
 
 /// Pause before requeueing a job whose outcome could not be recorded.
@@ -236,16 +240,18 @@ impl Running {
     /// requeues it (in that order, so the redelivered copy finds the job
     /// free).
     async fn give_back(self, env: Arc<ExecutorEnv>) {
-        if let Some(claim) = job_claim_name(self.job_id) {
-            let _ = env
-                .store
-                .end_run(&self.task_type_id, &claim, self.execution)
-                .await;
+        let finish = ExecutionFinish {
+            task_type_id: self.task_type_id,
+            user_id: self.user_id,
+            job_id: self.job_id,
+            execution: self.execution,
+            // Released only if this job holds it, so asking is harmless.
+            run_claimed: true,
+            success_ttl: None,
+        };
+        if let Err(err) = env.store.finish_execution(&finish).await {
+            tracing::warn!(job_id = %self.job_id, error = %err, "claims not released; they expire");
         }
-        let _ = env
-            .store
-            .end_run(&self.task_type_id, &self.user_id, self.job_id)
-            .await;
         if let Err(err) = self.held.requeue().await {
             tracing::warn!(job_id = %self.job_id, error = %err, "requeue failed; the broker will redeliver");
         }
@@ -420,96 +426,79 @@ async fn execute(
             })
             .await;
     };
-    if env.store.succeeded(&[job.id]).await?.first() == Some(&true) {
-        tracing::debug!(job_id = %job.id, "already succeeded; skipping");
-        return held.ack().await;
-    }
     let timeout = call_timeout(&task, &env.settings);
 
-    // One execution of a job at a time: two copies of the same job (the
-    // last batch of a resumed fan-out, promoted from the delay stage
-    // together) must not both call the endpoint. The claim holder is this
-    // execution; a copy that finds the job claimed comes back later, by
-    // when the success is recorded and it is skipped.
-    let Some(job_claim) = job_claim_name(job.id) else {
-        return run_claimed(env, client, &task, envelope, held, timeout).await;
-    };
-    let job_claim_ttl = timeout + JOB_CLAIM_MARGIN;
-    if !env
-        .store
-        .begin_run(&task.id, &job_claim, execution, job_claim_ttl)
-        .await?
-    {
-        let wait = DUPLICATE_DEFER.min(job_claim_ttl);
-        tracing::info!(job_id = %job.id, "another copy of this job is running; deferring this one");
-        env.broker
-            .publish(&[again(envelope, job.attempt, Utc::now(), wait)])
-            .await?;
-        return held.ack().await;
-    }
-    let result = run_claimed(env, client, &task, envelope, held, timeout).await;
-    if let Err(err) = env.store.end_run(&task.id, &job_claim, execution).await {
-        tracing::warn!(job_id = %job.id, error = %err, "job claim not released; it expires");
-    }
-    result
-}
-
-/// The pseudo user id under which one execution of `job` is claimed (in
-/// the run-claim keys `running:{task}:job.{job id}`).
-/// (A UUID never holds a character ids refuse, so this is always `Some`.)
-fn job_claim_name(job: Uuid) -> Option<UserId> {
-    UserId::parse(format!("job.{}", job.simple())).ok()
-}
-
-/// Claims the (task, user) run slot under `overlap: skip`, then runs.
-async fn run_claimed(
-    env: &ExecutorEnv,
-    client: &reqwest::Client,
-    task: &TaskType,
-    envelope: &JobEnvelope,
-    held: &HeldDelivery,
-    timeout: Duration,
-) -> Result<(), PipelineError> {
-    let job = &envelope.job;
+    // One round trip before the call (`claim_execution`): a recorded
+    // success skips the job; one execution of a job at a time (two copies
+    // of the same job, the last batch of a resumed fan-out promoted from
+    // the delay stage together, must not both call the endpoint: a copy
+    // that finds the job claimed comes back later, by when the success is
+    // recorded and it is skipped); under `overlap: skip` one run per
+    // (task, user); and the user's parameters for the task.
+    let job_ttl = timeout + JOB_CLAIM_MARGIN;
     let guarded = task.overlap() == OverlapPolicy::Skip;
-    if guarded {
-        let claim_ttl = timeout.saturating_mul(2) + Duration::from_secs(30);
-        if !env
-            .store
-            .begin_run(&task.id, &job.user_id, job.id, claim_ttl)
-            .await?
-        {
+    let claim = ExecutionClaim {
+        task_type_id: task.id.clone(),
+        user_id: job.user_id.clone(),
+        job_id: job.id,
+        execution,
+        job_ttl,
+        run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
+    };
+    let parameters = match env.store.claim_execution(&claim).await? {
+        ClaimOutcome::AlreadySucceeded => {
+            tracing::debug!(job_id = %job.id, "already succeeded; skipping");
+            return held.ack().await;
+        }
+        ClaimOutcome::JobBusy => {
+            let wait = DUPLICATE_DEFER.min(job_ttl);
+            tracing::info!(job_id = %job.id, "another copy of this job is running; deferring this one");
+            env.broker
+                .publish(&[again(envelope, job.attempt, Utc::now(), wait)])
+                .await?;
+            return held.ack().await;
+        }
+        ClaimOutcome::UserBusy => {
             tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
             return held.ack().await;
         }
-    }
-    let result = attempt(env, client, task, envelope, held, timeout).await;
-    if guarded && let Err(err) = env.store.end_run(&task.id, &job.user_id, job.id).await {
-        tracing::warn!(job_id = %job.id, error = %err, "run claim not released; it expires");
-    }
-    result
+        ClaimOutcome::Claimed { parameters } => parameters,
+    };
+    let finish = ExecutionFinish {
+        task_type_id: task.id.clone(),
+        user_id: job.user_id.clone(),
+        job_id: job.id,
+        execution,
+        run_claimed: guarded,
+        success_ttl: None,
+    };
+    attempt(env, client, &task, envelope, held, &parameters, finish).await
 }
 
+/// Waits for tokens, calls the endpoint, then records the outcome and
+/// releases the claims (`finish_execution`, the one round trip after the
+/// call) before settling the delivery.
 async fn attempt(
     env: &ExecutorEnv,
     client: &reqwest::Client,
     task: &TaskType,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
-    timeout: Duration,
+    parameters: &BTreeMap<String, String>,
+    mut finish: ExecutionFinish,
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
-    env.limiters.acquire(&task.id).await?;
-    let parameters = env
-        .store
-        .preferences(&job.user_id)
-        .await?
-        .and_then(|p| p.task_settings.get(&task.id).map(|s| s.parameters.clone()))
-        .unwrap_or_default();
+    let timeout = call_timeout(task, &env.settings);
+    if let Err(err) = env.limiters.acquire(&task.id).await {
+        if let Err(release) = env.store.finish_execution(&finish).await {
+            tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
+        }
+        return Err(err);
+    }
 
     let started_at = Utc::now();
     let clock = Instant::now();
-    let call = call_endpoint(client, task, job, &parameters, timeout).await;
+    let call = call_endpoint(client, task, job, parameters, timeout).await;
     let duration = clock.elapsed();
     let completed_at = Utc::now();
 
@@ -544,11 +533,14 @@ async fn attempt(
         completed_at,
         duration,
     };
+    // The outcome is recorded (success marker) and the claims released in
+    // one round trip, before the delivery is settled.
+    if step == Step::Succeed {
+        finish.success_ttl = Some(settings.success_ttl);
+    }
+    env.store.finish_execution(&finish).await?;
     match step {
         Step::Succeed => {
-            env.store
-                .mark_succeeded(&[job.id], settings.success_ttl)
-                .await?;
             env.metrics.do_send(record(Status::Success));
             held.ack().await
         }

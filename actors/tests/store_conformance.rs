@@ -16,8 +16,8 @@ use std::{
 use actors::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId},
     store::{
-        Bucket, BucketName, DurationSample, Keys, LockName, MetricsBatch, PreferenceWrite,
-        StateStore,
+        Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
+        LockName, MetricsBatch, PreferenceWrite, StateStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -231,6 +231,12 @@ conformance!(
     fanout_progress,
     success_markers,
     run_claims,
+    execution_claim_outcomes,
+    execution_claim_reads_the_task_parameters,
+    execution_claim_without_overlap_guard,
+    finish_releases_only_claims_it_holds,
+    finish_records_success_with_its_ttl,
+    execution_claims_expire,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -1177,6 +1183,342 @@ async fn run_claims(fx: Arc<Fixture>) {
     assert!(
         store.begin_run(&report, &alice, first, ttl).await.unwrap(),
         "claim expired"
+    );
+}
+
+/// A claim of `job` by `execution` for (report, alice), guarded (run
+/// claim taken) or not.
+fn claim(job: Uuid, execution: Uuid, guarded: bool) -> ExecutionClaim {
+    ExecutionClaim {
+        task_type_id: task("report"),
+        user_id: user("alice"),
+        job_id: job,
+        execution,
+        job_ttl: Duration::from_secs(60),
+        run_ttl: guarded.then(|| Duration::from_secs(60)),
+    }
+}
+
+/// The finish of `claim`, releasing the run claim when it was guarded.
+fn finish(claim: &ExecutionClaim, success_ttl: Option<Duration>) -> ExecutionFinish {
+    ExecutionFinish {
+        task_type_id: claim.task_type_id.clone(),
+        user_id: claim.user_id.clone(),
+        job_id: claim.job_id,
+        execution: claim.execution,
+        run_claimed: claim.run_ttl.is_some(),
+        success_ttl,
+    }
+}
+
+fn claimed(parameters: &[(&str, &str)]) -> ClaimOutcome {
+    ClaimOutcome::Claimed {
+        parameters: parameters
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    }
+}
+
+/// Whether the execution claim of `job` on report is free (probed through
+/// `begin_run` under the job's pseudo user, which shares its key).
+async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
+    let claimant = user(&Keys::job_claimant(job));
+    let probe = Uuid::new_v4();
+    let free = store
+        .begin_run(&task("report"), &claimant, probe, Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .end_run(&task("report"), &claimant, probe)
+        .await
+        .unwrap();
+    free
+}
+
+async fn execution_claim_outcomes(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (first, second, done) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let running = claim(first, Uuid::new_v4(), true);
+    assert_eq!(
+        store.claim_execution(&running).await.unwrap(),
+        claimed(&[]),
+        "no settings: no parameters"
+    );
+    assert!(!job_claim_free(store, first).await, "the job is claimed");
+    assert!(
+        !store
+            .begin_run(
+                &task("report"),
+                &user("alice"),
+                second,
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        "the run claim is held by the job"
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(first, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::JobBusy,
+        "another execution of the same job"
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(second, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::UserBusy,
+        "another job of the same (task, user)"
+    );
+    assert!(
+        job_claim_free(store, second).await,
+        "a user-busy claim releases the job claim it took"
+    );
+    let other_user = ExecutionClaim {
+        user_id: user("bob"),
+        ..claim(second, Uuid::new_v4(), true)
+    };
+    assert_eq!(
+        store.claim_execution(&other_user).await.unwrap(),
+        claimed(&[])
+    );
+
+    store
+        .mark_succeeded(&[done], Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .finish_execution(&finish(&running, None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_execution(&claim(done, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadySucceeded
+    );
+    assert!(
+        job_claim_free(store, done).await,
+        "already succeeded claims nothing"
+    );
+    assert!(
+        store
+            .begin_run(
+                &task("report"),
+                &user("alice"),
+                first,
+                Duration::from_secs(60)
+            )
+            .await
+            .unwrap(),
+        "already succeeded leaves the run claim alone"
+    );
+}
+
+async fn execution_claim_reads_the_task_parameters(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let with_params = |task_id: &str, params: &[(&str, &str)]| PreferenceWrite {
+        settings: Some(Settings {
+            custom_interval: None,
+            parameters: params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        }),
+        ..enable("alice", task_id, "2024-01-15T00:00:00Z")
+    };
+    store
+        .write_preferences(&[
+            with_params("report", &[("lang", "fr"), ("format", "pdf")]),
+            with_params("digest", &[("lang", "de")]),
+            custom("alice", "weekly", "2024-01-16T07:30:00Z"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_execution(&claim(Uuid::new_v4(), Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        claimed(&[("format", "pdf"), ("lang", "fr")]),
+        "only this task's parameters, no other settings fields"
+    );
+    let weekly = ExecutionClaim {
+        task_type_id: task("weekly"),
+        ..claim(Uuid::new_v4(), Uuid::new_v4(), false)
+    };
+    assert_eq!(
+        store.claim_execution(&weekly).await.unwrap(),
+        claimed(&[("lang", "fr")]),
+        "a custom interval is not a parameter"
+    );
+    let bob = ExecutionClaim {
+        user_id: user("bob"),
+        ..claim(Uuid::new_v4(), Uuid::new_v4(), false)
+    };
+    assert_eq!(store.claim_execution(&bob).await.unwrap(), claimed(&[]));
+}
+
+async fn execution_claim_without_overlap_guard(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (holder, job) = (Uuid::new_v4(), Uuid::new_v4());
+    let ttl = Duration::from_secs(60);
+    assert!(
+        store
+            .begin_run(&task("report"), &user("alice"), holder, ttl)
+            .await
+            .unwrap()
+    );
+    let allow = claim(job, Uuid::new_v4(), false);
+    assert_eq!(
+        store.claim_execution(&allow).await.unwrap(),
+        claimed(&[]),
+        "overlap allow ignores the run claim"
+    );
+    assert!(
+        !job_claim_free(store, job).await,
+        "the job is still claimed"
+    );
+    store.finish_execution(&finish(&allow, None)).await.unwrap();
+    assert!(job_claim_free(store, job).await);
+    assert!(
+        !store
+            .begin_run(&task("report"), &user("alice"), job, ttl)
+            .await
+            .unwrap(),
+        "the other job's run claim is untouched"
+    );
+}
+
+async fn finish_releases_only_claims_it_holds(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (job, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let running = claim(job, Uuid::new_v4(), true);
+    assert_eq!(store.claim_execution(&running).await.unwrap(), claimed(&[]));
+
+    let stale = ExecutionFinish {
+        execution: Uuid::new_v4(),
+        run_claimed: false,
+        ..finish(&running, None)
+    };
+    store.finish_execution(&stale).await.unwrap();
+    assert!(
+        !job_claim_free(store, job).await,
+        "another execution of the job frees nothing"
+    );
+    store
+        .finish_execution(&finish(&claim(other, Uuid::new_v4(), true), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_execution(&claim(other, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::UserBusy,
+        "another job does not free the run claim"
+    );
+    assert_eq!(store.succeeded(&[job]).await.unwrap(), vec![false]);
+
+    store
+        .finish_execution(&finish(&running, None))
+        .await
+        .unwrap();
+    assert!(job_claim_free(store, job).await);
+    assert_eq!(
+        store
+            .claim_execution(&claim(other, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        claimed(&[]),
+        "both claims released"
+    );
+    assert_eq!(
+        store.succeeded(&[job]).await.unwrap(),
+        vec![false],
+        "no success recorded without a ttl"
+    );
+}
+
+async fn finish_records_success_with_its_ttl(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (kept, brief) = (Uuid::new_v4(), Uuid::new_v4());
+    for (job, ttl) in [
+        (kept, Duration::from_secs(60)),
+        (brief, Duration::from_millis(50)),
+    ] {
+        let running = claim(job, Uuid::new_v4(), true);
+        assert_eq!(store.claim_execution(&running).await.unwrap(), claimed(&[]));
+        store
+            .finish_execution(&finish(&running, Some(ttl)))
+            .await
+            .unwrap();
+        assert!(job_claim_free(store, job).await);
+    }
+    assert_eq!(
+        store.succeeded(&[kept, brief]).await.unwrap(),
+        vec![true, true]
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(brief, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadySucceeded
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store.succeeded(&[kept, brief]).await.unwrap(),
+        vec![true, false]
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(kept, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadySucceeded
+    );
+    let again = claim(brief, Uuid::new_v4(), true);
+    assert_eq!(store.claim_execution(&again).await.unwrap(), claimed(&[]));
+}
+
+async fn execution_claims_expire(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (job, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let brief = ExecutionClaim {
+        job_ttl: Duration::from_millis(50),
+        run_ttl: Some(Duration::from_millis(50)),
+        ..claim(job, Uuid::new_v4(), true)
+    };
+    assert_eq!(store.claim_execution(&brief).await.unwrap(), claimed(&[]));
+    assert_eq!(
+        store
+            .claim_execution(&claim(job, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::JobBusy
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(
+        store
+            .claim_execution(&claim(job, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        claimed(&[]),
+        "a crashed execution's claims expire"
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(other, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        ClaimOutcome::UserBusy,
+        "held again by the new execution"
     );
 }
 

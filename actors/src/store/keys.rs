@@ -129,6 +129,19 @@ impl Keys {
         format!("{}:running:{task}:{user}", self.prefix)
     }
 
+    /// `{p}:running:{task}:job.{job id}` (extension): STRING execution id
+    /// of the one execution of a job under way: the run claim of the
+    /// pseudo user [`Keys::job_claimant`].
+    pub fn job_claim(&self, task: &TaskTypeId, job: Uuid) -> String {
+        format!("{}:running:{task}:{}", self.prefix, Keys::job_claimant(job))
+    }
+
+    /// `job.{job id}` (the id without hyphens): the pseudo user under which
+    /// one execution of a job is claimed.
+    pub fn job_claimant(job: Uuid) -> String {
+        format!("job.{}", job.simple())
+    }
+
     /// Epoch milliseconds, the encoding of instants in scores and fields.
     pub fn millis(at: DateTime<Utc>) -> i64 {
         at.timestamp_millis()

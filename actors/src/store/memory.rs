@@ -17,8 +17,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Bucket, BucketName, DueUser, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
-    StateStore, StoreError,
+    Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
+    LockName, MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError,
 };
 use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
 
@@ -71,8 +71,9 @@ struct State {
     fanouts: HashMap<TaskTypeId, BTreeMap<i64, Fanout>>,
     /// job -> expiry of its success marker.
     done_jobs: HashMap<Uuid, Instant>,
-    /// (task, user) -> (job, expiry).
-    running: HashMap<(TaskTypeId, UserId), (Uuid, Instant)>,
+    /// (task, user or job claimant) -> (holder, expiry): run claims and
+    /// execution claims, as the Redis `running` keys hold them.
+    running: HashMap<(TaskTypeId, String), (Uuid, Instant)>,
     executions: HashMap<(NaiveDate, TaskTypeId), u64>,
     failures: HashMap<(NaiveDate, TaskTypeId), u64>,
     /// task -> (score ms, member) samples, as the Redis ZSET holds them.
@@ -230,6 +231,36 @@ impl State {
     /// Trims like the Redis pipeline: samples older than `retention`
     /// before `newest_ms` (the batch's newest), then all but the newest
     /// `max_samples`.
+    /// Takes (or extends) the claim `key` for `holder`, unless another
+    /// holder has it and it has not expired.
+    fn claim(
+        &mut self,
+        key: (TaskTypeId, String),
+        holder: Uuid,
+        ttl: Duration,
+        now: Instant,
+    ) -> bool {
+        if let Some((current, expiry)) = self.running.get(&key)
+            && *expiry > now
+            && *current != holder
+        {
+            return false;
+        }
+        self.running.insert(key, (holder, now + ttl));
+        true
+    }
+
+    /// Frees the claim `key` if `holder` has it.
+    fn release(&mut self, key: &(TaskTypeId, String), holder: Uuid) {
+        if self
+            .running
+            .get(key)
+            .is_some_and(|(current, _)| *current == holder)
+        {
+            self.running.remove(key);
+        }
+    }
+
     fn trim_durations(
         &mut self,
         task: &TaskTypeId,
@@ -595,28 +626,61 @@ impl StateStore for MemoryStore {
         job: Uuid,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        let key = (task.clone(), user.clone());
-        if let Some((holder, expiry)) = state.running.get(&key)
-            && *expiry > now
-            && *holder != job
-        {
-            return Ok(false);
-        }
-        state.running.insert(key, (job, now + ttl));
-        Ok(true)
+        let key = (task.clone(), user.as_str().to_owned());
+        Ok(self.lock().claim(key, job, ttl, Instant::now()))
     }
 
     async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError> {
+        self.lock()
+            .release(&(task.clone(), user.as_str().to_owned()), job);
+        Ok(())
+    }
+
+    async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
         let mut state = self.lock();
-        let key = (task.clone(), user.clone());
+        let now = Instant::now();
         if state
-            .running
-            .get(&key)
-            .is_some_and(|(holder, _)| *holder == job)
+            .done_jobs
+            .get(&claim.job_id)
+            .is_some_and(|expiry| *expiry > now)
         {
-            state.running.remove(&key);
+            return Ok(ClaimOutcome::AlreadySucceeded);
+        }
+        let task = &claim.task_type_id;
+        let job_key = (task.clone(), Keys::job_claimant(claim.job_id));
+        if !state.claim(job_key.clone(), claim.execution, claim.job_ttl, now) {
+            return Ok(ClaimOutcome::JobBusy);
+        }
+        if let Some(run_ttl) = claim.run_ttl {
+            let run_key = (task.clone(), claim.user_id.as_str().to_owned());
+            if !state.claim(run_key, claim.job_id, run_ttl, now) {
+                state.running.remove(&job_key);
+                return Ok(ClaimOutcome::UserBusy);
+            }
+        }
+        let parameters = state
+            .settings
+            .get(&(claim.user_id.clone(), task.clone()))
+            .map(|(settings, _)| settings.parameters.clone())
+            .unwrap_or_default();
+        Ok(ClaimOutcome::Claimed { parameters })
+    }
+
+    async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let task = &finish.task_type_id;
+        if let Some(ttl) = finish.success_ttl {
+            state.done_jobs.insert(finish.job_id, Instant::now() + ttl);
+        }
+        state.release(
+            &(task.clone(), Keys::job_claimant(finish.job_id)),
+            finish.execution,
+        );
+        if finish.run_claimed {
+            state.release(
+                &(task.clone(), finish.user_id.as_str().to_owned()),
+                finish.job_id,
+            );
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ pub mod keys;
 pub mod memory;
 pub mod redis;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -194,6 +194,61 @@ pub struct DurationSample {
     pub duration_ms: u64,
 }
 
+/// What an execution of a job claims before it calls the endpoint (see
+/// [`StateStore::claim_execution`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionClaim {
+    /// The job's task.
+    pub task_type_id: TaskTypeId,
+    /// The job's user.
+    pub user_id: UserId,
+    /// The job.
+    pub job_id: Uuid,
+    /// This execution (fresh for every delivery): holder of the job's
+    /// execution claim.
+    pub execution: Uuid,
+    /// How long the execution claim outlives a crashed execution.
+    pub job_ttl: Duration,
+    /// Under the overlap guard (`overlap: skip`), how long the (task, user)
+    /// run claim outlives a crashed execution; `None` takes no run claim.
+    pub run_ttl: Option<Duration>,
+}
+
+/// What [`StateStore::claim_execution`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The job's success is recorded; nothing was claimed.
+    AlreadySucceeded,
+    /// Another execution of the same job holds it; nothing was claimed.
+    JobBusy,
+    /// Another job holds the (task, user) run claim; nothing was claimed.
+    UserBusy,
+    /// Both claims are held (the run claim only under the overlap guard).
+    Claimed {
+        /// The user's parameters for the task (empty without settings).
+        parameters: BTreeMap<String, String>,
+    },
+}
+
+/// How an execution ended (see [`StateStore::finish_execution`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecutionFinish {
+    /// The job's task.
+    pub task_type_id: TaskTypeId,
+    /// The job's user.
+    pub user_id: UserId,
+    /// The job.
+    pub job_id: Uuid,
+    /// The execution whose claims are released.
+    pub execution: Uuid,
+    /// Whether the execution may hold the (task, user) run claim (it is
+    /// released only then, and only if `job_id` holds it).
+    pub run_claimed: bool,
+    /// `Some(ttl)` when the job succeeded: its success marker is kept this
+    /// long.
+    pub success_ttl: Option<Duration>,
+}
+
 /// Shared state, as the actors see it. Every method is one round trip (or
 /// one pipeline) whatever the size of its batch argument.
 #[async_trait]
@@ -320,6 +375,19 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<bool, StoreError>;
     /// Frees the run slot if `job` holds it.
     async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError>;
+
+    /// Claims one execution of a job, atomically: `AlreadySucceeded` when
+    /// its success is recorded; else takes the job's execution claim
+    /// (`JobBusy` when another execution holds it), then, when
+    /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
+    /// another job holds it; the execution claim is released again).
+    /// `Claimed` carries the user's parameters for the task.
+    async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError>;
+    /// Ends an execution at once: records the success (when
+    /// `finish.success_ttl` is set) and releases the execution claim and
+    /// (when `finish.run_claimed`) the run claim, each only if this
+    /// execution holds it.
+    async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError>;
 
     // --- metrics ---
 

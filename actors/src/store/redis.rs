@@ -38,8 +38,8 @@ use redis::{Pipeline, Script, Value, aio::ConnectionManager};
 use uuid::Uuid;
 
 use super::{
-    Bucket, DueUser, Keys, LockLease, LockName, MetricsBatch, PreferenceWrite, ScheduleState,
-    StateStore, StoreError,
+    Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
+    MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
 };
 use crate::domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference};
@@ -62,6 +62,10 @@ static PREFERENCE_DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/preference_delete.lua")));
 static BEGIN_RUN: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/begin_run.lua")));
+static CLAIM_EXECUTION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/claim_execution.lua")));
+static FINISH_EXECUTION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/finish_execution.lua")));
 
 /// Settings-hash field holding the custom interval (JSON).
 const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
@@ -762,6 +766,60 @@ impl StateStore for RedisStore {
         let _released: i64 = LOCK_RELEASE
             .key(self.keys.running(task, user))
             .arg(job.to_string())
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
+        let keys = &self.keys;
+        let job_claim = keys.job_claim(&claim.task_type_id, claim.job_id);
+        let mut connection = self.connection.clone();
+        let reply: Vec<String> = CLAIM_EXECUTION
+            .key(keys.job_done(claim.job_id))
+            .key(&job_claim)
+            .key(keys.running(&claim.task_type_id, &claim.user_id))
+            .key(keys.user_settings(&claim.user_id, &claim.task_type_id))
+            .arg(claim.execution.to_string())
+            .arg(millis(claim.job_ttl).max(1))
+            .arg(claim.job_id.to_string())
+            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)))
+            .invoke_async(&mut connection)
+            .await?;
+        let mut reply = reply.into_iter();
+        match reply.next().as_deref() {
+            Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
+            Some("job_busy") => Ok(ClaimOutcome::JobBusy),
+            Some("user_busy") => Ok(ClaimOutcome::UserBusy),
+            Some("claimed") => {
+                let mut parameters = BTreeMap::new();
+                while let (Some(name), Some(value)) = (reply.next(), reply.next()) {
+                    parameters.insert(name, value);
+                }
+                Ok(ClaimOutcome::Claimed { parameters })
+            }
+            other => Err(corrupt(
+                &job_claim,
+                format!("claim_execution answered {other:?}"),
+            )),
+        }
+    }
+
+    async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError> {
+        let keys = &self.keys;
+        let mut connection = self.connection.clone();
+        let run_holder = if finish.run_claimed {
+            finish.job_id.to_string()
+        } else {
+            String::new()
+        };
+        let _released: i64 = FINISH_EXECUTION
+            .key(keys.job_done(finish.job_id))
+            .key(keys.job_claim(&finish.task_type_id, finish.job_id))
+            .key(keys.running(&finish.task_type_id, &finish.user_id))
+            .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
+            .arg(finish.execution.to_string())
+            .arg(run_holder)
             .invoke_async(&mut connection)
             .await?;
         Ok(())

@@ -1,0 +1,54 @@
+-- Claims one execution of a job before its endpoint is called: checks the
+-- job's success marker, takes the per-job execution claim, then (under the
+-- overlap guard) the (task, user) run claim, and reads the user's
+-- parameters for the task, all at once.
+--
+-- KEYS[1]: {prefix}:job:{job id}:done, the success marker (STRING)
+-- KEYS[2]: {prefix}:running:{task}:job.{job id}, the execution claim (STRING
+--          holding the execution id)
+-- KEYS[3]: {prefix}:running:{task}:{user}, the run claim (STRING holding the
+--          job id)
+-- KEYS[4]: {prefix}:users:{user}:settings:{task}, the user's settings (HASH)
+-- ARGV[1]: the execution id (holder of the execution claim)
+-- ARGV[2]: time to live of the execution claim in milliseconds
+-- ARGV[3]: the job id (holder of the run claim)
+-- ARGV[4]: time to live of the run claim in milliseconds; 0 when the
+--          overlap guard does not apply (the run claim is not touched)
+-- Returns: {'succeeded'} when the marker exists; {'job_busy'} when another
+--          execution holds the job; {'user_busy'} when another job holds the
+--          run claim (the execution claim just taken is released again);
+--          else {'claimed', name1, value1, ...}: the `param:<name>` fields of
+--          the settings hash, prefix stripped.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+    return {'succeeded'}
+end
+
+local function claim(key, holder, ttl)
+    if redis.call('SET', key, holder, 'NX', 'PX', ttl) then
+        return true
+    end
+    if redis.call('GET', key) == holder then
+        redis.call('PEXPIRE', key, ttl)
+        return true
+    end
+    return false
+end
+
+if not claim(KEYS[2], ARGV[1], ARGV[2]) then
+    return {'job_busy'}
+end
+if tonumber(ARGV[4]) > 0 and not claim(KEYS[3], ARGV[3], ARGV[4]) then
+    redis.call('DEL', KEYS[2])
+    return {'user_busy'}
+end
+
+local reply = {'claimed'}
+local fields = redis.call('HGETALL', KEYS[4])
+for i = 1, #fields, 2 do
+    local name = fields[i]
+    if string.sub(name, 1, 6) == 'param:' then
+        reply[#reply + 1] = string.sub(name, 7)
+        reply[#reply + 1] = fields[i + 1]
+    end
+end
+return reply

@@ -1,0 +1,24 @@
+-- Records the end of one execution of a job: sets the success marker when
+-- the job succeeded, and releases the execution claim and the run claim,
+-- each only if this execution still holds it (compare-and-delete).
+--
+-- KEYS[1]: {prefix}:job:{job id}:done, the success marker (STRING)
+-- KEYS[2]: {prefix}:running:{task}:job.{job id}, the execution claim (STRING)
+-- KEYS[3]: {prefix}:running:{task}:{user}, the run claim (STRING)
+-- ARGV[1]: time to live of the success marker in milliseconds; 0 when the
+--          job did not succeed (no marker is written)
+-- ARGV[2]: the execution id (holder of the execution claim)
+-- ARGV[3]: the job id (holder of the run claim); empty when the execution
+--          took no run claim (the run claim is not touched)
+-- Returns: the number of claims released (0 to 2).
+if tonumber(ARGV[1]) > 0 then
+    redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+end
+local released = 0
+if redis.call('GET', KEYS[2]) == ARGV[2] then
+    released = released + redis.call('DEL', KEYS[2])
+end
+if ARGV[3] ~= '' and redis.call('GET', KEYS[3]) == ARGV[3] then
+    released = released + redis.call('DEL', KEYS[3])
+end
+return released
