@@ -47,7 +47,7 @@ async fn the_store_heals_after_a_redis_restart() {
         custom_next_fire: None,
         modified_at: Utc::now(),
     };
-    store.write_preferences(&[enable.clone()]).await.unwrap();
+    store.write_preferences(std::slice::from_ref(&enable)).await.unwrap();
     assert_eq!(store.enabled_user_count(&task).await.unwrap(), 1);
 
     restart_redis();
@@ -57,7 +57,7 @@ async fn the_store_heals_after_a_redis_restart() {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut failures = 0;
     loop {
-        match store.write_preferences(&[enable.clone()]).await {
+        match store.write_preferences(std::slice::from_ref(&enable)).await {
             Ok(()) => break,
             Err(err) if Instant::now() < deadline => {
                 failures += 1;
