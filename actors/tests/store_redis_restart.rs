@@ -47,7 +47,10 @@ async fn the_store_heals_after_a_redis_restart() {
         custom_next_fire: None,
         modified_at: Utc::now(),
     };
-    store.write_preferences(std::slice::from_ref(&enable)).await.unwrap();
+    store
+        .write_preferences(std::slice::from_ref(&enable))
+        .await
+        .unwrap();
     assert_eq!(store.enabled_user_count(&task).await.unwrap(), 1);
 
     restart_redis();
