@@ -1,14 +1,15 @@
 //! Black-box tests of the preferences API: a real server on a random port
-//! over a real Redis (`TASKQUEUE_TEST_REDIS_URL`), each test in its own key
-//! prefix.
+//! over a real Redis and RabbitMQ, each test in its own key prefix and vhost
+//! (`support::Backends`).
+
+mod support;
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use redis::AsyncCommands;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use taskqueue::{cli::Role, configuration::ServiceConfig, startup::Application};
-use uuid::Uuid;
+use support::Backends;
+use taskqueue::{cli::Role, startup::Application};
 
 const TASKS_YAML: &str = r#"
 tasks:
@@ -27,13 +28,9 @@ tasks:
 struct TestApp {
     address: SocketAddr,
     client: reqwest::Client,
-    prefix: String,
+    backends: Backends,
     tasks_file: PathBuf,
     token: Option<String>,
-}
-
-fn redis_url() -> String {
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
 async fn spawn_app() -> TestApp {
@@ -41,19 +38,9 @@ async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
-    let prefix = format!("tqapi-{}", Uuid::new_v4().simple());
-    let tasks_file = std::env::temp_dir().join(format!("{prefix}-tasks.yaml"));
-    std::fs::write(&tasks_file, TASKS_YAML).unwrap();
-    let mut config = ServiceConfig::default();
-    let url = redis_url();
-    let address = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    config.redis.addresses = vec![address];
-    config.redis.prefix = prefix.clone();
+    let backends = Backends::new("api");
+    let tasks_file = support::temp_file("tasks.yaml", TASKS_YAML);
+    let mut config = support::config(&backends);
     config.tasks.config_file = tasks_file.clone();
     config.api.token = token.map(str::to_owned);
     let app = Application::build(config, Role::All, "127.0.0.1:0".parse().unwrap())
@@ -64,7 +51,7 @@ async fn spawn_app_with_token(token: Option<&str>) -> TestApp {
     TestApp {
         address,
         client: reqwest::Client::new(),
-        prefix,
+        backends,
         tasks_file,
         token: token.map(str::to_owned),
     }
@@ -119,29 +106,10 @@ impl TestApp {
         (response.status(), json_body(response).await)
     }
 
+    /// Removes the tasks file; the prefix and vhost go with `backends`.
     async fn cleanup(self) {
         let _ = std::fs::remove_file(&self.tasks_file);
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}:*", self.prefix))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                let _: () = connection.del(keys).await.unwrap();
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        drop(self.backends);
     }
 }
 

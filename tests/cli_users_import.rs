@@ -14,7 +14,10 @@ use actors::{
         redis::{RedisOptions, RedisStore},
     },
 };
+use support::{delete_prefix, redis_url};
 use uuid::Uuid;
+
+mod support;
 
 const TASKS_YAML: &str = r#"
 tasks:
@@ -34,10 +37,6 @@ const GOOD_1: &str = r#"{"user_id":"user_1","enabled_tasks":{"daily_report":true
 const GOOD_2: &str = r#"{"user_id":"user_2","enabled_tasks":{"weekly_digest":true},"task_settings":{},"last_modified":"2024-01-16T10:00:00Z"}"#;
 const UNKNOWN_TASK: &str = r#"{"user_id":"user_3","enabled_tasks":{"no_such_task":true},"last_modified":"2024-01-15T10:00:00Z"}"#;
 const BAD_USER: &str = r#"{"user_id":"user:4","enabled_tasks":{"daily_report":true},"last_modified":"2024-01-15T10:00:00Z"}"#;
-
-fn redis_url() -> String {
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
 
 struct Scratch {
     prefix: String,
@@ -81,31 +80,7 @@ impl Scratch {
 
     async fn cleanup(self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-        let client = redis::Client::open(redis_url()).unwrap();
-        let mut connection = client.get_multiplexed_async_connection().await.unwrap();
-        let mut cursor: u64 = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}:*", self.prefix))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .unwrap();
-            if !keys.is_empty() {
-                redis::cmd("DEL")
-                    .arg(keys)
-                    .query_async::<()>(&mut connection)
-                    .await
-                    .unwrap();
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        delete_prefix(&self.prefix);
     }
 }
 

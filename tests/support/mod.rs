@@ -302,16 +302,21 @@ impl Drop for Backends {
         let _ = Command::new(CTL)
             .args(["-q", "delete_vhost", &self.vhost])
             .status();
-        if let Ok(client) = redis::Client::open(redis_url())
-            && let Ok(mut connection) = client.get_connection()
-        {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", self.prefix))
-                .query(&mut connection)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
-            }
+        delete_prefix(&self.prefix);
+    }
+}
+
+/// Deletes every Redis key under `prefix` (a test's own namespace).
+pub fn delete_prefix(prefix: &str) {
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut connection) = client.get_connection()
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:*"))
+            .query(&mut connection)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
         }
     }
 }
