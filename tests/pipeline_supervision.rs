@@ -21,7 +21,8 @@ use actors::{
     executor::ExecutionSettings,
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
-        MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError, memory::MemoryStore,
+        MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
+        memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
@@ -51,6 +52,14 @@ impl StateStore for PanicsOnce {
     }
     async fn enabled_user_count(&self, t: &TaskTypeId) -> Result<u64, StoreError> {
         self.inner.enabled_user_count(t).await
+    }
+    async fn enabled_users_in_spread_order(
+        &self,
+        t: &TaskTypeId,
+        a: Option<&SpreadCursor>,
+        l: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        self.inner.enabled_users_in_spread_order(t, a, l).await
     }
     async fn enabled_users_after(
         &self,

@@ -33,11 +33,7 @@ pub fn slot_count(window: Duration) -> u32 {
 /// Places (task, user) in `window`: a slot, and an offset inside it so that
 /// users of one slot do not all start on the same millisecond.
 pub fn place(task: &TaskTypeId, user: &UserId, window: Duration) -> Placement {
-    let mut input = Vec::with_capacity(task.as_str().len() + user.as_str().len() + 1);
-    input.extend_from_slice(task.as_str().as_bytes());
-    input.push(0);
-    input.extend_from_slice(user.as_str().as_bytes());
-    let hash = XxHash3_64::oneshot(&input);
+    let hash = placement_hash(task, user);
     let slots = slot_count(window);
     let slot = (hash % u64::from(slots)) as u32;
     let slot_ms = (window.as_millis() as u64 / u64::from(slots)).max(1);
@@ -46,6 +42,28 @@ pub fn place(task: &TaskTypeId, user: &UserId, window: Duration) -> Placement {
         slot,
         offset: Duration::from_millis(u64::from(slot) * slot_ms + within),
     }
+}
+
+/// Bits kept of the placement hash in a [`spread_key`]: an integer below
+/// 2^52 is exact as a Redis sorted-set score (a double).
+pub const SPREAD_KEY_BITS: u32 = 52;
+
+/// The user's place in the task's spread order: the top
+/// [`SPREAD_KEY_BITS`] bits of the placement hash. A spread fan-out walks
+/// users in ascending (spread key, user id) order and spaces them evenly
+/// over the window, so a user keeps about the same offset from period to
+/// period while every second of the window gets the same number of runs.
+pub fn spread_key(task: &TaskTypeId, user: &UserId) -> u64 {
+    placement_hash(task, user) >> (64 - SPREAD_KEY_BITS)
+}
+
+/// XXH3-64 (seed 0) of `task \0 user`.
+fn placement_hash(task: &TaskTypeId, user: &UserId) -> u64 {
+    let mut input = Vec::with_capacity(task.as_str().len() + user.as_str().len() + 1);
+    input.extend_from_slice(task.as_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(user.as_str().as_bytes());
+    XxHash3_64::oneshot(&input)
 }
 
 #[cfg(test)]
@@ -88,6 +106,16 @@ mod tests {
         }
         let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(*min > 850 && *max < 1150, "min {min} max {max}");
+    }
+
+    #[test]
+    fn spread_keys_are_exact_scores() {
+        let task = TaskTypeId::parse("t").unwrap();
+        let user = UserId::parse("u").unwrap();
+        let key = spread_key(&task, &user);
+        assert_eq!(key, XxHash3_64::oneshot(b"t\0u") >> 12);
+        assert!(key < 1 << SPREAD_KEY_BITS);
+        assert_eq!(key as f64 as u64, key);
     }
 
     #[test]

@@ -346,6 +346,29 @@ impl StateStore for MemoryStore {
         Ok((default + custom) as u64)
     }
 
+    async fn enabled_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let state = self.lock();
+        let Some(index) = state.enabled_index.get(task) else {
+            return Ok(Vec::new());
+        };
+        let mut users: Vec<SpreadCursor> = index
+            .iter()
+            .map(|user| SpreadCursor {
+                key: crate::slot::spread_key(task, user),
+                user: user.clone(),
+            })
+            .filter(|cursor| after.is_none_or(|after| cursor > after))
+            .collect();
+        users.sort_unstable();
+        users.truncate(limit);
+        Ok(users)
+    }
+
     async fn enabled_users_after(
         &self,
         task: &TaskTypeId,

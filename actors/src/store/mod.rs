@@ -111,6 +111,18 @@ impl PreferenceWrite {
     }
 }
 
+/// A user's place in a walk of a task's enabled index in spread order
+/// (ascending `key`, then `user`). `key` is the index entry's score: the
+/// user's [`crate::slot::spread_key`] (0 for entries written before the
+/// index was scored, which then sort first, by id).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SpreadCursor {
+    /// The spread key the index holds for the user.
+    pub key: u64,
+    /// The user.
+    pub user: UserId,
+}
+
 /// A user with a custom interval whose next fire has come.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueUser {
@@ -273,6 +285,15 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError>;
+    /// Users with the task enabled on its default interval in spread order
+    /// (ascending spread key, then id), strictly after `after`; at most
+    /// `limit`. One round trip.
+    async fn enabled_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError>;
     /// Users with a custom interval whose next fire is at or before `now`,
     /// earliest first; at most `limit`.
     async fn due_custom_users(

@@ -446,6 +446,36 @@ impl StateStore for RedisStore {
         Ok(default + custom)
     }
 
+    async fn enabled_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let key = self.keys.enabled_index(task);
+        let mut connection = self.connection.clone();
+        let users: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await?;
+        let mut users: Vec<SpreadCursor> = users
+            .iter()
+            .map(|user| {
+                let user = parse_user(&key, user)?;
+                Ok(SpreadCursor {
+                    key: crate::slot::spread_key(task, &user),
+                    user,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        users.retain(|cursor| after.is_none_or(|after| cursor > after));
+        users.sort_unstable();
+        users.truncate(limit);
+        Ok(users)
+    }
+
     async fn enabled_users_after(
         &self,
         task: &TaskTypeId,
