@@ -29,8 +29,7 @@ use actors::{
     clock::{SharedClock, SystemClock},
     domain::{TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
-    messages::Distribute,
-    scheduler::{ReloadTasks, TaskSource},
+    scheduler::{ReloadTasks, TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
         memory::MemoryStore,
@@ -152,7 +151,7 @@ impl Application {
             store: store.clone(),
             catalog: catalog.clone(),
             clock: clock.clone(),
-            distributor: pipeline.distributor.clone(),
+            scheduler: pipeline.scheduler.clone(),
             distribution: pipeline.distribution.clone(),
             metrics: pipeline.metrics.clone(),
             worker: pipeline.worker.clone(),
@@ -403,23 +402,20 @@ async fn seed_demo_users(state: &ApiState, count: u32) -> anyhow::Result<()> {
         })
         .collect();
     state.store.write_preferences(&writes).await?;
-    let Some(distributor) = &state.distributor else {
+    let Some(scheduler) = &state.scheduler else {
         return Ok(());
     };
     for task in tasks.values() {
-        let jobs = distributor
-            .send(Distribute {
+        let accepted = scheduler
+            .send(Trigger {
                 task: task.clone(),
-                scheduled_at: now,
                 users: Some(users.clone()),
-                with_custom_users: false,
                 immediate: false,
-                lease: None,
-                source: "trigger".to_owned(),
-                correlation_id: "quickstart".to_owned(),
+                idempotency_key: None,
+                correlation_id: Some("quickstart".to_owned()),
             })
             .await??;
-        tracing::info!(task = %task.id, jobs, "quick start: example users triggered");
+        tracing::info!(task = %task.id, jobs = accepted.jobs_created, "quick start: example users triggered");
     }
     Ok(())
 }

@@ -72,8 +72,9 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     assert_eq!(body["enabled_users"], 22);
     assert_eq!(body["interval"]["type"], "hourly");
 
-    // Move the clock past the period's fire and the custom user's fire.
-    clock.set(fire + TimeDelta::seconds(3));
+    // Move the clock past the period's window and the custom user's
+    // (slots are released when the scheduler's clock says they are due).
+    clock.set(fire + TimeDelta::seconds(6));
     let calls = sink.wait_for("/ok/sync", 21, Duration::from_secs(30)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls_after = sink.received_at("/ok/sync");
@@ -109,10 +110,11 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     assert_eq!(sink.received_at("/ok/sync").len(), 21);
 }
 
-/// The replica that started a fan-out published its first batch and died
-/// before saving progress; another replica finishes the fan-out from the
-/// last saved cursor, so that batch goes out twice, and both copies leave
-/// the delay stage together. Every user is still called exactly once.
+/// The replica that ran a spread fan-out planned half the users into the
+/// slot lists, published the first slot and died before trimming it;
+/// another replica carries the same run on from the store: it plans the
+/// rest, publishes the first slot again (the same job ids) and the second
+/// once. Every user is still called exactly once.
 #[actix_rt::test]
 async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_doubled() {
     use actors::{
@@ -120,8 +122,9 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
             JobBroker,
             amqp::{AmqpBroker, AmqpOptions},
         },
-        distributor::envelope,
-        store::{LockName, StateStore},
+        distributor::job_envelope,
+        fanout::{Audience, Run, RunSource, slot_of_rank},
+        store::{LockName, SlotWrite, StateStore},
     };
 
     let sink = Sink::start();
@@ -136,14 +139,10 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
         "config": {"endpoint": sink.url("/slow/300/sync"), "method": "POST"}
     }));
     let task_id = TaskTypeId::parse("sync").unwrap();
-    // The interrupted period: its jobs wait in the delay stage for a few
-    // seconds, so original and duplicate become due together.
-    let scheduled_at =
-        Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap() + TimeDelta::seconds(4);
+    let scheduled_at = Utc::now().duration_trunc(TimeDelta::seconds(1)).unwrap();
     let window = Duration::from_secs(2);
 
-    // What the crashed replica did: start the fan-out, publish the first
-    // batch, and die before saving its progress.
+    // What the crashed replica did, under the task's lock.
     let lock = LockName::Schedule(task_id.clone());
     let lease = store
         .acquire_lock(&lock, Duration::from_secs(5))
@@ -156,29 +155,68 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
             .await
             .unwrap()
     );
-    store
-        .save_fanout_progress(&task_id, scheduled_at, None, false)
+    let mut run = Run {
+        task_type_id: task_id.clone(),
+        scheduled_at,
+        source: RunSource::Scheduler,
+        audience: Audience::Enabled { with_custom: false },
+        immediate: false,
+        slots: 2,
+        users: 40,
+        planned: 0,
+        cursor: None,
+        custom_offset: None,
+        planning_done: false,
+        next_slot: 0,
+        released: 0,
+        correlation_id: "crashed".into(),
+        created_at: scheduled_at,
+    };
+    let ttl = Duration::from_secs(600);
+    assert!(store.create_run(&run, &[], ttl).await.unwrap());
+    let page = store
+        .enabled_users_in_spread_order(&task_id, None, 20)
         .await
         .unwrap();
-    store.release_lock(&lock, &lease).await.unwrap();
+    assert!(
+        page.iter()
+            .enumerate()
+            .all(|(rank, _)| slot_of_rank(rank as u64, 40, 2) == 0)
+    );
+    run.planned = 20;
+    run.cursor = page.last().cloned();
+    let first_slot: Vec<UserId> = page.into_iter().map(|cursor| cursor.user).collect();
+    let lists = [SlotWrite {
+        slot: 0,
+        trim: 0,
+        append: first_slot.clone(),
+    }];
+    assert!(
+        store
+            .save_run(&run, &lists, ttl, lease.fence)
+            .await
+            .unwrap()
+    );
     let broker = AmqpBroker::connect(&backends.amqp_url, AmqpOptions::default())
         .await
         .unwrap();
     broker.declare().await.unwrap();
-    let first_batch: Vec<_> = users[..20]
+    let published: Vec<_> = first_slot
         .iter()
-        .map(|u| {
-            envelope(
+        .map(|user| {
+            job_envelope(
                 &sync,
-                &UserId::parse(u.clone()).unwrap(),
+                user,
                 scheduled_at,
-                Some(window),
+                scheduled_at,
+                Some(0),
                 "scheduler",
                 "crashed",
             )
         })
         .collect();
-    broker.publish(&first_batch).await.unwrap();
+    broker.publish(&published).await.unwrap();
+    store.release_lock(&lock, &lease).await.unwrap();
 
     let mut config = config(&backends);
     config.scheduler.distribution_window = window;
@@ -205,5 +243,9 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
         per_user.values().all(|n| *n == 1),
         "none doubled: {per_user:?}"
     );
-    assert!(store.unfinished_fanouts(&task_id).await.unwrap().is_empty());
+    assert!(store.runs(&task_id).await.unwrap().runs.is_empty());
+    let last = store.last_run(&task_id).await.unwrap().unwrap();
+    // The crashed replica's publish of slot 0 was never recorded: the slot
+    // went out again, and the executors dropped the copies by job id.
+    assert_eq!((last.planned, last.released), (40, 40));
 }

@@ -16,13 +16,14 @@ use actors::{
     broker::{JobBroker, memory::MemoryBroker},
     catalog::TaskCatalog,
     clock::SystemClock,
-    distributor::envelope,
+    distributor::job_envelope,
     domain::{TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
+    fanout::Run,
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
-        MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
-        memory::MemoryStore,
+        MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
+        StoreError, memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
@@ -116,32 +117,49 @@ impl StateStore for PanicsOnce {
     ) -> Result<bool, StoreError> {
         self.inner.record_fire(t, f, e).await
     }
-    async fn write_distribution(
+    async fn runs(&self, t: &TaskTypeId) -> Result<RunList, StoreError> {
+        self.inner.runs(t).await
+    }
+    async fn last_run(&self, t: &TaskTypeId) -> Result<Option<Run>, StoreError> {
+        self.inner.last_run(t).await
+    }
+    async fn create_run(&self, r: &Run, l: &[SlotWrite], d: Duration) -> Result<bool, StoreError> {
+        self.inner.create_run(r, l, d).await
+    }
+    async fn save_run(
         &self,
-        t: &TaskTypeId,
-        s: &[(u32, Vec<UserId>)],
+        r: &Run,
+        l: &[SlotWrite],
         d: Duration,
-    ) -> Result<(), StoreError> {
-        self.inner.write_distribution(t, s, d).await
+        f: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.save_run(r, l, d, f).await
     }
-    async fn fanout_progress(
+    async fn finish_run(&self, r: &Run, f: u64) -> Result<bool, StoreError> {
+        self.inner.finish_run(r, f).await
+    }
+    async fn slot_users(&self, r: &Run, s: u32, l: usize) -> Result<Vec<UserId>, StoreError> {
+        self.inner.slot_users(r, s, l).await
+    }
+    async fn trigger_run(
         &self,
         t: &TaskTypeId,
-        a: DateTime<Utc>,
-    ) -> Result<Option<Option<UserId>>, StoreError> {
-        self.inner.fanout_progress(t, a).await
+        k: &str,
+        r: i64,
+        d: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        self.inner.trigger_run(t, k, r, d).await
     }
-    async fn save_fanout_progress(
+    async fn custom_users_page(
         &self,
         t: &TaskTypeId,
-        a: DateTime<Utc>,
-        u: Option<&UserId>,
-        d: bool,
-    ) -> Result<(), StoreError> {
-        self.inner.save_fanout_progress(t, a, u, d).await
+        o: u64,
+        l: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        self.inner.custom_users_page(t, o, l).await
     }
-    async fn unfinished_fanouts(&self, t: &TaskTypeId) -> Result<Vec<DateTime<Utc>>, StoreError> {
-        self.inner.unfinished_fanouts(t).await
+    async fn index_sizes(&self, t: &TaskTypeId) -> Result<(u64, u64), StoreError> {
+        self.inner.index_sizes(t).await
     }
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         self.inner.succeeded(jobs).await
@@ -225,7 +243,10 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     .await
     .unwrap();
     let user = UserId::parse("carol").unwrap();
-    let job = envelope(&report, &user, Utc::now(), None, "trigger", "test");
+    let job = {
+        let now = Utc::now();
+        job_envelope(&report, &user, now, now, None, "trigger", "test")
+    };
     broker.publish(std::slice::from_ref(&job)).await.unwrap();
 
     let calls = sink

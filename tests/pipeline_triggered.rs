@@ -48,8 +48,8 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
     .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(
-        body,
-        json!({"jobs_created": 500, "distribution_window": "10s"})
+        (&body["jobs_created"], &body["distribution_window"]),
+        (&json!(500), &json!("10s"))
     );
 
     sink.wait_for("/ok/report", 500, Duration::from_secs(60))
@@ -97,46 +97,64 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
     }
     assert_eq!(seen.len(), 500);
 
-    // Spread: calls per second of the window; none holds more than 3x the mean.
-    let mut per_second: BTreeMap<i64, u32> = BTreeMap::new();
+    // Spread: users in spread order fill the ten one-second slots evenly
+    // (50 each), and no job runs before its slot's second has come.
+    let mut ranked: Vec<(u64, UserId)> = users
+        .iter()
+        .map(|user| {
+            let user = UserId::parse(user.clone()).unwrap();
+            (actors::slot::spread_key(&task_id, &user), user)
+        })
+        .collect();
+    ranked.sort();
+    let slot_of: BTreeMap<String, u32> = ranked
+        .iter()
+        .enumerate()
+        .map(|(rank, (_, user))| {
+            (
+                user.to_string(),
+                actors::fanout::slot_of_rank(rank as u64, 500, 10),
+            )
+        })
+        .collect();
+    let mut per_slot: BTreeMap<u32, u32> = BTreeMap::new();
     for call in &calls {
-        let second = (call.at - scheduled_at).num_milliseconds().max(0) / 1000;
-        *per_second.entry(second).or_default() += 1;
+        let slot = slot_of[call.body["user_id"].as_str().unwrap()];
+        *per_slot.entry(slot).or_default() += 1;
+        let due = scheduled_at + chrono::Duration::seconds(i64::from(slot));
+        assert!(
+            call.at >= due - chrono::Duration::milliseconds(50),
+            "slot {slot} ran at {} before it was due at {due}",
+            call.at
+        );
     }
-    let mean = 500 / 10;
-    let busiest = per_second.values().max().copied().unwrap_or(0);
-    assert!(
-        busiest <= 3 * mean,
-        "busiest second had {busiest} calls: {per_second:?}"
-    );
-    assert!(per_second.len() >= 8, "calls bunched into {per_second:?}");
+    assert_eq!(per_slot.len(), 10);
+    assert!(per_slot.values().all(|n| *n == 50), "{per_slot:?}");
 
-    // The spec's distribution lists hold every user once, in its slot; the
-    // metrics reach Redis within a metrics interval.
+    // The run is done: every user planned and released once, and its slot
+    // lists are gone; the metrics reach Redis within a metrics interval.
+    let (_, status_body) = get(app.address, "/schedule/status/report").await;
+    assert_eq!(status_body["runs"], json!([]), "{status_body}");
+    let last = &status_body["last_run"];
+    assert_eq!(
+        (
+            &last["users"],
+            &last["planned"],
+            &last["released"],
+            &last["done"]
+        ),
+        (&json!(500), &json!(500), &json!(500), &json!(true)),
+        "{status_body}"
+    );
     let keys = actors::store::Keys::new(backends.prefix.clone());
     let client = redis::Client::open(redis_url()).unwrap();
     let mut redis = client.get_multiplexed_async_connection().await.unwrap();
-    let mut listed = Vec::new();
-    for slot in 0..10 {
-        let users: Vec<String> = redis::cmd("LRANGE")
-            .arg(keys.distribution(&task_id, slot))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        for user in &users {
-            let placed = actors::slot::place(
-                &task_id,
-                &UserId::parse(user.clone()).unwrap(),
-                Duration::from_secs(10),
-            );
-            assert_eq!(placed.slot, slot);
-        }
-        listed.extend(users);
-    }
-    listed.sort();
-    assert_eq!(listed, users);
+    let lists: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:distribution:*", backends.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(lists, Vec::<String>::new());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let executions: Option<u64> = redis::cmd("HGET")
         .arg(keys.metrics_executions(Utc::now().date_naive()))
@@ -215,4 +233,52 @@ async fn a_task_limited_to_five_per_second_never_gets_more_than_five_plus_burst_
             .iter()
             .all(|c| c.method == "GET" && c.query.contains("task_type_id=limited"))
     );
+}
+
+#[actix_rt::test]
+async fn a_retried_trigger_with_the_same_idempotency_key_returns_the_same_run() {
+    let sink = Sink::start();
+    let backends = Backends::new("idempotent");
+    let store = backends.store().await;
+    let users: Vec<String> = (0..30).map(|n| format!("user_{n:02}")).collect();
+    enable_users(&store, "digest", &users).await;
+    let digest = task(json!({
+        "id": "digest", "name": "Digest",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "10s",
+        "config": {"endpoint": sink.url("/ok/digest"), "method": "POST"}
+    }));
+    let app = spawn_app(config(&backends), vec![digest], Arc::new(SystemClock)).await;
+    let body = json!({"task_type_id": "digest", "execute_immediately": true});
+    let key = [("Idempotency-Key", "nightly-2024-01-15")];
+    let (status, first) = post_with(app.address, "/schedule/trigger", &body, &key).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again) = post_with(app.address, "/schedule/trigger", &body, &key).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(first, again, "the retry answers with the first run");
+    assert_eq!(first["jobs_created"], 30);
+
+    // Another key is another run.
+    let other = [("Idempotency-Key", "nightly-2024-01-16")];
+    let (_, second) = post_with(app.address, "/schedule/trigger", &body, &other).await;
+    assert_ne!(second["run_id"], first["run_id"]);
+    let calls = sink
+        .wait_for("/ok/digest", 60, Duration::from_secs(30))
+        .await;
+    let runs: std::collections::BTreeSet<String> = calls
+        .iter()
+        .map(|call| call.body["scheduled_at"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(runs.len(), 2, "two runs, not three");
+
+    // A key that is not printable text is refused.
+    let (status, body) = post_with(
+        app.address,
+        "/schedule/trigger",
+        &body,
+        &[("Idempotency-Key", "")],
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_error(&body, "bad_request");
 }

@@ -1,20 +1,28 @@
-//! DistributorActor: turns a due period (or a trigger) into one job per
-//! user, spread over the distribution window.
+//! DistributorActor: plans the users of a fan-out run into the
+//! distribution slot lists, and releases each slot to the broker when it
+//! comes due.
 //!
-//! A fan-out of every enabled user reads the task's enabled index in pages
-//! of `scheduler.batch_size`, publishes each page as one confirmed batch,
-//! appends the page to the spec's distribution lists, then saves its
-//! progress (the last user id of the page). An interrupted fan-out is
-//! finished from the saved cursor by whichever replica next holds the
-//! task's schedule lock: job ids are UUIDv5 of (task, user,
-//! `scheduled_at`), so at most the last page is published twice, and the
-//! executors drop the duplicates by job id.
+//! It never takes or renews the schedule lock: the SchedulerActor owns it
+//! and hands the lease's fencing token along with each message, and every
+//! write of a run ([`StateStore::save_run`]) is rejected once a later
+//! holder took the lock.
 //!
-//! Each user's job executes at `scheduled_at` plus the user's stable offset
-//! in the window ([`crate::slot::place`]); `metadata.distribution_slot` is
-//! the slot.
+//! - [`AdvanceRun`] plans a few pages of a run's users (spread order,
+//!   rank `r` of `n` into slot `r * slots / n`: see [`crate::fanout`]) into
+//!   the slot lists, each page in one atomic write with the run's progress,
+//!   then publishes every slot that is due and completely planned: the
+//!   slot's users as one confirmed batch of jobs due now, straight into
+//!   their priority queue, then trims them from the list. An immediate run
+//!   skips the lists: each page is published as it is read.
+//! - [`PlanListed`] makes (or extends) a run of named users: a trigger's
+//!   `user_ids`, or the users of a custom interval whose own fire came.
+//!
+//! Nothing is lost and nothing doubles: a crash between a publish and its
+//! trim publishes the same job ids again (UUIDv5 of task, user and
+//! `scheduled_at`; the executors drop duplicates by id), and a crash
+//! mid-plan resumes from the run's saved cursor.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
@@ -23,25 +31,67 @@ use crate::{
     broker::JobBroker,
     domain::{Job, JobEnvelope, JobMetadata, TaskType, TaskTypeId, UserId, job_id},
     error::PipelineError,
-    messages::Distribute,
+    fanout::{Audience, Run, RunSource, run_slots},
     slot,
-    store::{DueUser, StateStore},
+    store::{SlotWrite, StateStore},
 };
 
-/// Most custom-interval users a trigger of every user reaches.
-const MAX_CUSTOM_USERS: usize = 1_000_000;
+use std::sync::Arc;
 
-/// Publishes jobs for users of a custom interval whose fire has come.
-/// Answers with the number of jobs published.
+/// Pages of users one [`AdvanceRun`] plans at most, so that due slots of
+/// every run are released between the pages of a large plan.
+const PAGES_PER_STEP: usize = 8;
+
+/// How long slot lists outlive their window: a run left behind by a
+/// crashed fleet is still complete when a scheduler comes back.
+const LIST_TTL_MARGIN: Duration = Duration::from_secs(24 * 3600);
+
+/// Plans some users of `run` and releases its due slots. Answers with the
+/// run as saved and the jobs published.
 #[derive(Debug, Clone, Message)]
-#[rtype(result = "Result<u64, PipelineError>")]
-pub struct DistributeDue {
-    /// The task.
+#[rtype(result = "Result<Advanced, PipelineError>")]
+pub struct AdvanceRun {
+    /// The task's definition in force.
     pub task: TaskType,
-    /// The due users, each with its own `scheduled_at`.
-    pub users: Vec<DueUser>,
-    /// Ties the jobs to the tick that made them.
+    /// The run, as last read from the store.
+    pub run: Run,
+    /// Now, as the scheduler's clock says.
+    pub now: DateTime<Utc>,
+    /// The fencing token of the scheduler's lease on the task.
+    pub fence: u64,
+}
+
+/// What one [`AdvanceRun`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advanced {
+    /// The run as saved (finished runs are moved to the last-run record).
+    pub run: Run,
+    /// Jobs confirmed in the broker by this step.
+    pub published: u64,
+}
+
+/// Makes a run of named users, or adds them to the run of the same
+/// `scheduled_at`. Answers with the run as saved.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<Run, PipelineError>")]
+pub struct PlanListed {
+    /// The task's definition in force.
+    pub task: TaskType,
+    /// The run's instant.
+    pub scheduled_at: DateTime<Utc>,
+    /// Who asks.
+    pub source: RunSource,
+    /// The users.
+    pub users: Vec<UserId>,
+    /// Every job at `scheduled_at`, no spread.
+    pub immediate: bool,
+    /// Ties the jobs to the tick or request.
     pub correlation_id: String,
+    /// The scheduler's fencing token, when it holds the task's lock; a run
+    /// can only be extended under the lock.
+    pub fence: Option<u64>,
+    /// Now, as the scheduler's clock says.
+    pub now: DateTime<Utc>,
 }
 
 /// How fan-outs are shaped.
@@ -49,9 +99,9 @@ pub struct DistributeDue {
 pub struct DistributionSettings {
     /// Runs of one period are spread over this long.
     pub window: Duration,
-    /// Users read and published per batch.
+    /// Users read, planned and published per batch.
     pub batch_size: usize,
-    /// How long the schedule lock is extended after each batch.
+    /// How long the schedule lock is extended at each renewal.
     pub lock_ttl: Duration,
     /// Effective executions per second of each task (the smaller of its
     /// own limit and the global one), to warn when a window is too short.
@@ -68,6 +118,11 @@ impl DistributionSettings {
             (a, b) => a.or(b),
         }
     }
+
+    /// How long slot lists live.
+    pub fn list_ttl(&self) -> Duration {
+        self.window + LIST_TTL_MARGIN
+    }
 }
 
 /// Whether `users` runs fit in `window` at `rate` per second.
@@ -78,11 +133,9 @@ pub fn window_fits(users: u64, rate: Option<u32>, window: Duration) -> bool {
     }
 }
 
-/// Spreads periods over users.
+/// Plans runs and releases their slots.
 pub struct DistributorActor {
-    store: Arc<dyn StateStore>,
-    broker: Arc<dyn JobBroker>,
-    settings: Arc<DistributionSettings>,
+    work: Arc<Distribution>,
 }
 
 impl DistributorActor {
@@ -93,9 +146,11 @@ impl DistributorActor {
         settings: DistributionSettings,
     ) -> Self {
         DistributorActor {
-            store,
-            broker,
-            settings: Arc::new(settings),
+            work: Arc::new(Distribution {
+                store,
+                broker,
+                settings,
+            }),
         }
     }
 }
@@ -106,191 +161,324 @@ impl Actor for DistributorActor {
 
 impl Supervised for DistributorActor {}
 
-impl Handler<Distribute> for DistributorActor {
-    type Result = ResponseFuture<Result<u64, PipelineError>>;
+impl Handler<AdvanceRun> for DistributorActor {
+    type Result = ResponseFuture<Result<Advanced, PipelineError>>;
 
-    fn handle(&mut self, msg: Distribute, _: &mut Self::Context) -> Self::Result {
-        let fanout = Fanout {
-            store: self.store.clone(),
-            broker: self.broker.clone(),
-            settings: self.settings.clone(),
-        };
-        Box::pin(async move { fanout.run(msg).await })
+    fn handle(&mut self, msg: AdvanceRun, _: &mut Self::Context) -> Self::Result {
+        let work = self.work.clone();
+        Box::pin(async move { work.advance(msg).await })
     }
 }
 
-impl Handler<DistributeDue> for DistributorActor {
-    type Result = ResponseFuture<Result<u64, PipelineError>>;
+impl Handler<PlanListed> for DistributorActor {
+    type Result = ResponseFuture<Result<Run, PipelineError>>;
 
-    fn handle(&mut self, msg: DistributeDue, _: &mut Self::Context) -> Self::Result {
-        let broker = self.broker.clone();
-        let window = self.settings.window;
-        Box::pin(async move {
-            let envelopes: Vec<JobEnvelope> = msg
-                .users
-                .iter()
-                .map(|due| {
-                    envelope(
-                        &msg.task,
-                        &due.user_id,
-                        due.scheduled_at,
-                        Some(window),
-                        "custom_interval",
-                        &msg.correlation_id,
-                    )
-                })
-                .collect();
-            broker.publish(&envelopes).await?;
-            Ok(envelopes.len() as u64)
-        })
+    fn handle(&mut self, msg: PlanListed, _: &mut Self::Context) -> Self::Result {
+        let work = self.work.clone();
+        Box::pin(async move { work.plan_listed(msg).await })
     }
 }
 
-struct Fanout {
+/// The distributor's shared half, used by its handlers' futures.
+struct Distribution {
     store: Arc<dyn StateStore>,
     broker: Arc<dyn JobBroker>,
-    settings: Arc<DistributionSettings>,
+    settings: DistributionSettings,
 }
 
-impl Fanout {
-    async fn run(&self, msg: Distribute) -> Result<u64, PipelineError> {
-        let task = &msg.task;
-        let at = msg.scheduled_at;
-        let batch_size = self.settings.batch_size.max(1);
-        let mut published = 0u64;
-        if let Some(users) = &msg.users {
-            for page in users.chunks(batch_size) {
-                published += self.publish_page(&msg, page).await?;
+impl Distribution {
+    async fn advance(&self, msg: AdvanceRun) -> Result<Advanced, PipelineError> {
+        let AdvanceRun {
+            task,
+            mut run,
+            now,
+            fence,
+        } = msg;
+        let mut published = 0;
+        for _ in 0..PAGES_PER_STEP {
+            if run.planning_done {
+                break;
             }
-            return Ok(published);
+            published += self.plan_page(&task, &mut run, fence).await?;
         }
-
-        let users_total = self.store.enabled_user_count(&task.id).await?;
-        let rate = self.settings.rate_of(&task.id);
-        if !msg.immediate && !window_fits(users_total, rate, self.settings.window) {
-            tracing::warn!(
-                task = %task.id,
-                users = users_total,
-                rate_per_second = rate,
-                window_secs = self.settings.window.as_secs(),
-                "the distribution window cannot fit this task's users at its rate limit; runs will lag behind their slots"
+        for slot in run.releasable(now) {
+            published += self.release_slot(&task, &mut run, slot, fence).await?;
+        }
+        if run.finished() {
+            self.fenced(self.store.finish_run(&run, fence).await?, &run)?;
+            tracing::info!(
+                task = %run.task_type_id,
+                scheduled_at = %run.scheduled_at,
+                source = run.source.as_str(),
+                jobs = run.released,
+                "fan-out done"
             );
         }
-        let mut cursor = match self.store.fanout_progress(&task.id, at).await? {
-            Some(cursor) => {
-                if cursor.is_some() {
-                    tracing::info!(task = %task.id, scheduled_at = %at, "resuming an interrupted fan-out");
+        Ok(Advanced { run, published })
+    }
+
+    fn fenced(&self, written: bool, run: &Run) -> Result<(), PipelineError> {
+        if written {
+            Ok(())
+        } else {
+            tracing::warn!(task = %run.task_type_id, "schedule lock taken over; another replica carries on");
+            Err(PipelineError::LockLost(run.task_type_id.clone()))
+        }
+    }
+
+    /// Reads the next page of the run's users and plans it (or, for an
+    /// immediate run, publishes it). Answers with the jobs published.
+    async fn plan_page(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+        fence: u64,
+    ) -> Result<u64, PipelineError> {
+        let batch = self.settings.batch_size.max(1);
+        let users = match run.audience {
+            Audience::Listed => {
+                run.planning_done = true;
+                Vec::new()
+            }
+            Audience::Enabled { with_custom } => match run.custom_offset {
+                None => {
+                    let page = self
+                        .store
+                        .enabled_users_in_spread_order(&task.id, run.cursor.as_ref(), batch)
+                        .await?;
+                    if page.len() < batch {
+                        if with_custom {
+                            run.custom_offset = Some(0);
+                        } else {
+                            run.planning_done = true;
+                        }
+                    }
+                    let users = page.iter().map(|cursor| cursor.user.clone()).collect();
+                    if let Some(last) = page.into_iter().last() {
+                        run.cursor = Some(last);
+                    }
+                    users
                 }
-                cursor
-            }
-            None => {
-                self.store
-                    .save_fanout_progress(&task.id, at, None, false)
-                    .await?;
-                None
-            }
+                Some(offset) => {
+                    let users = self
+                        .store
+                        .custom_users_page(&task.id, offset, batch)
+                        .await?;
+                    run.custom_offset = Some(offset + users.len() as u64);
+                    if users.len() < batch {
+                        run.planning_done = true;
+                    }
+                    users
+                }
+            },
         };
-        loop {
-            let page = self
-                .store
-                .enabled_users_after(&task.id, cursor.as_ref(), batch_size)
-                .await?;
-            if page.is_empty() {
-                break;
+        let count = users.len() as u64;
+        let mut published = 0;
+        let mut lists = Vec::new();
+        if run.immediate {
+            let envelopes: Vec<JobEnvelope> = users
+                .iter()
+                .map(|user| envelope(task, run, user, None))
+                .collect();
+            if !envelopes.is_empty() {
+                self.broker.publish(&envelopes).await?;
             }
-            published += self.publish_page(&msg, &page).await?;
-            cursor = page.last().cloned();
-            self.store
-                .save_fanout_progress(&task.id, at, cursor.as_ref(), false)
-                .await?;
-            if let Some((lock, lease)) = &msg.lease
-                && !self
-                    .store
-                    .renew_lock(lock, lease, self.settings.lock_ttl)
-                    .await?
-            {
-                tracing::warn!(task = %task.id, "schedule lock lost during fan-out; another replica finishes it");
-                return Err(PipelineError::LockLost(task.id.clone()));
+            published = count;
+            run.released += count;
+            if run.planning_done {
+                // Published as read: no list to release.
+                run.next_slot = run.slots;
             }
-            if page.len() < batch_size {
-                break;
+        } else {
+            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
+            for (i, user) in users.into_iter().enumerate() {
+                let slot = run.slot_for_rank(run.planned + i as u64);
+                slots.entry(slot).or_default().push(user);
             }
+            lists = slot_writes(slots);
         }
-        if msg.with_custom_users {
-            let custom = self
-                .store
-                .due_custom_users(&task.id, DateTime::<Utc>::MAX_UTC, MAX_CUSTOM_USERS)
-                .await?;
-            let users: Vec<UserId> = custom.into_iter().map(|due| due.user_id).collect();
-            for page in users.chunks(batch_size) {
-                published += self.publish_page(&msg, page).await?;
-            }
-        }
-        self.store
-            .save_fanout_progress(&task.id, at, cursor.as_ref(), true)
+        run.planned += count;
+        let written = self
+            .store
+            .save_run(run, &lists, self.settings.list_ttl(), fence)
             .await?;
-        tracing::info!(task = %task.id, scheduled_at = %at, jobs = published, source = %msg.source, "fan-out done");
+        self.fenced(written, run)?;
         Ok(published)
     }
 
-    /// Publishes one page as one confirmed batch and records its slots.
-    async fn publish_page(&self, msg: &Distribute, users: &[UserId]) -> Result<u64, PipelineError> {
-        let window = (!msg.immediate).then_some(self.settings.window);
-        let envelopes: Vec<JobEnvelope> = users
-            .iter()
-            .map(|user| {
-                envelope(
-                    &msg.task,
-                    user,
-                    msg.scheduled_at,
-                    window,
-                    &msg.source,
-                    &msg.correlation_id,
-                )
-            })
-            .collect();
-        self.broker.publish(&envelopes).await?;
-        if let Some(window) = window {
-            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
-            for envelope in &envelopes {
-                if let Some(slot) = envelope.metadata.distribution_slot {
-                    slots
-                        .entry(slot)
-                        .or_default()
-                        .push(envelope.job.user_id.clone());
-                }
+    /// Publishes the users of one due slot, batch by batch, trimming each
+    /// batch from the list once confirmed. Answers with the jobs published.
+    async fn release_slot(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+        slot: u32,
+        fence: u64,
+    ) -> Result<u64, PipelineError> {
+        let batch = self.settings.batch_size.max(1);
+        let mut published = 0;
+        loop {
+            let users = self.store.slot_users(run, slot, batch).await?;
+            let last = users.len() < batch;
+            if !users.is_empty() {
+                let envelopes: Vec<JobEnvelope> = users
+                    .iter()
+                    .map(|user| envelope(task, run, user, Some(slot)))
+                    .collect();
+                self.broker.publish(&envelopes).await?;
+                published += users.len() as u64;
+                run.released += users.len() as u64;
             }
-            let slots: Vec<(u32, Vec<UserId>)> = slots.into_iter().collect();
-            let ttl = window.max(Duration::from_secs(60));
-            self.store
-                .write_distribution(&msg.task.id, &slots, ttl)
+            if last {
+                run.next_slot = slot + 1;
+            }
+            let trim = [SlotWrite {
+                slot,
+                trim: users.len(),
+                append: Vec::new(),
+            }];
+            let lists: &[SlotWrite] = if users.is_empty() { &[] } else { &trim };
+            let written = self
+                .store
+                .save_run(run, lists, self.settings.list_ttl(), fence)
                 .await?;
+            self.fenced(written, run)?;
+            if last {
+                return Ok(published);
+            }
         }
-        Ok(envelopes.len() as u64)
+    }
+
+    async fn plan_listed(&self, msg: PlanListed) -> Result<Run, PipelineError> {
+        let slots = run_slots(self.settings.window, msg.immediate);
+        let mut run = Run {
+            task_type_id: msg.task.id.clone(),
+            scheduled_at: msg.scheduled_at,
+            source: msg.source,
+            audience: Audience::Listed,
+            immediate: msg.immediate,
+            slots,
+            users: msg.users.len() as u64,
+            planned: msg.users.len() as u64,
+            cursor: None,
+            custom_offset: None,
+            planning_done: true,
+            next_slot: 0,
+            released: 0,
+            correlation_id: msg.correlation_id.clone(),
+            created_at: msg.now,
+        };
+        let ttl = self.settings.list_ttl();
+        let lists = listed_slots(&msg.task.id, &run, msg.users.clone(), self.settings.window);
+        if self.store.create_run(&run, &lists, ttl).await? {
+            return Ok(run);
+        }
+        // A run of this instant exists (a later page of the same custom
+        // fire): add the users to it, never into a released slot.
+        let Some(fence) = msg.fence else {
+            return Err(PipelineError::RunExists(msg.task.id.clone()));
+        };
+        let existing = self
+            .store
+            .runs(&msg.task.id)
+            .await?
+            .runs
+            .into_iter()
+            .find(|existing| existing.id() == run.id());
+        let Some(existing) = existing else {
+            // It finished meanwhile: its jobs are out; these users' are not.
+            return Err(PipelineError::RunExists(msg.task.id.clone()));
+        };
+        run = existing;
+        run.users += msg.users.len() as u64;
+        run.planned += msg.users.len() as u64;
+        let lists = listed_slots(&msg.task.id, &run, msg.users, self.settings.window);
+        let written = self.store.save_run(&run, &lists, ttl, fence).await?;
+        self.fenced(written, &run)?;
+        Ok(run)
     }
 }
 
-/// The job of `task` for `user` in the period of `scheduled_at`, placed in
-/// `window` (or run at `scheduled_at` when `None`).
-pub fn envelope(
+/// The slot lists of named users: a trigger's spread evenly in spread
+/// order, a custom fire's at each user's stable hash slot; an immediate
+/// run's all in slot 0. Never into a slot already released.
+fn listed_slots(
+    task: &TaskTypeId,
+    run: &Run,
+    users: Vec<UserId>,
+    window: Duration,
+) -> Vec<SlotWrite> {
+    let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
+    if run.immediate {
+        slots.insert(0, users);
+    } else if run.source == RunSource::CustomInterval {
+        for user in users {
+            let slot = slot::place(task, &user, window).slot.max(run.next_slot);
+            slots
+                .entry(slot.min(run.slots.saturating_sub(1)))
+                .or_default()
+                .push(user);
+        }
+    } else {
+        let mut ordered: Vec<(u64, UserId)> = users
+            .into_iter()
+            .map(|user| (slot::spread_key(task, &user), user))
+            .collect();
+        ordered.sort_unstable();
+        let count = ordered.len() as u64;
+        for (rank, (_, user)) in ordered.into_iter().enumerate() {
+            let slot =
+                crate::fanout::slot_of_rank(rank as u64, count, run.slots).max(run.next_slot);
+            slots.entry(slot).or_default().push(user);
+        }
+    }
+    slot_writes(slots)
+}
+
+fn slot_writes(slots: BTreeMap<u32, Vec<UserId>>) -> Vec<SlotWrite> {
+    slots
+        .into_iter()
+        .map(|(slot, append)| SlotWrite {
+            slot,
+            trim: 0,
+            append,
+        })
+        .collect()
+}
+
+/// The job of `run` for `user`: due when its slot comes (`None`: at the
+/// run's instant).
+fn envelope(task: &TaskType, run: &Run, user: &UserId, slot: Option<u32>) -> JobEnvelope {
+    let execute_after = slot.map_or(run.scheduled_at, |slot| run.slot_due(slot));
+    job_envelope(
+        task,
+        user,
+        run.scheduled_at,
+        execute_after,
+        slot,
+        run.source.as_str(),
+        &run.correlation_id,
+    )
+}
+
+/// The job of `task` for `user` in the period of `scheduled_at`, due at
+/// `execute_after`, from distribution slot `slot`.
+pub fn job_envelope(
     task: &TaskType,
     user: &UserId,
     scheduled_at: DateTime<Utc>,
-    window: Option<Duration>,
+    execute_after: DateTime<Utc>,
+    slot: Option<u32>,
     source: &str,
     correlation_id: &str,
 ) -> JobEnvelope {
-    let placement = window.map(|window| slot::place(&task.id, user, window));
-    let offset = placement
-        .map(|p| chrono::Duration::from_std(p.offset).unwrap_or_default())
-        .unwrap_or_default();
     JobEnvelope::new(
         Job {
             id: job_id(&task.id, user, scheduled_at),
             task_type_id: task.id.clone(),
             user_id: user.clone(),
             scheduled_at,
-            execute_after: scheduled_at + offset,
+            execute_after,
             attempt: 1,
             priority: task.priority(),
             payload: Vec::new(),
@@ -299,7 +487,7 @@ pub fn envelope(
         JobMetadata {
             correlation_id: correlation_id.to_owned(),
             source: source.to_owned(),
-            distribution_slot: placement.map(|p| p.slot),
+            distribution_slot: slot,
         },
     )
 }

@@ -18,6 +18,9 @@ pub enum PipelineError {
     /// Another replica holds the task's schedule lock, or this one lost it.
     #[error("the schedule lock of {0} is held elsewhere")]
     LockLost(TaskTypeId),
+    /// A run of this task and instant exists and cannot take more users.
+    #[error("a run of {0} at this instant exists")]
+    RunExists(TaskTypeId),
     /// The actor that should answer is gone (shutting down).
     #[error("actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),

@@ -11,6 +11,7 @@
 //! - [`catalog`]: the task definitions in force, swapped whole on reload.
 //! - [`schedule`]: pure fire-time calculus (time zones, DST, misfires).
 //! - [`slot`]: stable placement of a user inside the distribution window.
+//! - [`fanout`]: the record of one fan-out run and its slot arithmetic.
 //! - [`store`]: the state-store port; Redis and in-process adapters.
 //! - [`broker`]: the job-broker port; RabbitMQ and in-process adapters.
 //! - [`clock`]: where "now" comes from (injectable for tests).
@@ -31,6 +32,7 @@ pub mod distributor;
 pub mod domain;
 pub mod error;
 pub mod executor;
+pub mod fanout;
 pub mod messages;
 pub mod metrics;
 pub mod rate_limiter;

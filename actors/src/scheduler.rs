@@ -1,27 +1,38 @@
-//! SchedulerActor: decides, every `scheduler.check_interval`, which periods
-//! of which task types are due, and hands them to the distributor.
+//! SchedulerActor: decides when each task's jobs are due, owns the
+//! schedule lock, and drives the fan-out runs.
 //!
-//! Per task type and tick, under the lock `{prefix}:schedule:lock:{task}`
-//! (so one replica at a time schedules a task):
+//! Every `scheduler.check_interval` (a tick) it starts one *pass* per task
+//! type, each as its own future, so a large fan-out of one task never
+//! delays another's tick. A pass holds the task's lock
+//! `{prefix}:schedule:lock:{task}` (one replica at a time per task; its
+//! fencing token goes with every write made under it) and:
 //!
-//! 1. finish fan-outs another replica left unfinished;
-//! 2. a task with no schedule state yet (new task, empty store) records
-//!    "now" as its last fire: it starts at its next future fire and never
-//!    fires a past period;
-//! 3. otherwise ask the calculus what is due since the last fire (misfire
-//!    policy and catch-up window included); mark the fan-out started,
-//!    record the fire with the lease's fencing token, then fan out;
-//! 4. publish the users of a custom interval whose own fire has come, and
-//!    move them to their next fire.
+//! 1. on a tick, asks the calculus what is due since the last recorded
+//!    fire (misfire policy and catch-up window included); a due period
+//!    becomes a [`Run`] in the store, then the fire is recorded. A task with
+//!    no schedule state yet records "now" and starts at its next fire;
+//! 2. on a tick, turns the users of a custom interval whose own fire came
+//!    into runs of named users, and moves them to their next fire;
+//! 3. advances every run of the task through the DistributorActor
+//!    ([`AdvanceRun`]): plans its users into the slot lists, releases the
+//!    slots that are due, renewing the lock as it goes;
+//! 4. releases the lock, and plans its next pass for when the next slot of
+//!    a run comes due (between ticks).
 //!
-//! Time comes from an injected [`crate::clock::Clock`], so tests move it instead of
-//! waiting. The tasks file is re-read every `tasks.reload_interval` and on
-//! [`ReloadTasks`]; a bad file keeps the running definitions and shows as
-//! degraded health with the errors.
+//! A trigger ([`Trigger`], from the API) makes a run at once and answers
+//! with its size; the run proceeds in the task's passes like any other.
+//! Runs live in the store, so a replica that takes the lock over carries
+//! on any run another left unfinished.
+//!
+//! Time comes from an injected [`crate::clock::Clock`], so tests move it
+//! instead of waiting. The tasks file is re-read every
+//! `tasks.reload_interval` and on [`ReloadTasks`]; a bad file keeps the
+//! running definitions and shows as degraded health with the errors.
 
 use std::{
+    collections::{BTreeMap, HashMap},
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use actix::prelude::*;
@@ -31,15 +42,16 @@ use serde::Serialize;
 use crate::{
     catalog::TaskCatalog,
     clock::SharedClock,
-    distributor::{DistributeDue, DistributorActor},
-    domain::{MisfirePolicy, TaskInterval, TaskType, TaskTypeId},
+    distributor::{AdvanceRun, DistributorActor, PlanListed},
+    domain::{MisfirePolicy, TaskInterval, TaskType, TaskTypeId, UserId},
     error::PipelineError,
-    messages::Distribute,
+    fanout::{Audience, Run, RunSource, run_slots},
     schedule::{self, Schedule},
-    store::{LockName, StateStore, StoreError},
+    store::{LockLease, LockName, StateStore, StoreError},
 };
 
-/// Looks at every task type now. Answers with the jobs published.
+/// Starts a pass of every task type now. Answers with the jobs published
+/// by the passes it started, once they end.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Result<u64, PipelineError>")]
 pub struct Tick;
@@ -48,6 +60,46 @@ pub struct Tick;
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct ReloadTasks;
+
+/// Runs a task now, outside its schedule (`POST /schedule/trigger`).
+/// Answers at once with the run made (or the run an earlier trigger with
+/// the same idempotency key made); the fan-out proceeds in the task's
+/// passes.
+#[derive(Debug, Clone, Message)]
+#[rtype(result = "Result<TriggerAccepted, PipelineError>")]
+pub struct Trigger {
+    /// The task.
+    pub task: TaskType,
+    /// The users; `None` for every user with the task enabled (custom
+    /// intervals included).
+    pub users: Option<Vec<UserId>>,
+    /// Every job now, no spread over the window.
+    pub immediate: bool,
+    /// A client's `Idempotency-Key`: a retried trigger with the same key
+    /// answers with the first one's run instead of making another.
+    pub idempotency_key: Option<String>,
+    /// Ties the jobs to the request.
+    pub correlation_id: Option<String>,
+}
+
+/// The answer to [`Trigger`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerAccepted {
+    /// The run's id (its `scheduled_at` in epoch ms).
+    pub run_id: i64,
+    /// Jobs the run makes (the users it reaches).
+    pub jobs_created: u64,
+    /// The window its jobs are spread over (zero when immediate).
+    pub distribution_window: Duration,
+    /// An earlier trigger with the same idempotency key made the run.
+    pub replayed: bool,
+}
+
+/// How long a trigger's idempotency key is remembered.
+const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest pause between two passes of one task.
+const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 
 /// Reads the task definitions afresh: every task, or every problem found.
 pub type TaskSource = Arc<dyn Fn() -> Result<Vec<TaskType>, Vec<String>> + Send + Sync>;
@@ -84,9 +136,20 @@ pub struct SchedulerSettings {
     pub batch_size: usize,
     /// Time between reloads of the task definitions.
     pub reload_interval: Duration,
+    /// `scheduler.distribution_window`.
+    pub window: Duration,
 }
 
-/// Looks for due periods and hands them out.
+/// One task's pass under way, and what arrived meanwhile.
+#[derive(Debug, Default)]
+struct PassState {
+    /// A tick came during the pass: run a ticking pass after it.
+    tick_pending: bool,
+    /// A trigger came during the pass: run a pass after it.
+    rerun: bool,
+}
+
+/// Decides what is due, owns the schedule locks, drives the runs.
 pub struct SchedulerActor {
     store: Arc<dyn StateStore>,
     catalog: TaskCatalog,
@@ -95,8 +158,10 @@ pub struct SchedulerActor {
     settings: SchedulerSettings,
     source: Option<TaskSource>,
     health: ReloadHealth,
-    /// A tick is under way; the next one is skipped.
-    ticking: bool,
+    /// Passes under way, by task.
+    passes: HashMap<TaskTypeId, PassState>,
+    /// The next pass planned between ticks, by task.
+    wakes: HashMap<TaskTypeId, SpawnHandle>,
 }
 
 impl SchedulerActor {
@@ -119,8 +184,78 @@ impl SchedulerActor {
             settings,
             source,
             health,
-            ticking: false,
+            passes: HashMap::new(),
+            wakes: HashMap::new(),
         }
+    }
+
+    /// Starts a pass of `task` unless one is under way (then it runs again
+    /// after). Returns the pass's outcome.
+    fn start_pass(
+        &mut self,
+        task: TaskTypeId,
+        tick: bool,
+        ctx: &mut Context<Self>,
+    ) -> Option<tokio::sync::oneshot::Receiver<u64>> {
+        if let Some(state) = self.passes.get_mut(&task) {
+            state.tick_pending |= tick;
+            state.rerun = true;
+            return None;
+        }
+        let definition = self.catalog.get(&task)?;
+        if let Some(handle) = self.wakes.remove(&task) {
+            ctx.cancel_future(handle);
+        }
+        self.passes.insert(task.clone(), PassState::default());
+        let pass = Pass {
+            store: self.store.clone(),
+            clock: self.clock.clone(),
+            distributor: self.distributor.clone(),
+            settings: self.settings.clone(),
+        };
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        ctx.spawn(
+            async move {
+                let outcome = pass.run(&definition, tick).await;
+                if let Err(err) = &outcome.error {
+                    tracing::warn!(task = %definition.id, error = %err, "scheduling pass failed; retrying next tick");
+                }
+                outcome
+            }
+            .into_actor(self)
+            .map(move |outcome, act, ctx| {
+                let _ = done_tx.send(outcome.published);
+                act.pass_done(task, outcome.next_wake, ctx);
+            }),
+        );
+        Some(done_rx)
+    }
+
+    fn pass_done(
+        &mut self,
+        task: TaskTypeId,
+        next_wake: Option<DateTime<Utc>>,
+        ctx: &mut Context<Self>,
+    ) {
+        let state = self.passes.remove(&task).unwrap_or_default();
+        if state.rerun {
+            self.start_pass(task, state.tick_pending, ctx);
+            return;
+        }
+        let Some(at) = next_wake else { return };
+        let delay = (at - self.clock.now())
+            .to_std()
+            .unwrap_or(Duration::ZERO)
+            .max(MIN_PASS_GAP);
+        if delay >= self.settings.check_interval {
+            return;
+        }
+        let wake_task = task.clone();
+        let handle = ctx.run_later(delay, move |act, ctx| {
+            act.wakes.remove(&wake_task);
+            act.start_pass(wake_task, false, ctx);
+        });
+        self.wakes.insert(task, handle);
     }
 }
 
@@ -140,48 +275,48 @@ impl Actor for SchedulerActor {
 
 impl Supervised for SchedulerActor {
     fn restarting(&mut self, _: &mut Self::Context) {
-        self.ticking = false;
+        self.passes.clear();
+        self.wakes.clear();
     }
 }
 
 impl Handler<Tick> for SchedulerActor {
-    type Result = ResponseActFuture<Self, Result<u64, PipelineError>>;
+    type Result = ResponseFuture<Result<u64, PipelineError>>;
 
-    fn handle(&mut self, _: Tick, _: &mut Self::Context) -> Self::Result {
-        if self.ticking {
-            return Box::pin(fut::ready(Ok(0)));
-        }
-        self.ticking = true;
-        let pass = Pass {
-            store: self.store.clone(),
-            clock: self.clock.clone(),
-            distributor: self.distributor.clone(),
-            settings: self.settings.clone(),
-        };
-        let tasks = self.catalog.snapshot();
-        Box::pin(
-            async move {
-                let mut published = 0;
-                let mut first_error = None;
-                for task in tasks.values() {
-                    match pass.schedule_task(task).await {
-                        Ok(n) => published += n,
-                        Err(err) => {
-                            tracing::warn!(task = %task.id, error = %err, "scheduling pass failed; retrying next tick");
-                            first_error.get_or_insert(err);
-                        }
-                    }
-                }
-                match first_error {
-                    Some(err) if published == 0 => Err(err),
-                    _ => Ok(published),
-                }
+    fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> Self::Result {
+        let tasks: Vec<TaskTypeId> = self.catalog.snapshot().keys().cloned().collect();
+        let started: Vec<_> = tasks
+            .into_iter()
+            .filter_map(|task| self.start_pass(task, true, ctx))
+            .collect();
+        Box::pin(async move {
+            let mut published = 0;
+            for done in started {
+                published += done.await.unwrap_or(0);
             }
-            .into_actor(self)
-            .map(|result, act, _| {
-                act.ticking = false;
-                result
-            }),
+            Ok(published)
+        })
+    }
+}
+
+impl Handler<Trigger> for SchedulerActor {
+    type Result = ResponseActFuture<Self, Result<TriggerAccepted, PipelineError>>;
+
+    fn handle(&mut self, msg: Trigger, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let distributor = self.distributor.clone();
+        let window = self.settings.window;
+        let now = self.clock.now();
+        let task_id = msg.task.id.clone();
+        Box::pin(
+            async move { make_trigger_run(store.as_ref(), &distributor, msg, now, window).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    if result.as_ref().is_ok_and(|accepted| !accepted.replayed) {
+                        act.start_pass(task_id, false, ctx);
+                    }
+                    result
+                }),
         )
     }
 }
@@ -208,7 +343,129 @@ impl Handler<ReloadTasks> for SchedulerActor {
     }
 }
 
-/// One scheduling pass over one task.
+/// Makes the run of a trigger (or finds the one its idempotency key made).
+async fn make_trigger_run(
+    store: &dyn StateStore,
+    distributor: &Addr<DistributorActor>,
+    msg: Trigger,
+    now: DateTime<Utc>,
+    window: Duration,
+) -> Result<TriggerAccepted, PipelineError> {
+    let task = &msg.task;
+    let spread = if msg.immediate {
+        Duration::ZERO
+    } else {
+        window
+    };
+    // Whole milliseconds: the run id, and a `scheduled_at` that never
+    // collides with a scheduled period's (whole seconds) in practice.
+    let mut scheduled_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+    if let Some(key) = &msg.idempotency_key
+        && let Some(earlier) = store
+            .trigger_run(
+                &task.id,
+                key,
+                scheduled_at.timestamp_millis(),
+                IDEMPOTENCY_TTL,
+            )
+            .await?
+    {
+        let run = find_run(store, &task.id, earlier).await?;
+        return Ok(TriggerAccepted {
+            run_id: earlier,
+            jobs_created: run.as_ref().map_or(0, |run| run.users),
+            distribution_window: run.map_or(spread, |run| {
+                if run.immediate {
+                    Duration::ZERO
+                } else {
+                    window
+                }
+            }),
+            replayed: true,
+        });
+    }
+    let correlation_id = msg
+        .correlation_id
+        .clone()
+        .unwrap_or_else(|| format!("trigger:{}:{}", task.id, scheduled_at.timestamp_millis()));
+    let run = match msg.users {
+        Some(users) => {
+            distributor
+                .send(PlanListed {
+                    task: task.clone(),
+                    scheduled_at,
+                    source: RunSource::Trigger,
+                    users,
+                    immediate: msg.immediate,
+                    correlation_id,
+                    fence: None,
+                    now,
+                })
+                .await??
+        }
+        None => {
+            let (default, custom) = store.index_sizes(&task.id).await?;
+            loop {
+                let run = Run {
+                    task_type_id: task.id.clone(),
+                    scheduled_at,
+                    source: RunSource::Trigger,
+                    audience: Audience::Enabled { with_custom: true },
+                    immediate: msg.immediate,
+                    slots: run_slots(window, msg.immediate),
+                    users: default + custom,
+                    planned: 0,
+                    cursor: None,
+                    custom_offset: None,
+                    planning_done: false,
+                    next_slot: 0,
+                    released: 0,
+                    correlation_id: correlation_id.clone(),
+                    created_at: now,
+                };
+                if store.create_run(&run, &[], Duration::from_secs(1)).await? {
+                    break run;
+                }
+                // Another trigger in the same millisecond.
+                scheduled_at += chrono::Duration::milliseconds(1);
+            }
+        }
+    };
+    tracing::info!(task = %task.id, run = run.id(), users = run.users, immediate = run.immediate, "trigger accepted");
+    Ok(TriggerAccepted {
+        run_id: run.id(),
+        jobs_created: run.users,
+        distribution_window: spread,
+        replayed: false,
+    })
+}
+
+/// The run `id` of `task`, in progress or the last finished.
+async fn find_run(
+    store: &dyn StateStore,
+    task: &TaskTypeId,
+    id: i64,
+) -> Result<Option<Run>, StoreError> {
+    if let Some(run) = store
+        .runs(task)
+        .await?
+        .runs
+        .into_iter()
+        .find(|run| run.id() == id)
+    {
+        return Ok(Some(run));
+    }
+    Ok(store.last_run(task).await?.filter(|run| run.id() == id))
+}
+
+/// What one pass did.
+struct PassOutcome {
+    published: u64,
+    next_wake: Option<DateTime<Utc>>,
+    error: Result<(), PipelineError>,
+}
+
+/// One pass over one task.
 struct Pass {
     store: Arc<dyn StateStore>,
     clock: SharedClock,
@@ -216,119 +473,201 @@ struct Pass {
     settings: SchedulerSettings,
 }
 
+/// The lease of a pass, renewed as the pass goes.
+struct Held {
+    lock: LockName,
+    lease: LockLease,
+    renewed: Instant,
+}
+
 impl Pass {
-    async fn schedule_task(&self, task: &TaskType) -> Result<u64, PipelineError> {
+    async fn run(&self, task: &TaskType, tick: bool) -> PassOutcome {
         let lock = LockName::Schedule(task.id.clone());
-        let Some(lease) = self
-            .store
-            .acquire_lock(&lock, self.settings.lock_ttl)
-            .await?
-        else {
-            tracing::debug!(task = %task.id, "schedule lock held elsewhere");
-            return Ok(0);
+        let lease = match self.store.acquire_lock(&lock, self.settings.lock_ttl).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                tracing::debug!(task = %task.id, "schedule lock held elsewhere");
+                return PassOutcome {
+                    published: 0,
+                    next_wake: None,
+                    error: Ok(()),
+                };
+            }
+            Err(err) => {
+                return PassOutcome {
+                    published: 0,
+                    next_wake: None,
+                    error: Err(err.into()),
+                };
+            }
         };
-        let result = self.under_lock(task, &lock, &lease).await;
-        if let Err(err) = self.store.release_lock(&lock, &lease).await {
+        let mut held = Held {
+            lock,
+            lease,
+            renewed: Instant::now(),
+        };
+        let mut published = 0;
+        let result = self.under_lock(task, tick, &mut held, &mut published).await;
+        if let Err(err) = self.store.release_lock(&held.lock, &held.lease).await {
             tracing::warn!(task = %task.id, error = %err, "schedule lock not released; it expires");
         }
-        result
+        match result {
+            Ok(next_wake) => PassOutcome {
+                published,
+                next_wake,
+                error: Ok(()),
+            },
+            Err(err) => PassOutcome {
+                published,
+                next_wake: None,
+                error: Err(err),
+            },
+        }
     }
 
     async fn under_lock(
         &self,
         task: &TaskType,
-        lock: &LockName,
-        lease: &crate::store::LockLease,
-    ) -> Result<u64, PipelineError> {
-        let mut published = 0;
-        let distribute = |at: DateTime<Utc>, source: &str| Distribute {
-            task: task.clone(),
-            scheduled_at: at,
-            users: None,
-            with_custom_users: false,
-            immediate: false,
-            lease: Some((lock.clone(), lease.clone())),
-            source: source.to_owned(),
-            correlation_id: format!("{}:{}", task.id, at.timestamp()),
-        };
-        for at in self.store.unfinished_fanouts(&task.id).await? {
-            published += self.distributor.send(distribute(at, "scheduler")).await??;
+        tick: bool,
+        held: &mut Held,
+        published: &mut u64,
+    ) -> Result<Option<DateTime<Utc>>, PipelineError> {
+        if tick {
+            self.schedule_periods(task, &held.lease).await?;
+            self.custom_users(task, held).await?;
         }
-
-        let now = self.clock.now();
-        let schedule = Schedule::new(&task.interval);
-        match self.store.schedule_state(&task.id).await? {
-            None => {
-                if !self.store.record_fire(&task.id, now, lease).await? {
-                    return Err(PipelineError::LockLost(task.id.clone()));
-                }
-                tracing::info!(task = %task.id, next = %schedule.next_after(now), "new task type; it starts at its next fire");
+        loop {
+            let list = self.store.runs(&task.id).await?;
+            if !list.unreadable.is_empty() {
+                tracing::warn!(task = %task.id, runs = ?list.unreadable, "unreadable fan-out records skipped");
             }
-            Some(state) => {
-                // A fire up to two ticks old is on time, not missed: the
-                // scheduler only looks once per tick.
-                let due = schedule::due_with_tolerance(
-                    &schedule,
-                    state.last_fired,
-                    now,
-                    task.catchup_window(),
-                    task.misfire(),
-                    self.settings.check_interval.saturating_mul(2),
-                );
-                if due.missed > 0 {
-                    tracing::warn!(task = %task.id, missed = due.missed, "fires missed while no scheduler ran were skipped");
+            let mut planning = false;
+            let mut wake: Option<DateTime<Utc>> = None;
+            for run in list.runs {
+                let advanced = self
+                    .distributor
+                    .send(AdvanceRun {
+                        task: task.clone(),
+                        run,
+                        now: self.clock.now(),
+                        fence: held.lease.fence,
+                    })
+                    .await??;
+                *published += advanced.published;
+                planning |= !advanced.run.planning_done;
+                if let Some(at) = advanced.run.next_wake(self.clock.now()) {
+                    wake = Some(wake.map_or(at, |earlier| earlier.min(at)));
                 }
-                let record = due.fire.or_else(|| {
-                    (due.missed > 0)
-                        .then(|| schedule.latest_at_or_before(now))
-                        .flatten()
-                        .filter(|at| *at > state.last_fired)
-                });
-                if let Some(fire) = due.fire
-                    && self.store.fanout_progress(&task.id, fire).await?.is_none()
-                {
-                    self.store
-                        .save_fanout_progress(&task.id, fire, None, false)
-                        .await?;
-                }
-                if let Some(at) = record
-                    && !self.store.record_fire(&task.id, at, lease).await?
-                {
-                    return Err(PipelineError::LockLost(task.id.clone()));
-                }
-                if let Some(fire) = due.fire {
-                    tracing::info!(task = %task.id, scheduled_at = %fire, "period due; fanning out");
-                    published += self
-                        .distributor
-                        .send(distribute(fire, "scheduler"))
-                        .await??;
-                }
+                self.renew(task, held).await?;
+            }
+            if !planning {
+                return Ok(wake);
             }
         }
-        published += self.custom_users(task, now).await?;
-        Ok(published)
     }
 
-    /// Publishes the due users of a custom interval and moves each to its
-    /// next fire. Fires older than the catch-up window (or, under
-    /// `misfire: skip`, older than two ticks) are skipped, not run.
-    async fn custom_users(
+    /// Extends the lease once a third of its life has gone.
+    async fn renew(&self, task: &TaskType, held: &mut Held) -> Result<(), PipelineError> {
+        if held.renewed.elapsed() < self.settings.lock_ttl / 3 {
+            return Ok(());
+        }
+        if !self
+            .store
+            .renew_lock(&held.lock, &held.lease, self.settings.lock_ttl)
+            .await?
+        {
+            tracing::warn!(task = %task.id, "schedule lock lost; another replica carries on");
+            return Err(PipelineError::LockLost(task.id.clone()));
+        }
+        held.renewed = Instant::now();
+        Ok(())
+    }
+
+    /// Records what is due of the task's own interval and makes the run of
+    /// a due period.
+    async fn schedule_periods(
         &self,
         task: &TaskType,
-        now: DateTime<Utc>,
-    ) -> Result<u64, PipelineError> {
-        let mut published = 0;
-        loop {
-            let due = self
-                .store
-                .due_custom_users(&task.id, now, self.settings.batch_size.max(1))
-                .await?;
-            if due.is_empty() {
-                return Ok(published);
+        lease: &LockLease,
+    ) -> Result<(), PipelineError> {
+        let now = self.clock.now();
+        let schedule = Schedule::new(&task.interval);
+        let Some(state) = self.store.schedule_state(&task.id).await? else {
+            if !self.store.record_fire(&task.id, now, lease).await? {
+                return Err(PipelineError::LockLost(task.id.clone()));
             }
-            let full_page = due.len() >= self.settings.batch_size.max(1);
+            tracing::info!(task = %task.id, next = %schedule.next_after(now), "new task type; it starts at its next fire");
+            return Ok(());
+        };
+        // A fire up to two ticks old is on time, not missed: the scheduler
+        // only looks once per tick.
+        let due = schedule::due_with_tolerance(
+            &schedule,
+            state.last_fired,
+            now,
+            task.catchup_window(),
+            task.misfire(),
+            self.settings.check_interval.saturating_mul(2),
+        );
+        if due.missed > 0 {
+            tracing::warn!(task = %task.id, missed = due.missed, "fires missed while no scheduler ran were skipped");
+        }
+        let record = due.fire.or_else(|| {
+            (due.missed > 0)
+                .then(|| schedule.latest_at_or_before(now))
+                .flatten()
+                .filter(|at| *at > state.last_fired)
+        });
+        if let Some(fire) = due.fire {
+            let (default, _) = self.store.index_sizes(&task.id).await?;
+            let run = Run {
+                task_type_id: task.id.clone(),
+                scheduled_at: fire,
+                source: RunSource::Scheduler,
+                audience: Audience::Enabled { with_custom: false },
+                immediate: false,
+                slots: run_slots(self.settings.window, false),
+                users: default,
+                planned: 0,
+                cursor: None,
+                custom_offset: None,
+                planning_done: false,
+                next_slot: 0,
+                released: 0,
+                correlation_id: format!("{}:{}", task.id, fire.timestamp()),
+                created_at: now,
+            };
+            if self
+                .store
+                .create_run(&run, &[], Duration::from_secs(1))
+                .await?
+            {
+                tracing::info!(task = %task.id, scheduled_at = %fire, users = default, "period due; fanning out");
+            }
+        }
+        if let Some(at) = record
+            && !self.store.record_fire(&task.id, at, lease).await?
+        {
+            return Err(PipelineError::LockLost(task.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Plans the due users of a custom interval (a run per fire instant)
+    /// and moves each to its next fire. Fires older than the catch-up
+    /// window (or, under `misfire: skip`, older than two ticks) are
+    /// skipped, not run.
+    async fn custom_users(&self, task: &TaskType, held: &mut Held) -> Result<(), PipelineError> {
+        let now = self.clock.now();
+        let batch = self.settings.batch_size.max(1);
+        loop {
+            let due = self.store.due_custom_users(&task.id, now, batch).await?;
+            if due.is_empty() {
+                return Ok(());
+            }
+            let full_page = due.len() >= batch;
             let mut moves = Vec::with_capacity(due.len());
-            let mut run = Vec::with_capacity(due.len());
+            let mut run: BTreeMap<DateTime<Utc>, Vec<UserId>> = BTreeMap::new();
             for mut user in due {
                 let Some(interval) = user.settings.custom_interval.clone() else {
                     continue;
@@ -351,24 +690,39 @@ impl Pass {
                     now,
                     self.settings.check_interval,
                 ) {
-                    run.push(user);
+                    run.entry(user.scheduled_at).or_default().push(user.user_id);
                 } else {
                     tracing::info!(task = %task.id, user = %user.user_id, fire = %user.scheduled_at, "missed custom-interval fire skipped");
                 }
             }
-            if !run.is_empty() {
-                published += self
+            for (scheduled_at, users) in run {
+                let planned = self
                     .distributor
-                    .send(DistributeDue {
+                    .send(PlanListed {
                         task: task.clone(),
-                        users: run,
+                        scheduled_at,
+                        source: RunSource::CustomInterval,
+                        users,
+                        immediate: false,
                         correlation_id: format!("{}:custom:{}", task.id, now.timestamp()),
+                        fence: Some(held.lease.fence),
+                        now,
                     })
-                    .await??;
+                    .await?;
+                match planned {
+                    Ok(_) => {}
+                    // The run of that instant finished already: these
+                    // users' jobs are published as a run of their own.
+                    Err(PipelineError::RunExists(_)) => {
+                        tracing::warn!(task = %task.id, fire = %scheduled_at, "custom-interval users came after their run finished; skipped");
+                    }
+                    Err(err) => return Err(err),
+                }
             }
             self.store.advance_custom_users(&task.id, &moves).await?;
+            self.renew(task, held).await?;
             if !full_page || moves.is_empty() {
-                return Ok(published);
+                return Ok(());
             }
         }
     }
@@ -393,6 +747,48 @@ fn fresh_enough(
     }
 }
 
+/// A run's progress, as `/schedule/status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunStatus {
+    /// The run's id (its `scheduled_at` in epoch ms).
+    pub run_id: i64,
+    /// The run's instant.
+    pub scheduled_at: DateTime<Utc>,
+    /// `scheduler`, `trigger` or `custom_interval`.
+    pub source: &'static str,
+    /// No spread over the window.
+    pub immediate: bool,
+    /// Users the run reaches.
+    pub users: u64,
+    /// Users planned into slots (or published, when immediate).
+    pub planned: u64,
+    /// Jobs confirmed in the broker.
+    pub released: u64,
+    /// Jobs still to publish.
+    pub remaining: u64,
+    /// Every user is planned.
+    pub planning_done: bool,
+    /// Every job is published.
+    pub done: bool,
+}
+
+impl From<&Run> for RunStatus {
+    fn from(run: &Run) -> Self {
+        RunStatus {
+            run_id: run.id(),
+            scheduled_at: run.scheduled_at,
+            source: run.source.as_str(),
+            immediate: run.immediate,
+            users: run.users,
+            planned: run.planned,
+            released: run.released,
+            remaining: run.remaining(),
+            planning_done: run.planning_done,
+            done: run.finished(),
+        }
+    }
+}
+
 /// The spec's `GET /schedule/status/{task_type_id}` body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScheduleStatus {
@@ -406,6 +802,11 @@ pub struct ScheduleStatus {
     pub enabled_users: u64,
     /// The task's interval.
     pub interval: TaskInterval,
+    /// Runs in progress (planned, released, remaining), oldest first.
+    pub runs: Vec<RunStatus>,
+    /// The last finished run, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunStatus>,
     /// Problems worth knowing (e.g. the window cannot fit the users at the
     /// rate limit); omitted when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -433,12 +834,16 @@ pub async fn schedule_status(
             rate.unwrap_or(0)
         ));
     }
+    let runs = store.runs(&task.id).await?;
+    let last_run = store.last_run(&task.id).await?;
     Ok(ScheduleStatus {
         task_type_id: task.id.clone(),
         last_execution,
         next_execution,
         enabled_users,
         interval: task.interval.clone(),
+        runs: runs.runs.iter().map(RunStatus::from).collect(),
+        last_run: last_run.as_ref().map(RunStatus::from),
         warnings,
     })
 }

@@ -262,6 +262,7 @@ impl Pipeline {
                 lock_ttl: config.lock_ttl,
                 batch_size: config.batch_size.max(1),
                 reload_interval: config.reload_interval,
+                window: config.distribution_window,
             };
             let for_scheduler = distributor.clone();
             let scheduler = Supervisor::start(move |_| {

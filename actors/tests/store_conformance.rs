@@ -15,9 +15,10 @@ use std::{
 
 use actors::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId},
+    fanout::{Audience, Run, RunSource},
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, PreferenceWrite, StateStore,
+        LockName, MetricsBatch, PreferenceWrite, SlotWrite, StateStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -37,7 +38,6 @@ const MAX_SAMPLES: usize = 5;
 /// Reads what the port only writes (distribution lists, metrics).
 #[async_trait]
 trait Probe: Send + Sync {
-    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId>;
     async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
     async fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
     async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)>;
@@ -52,9 +52,6 @@ struct MemoryProbe(Arc<MemoryStore>);
 
 #[async_trait]
 impl Probe for MemoryProbe {
-    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
-        self.0.distribution(task, slot)
-    }
     async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
         self.0.executions(date, task)
     }
@@ -73,17 +70,6 @@ struct RedisProbe {
 
 #[async_trait]
 impl Probe for RedisProbe {
-    async fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
-        let mut connection = self.connection.clone();
-        let users: Vec<String> = connection
-            .lrange(self.keys.distribution(task, slot), 0, -1)
-            .await
-            .unwrap();
-        users
-            .into_iter()
-            .map(|u| UserId::parse(u).unwrap())
-            .collect()
-    }
     async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
         let mut connection = self.connection.clone();
         let count: Option<u64> = connection
@@ -227,8 +213,11 @@ conformance!(
     token_bucket_refills_at_its_rate,
     token_bucket_clock_behind_does_not_hurt_others,
     token_bucket_concurrent_callers_stay_within_budget,
-    distribution_lists,
-    fanout_progress,
+    runs_are_created_once_and_kept_in_order,
+    run_writes_are_fenced_and_move_the_slot_lists,
+    slot_lists_expire,
+    trigger_keys_remember_their_run,
+    custom_index_pages_by_rank,
     success_markers,
     run_claims,
     execution_claim_outcomes,
@@ -1019,103 +1008,223 @@ async fn token_bucket_concurrent_callers_stay_within_budget(fx: Arc<Fixture>) {
 
 // ---------------------------------------------------------------- distribution and fan-out
 
-async fn distribution_lists(fx: Arc<Fixture>) {
-    let store = &*fx.store;
-    let report = task("report");
-    let ttl = Duration::from_secs(60);
-    store
-        .write_distribution(
-            &report,
-            &[
-                (0, vec![user("a"), user("b")]),
-                (7, vec![user("c")]),
-                (8, vec![]),
-            ],
-            ttl,
-        )
-        .await
-        .unwrap();
-    store
-        .write_distribution(&report, &[(0, vec![user("d")])], ttl)
-        .await
-        .unwrap();
-    store.write_distribution(&report, &[], ttl).await.unwrap();
-    let cases: [(u32, &[&str]); 4] = [(0, &["a", "b", "d"]), (7, &["c"]), (8, &[]), (1, &[])];
-    for (slot, expected) in cases {
-        let expected: Vec<UserId> = expected.iter().map(|u| user(u)).collect();
-        assert_eq!(
-            fx.probe.distribution(&report, slot).await,
-            expected,
-            "slot {slot}"
-        );
+fn run_at(task_id: &str, at_text: &str, users: u64, slots: u32) -> Run {
+    Run {
+        task_type_id: task(task_id),
+        scheduled_at: at(at_text),
+        source: RunSource::Scheduler,
+        audience: Audience::Enabled { with_custom: false },
+        immediate: false,
+        slots,
+        users,
+        planned: 0,
+        cursor: None,
+        custom_offset: None,
+        planning_done: false,
+        next_slot: 0,
+        released: 0,
+        correlation_id: "test".into(),
+        created_at: at(at_text),
     }
-    store
-        .write_distribution(&report, &[(3, vec![user("e")])], Duration::from_millis(50))
-        .await
-        .unwrap();
-    assert_eq!(fx.probe.distribution(&report, 3).await, vec![user("e")]);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(fx.probe.distribution(&report, 3).await, vec![], "expired");
 }
 
-async fn fanout_progress(fx: Arc<Fixture>) {
+fn users(ids: &[&str]) -> Vec<UserId> {
+    ids.iter().map(|id| user(id)).collect()
+}
+
+fn append(slot: u32, ids: &[&str]) -> SlotWrite {
+    SlotWrite {
+        slot,
+        trim: 0,
+        append: users(ids),
+    }
+}
+
+async fn runs_are_created_once_and_kept_in_order(fx: Arc<Fixture>) {
     let store = &*fx.store;
+    let ttl = Duration::from_secs(60);
+    let later = run_at("report", "2024-01-15T11:00:00Z", 3, 10);
+    let earlier = run_at("report", "2024-01-15T10:00:00Z", 2, 10);
+    assert!(store.runs(&task("report")).await.unwrap().runs.is_empty());
+    assert!(
+        store
+            .create_run(&later, &[append(0, &["a"])], ttl)
+            .await
+            .unwrap()
+    );
+    assert!(store.create_run(&earlier, &[], ttl).await.unwrap());
+    let mut again = later.clone();
+    again.users = 99;
+    assert!(
+        !store
+            .create_run(&again, &[append(0, &["z"])], ttl)
+            .await
+            .unwrap(),
+        "a run with the same id exists"
+    );
+    let list = store.runs(&task("report")).await.unwrap();
+    assert_eq!(list.runs, vec![earlier.clone(), later.clone()]);
+    assert!(list.unreadable.is_empty());
+    assert_eq!(
+        store.slot_users(&later, 0, 10).await.unwrap(),
+        users(&["a"]),
+        "the refused create wrote no list"
+    );
+    assert!(store.runs(&task("digest")).await.unwrap().runs.is_empty());
+    assert_eq!(store.last_run(&task("report")).await.unwrap(), None);
+}
+
+async fn run_writes_are_fenced_and_move_the_slot_lists(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let ttl = Duration::from_secs(60);
+    let lock = LockName::Schedule(task("report"));
+    let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    let mut run = run_at("report", "2024-01-15T10:00:00Z", 5, 4);
+    assert!(store.create_run(&run, &[], ttl).await.unwrap());
+    run.planned = 4;
+    let lists = [append(0, &["a", "b"]), append(1, &["c"]), append(3, &["d"])];
+    assert!(
+        store
+            .save_run(&run, &lists, ttl, first.fence)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .save_run(&run, &[append(0, &["e"])], ttl, first.fence)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.slot_users(&run, 0, 10).await.unwrap(),
+        users(&["a", "b", "e"])
+    );
+    assert_eq!(
+        store.slot_users(&run, 0, 2).await.unwrap(),
+        users(&["a", "b"])
+    );
+    assert_eq!(store.slot_users(&run, 2, 10).await.unwrap(), vec![]);
+    // Release: trim the head that was published.
+    run.released = 2;
+    let trim = SlotWrite {
+        slot: 0,
+        trim: 2,
+        append: Vec::new(),
+    };
+    assert!(
+        store
+            .save_run(&run, &[trim], ttl, first.fence)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.slot_users(&run, 0, 10).await.unwrap(), users(&["e"]));
+    assert_eq!(
+        store.runs(&task("report")).await.unwrap().runs,
+        vec![run.clone()]
+    );
+
+    // A later holder of the lock fences the first one out.
+    assert!(store.release_lock(&lock, &first).await.unwrap());
+    let second = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    let mut stale = run.clone();
+    stale.released = 4;
+    assert!(
+        !store
+            .save_run(&stale, &[append(1, &["x"])], ttl, first.fence)
+            .await
+            .unwrap()
+    );
+    assert!(!store.finish_run(&stale, first.fence).await.unwrap());
+    assert_eq!(store.slot_users(&run, 1, 10).await.unwrap(), users(&["c"]));
+    assert_eq!(
+        store.runs(&task("report")).await.unwrap().runs,
+        vec![run.clone()]
+    );
+
+    run.released = 5;
+    run.planning_done = true;
+    run.next_slot = 4;
+    assert!(store.finish_run(&run, second.fence).await.unwrap());
+    assert!(store.runs(&task("report")).await.unwrap().runs.is_empty());
+    assert_eq!(store.last_run(&task("report")).await.unwrap(), Some(run));
+}
+
+async fn slot_lists_expire(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let run = run_at("report", "2024-01-15T10:00:00Z", 1, 4);
+    assert!(
+        store
+            .create_run(&run, &[append(3, &["e"])], Duration::from_millis(50))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.slot_users(&run, 3, 10).await.unwrap(), users(&["e"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !store.slot_users(&run, 3, 10).await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the list never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn trigger_keys_remember_their_run(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let ttl = Duration::from_secs(60);
     let report = task("report");
-    let (t1, t2, t3) = (
-        at("2024-01-15T10:00:00Z"),
-        at("2024-01-15T11:00:00Z"),
-        at("2024-01-15T12:00:00Z"),
-    );
-    assert_eq!(store.fanout_progress(&report, t1).await.unwrap(), None);
     assert_eq!(
-        store.unfinished_fanouts(&report).await.unwrap(),
-        Vec::<DateTime<Utc>>::new()
+        store.trigger_run(&report, "k 1/é", 100, ttl).await.unwrap(),
+        None
     );
+    assert_eq!(
+        store.trigger_run(&report, "k 1/é", 200, ttl).await.unwrap(),
+        Some(100)
+    );
+    assert_eq!(
+        store.trigger_run(&report, "k2", 300, ttl).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .trigger_run(&task("digest"), "k 1/é", 400, ttl)
+            .await
+            .unwrap(),
+        None,
+        "keys are per task"
+    );
+}
+
+async fn custom_index_pages_by_rank(fx: Arc<Fixture>) {
+    let store = &*fx.store;
     store
-        .save_fanout_progress(&report, t2, None, false)
+        .write_preferences(&[
+            custom("c", "report", "2024-01-15T12:00:00Z"),
+            custom("a", "report", "2024-01-15T13:00:00Z"),
+            custom("b", "report", "2024-01-15T11:00:00Z"),
+            enable("d", "report", "2024-01-15T10:00:00Z"),
+        ])
         .await
         .unwrap();
-    store
-        .save_fanout_progress(&report, t1, None, false)
-        .await
-        .unwrap();
+    let report = task("report");
+    assert_eq!(store.index_sizes(&report).await.unwrap(), (1, 3));
     assert_eq!(
-        store.fanout_progress(&report, t1).await.unwrap(),
-        Some(None)
-    );
-    store
-        .save_fanout_progress(&report, t1, Some(&user("u5")), false)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.fanout_progress(&report, t1).await.unwrap(),
-        Some(Some(user("u5")))
-    );
-    store
-        .save_fanout_progress(&report, t3, None, false)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.unfinished_fanouts(&report).await.unwrap(),
-        vec![t1, t2, t3]
-    );
-    store
-        .save_fanout_progress(&report, t2, Some(&user("u9")), true)
-        .await
-        .unwrap();
-    assert_eq!(
-        store.unfinished_fanouts(&report).await.unwrap(),
-        vec![t1, t3]
+        store.custom_users_page(&report, 0, 2).await.unwrap(),
+        users(&["b", "c"])
     );
     assert_eq!(
-        store.fanout_progress(&report, t2).await.unwrap(),
-        Some(Some(user("u9"))),
-        "a finished fan-out still reports where it ended"
+        store.custom_users_page(&report, 2, 2).await.unwrap(),
+        users(&["a"])
     );
     assert_eq!(
-        store.unfinished_fanouts(&task("digest")).await.unwrap(),
-        Vec::<DateTime<Utc>>::new()
+        store.custom_users_page(&report, 3, 2).await.unwrap(),
+        vec![]
     );
+    assert_eq!(
+        store.custom_users_page(&report, 0, 0).await.unwrap(),
+        vec![]
+    );
+    assert_eq!(store.index_sizes(&task("digest")).await.unwrap(), (0, 0));
 }
 
 // ---------------------------------------------------------------- execution bookkeeping

@@ -4,21 +4,21 @@
 //! A trigger runs the task now, outside its schedule: its `scheduled_at` is
 //! the trigger instant (whole milliseconds), so its job ids never collide
 //! with a scheduled period's. Without `user_ids` it reaches every user with
-//! the task enabled (custom intervals included) as one resumable fan-out
-//! under the task's schedule lock; with them, exactly those users (at most
-//! 10,000). `execute_immediately: true` skips the spread. The answer comes
-//! once every job is confirmed published.
+//! the task enabled (custom intervals included); with them, exactly those
+//! users (at most 10,000). `execute_immediately: true` skips the spread.
+//!
+//! The answer is `202 Accepted` as soon as the run is recorded, whatever
+//! the population: `jobs_created` is the number of users the run reaches,
+//! and the run proceeds under the SchedulerActor (its progress shows in
+//! `/schedule/status`). A request with an `Idempotency-Key` header that
+//! repeats an earlier one (same task, same key, within 24 hours) answers
+//! with the earlier run instead of starting another.
 
-use std::time::Duration;
-
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{
     domain::{TaskType, TaskTypeId, UserId},
-    messages::Distribute,
-    scheduler::schedule_status,
-    store::LockName,
+    scheduler::{Trigger, schedule_status},
 };
-use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,8 +27,8 @@ use super::{ApiError, auth::Authorized, state::ApiState};
 /// Most users one trigger may name.
 pub const MAX_TRIGGER_USERS: usize = 10_000;
 
-/// How long a trigger of every user waits for the task's schedule lock.
-const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 /// Body of `POST /schedule/trigger`.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,9 +63,10 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 }
 
 /// Runs a task now for some or all of its users: 202 with the number of
-/// jobs published and the window they are spread over.
+/// jobs the run makes, the window they are spread over and the run's id.
 async fn trigger(
     _authorized: Authorized,
+    request: HttpRequest,
     body: web::Json<TriggerRequest>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -92,70 +93,45 @@ async fn trigger(
         ),
         None => None,
     };
-    let distributor = state
-        .distributor
+    let idempotency_key = idempotency_key(&request)?;
+    let scheduler = state
+        .scheduler
         .clone()
         .ok_or_else(|| ApiError::Unavailable("this process does not run the scheduler".into()))?;
-    let scheduled_at = whole_millis(state.clock.now());
-    let lock = LockName::Schedule(task.id.clone());
-    let lease = match users {
-        Some(_) => None,
-        None => Some(wait_for_lock(&state, &lock).await?),
-    };
-    let result = distributor
-        .send(Distribute {
-            task: task.clone(),
-            scheduled_at,
-            with_custom_users: users.is_none(),
+    let accepted = scheduler
+        .send(Trigger {
+            task,
             users,
             immediate: execute_immediately,
-            lease: lease.clone().map(|lease| (lock.clone(), lease)),
-            source: "trigger".to_owned(),
-            correlation_id: format!("trigger:{}:{}", task.id, scheduled_at.timestamp_millis()),
+            idempotency_key,
+            correlation_id: None,
         })
-        .await;
-    if let Some(lease) = &lease
-        && let Err(err) = state.store.release_lock(&lock, lease).await
-    {
-        tracing::warn!(task = %task.id, error = %err, "schedule lock not released; it expires");
-    }
-    let jobs_created = result.map_err(unavailable)?.map_err(unavailable)?;
-    let window = if execute_immediately {
-        Duration::ZERO
-    } else {
-        state.distribution.window
-    };
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
     Ok(HttpResponse::Accepted().json(json!({
-        "jobs_created": jobs_created,
-        "distribution_window": humantime::format_duration(window).to_string(),
+        "jobs_created": accepted.jobs_created,
+        "distribution_window": humantime::format_duration(accepted.distribution_window).to_string(),
+        "run_id": accepted.run_id.to_string(),
     })))
 }
 
-/// Takes the task's schedule lock, waiting for a scheduler pass to end.
-async fn wait_for_lock(
-    state: &ApiState,
-    lock: &LockName,
-) -> Result<actors::store::LockLease, ApiError> {
-    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
-    loop {
-        let ttl = state.distribution.lock_ttl;
-        match state.store.acquire_lock(lock, ttl).await {
-            Ok(Some(lease)) => return Ok(lease),
-            Ok(None) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Ok(None) => {
-                return Err(ApiError::Unavailable(
-                    "the task is being scheduled; try again shortly".into(),
-                ));
-            }
-            Err(err) => return Err(unavailable(err)),
-        }
-    }
-}
-
-fn whole_millis(at: DateTime<Utc>) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at)
+/// The request's `Idempotency-Key`, if any: printable ASCII, at most 256
+/// bytes.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = request.headers().get("Idempotency-Key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
 }
 
 /// The task's last and next execution, its enabled users and interval.

@@ -7,9 +7,9 @@ use actix::Addr;
 use actors::{
     catalog::TaskCatalog,
     clock::SharedClock,
-    distributor::{DistributionSettings, DistributorActor},
+    distributor::DistributionSettings,
     metrics::MetricsActor,
-    scheduler::ReloadHealth,
+    scheduler::{ReloadHealth, SchedulerActor},
     store::StateStore,
     supervisor::WorkerGauge,
 };
@@ -25,8 +25,9 @@ pub struct ApiState {
     pub catalog: TaskCatalog,
     /// Where "now" comes from (trigger instants, status).
     pub clock: SharedClock,
-    /// Present when this process runs the scheduler side.
-    pub distributor: Option<Addr<DistributorActor>>,
+    /// Present when this process runs the scheduler side: triggers go to
+    /// it.
+    pub scheduler: Option<Addr<SchedulerActor>>,
     /// Window and rates of fan-outs.
     pub distribution: Arc<DistributionSettings>,
     /// Outcome counters.

@@ -399,12 +399,23 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
 
 /// POSTs JSON to the service; (status, body).
 pub async fn post(address: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
+    post_with(address, path, body, &[]).await
+}
+
+/// `post` with extra request headers.
+pub async fn post_with(
+    address: SocketAddr,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
         .post(format!("http://{address}{path}"))
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+        .json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -450,4 +461,15 @@ pub async fn spawn_app(
     };
     actix_rt::spawn(app.run_until_stopped());
     running
+}
+
+/// Asserts `body` is the API's error shape with `code` and a message.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }

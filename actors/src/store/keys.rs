@@ -93,9 +93,14 @@ impl Keys {
         format!("{}:metrics:duration:{task}", self.prefix)
     }
 
-    /// `{p}:distribution:{task}:{slot}`: LIST of user ids.
-    pub fn distribution(&self, task: &TaskTypeId, slot: u32) -> String {
-        format!("{}:distribution:{task}:{slot}", self.prefix)
+    /// `{p}:distribution:{task}:{run}:{slot}`: LIST of the user ids placed
+    /// in one slot of one run, until the slot is released. The spec's
+    /// `distribution:{task_type_id}:{slot}` with the run's id (its
+    /// `scheduled_at` in epoch ms) before the slot, so that runs that
+    /// overlap (a trigger during a period, a window longer than the
+    /// interval) never share a list.
+    pub fn distribution(&self, task: &TaskTypeId, run: i64, slot: u32) -> String {
+        format!("{}:distribution:{task}:{run}:{slot}", self.prefix)
     }
 
     /// `{p}:index:enabled:{task}` (extension): ZSET, all scores 0, of users
@@ -110,12 +115,25 @@ impl Keys {
         format!("{}:index:custom:{task}", self.prefix)
     }
 
-    /// `{p}:fanout:{task}` (extension): HASH fire (epoch ms) -> progress of
-    /// that period's fan-out: `run:<last user id published>` while under
-    /// way, `done:<last user id>` once complete (the user id part is empty
-    /// before the first batch; ids never contain `:`).
+    /// `{p}:fanout:{task}` (extension): HASH run id (`scheduled_at` in
+    /// epoch ms) -> the run's record as JSON ([`crate::fanout::Run`]), for
+    /// runs in progress; a finished run's field is deleted.
     pub fn fanout(&self, task: &TaskTypeId) -> String {
         format!("{}:fanout:{task}", self.prefix)
+    }
+
+    /// `{p}:fanout:{task}:last` (extension): STRING, the task's last
+    /// finished run as JSON.
+    pub fn fanout_last(&self, task: &TaskTypeId) -> String {
+        format!("{}:fanout:{task}:last", self.prefix)
+    }
+
+    /// `{p}:trigger:{task}:{key}` (extension): STRING, the run id a trigger
+    /// with this `Idempotency-Key` made; `key` is a UUIDv5 of the header's
+    /// value, so any header text makes a safe key.
+    pub fn trigger(&self, task: &TaskTypeId, idempotency_key: &str) -> String {
+        let key = Uuid::new_v5(&Uuid::NAMESPACE_OID, idempotency_key.as_bytes());
+        format!("{}:trigger:{task}:{key}", self.prefix)
     }
 
     /// `{p}:job:{id}:done` (extension): STRING set once a job succeeded.
@@ -190,8 +208,8 @@ mod tests {
                 "taskqueue:metrics:duration:daily_report",
             ),
             (
-                keys.distribution(&task, 93),
-                "taskqueue:distribution:daily_report:93",
+                keys.distribution(&task, 1_705_312_800_000, 93),
+                "taskqueue:distribution:daily_report:1705312800000:93",
             ),
             (
                 keys.lock(&LockName::Distribution),

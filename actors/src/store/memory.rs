@@ -7,7 +7,7 @@
 //! [`std::time::Instant`] when an entry is next touched.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -18,9 +18,13 @@ use uuid::Uuid;
 
 use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
-    LockName, MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
+    LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
+    StateStore, StoreError,
 };
-use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
+use crate::{
+    domain::{Settings, TaskTypeId, UserId, UserPreference},
+    fanout::Run,
+};
 
 /// How long an untouched token bucket lives (the script's `EXPIRE 3600`).
 const BUCKET_TTL: Duration = Duration::from_secs(3600);
@@ -37,13 +41,6 @@ pub struct MemoryStore {
     state: Mutex<State>,
     metrics_retention: Duration,
     metrics_max_samples: usize,
-}
-
-/// Progress of one fan-out.
-#[derive(Debug, Clone)]
-struct Fanout {
-    last_user: Option<UserId>,
-    done: bool,
 }
 
 #[derive(Debug, Default)]
@@ -65,10 +62,14 @@ struct State {
     /// bucket key -> (tokens, last_refill, expiry).
     buckets: HashMap<String, (f64, f64, Instant)>,
     schedule: HashMap<TaskTypeId, ScheduleState>,
-    /// (task, slot) -> (users, expiry).
-    distribution: HashMap<(TaskTypeId, u32), (Vec<UserId>, Instant)>,
-    /// task -> fire (epoch ms) -> progress.
-    fanouts: HashMap<TaskTypeId, BTreeMap<i64, Fanout>>,
+    /// (task, run, slot) -> (users, expiry).
+    distribution: HashMap<(TaskTypeId, i64, u32), (VecDeque<UserId>, Instant)>,
+    /// task -> run id -> run in progress.
+    runs: HashMap<TaskTypeId, BTreeMap<i64, Run>>,
+    /// task -> last finished run.
+    last_runs: HashMap<TaskTypeId, Run>,
+    /// (task, idempotency key) -> (run id, expiry).
+    triggers: HashMap<(TaskTypeId, String), (i64, Instant)>,
     /// job -> expiry of its success marker.
     done_jobs: HashMap<Uuid, Instant>,
     /// (task, user or job claimant) -> (holder, expiry): run claims and
@@ -78,6 +79,38 @@ struct State {
     failures: HashMap<(NaiveDate, TaskTypeId), u64>,
     /// task -> (score ms, member) samples, as the Redis ZSET holds them.
     durations: HashMap<TaskTypeId, BTreeSet<(i64, String)>>,
+}
+
+impl State {
+    /// Whether `fence` is the latest fence of the task's schedule lock.
+    fn holds_latest_fence(&self, task: &TaskTypeId, fence: u64) -> bool {
+        let key = lock_key(&LockName::Schedule(task.clone()));
+        self.fences.get(&key).copied().unwrap_or(0) == fence
+    }
+
+    /// Trims, then appends to, the slot lists of `run`.
+    fn apply_slot_writes(&mut self, run: &Run, lists: &[SlotWrite], ttl: Duration) {
+        let now = Instant::now();
+        for list in lists {
+            let key = (run.task_type_id.clone(), run.id(), list.slot);
+            let entry = self
+                .distribution
+                .entry(key.clone())
+                .or_insert_with(|| (VecDeque::new(), now));
+            if entry.1 <= now {
+                entry.0.clear();
+            }
+            let trim = list.trim.min(entry.0.len());
+            entry.0.drain(..trim);
+            entry.0.extend(list.append.iter().cloned());
+            if !list.append.is_empty() {
+                entry.1 = now + ttl;
+            }
+            if entry.0.is_empty() {
+                self.distribution.remove(&key);
+            }
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -106,16 +139,6 @@ impl MemoryStore {
         match self.state.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    /// The users in `distribution:{task}:{slot}`, in push order (empty once
-    /// expired).
-    pub fn distribution(&self, task: &TaskTypeId, slot: u32) -> Vec<UserId> {
-        let state = self.lock();
-        match state.distribution.get(&(task.clone(), slot)) {
-            Some((users, expiry)) if *expiry > Instant::now() => users.clone(),
-            _ => Vec::new(),
         }
     }
 
@@ -550,78 +573,133 @@ impl StateStore for MemoryStore {
         Ok(true)
     }
 
-    async fn write_distribution(
+    async fn runs(&self, task: &TaskTypeId) -> Result<RunList, StoreError> {
+        let state = self.lock();
+        Ok(RunList {
+            runs: state
+                .runs
+                .get(task)
+                .map(|runs| runs.values().cloned().collect())
+                .unwrap_or_default(),
+            unreadable: Vec::new(),
+        })
+    }
+
+    async fn last_run(&self, task: &TaskTypeId) -> Result<Option<Run>, StoreError> {
+        Ok(self.lock().last_runs.get(task).cloned())
+    }
+
+    async fn create_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let runs = state.runs.entry(run.task_type_id.clone()).or_default();
+        if runs.contains_key(&run.id()) {
+            return Ok(false);
+        }
+        runs.insert(run.id(), run.clone());
+        state.apply_slot_writes(run, lists, ttl);
+        Ok(true)
+    }
+
+    async fn save_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+        fence: u64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if !state.holds_latest_fence(&run.task_type_id, fence) {
+            return Ok(false);
+        }
+        state.apply_slot_writes(run, lists, ttl);
+        state
+            .runs
+            .entry(run.task_type_id.clone())
+            .or_default()
+            .insert(run.id(), run.clone());
+        Ok(true)
+    }
+
+    async fn finish_run(&self, run: &Run, fence: u64) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        if !state.holds_latest_fence(&run.task_type_id, fence) {
+            return Ok(false);
+        }
+        if let Some(runs) = state.runs.get_mut(&run.task_type_id) {
+            runs.remove(&run.id());
+        }
+        state
+            .last_runs
+            .insert(run.task_type_id.clone(), run.clone());
+        Ok(true)
+    }
+
+    async fn slot_users(
+        &self,
+        run: &Run,
+        slot: u32,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        let state = self.lock();
+        let key = (run.task_type_id.clone(), run.id(), slot);
+        Ok(state
+            .distribution
+            .get(&key)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(users, _)| users.iter().take(limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn trigger_run(
         &self,
         task: &TaskTypeId,
-        slots: &[(u32, Vec<UserId>)],
+        key: &str,
+        run: i64,
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         let mut state = self.lock();
         let now = Instant::now();
-        for (slot, users) in slots {
-            if users.is_empty() {
-                continue;
-            }
-            let entry = state
-                .distribution
-                .entry((task.clone(), *slot))
-                .or_insert_with(|| (Vec::new(), now));
-            if entry.1 <= now {
-                entry.0.clear();
-            }
-            entry.0.extend(users.iter().cloned());
-            entry.1 = now + ttl;
+        let entry = (task.clone(), key.to_owned());
+        if let Some((earlier, expiry)) = state.triggers.get(&entry)
+            && *expiry > now
+        {
+            return Ok(Some(*earlier));
         }
-        Ok(())
+        state.triggers.insert(entry, (run, now + ttl));
+        Ok(None)
     }
 
-    async fn fanout_progress(
+    async fn custom_users_page(
         &self,
         task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-    ) -> Result<Option<Option<UserId>>, StoreError> {
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
         let state = self.lock();
-        Ok(state
-            .fanouts
-            .get(task)
-            .and_then(|fanouts| fanouts.get(&scheduled_at.timestamp_millis()))
-            .map(|fanout| fanout.last_user.clone()))
+        let Some(index) = state.custom_index.get(task) else {
+            return Ok(Vec::new());
+        };
+        // Rank order of the Redis ZSET: by score, then by id.
+        let mut users: Vec<(i64, &UserId)> = index.iter().map(|(u, at)| (*at, u)).collect();
+        users.sort();
+        Ok(users
+            .into_iter()
+            .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+            .take(limit)
+            .map(|(_, user)| user.clone())
+            .collect())
     }
 
-    async fn save_fanout_progress(
-        &self,
-        task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-        last_user: Option<&UserId>,
-        done: bool,
-    ) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        state.fanouts.entry(task.clone()).or_default().insert(
-            scheduled_at.timestamp_millis(),
-            Fanout {
-                last_user: last_user.cloned(),
-                done,
-            },
-        );
-        Ok(())
-    }
-
-    async fn unfinished_fanouts(
-        &self,
-        task: &TaskTypeId,
-    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
         let state = self.lock();
-        Ok(state
-            .fanouts
-            .get(task)
-            .map(|fanouts| {
-                fanouts
-                    .iter()
-                    .filter(|(_, fanout)| !fanout.done)
-                    .map(|(ms, _)| from_millis(*ms))
-                    .collect()
-            })
-            .unwrap_or_default())
+        let default = state.enabled_index.get(task).map_or(0, BTreeSet::len);
+        let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
+        Ok((default as u64, custom as u64))
     }
 
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {

@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
+use crate::{
+    domain::{Settings, TaskTypeId, UserId, UserPreference},
+    fanout::Run,
+};
 
 pub use keys::Keys;
 
@@ -115,12 +118,35 @@ impl PreferenceWrite {
 /// (ascending `key`, then `user`). `key` is the index entry's score: the
 /// user's [`crate::slot::spread_key`] (0 for entries written before the
 /// index was scored, which then sort first, by id).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct SpreadCursor {
     /// The spread key the index holds for the user.
     pub key: u64,
     /// The user.
     pub user: UserId,
+}
+
+/// A change to one slot list of a run: drop `trim` users from its head
+/// (they are published), then append `append`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotWrite {
+    /// The slot.
+    pub slot: u32,
+    /// Users to remove from the head of the list.
+    pub trim: usize,
+    /// Users to append.
+    pub append: Vec<UserId>,
+}
+
+/// The runs in progress of a task.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunList {
+    /// Readable runs, oldest first.
+    pub runs: Vec<Run>,
+    /// Fields of the run hash that could not be read (skipped).
+    pub unreadable: Vec<String>,
 }
 
 /// A user with a custom interval whose next fire has come.
@@ -351,33 +377,60 @@ pub trait StateStore: Send + Sync + 'static {
         last_fired: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError>;
-    /// Appends users to `distribution:{task}:{slot}` lists, which expire
-    /// after `ttl`.
-    async fn write_distribution(
+    // --- fan-out runs and their distribution slot lists ---
+
+    /// The task's runs in progress, oldest first. Records that cannot be
+    /// read are left out and named in [`RunList::unreadable`].
+    async fn runs(&self, task: &TaskTypeId) -> Result<RunList, StoreError>;
+    /// The task's last finished run.
+    async fn last_run(&self, task: &TaskTypeId) -> Result<Option<Run>, StoreError>;
+    /// Stores a new run with its first slot lists, atomically; false (and
+    /// nothing written) when a run with its id exists.
+    async fn create_run(
         &self,
-        task: &TaskTypeId,
-        slots: &[(u32, Vec<UserId>)],
+        run: &Run,
+        lists: &[SlotWrite],
         ttl: Duration,
-    ) -> Result<(), StoreError>;
-    /// Where an interrupted fan-out of (`task`, `scheduled_at`) stopped: the
-    /// last user id whose job is confirmed published. `Some(None)` means
-    /// started but no batch done; `None` means never started.
-    async fn fanout_progress(
+    ) -> Result<bool, StoreError>;
+    /// Saves `run` and applies `lists` (trims, then appends) atomically, if
+    /// `fence` is still the latest fence of the task's schedule lock; false
+    /// (and nothing written) when a later holder took the lock.
+    async fn save_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+        fence: u64,
+    ) -> Result<bool, StoreError>;
+    /// Removes the finished `run` and keeps it as the task's last run,
+    /// fenced as [`StateStore::save_run`].
+    async fn finish_run(&self, run: &Run, fence: u64) -> Result<bool, StoreError>;
+    /// Up to `limit` users at the head of a slot list of `run`.
+    async fn slot_users(
+        &self,
+        run: &Run,
+        slot: u32,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError>;
+    /// The run already made under a trigger's idempotency key, or `None`
+    /// after recording `run` under it for `ttl`.
+    async fn trigger_run(
         &self,
         task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-    ) -> Result<Option<Option<UserId>>, StoreError>;
-    /// Saves fan-out progress (`done` marks it complete).
-    async fn save_fanout_progress(
+        key: &str,
+        run: i64,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError>;
+    /// Users of the task's custom-interval index by rank: at most `limit`
+    /// from `offset`.
+    async fn custom_users_page(
         &self,
         task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-        last_user: Option<&UserId>,
-        done: bool,
-    ) -> Result<(), StoreError>;
-    /// Pending fan-outs (started, not done) of `task`, oldest first.
-    async fn unfinished_fanouts(&self, task: &TaskTypeId)
-    -> Result<Vec<DateTime<Utc>>, StoreError>;
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError>;
+    /// Sizes of the task's enabled index and custom-interval index.
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError>;
 
     // --- execution bookkeeping ---
 

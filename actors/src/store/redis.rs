@@ -39,10 +39,14 @@ use uuid::Uuid;
 
 use super::{
     Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
-    MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
+    MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
+    StoreError,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
 };
-use crate::domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference};
+use crate::{
+    domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
+    fanout::Run,
+};
 
 static TOKEN_BUCKET: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/token_bucket.lua")));
@@ -52,6 +56,10 @@ static LOCK_RENEW: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_renew.lua")));
 static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/lock_release.lua")));
+static RUN_CREATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/run_create.lua")));
+static RUN_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/run_update.lua")));
 static RECORD_FIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/record_fire.lua")));
 static ADVANCE_CUSTOM: LazyLock<Script> =
@@ -74,8 +82,6 @@ const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
 const FIELD_PARAM_PREFIX: &str = "param:";
 /// Fan-out progress value prefixes.
-const FANOUT_RUNNING: &str = "run:";
-const FANOUT_DONE: &str = "done:";
 
 /// Tuning of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +286,52 @@ impl RedisStore {
 }
 
 /// An instant as RFC 3339 in UTC, exact to the nanosecond.
+impl RedisStore {
+    /// `run_update.lua`: the fenced write of a run and its slot lists.
+    async fn update_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+        fence: u64,
+        op: &str,
+    ) -> Result<bool, StoreError> {
+        let task = &run.task_type_id;
+        let mut invocation = RUN_UPDATE.prepare_invoke();
+        invocation
+            .key(self.keys.fanout(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
+            .key(self.keys.fanout_last(task))
+            .arg(fence)
+            .arg(run.id())
+            .arg(encode_run(run)?)
+            .arg(op)
+            .arg(millis(ttl).max(1));
+        for list in lists
+            .iter()
+            .filter(|list| list.trim > 0 || !list.append.is_empty())
+        {
+            invocation
+                .key(self.keys.distribution(task, run.id(), list.slot))
+                .arg(list.trim)
+                .arg(list.append.len());
+            for user in &list.append {
+                invocation.arg(user.as_str());
+            }
+        }
+        let mut connection = self.connection.clone();
+        let written: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(written == 1)
+    }
+}
+
+fn encode_run(run: &Run) -> Result<String, StoreError> {
+    serde_json::to_string(run).map_err(|err| StoreError::Corrupt {
+        key: format!("run {}", run.id()),
+        reason: err.to_string(),
+    })
+}
+
 fn rfc3339(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
@@ -653,96 +705,150 @@ impl StateStore for RedisStore {
         Ok(written == 1)
     }
 
-    async fn write_distribution(
-        &self,
-        task: &TaskTypeId,
-        slots: &[(u32, Vec<UserId>)],
-        ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let mut pipe = redis::pipe();
-        let mut any = false;
-        for (slot, users) in slots {
-            if users.is_empty() {
-                continue;
-            }
-            any = true;
-            let key = self.keys.distribution(task, *slot);
-            let ids: Vec<&str> = users.iter().map(UserId::as_str).collect();
-            pipe.rpush(&key, ids).ignore();
-            pipe.pexpire(&key, millis(ttl).max(1) as i64).ignore();
-        }
-        if !any {
-            return Ok(());
-        }
-        self.query::<()>(&pipe).await
-    }
-
-    async fn fanout_progress(
-        &self,
-        task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-    ) -> Result<Option<Option<UserId>>, StoreError> {
-        let key = self.keys.fanout(task);
-        let mut connection = self.connection.clone();
-        let value: Option<String> = redis::cmd("HGET")
-            .arg(&key)
-            .arg(scheduled_at.timestamp_millis())
-            .query_async(&mut connection)
-            .await?;
-        let Some(value) = value else {
-            return Ok(None);
-        };
-        let user = value
-            .strip_prefix(FANOUT_RUNNING)
-            .or_else(|| value.strip_prefix(FANOUT_DONE))
-            .ok_or_else(|| corrupt(&key, format!("fan-out progress {value:?}")))?;
-        if user.is_empty() {
-            Ok(Some(None))
-        } else {
-            Ok(Some(Some(parse_user(&key, user)?)))
-        }
-    }
-
-    async fn save_fanout_progress(
-        &self,
-        task: &TaskTypeId,
-        scheduled_at: DateTime<Utc>,
-        last_user: Option<&UserId>,
-        done: bool,
-    ) -> Result<(), StoreError> {
-        let state = if done { FANOUT_DONE } else { FANOUT_RUNNING };
-        let value = format!("{state}{}", last_user.map_or("", UserId::as_str));
-        let mut connection = self.connection.clone();
-        redis::cmd("HSET")
-            .arg(self.keys.fanout(task))
-            .arg(scheduled_at.timestamp_millis())
-            .arg(value)
-            .query_async::<()>(&mut connection)
-            .await?;
-        Ok(())
-    }
-
-    async fn unfinished_fanouts(
-        &self,
-        task: &TaskTypeId,
-    ) -> Result<Vec<DateTime<Utc>>, StoreError> {
+    async fn runs(&self, task: &TaskTypeId) -> Result<RunList, StoreError> {
         let key = self.keys.fanout(task);
         let mut connection = self.connection.clone();
         let fields: Vec<(String, String)> = redis::cmd("HGETALL")
             .arg(&key)
             .query_async(&mut connection)
             .await?;
-        let mut fires = Vec::new();
+        let mut list = RunList::default();
         for (field, value) in fields {
-            if value.starts_with(FANOUT_RUNNING) {
-                let ms: i64 = field
-                    .parse()
-                    .map_err(|err| corrupt(&key, format!("fire {field:?}: {err}")))?;
-                fires.push(ms);
+            match serde_json::from_str::<Run>(&value) {
+                Ok(run) if run.id().to_string() == field => list.runs.push(run),
+                _ => list.unreadable.push(field),
             }
         }
-        fires.sort_unstable();
-        Ok(fires.into_iter().map(from_millis).collect())
+        list.runs.sort_by_key(Run::id);
+        Ok(list)
+    }
+
+    async fn last_run(&self, task: &TaskTypeId) -> Result<Option<Run>, StoreError> {
+        let key = self.keys.fanout_last(task);
+        let mut connection = self.connection.clone();
+        let value: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        value
+            .map(|value| serde_json::from_str(&value).map_err(|err| corrupt(&key, err.to_string())))
+            .transpose()
+    }
+
+    async fn create_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let task = &run.task_type_id;
+        let mut invocation = RUN_CREATE.prepare_invoke();
+        invocation
+            .key(self.keys.fanout(task))
+            .arg(run.id())
+            .arg(encode_run(run)?)
+            .arg(millis(ttl).max(1));
+        for list in lists.iter().filter(|list| !list.append.is_empty()) {
+            invocation
+                .key(self.keys.distribution(task, run.id(), list.slot))
+                .arg(list.append.len());
+            for user in &list.append {
+                invocation.arg(user.as_str());
+            }
+        }
+        let mut connection = self.connection.clone();
+        let created: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(created == 1)
+    }
+
+    async fn save_run(
+        &self,
+        run: &Run,
+        lists: &[SlotWrite],
+        ttl: Duration,
+        fence: u64,
+    ) -> Result<bool, StoreError> {
+        self.update_run(run, lists, ttl, fence, "save").await
+    }
+
+    async fn finish_run(&self, run: &Run, fence: u64) -> Result<bool, StoreError> {
+        self.update_run(run, &[], Duration::from_secs(1), fence, "finish")
+            .await
+    }
+
+    async fn slot_users(
+        &self,
+        run: &Run,
+        slot: u32,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.distribution(&run.task_type_id, run.id(), slot);
+        let mut connection = self.connection.clone();
+        let users: Vec<String> = redis::cmd("LRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(limit - 1)
+            .query_async(&mut connection)
+            .await?;
+        users.iter().map(|user| parse_user(&key, user)).collect()
+    }
+
+    async fn trigger_run(
+        &self,
+        task: &TaskTypeId,
+        key: &str,
+        run: i64,
+        ttl: Duration,
+    ) -> Result<Option<i64>, StoreError> {
+        let key = self.keys.trigger(task, key);
+        let mut connection = self.connection.clone();
+        // SET NX GET: the earlier value when there is one, nil after setting.
+        let earlier: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(run)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(millis(ttl).max(1))
+            .query_async(&mut connection)
+            .await?;
+        earlier
+            .map(|value| {
+                value
+                    .parse::<i64>()
+                    .map_err(|_| corrupt(&key, format!("run id {value:?}")))
+            })
+            .transpose()
+    }
+
+    async fn custom_users_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<UserId>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.custom_index(task);
+        let mut connection = self.connection.clone();
+        let users: Vec<String> = redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(offset)
+            .arg(offset + limit as u64 - 1)
+            .query_async(&mut connection)
+            .await?;
+        users.iter().map(|user| parse_user(&key, user)).collect()
+    }
+
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.zcard(self.keys.enabled_index(task))
+            .zcard(self.keys.custom_index(task));
+        self.query(&pipe).await
     }
 
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
