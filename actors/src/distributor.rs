@@ -202,7 +202,15 @@ impl Distribution {
             published += self.plan_page(&task, &mut run, fence).await?;
         }
         for slot in run.releasable(now) {
+            if run.planning_done && run.released >= run.planned {
+                // Every planned user is out: the slots left are empty.
+                run.next_slot = run.slots;
+                break;
+            }
             published += self.release_slot(&task, &mut run, slot, fence).await?;
+        }
+        if run.planning_done && run.released >= run.planned && !run.finished() {
+            run.next_slot = run.slots;
         }
         if run.finished() {
             self.fenced(self.store.finish_run(&run, fence).await?, &run)?;

@@ -81,7 +81,6 @@ const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
 const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
 const FIELD_PARAM_PREFIX: &str = "param:";
-/// Fan-out progress value prefixes.
 
 /// Tuning of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
