@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
-    LockName, MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError,
+    LockName, MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
 };
 use crate::domain::{Settings, TaskTypeId, UserId, UserPreference};
 

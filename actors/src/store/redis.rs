@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use super::{
     Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
-    MetricsBatch, PreferenceWrite, ScheduleState, StateStore, StoreError,
+    MetricsBatch, PreferenceWrite, ScheduleState, SpreadCursor, StateStore, StoreError,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
 };
 use crate::domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference};
