@@ -98,8 +98,10 @@ impl Keys {
         format!("{}:distribution:{task}:{slot}", self.prefix)
     }
 
-    /// `{p}:index:enabled:{task}` (extension): ZSET, all scores 0, of users
-    /// with the task enabled on its default interval; paged by lex range.
+    /// `{p}:index:enabled:{task}` (extension): ZSET of users with the task
+    /// enabled on its default interval, scored by their
+    /// [`crate::slot::spread_key`] (0 for entries older releases wrote);
+    /// paged in (score, id) order.
     pub fn enabled_index(&self, task: &TaskTypeId) -> String {
         format!("{}:index:enabled:{task}", self.prefix)
     }

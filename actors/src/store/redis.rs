@@ -18,8 +18,11 @@
 //!   `UserPreference.last_modified`.
 //! - `{p}:schedule:{task}`: STRING `<RFC 3339 instant>|fence=<n>`, e.g.
 //!   `2024-01-15T00:00:00Z|fence=7` (a bare instant reads as fence 0).
-//! - `{p}:index:enabled:{task}`: ZSET, score 0, of users enabled on the
-//!   task's default interval; `{p}:index:custom:{task}`: ZSET user -> next
+//! - `{p}:index:enabled:{task}`: ZSET of users enabled on the task's
+//!   default interval, score = the user's spread key (an integer below
+//!   2^52; 0 for entries written before the index was scored, which walk
+//!   first), paged by rank from the cursor's (score, id) in
+//!   `enabled_page.lua`; `{p}:index:custom:{task}`: ZSET user -> next
 //!   fire (epoch ms) of users on a custom interval. A preference write
 //!   updates the hash, the settings and both indexes in one `MULTI`.
 //! - `{p}:ratelimit:*`: HASH `tokens`, `last_refill` (seconds, float).
@@ -66,6 +69,8 @@ static CLAIM_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/claim_execution.lua")));
 static FINISH_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish_execution.lua")));
+static ENABLED_PAGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/enabled_page.lua")));
 
 /// Settings-hash field holding the custom interval (JSON).
 const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
@@ -170,7 +175,7 @@ impl RedisStore {
         let mut settings_hashes = Vec::new();
         #[derive(Default)]
         struct IndexChanges<'a> {
-            enabled_add: Vec<(i64, &'a str)>,
+            enabled_add: Vec<(u64, &'a str)>,
             enabled_rem: Vec<&'a str>,
             custom_add: Vec<(i64, &'a str)>,
             custom_rem: Vec<&'a str>,
@@ -200,7 +205,9 @@ impl RedisStore {
                 }
                 (true, None) => {
                     changes.custom_rem.push(user.as_str());
-                    changes.enabled_add.push((0, user.as_str()));
+                    changes
+                        .enabled_add
+                        .push((crate::slot::spread_key(task, user), user.as_str()));
                 }
                 (false, _) => {
                     changes.enabled_rem.push(user.as_str());
@@ -240,6 +247,47 @@ impl RedisStore {
         }
     }
 
+    /// One page of the enabled index in spread order (`enabled_page.lua`):
+    /// from the start, or strictly after `start` = (spread key, user); with
+    /// `by_member`, the key is only a fallback and the cursor is placed by
+    /// the user's entry (see the script).
+    async fn enabled_page(
+        &self,
+        task: &TaskTypeId,
+        start: Option<(u64, &str)>,
+        by_member: bool,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.enabled_index(task);
+        let (score, member) = match start {
+            Some((score, member)) => (score.to_string(), member),
+            None => (String::new(), ""),
+        };
+        let mut connection = self.connection.clone();
+        let flat: Vec<String> = ENABLED_PAGE
+            .key(&key)
+            .arg(score)
+            .arg(member)
+            .arg(limit)
+            .arg(if by_member { "1" } else { "0" })
+            .invoke_async(&mut connection)
+            .await?;
+        flat.chunks(2)
+            .map(|entry| {
+                let [user, score] = entry else {
+                    return Err(corrupt(&key, "enabled_page.lua returned a partial entry"));
+                };
+                Ok(SpreadCursor {
+                    key: parse_spread_key(&key, score)?,
+                    user: parse_user(&key, user)?,
+                })
+            })
+            .collect()
+    }
+
     /// Appends the commands of one preference write to an atomic pipeline.
     fn push_preference_write(&self, pipe: &mut Pipeline, write: &PreferenceWrite) {
         let keys = &self.keys;
@@ -269,7 +317,12 @@ impl RedisStore {
             }
             (true, None) => {
                 pipe.zrem(&custom_index, user.as_str()).ignore();
-                pipe.zadd(&enabled_index, user.as_str(), 0).ignore();
+                pipe.zadd(
+                    &enabled_index,
+                    user.as_str(),
+                    crate::slot::spread_key(task, user),
+                )
+                .ignore();
             }
             (false, _) => {
                 pipe.zrem(&enabled_index, user.as_str()).ignore();
@@ -347,6 +400,20 @@ fn decode_schedule_state(key: &str, value: &str) -> Result<ScheduleState, StoreE
 
 fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
     UserId::parse(value).map_err(|err| corrupt(key, format!("user id {value:?}: {err}")))
+}
+
+/// An enabled-index score back to the spread key it holds (an integer
+/// below 2^52, which Redis may print as a double).
+fn parse_spread_key(key: &str, score: &str) -> Result<u64, StoreError> {
+    if let Ok(value) = score.parse::<u64>() {
+        return Ok(value);
+    }
+    match score.parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < (1u64 << 53) as f64 => {
+            Ok(value as u64)
+        }
+        _ => Err(corrupt(key, format!("spread key {score:?}"))),
+    }
 }
 
 fn parse_instant(key: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
@@ -452,28 +519,8 @@ impl StateStore for RedisStore {
         after: Option<&SpreadCursor>,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
-        let key = self.keys.enabled_index(task);
-        let mut connection = self.connection.clone();
-        let users: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
-            .await?;
-        let mut users: Vec<SpreadCursor> = users
-            .iter()
-            .map(|user| {
-                let user = parse_user(&key, user)?;
-                Ok(SpreadCursor {
-                    key: crate::slot::spread_key(task, &user),
-                    user,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        users.retain(|cursor| after.is_none_or(|after| cursor > after));
-        users.sort_unstable();
-        users.truncate(limit);
-        Ok(users)
+        let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
+        self.enabled_page(task, start, false, limit).await
     }
 
     async fn enabled_users_after(
@@ -482,22 +529,9 @@ impl StateStore for RedisStore {
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let key = self.keys.enabled_index(task);
-        let min = after.map_or_else(|| "-".to_owned(), |user| format!("({user}"));
-        let mut connection = self.connection.clone();
-        let users: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(&key)
-            .arg(min)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut connection)
-            .await?;
-        users.iter().map(|user| parse_user(&key, user)).collect()
+        let start = after.map(|user| (crate::slot::spread_key(task, user), user.as_str()));
+        let page = self.enabled_page(task, start, true, limit).await?;
+        Ok(page.into_iter().map(|cursor| cursor.user).collect())
     }
 
     async fn due_custom_users(
