@@ -420,6 +420,14 @@ async fn preferences_round_trip(fx: Arc<Fixture>) {
     assert!(prefs.task_settings.is_empty());
     assert_eq!(prefs.last_modified, at("2024-01-17T00:00:00Z"));
 
+    // Kept to the millisecond.
+    store
+        .write_preferences(&[enable("u2", "digest", "2024-01-17T00:00:00.123456789Z")])
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("u2")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2024-01-17T00:00:00.123Z"));
+
     // Empty settings are kept as such.
     store
         .write_preferences(&[PreferenceWrite {
@@ -1980,11 +1988,35 @@ async fn redis_key_layout_and_encodings() {
     assert_eq!(settings["param:lang"], "fr");
     let interval: TaskInterval = serde_json::from_str(&settings["custom_interval"]).unwrap();
     assert_eq!(interval, daily());
-    let modified: String = raw
-        .get(format!("{p}:users:u1:last_modified"))
+    let bucket = Keys::modified_bucket(&user("u1"));
+    let modified: BTreeMap<String, String> = raw
+        .hgetall(format!("{p}:users:modified:{bucket}"))
         .await
         .unwrap();
-    assert_eq!(modified, "2024-01-15T10:00:00Z");
+    assert_eq!(
+        modified,
+        BTreeMap::from([(
+            "u1".into(),
+            at("2024-01-15T10:00:00Z").timestamp_millis().to_string()
+        )])
+    );
+    let legacy: bool = raw
+        .exists(format!("{p}:users:u1:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy, "no key per user");
+    store
+        .write_preferences(&[enable("u2", "report", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    let enabled: Vec<(String, f64)> = raw
+        .zrange_withscores(format!("{p}:index:enabled:report"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled,
+        vec![("u2".into(), spread_key(&task("report"), &user("u2")) as f64)]
+    );
     let schedule: String = raw.get(format!("{p}:schedule:report")).await.unwrap();
     assert_eq!(
         schedule,
@@ -2027,6 +2059,78 @@ async fn redis_key_layout_and_encodings() {
         (1..=3600).contains(&metrics_ttl),
         "metrics ttl {metrics_ttl}"
     );
+    cleanup(&mut raw, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_reads_and_moves_the_last_modified_of_older_releases() {
+    let (store, prefix) = redis_store().await;
+    let mut raw = store.connection();
+    let p = &prefix;
+    // What an older release left: the tasks hash, a STRING last_modified
+    // and an unscored index entry.
+    let _: () = raw
+        .hset(format!("{p}:users:old:tasks"), "report", "1")
+        .await
+        .unwrap();
+    let _: () = raw
+        .set(
+            format!("{p}:users:old:last_modified"),
+            "2023-05-01T12:00:00.5Z",
+        )
+        .await
+        .unwrap();
+    let _: () = raw
+        .zadd(format!("{p}:index:enabled:report"), "old", 0)
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("old")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2023-05-01T12:00:00.5Z"));
+    assert_eq!(
+        prefs.enabled_tasks,
+        BTreeMap::from([(task("report"), true)])
+    );
+    // The next write moves the user to the new layout.
+    store
+        .write_preferences(&[enable("old", "digest", "2024-02-01T00:00:00Z")])
+        .await
+        .unwrap();
+    let legacy: bool = raw
+        .exists(format!("{p}:users:old:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy);
+    let prefs = store.preferences(&user("old")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2024-02-01T00:00:00Z"));
+    // Deleting the last preference removes the bucket entry and any legacy key.
+    let _: () = raw
+        .set(
+            format!("{p}:users:old:last_modified"),
+            "2023-05-01T12:00:00Z",
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_preference(&user("old"), &task("report"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_preference(&user("old"), &task("digest"))
+            .await
+            .unwrap()
+    );
+    let bucket = format!("{p}:users:modified:{}", Keys::modified_bucket(&user("old")));
+    let field: Option<String> = raw.hget(&bucket, "old").await.unwrap();
+    assert_eq!(field, None);
+    let legacy: bool = raw
+        .exists(format!("{p}:users:old:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy);
+    assert_eq!(store.preferences(&user("old")).await.unwrap(), None);
     cleanup(&mut raw, &prefix).await;
 }
 

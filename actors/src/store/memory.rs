@@ -282,7 +282,11 @@ impl State {
                 self.settings.remove(&key);
             }
         }
-        self.user_modified.insert(user.clone(), write.modified_at);
+        // Kept to the millisecond, as Redis keeps it.
+        self.user_modified.insert(
+            user.clone(),
+            from_millis(write.modified_at.timestamp_millis()),
+        );
         self.unindex(user, task);
         if write.enabled {
             match write.custom_next_fire {

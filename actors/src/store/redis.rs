@@ -14,8 +14,11 @@
 //!   `TaskInterval`, `param:<name>` = parameter value (one field per
 //!   parameter), `last_modified` = RFC 3339 instant the settings were
 //!   written.
-//! - `{p}:users:{user}:last_modified`: STRING, RFC 3339: the
-//!   `UserPreference.last_modified`.
+//! - `{p}:users:modified:{bucket}`: HASH user -> epoch ms: the
+//!   `UserPreference.last_modified` of the users of one bucket (see
+//!   [`Keys::user_modified`]). Older releases kept it in a STRING
+//!   `{p}:users:{user}:last_modified` (RFC 3339): read when the bucket has
+//!   no entry for the user, deleted by the user's next write.
 //! - `{p}:schedule:{task}`: STRING `<RFC 3339 instant>|fence=<n>`, e.g.
 //!   `2024-01-15T00:00:00Z|fence=7` (a bare instant reads as fence 0).
 //! - `{p}:index:enabled:{task}`: ZSET of users enabled on the task's
@@ -163,15 +166,16 @@ impl RedisStore {
 
     /// Appends a batch of preference writes, in which no (user, task) pair
     /// repeats, to an atomic pipeline as few multi-member commands: one
-    /// `HSET` per user, one `MSET` of the users' `last_modified`, one
-    /// multi-key `DEL` of the settings, one `HSET` per settings hash, and
+    /// `HSET` per user, one `HSET` per `last_modified` bucket, one
+    /// multi-key `DEL` of the settings (and of the users' `last_modified`
+    /// keys of older releases), one `HSET` per settings hash, and
     /// at most one `ZADD` and one `ZREM` per index. Inside `MULTI` this is
     /// the same as applying the writes one by one.
     fn push_distinct_writes(&self, pipe: &mut Pipeline, writes: &[PreferenceWrite]) {
         let keys = &self.keys;
         let mut tasks_by_user: BTreeMap<&UserId, Vec<(&str, &str)>> = BTreeMap::new();
         let mut modified_by_user: BTreeMap<&UserId, DateTime<Utc>> = BTreeMap::new();
-        let mut settings_keys = Vec::with_capacity(writes.len());
+        let mut stale_keys = Vec::with_capacity(writes.len());
         let mut settings_hashes = Vec::new();
         #[derive(Default)]
         struct IndexChanges<'a> {
@@ -194,7 +198,7 @@ impl RedisStore {
                 let fields = settings_fields(settings, &rfc3339(write.modified_at));
                 settings_hashes.push((settings_key.clone(), fields));
             }
-            settings_keys.push(settings_key);
+            stale_keys.push(settings_key);
             let changes = indexes.entry(task).or_default();
             match (write.enabled, write.custom_next_fire) {
                 (true, Some(next)) => {
@@ -218,12 +222,19 @@ impl RedisStore {
         for (user, fields) in &tasks_by_user {
             pipe.hset_multiple(keys.user_tasks(user), fields).ignore();
         }
-        let modified: Vec<(String, String)> = modified_by_user
-            .iter()
-            .map(|(user, at)| (keys.user_modified(user), rfc3339(*at)))
-            .collect();
-        pipe.mset(&modified).ignore();
-        pipe.del(&settings_keys).ignore();
+        let mut modified_buckets: BTreeMap<String, Vec<(&str, i64)>> = BTreeMap::new();
+        for (user, at) in &modified_by_user {
+            modified_buckets
+                .entry(keys.user_modified(user))
+                .or_default()
+                .push((user.as_str(), at.timestamp_millis()));
+            // Moves the user off the layout of older releases.
+            stale_keys.push(keys.legacy_user_modified(user));
+        }
+        for (bucket, fields) in &modified_buckets {
+            pipe.hset_multiple(bucket, fields).ignore();
+        }
+        pipe.del(&stale_keys).ignore();
         for (key, fields) in &settings_hashes {
             pipe.hset_multiple(key, fields).ignore();
         }
@@ -301,12 +312,18 @@ impl RedisStore {
         )
         .ignore();
         let settings_key = keys.user_settings(user, task);
-        pipe.del(&settings_key).ignore();
+        pipe.del(&[&settings_key, &keys.legacy_user_modified(user)])
+            .ignore();
         if let Some(settings) = &write.settings {
             pipe.hset_multiple(&settings_key, &settings_fields(settings, &modified))
                 .ignore();
         }
-        pipe.set(keys.user_modified(user), &modified).ignore();
+        pipe.hset(
+            keys.user_modified(user),
+            user.as_str(),
+            write.modified_at.timestamp_millis(),
+        )
+        .ignore();
         let enabled_index = keys.enabled_index(task);
         let custom_index = keys.custom_index(task);
         match (write.enabled, write.custom_next_fire) {
@@ -457,6 +474,7 @@ impl StateStore for RedisStore {
             .key(keys.enabled_index(task))
             .key(keys.custom_index(task))
             .key(keys.user_modified(user))
+            .key(keys.legacy_user_modified(user))
             .arg(task.as_str())
             .arg(user.as_str())
             .invoke_async(&mut connection)
@@ -468,9 +486,13 @@ impl StateStore for RedisStore {
         let keys = &self.keys;
         let tasks_key = keys.user_tasks(user);
         let modified_key = keys.user_modified(user);
+        let legacy_key = keys.legacy_user_modified(user);
         let mut pipe = redis::pipe();
-        pipe.hgetall(&tasks_key).get(&modified_key);
-        let (tasks, modified): (Vec<(String, String)>, Option<String>) = self.query(&pipe).await?;
+        pipe.hgetall(&tasks_key)
+            .hget(&modified_key, user.as_str())
+            .get(&legacy_key);
+        let (tasks, modified, legacy): (Vec<(String, String)>, Option<String>, Option<String>) =
+            self.query(&pipe).await?;
         if tasks.is_empty() {
             return Ok(None);
         }
@@ -493,9 +515,15 @@ impl StateStore for RedisStore {
             let key = keys.user_settings(user, task);
             task_settings.insert(task.clone(), parse_settings(&key, fields)?);
         }
-        let last_modified = match modified {
-            Some(value) => parse_instant(&modified_key, &value)?,
-            None => DateTime::<Utc>::UNIX_EPOCH,
+        let last_modified = match (modified, legacy) {
+            (Some(value), _) => {
+                let ms: i64 = value
+                    .parse()
+                    .map_err(|err| corrupt(&modified_key, format!("{user}: {value:?}: {err}")))?;
+                from_millis(ms)
+            }
+            (None, Some(value)) => parse_instant(&legacy_key, &value)?,
+            (None, None) => DateTime::<Utc>::UNIX_EPOCH,
         };
         Ok(Some(UserPreference {
             user_id: user.clone(),
