@@ -233,6 +233,7 @@ conformance!(
     enabled_users_after_pages_by_user_cursor,
     spread_order_pages,
     spread_order_equal_and_legacy_keys,
+    spread_order_many_legacy_keys,
     spread_order_pages_under_concurrent_writes,
     due_custom_users_and_advance,
     delete_preference_cleans_everything,
@@ -757,6 +758,84 @@ async fn spread_order_equal_and_legacy_keys(fx: Arc<Fixture>) {
     assert!(walked.contains(&cursor(spread_key(report, &user("legacy_c")), "legacy_c")));
     assert!(!walked.contains(&cursor(0, "legacy_c")));
     assert_eq!(walked.len(), expected.len() - 1);
+}
+
+async fn spread_order_many_legacy_keys(fx: Arc<Fixture>) {
+    // More entries at key 0 than a page reads inline: the cursor is placed
+    // among them by bisection.
+    let store = &*fx.store;
+    let report = &task("report");
+    let legacy: Vec<String> = (0..100).map(|n| format!("old_{n}")).collect();
+    for id in &legacy {
+        fx.probe.index_enabled_at(report, &user(id), 0).await;
+    }
+    let writes: Vec<_> = (0..20)
+        .map(|n| enable(&format!("new_{n}"), "report", "2024-01-15T00:00:00Z"))
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    let mut expected: Vec<SpreadCursor> = legacy.iter().map(|id| cursor(0, id)).collect();
+    expected.sort();
+    let mut scored: Vec<SpreadCursor> = (0..20)
+        .map(|n| format!("new_{n}"))
+        .map(|id| cursor(spread_key(report, &user(&id)), &id))
+        .collect();
+    scored.sort();
+    expected.extend(scored);
+    for limit in [1, 7, 1000] {
+        assert_eq!(
+            walk_spread(store, report, limit).await,
+            expected,
+            "limit {limit}"
+        );
+    }
+    let after = |c: &SpreadCursor, n: usize| -> Vec<SpreadCursor> {
+        expected
+            .iter()
+            .filter(|e| *e > c)
+            .take(n)
+            .cloned()
+            .collect()
+    };
+    for probe in [
+        cursor(0, "old_5"),
+        cursor(0, "old_50x"),
+        cursor(0, "!"),
+        cursor(0, "zzz"),
+        cursor(1, "!"),
+    ] {
+        let got = store
+            .enabled_users_in_spread_order(report, Some(&probe), 3)
+            .await
+            .unwrap();
+        assert_eq!(got, after(&probe, 3), "after {probe:?}");
+    }
+    // By user cursor: the whole walk, and a legacy cursor that is gone.
+    let by_user: Vec<UserId> = expected.iter().map(|c| c.user.clone()).collect();
+    let mut walked: Vec<UserId> = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_after(report, walked.last(), 9)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        walked.extend(page);
+    }
+    assert_eq!(walked, by_user);
+    store
+        .write_preferences(&[disable("old_42", "report")])
+        .await
+        .unwrap();
+    let got = store
+        .enabled_users_after(report, Some(&user("old_42")), 2)
+        .await
+        .unwrap();
+    let want: Vec<UserId> = after(&cursor(0, "old_42"), 2)
+        .into_iter()
+        .map(|c| c.user)
+        .collect();
+    assert_eq!(got, want);
 }
 
 async fn spread_order_pages_under_concurrent_writes(fx: Arc<Fixture>) {

@@ -81,6 +81,10 @@ const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
 const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
 const FIELD_PARAM_PREFIX: &str = "param:";
+/// Entries sharing the cursor's spread key that a page reads inline; a
+/// longer run (only entries of older releases, all at key 0) is bisected by
+/// `enabled_page.lua`.
+const EQUAL_KEYS_INLINE: usize = 16;
 /// Fan-out progress value prefixes.
 const FANOUT_RUNNING: &str = "run:";
 const FANOUT_DONE: &str = "done:";
@@ -258,10 +262,14 @@ impl RedisStore {
         }
     }
 
-    /// One page of the enabled index in spread order (`enabled_page.lua`):
-    /// from the start, or strictly after `start` = (spread key, user); with
-    /// `by_member`, the key is only a fallback and the cursor is placed by
-    /// the user's entry (see the script).
+    /// One page of the enabled index in spread order: from the start, or
+    /// strictly after `start` = (spread key, user); with `by_member`, the
+    /// key is only a fallback and the cursor is placed by the user's entry
+    /// (see `enabled_page.lua`). One round trip: a pipeline of plain range
+    /// commands (the entries sharing the cursor's key, those with a greater
+    /// key) answers unless the cursor sits in a run of more than
+    /// [`EQUAL_KEYS_INLINE`] equal keys (entries of older releases, all at
+    /// key 0) or must be placed among them; then the script does, once.
     async fn enabled_page(
         &self,
         task: &TaskTypeId,
@@ -273,30 +281,63 @@ impl RedisStore {
             return Ok(Vec::new());
         }
         let key = self.keys.enabled_index(task);
-        let (score, member) = match start {
-            Some((score, member)) => (score.to_string(), member),
-            None => (String::new(), ""),
+        let Some((score, member)) = start else {
+            let mut connection = self.connection.clone();
+            let flat: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(limit - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await?;
+            return parse_index_entries(&key, &flat);
         };
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(&key)
+            .arg(score)
+            .arg(score)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(EQUAL_KEYS_INLINE + 1)
+            .arg("WITHSCORES");
+        pipe.cmd("ZRANGE")
+            .arg(&key)
+            .arg(format!("({score}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES");
+        pipe.zscore(&key, member).zcount(&key, 0, 0);
+        let (equal, greater, stored, legacy): (Vec<String>, Vec<String>, Option<f64>, u64) =
+            self.query(&pipe).await?;
+        let placed = !by_member
+            || match stored {
+                Some(stored) => stored == score as f64 && score != 0,
+                None => legacy == 0,
+            };
+        if placed && equal.len() <= 2 * EQUAL_KEYS_INLINE {
+            let mut page: Vec<SpreadCursor> = parse_index_entries(&key, &equal)?
+                .into_iter()
+                .filter(|entry| entry.user.as_str().as_bytes() > member.as_bytes())
+                .collect();
+            page.extend(parse_index_entries(&key, &greater)?);
+            page.truncate(limit);
+            return Ok(page);
+        }
         let mut connection = self.connection.clone();
         let flat: Vec<String> = ENABLED_PAGE
             .key(&key)
-            .arg(score)
+            .arg(score.to_string())
             .arg(member)
             .arg(limit)
             .arg(if by_member { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
-        flat.chunks(2)
-            .map(|entry| {
-                let [user, score] = entry else {
-                    return Err(corrupt(&key, "enabled_page.lua returned a partial entry"));
-                };
-                Ok(SpreadCursor {
-                    key: parse_spread_key(&key, score)?,
-                    user: parse_user(&key, user)?,
-                })
-            })
-            .collect()
+        parse_index_entries(&key, &flat)
     }
 
     /// Appends the commands of one preference write to an atomic pipeline.
@@ -417,6 +458,21 @@ fn decode_schedule_state(key: &str, value: &str) -> Result<ScheduleState, StoreE
 
 fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
     UserId::parse(value).map_err(|err| corrupt(key, format!("user id {value:?}: {err}")))
+}
+
+/// Index entries (`member, score, ...` as `ZRANGE ... WITHSCORES` answers).
+fn parse_index_entries(key: &str, flat: &[String]) -> Result<Vec<SpreadCursor>, StoreError> {
+    flat.chunks(2)
+        .map(|entry| {
+            let [user, score] = entry else {
+                return Err(corrupt(key, "an index entry without its score"));
+            };
+            Ok(SpreadCursor {
+                key: parse_spread_key(key, score)?,
+                user: parse_user(key, user)?,
+            })
+        })
+        .collect()
 }
 
 /// An enabled-index score back to the spread key it holds (an integer
