@@ -9,8 +9,9 @@ use std::{
 
 use actors::{
     domain::{TaskTypeId, UserId},
+    slot::spread_key,
     store::{
-        Keys, StateStore,
+        Keys, SpreadCursor, StateStore,
         redis::{RedisOptions, RedisStore},
     },
 };
@@ -189,6 +190,33 @@ async fn a_clean_file_imports_every_user_and_exits_zero() {
             .await
             .unwrap(),
         2500
+    );
+    // The index is scored by spread key and walks in spread order.
+    let report = task("daily_report");
+    let mut walked: Vec<SpreadCursor> = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_in_spread_order(&report, walked.last(), 1000)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        walked.extend(page);
+    }
+    assert_eq!(walked.len(), 2500);
+    assert!(walked.windows(2).all(|pair| pair[0] < pair[1]));
+    assert!(
+        walked
+            .iter()
+            .all(|entry| entry.key == spread_key(&report, &entry.user))
+    );
+    let one = store.preferences(&user("u1234")).await.unwrap().unwrap();
+    assert_eq!(
+        one.last_modified,
+        "2024-01-15T10:00:00Z"
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
     );
     scratch.cleanup().await;
 }

@@ -5,7 +5,8 @@
 -- KEYS[2]: {prefix}:users:{user}:settings:{task} (HASH)
 -- KEYS[3]: {prefix}:index:enabled:{task} (ZSET)
 -- KEYS[4]: {prefix}:index:custom:{task} (ZSET)
--- KEYS[5]: {prefix}:users:{user}:last_modified (STRING)
+-- KEYS[5]: {prefix}:users:modified:{bucket} (HASH user -> epoch ms)
+-- KEYS[6]: {prefix}:users:{user}:last_modified (STRING of older releases)
 -- ARGV[1]: the task id
 -- ARGV[2]: the user id
 -- Returns: 1 when a preference or settings were removed, 0 otherwise.
@@ -13,7 +14,8 @@ local removed = redis.call('HDEL', KEYS[1], ARGV[1]) + redis.call('DEL', KEYS[2]
 redis.call('ZREM', KEYS[3], ARGV[2])
 redis.call('ZREM', KEYS[4], ARGV[2])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('DEL', KEYS[5])
+    redis.call('HDEL', KEYS[5], ARGV[2])
+    redis.call('DEL', KEYS[6])
 end
 if removed > 0 then
     return 1

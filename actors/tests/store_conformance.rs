@@ -16,9 +16,10 @@ use std::{
 use actors::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId},
     fanout::{Audience, Run, RunSource},
+    slot::spread_key,
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, PreferenceWrite, SlotWrite, StateStore,
+        LockName, MetricsBatch, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -41,6 +42,9 @@ trait Probe: Send + Sync {
     async fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
     async fn failures(&self, date: NaiveDate, task: &TaskTypeId) -> u64;
     async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)>;
+    /// Puts a raw entry in the enabled index (as an older release wrote
+    /// it: key 0), touching nothing else.
+    async fn index_enabled_at(&self, task: &TaskTypeId, user: &UserId, key: u64);
 }
 
 struct Fixture {
@@ -60,6 +64,9 @@ impl Probe for MemoryProbe {
     }
     async fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)> {
         self.0.durations(task)
+    }
+    async fn index_enabled_at(&self, task: &TaskTypeId, user: &UserId, key: u64) {
+        self.0.insert_enabled_entry(task, user, key);
     }
 }
 
@@ -96,6 +103,13 @@ impl Probe for RedisProbe {
             .into_iter()
             .map(|(member, score)| (score as i64, member))
             .collect()
+    }
+    async fn index_enabled_at(&self, task: &TaskTypeId, user: &UserId, key: u64) {
+        let mut connection = self.connection.clone();
+        let _: () = connection
+            .zadd(self.keys.enabled_index(task), user.as_str(), key)
+            .await
+            .unwrap();
     }
 }
 
@@ -202,7 +216,11 @@ macro_rules! conformance {
 conformance!(
     preferences_round_trip,
     preference_writes_keep_the_indexes,
-    enabled_users_are_paged_in_id_order,
+    enabled_users_after_pages_by_user_cursor,
+    spread_order_pages,
+    spread_order_equal_and_legacy_keys,
+    spread_order_many_legacy_keys,
+    spread_order_pages_under_concurrent_writes,
     due_custom_users_and_advance,
     delete_preference_cleans_everything,
     lock_acquire_renew_release,
@@ -280,6 +298,8 @@ fn disable(user_id: &str, task_id: &str) -> PreferenceWrite {
     }
 }
 
+/// Every user of the enabled index, walked by user cursor in pages of 7,
+/// sorted by id (each must come out once).
 async fn all_enabled(store: &dyn StateStore, task_id: &TaskTypeId) -> Vec<UserId> {
     let mut users = Vec::new();
     loop {
@@ -288,9 +308,41 @@ async fn all_enabled(store: &dyn StateStore, task_id: &TaskTypeId) -> Vec<UserId
             .await
             .unwrap();
         if page.is_empty() {
-            return users;
+            break;
         }
         users.extend(page);
+    }
+    let count = users.len();
+    users.sort();
+    users.dedup();
+    assert_eq!(users.len(), count, "a user came out twice: {users:?}");
+    users
+}
+
+/// The whole index in spread order, in pages of `limit`.
+async fn walk_spread(
+    store: &dyn StateStore,
+    task_id: &TaskTypeId,
+    limit: usize,
+) -> Vec<SpreadCursor> {
+    let mut entries: Vec<SpreadCursor> = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_in_spread_order(task_id, entries.last(), limit)
+            .await
+            .unwrap();
+        assert!(page.len() <= limit);
+        if page.is_empty() {
+            return entries;
+        }
+        entries.extend(page);
+    }
+}
+
+fn cursor(key: u64, user_id: &str) -> SpreadCursor {
+    SpreadCursor {
+        key,
+        user: user(user_id),
     }
 }
 
@@ -357,6 +409,14 @@ async fn preferences_round_trip(fx: Arc<Fixture>) {
     let prefs = store.preferences(&user("u1")).await.unwrap().unwrap();
     assert!(prefs.task_settings.is_empty());
     assert_eq!(prefs.last_modified, at("2024-01-17T00:00:00Z"));
+
+    // Kept to the millisecond.
+    store
+        .write_preferences(&[enable("u2", "digest", "2024-01-17T00:00:00.123456789Z")])
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("u2")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2024-01-17T00:00:00.123Z"));
 
     // Empty settings are kept as such.
     store
@@ -446,35 +506,387 @@ async fn preference_writes_keep_the_indexes(fx: Arc<Fixture>) {
     assert_eq!(all_enabled(store, &task("other")).await, vec![user("a")]);
 }
 
-async fn enabled_users_are_paged_in_id_order(fx: Arc<Fixture>) {
+async fn enabled_users_after_pages_by_user_cursor(fx: Arc<Fixture>) {
     let store = &*fx.store;
-    let ids = ["u10", "u2", "u1", "a", "Z", "u3"];
+    let report = &task("report");
+    let ids = ["u10", "u2", "u1", "a", "Z", "u3", "ü", "user_long_id"];
     let writes: Vec<_> = ids
         .iter()
         .map(|id| enable(id, "report", "2024-01-15T00:00:00Z"))
         .collect();
     store.write_preferences(&writes).await.unwrap();
-    let report = task("report");
-    let cases: [(Option<&str>, usize, &[&str]); 5] = [
-        (None, 100, &["Z", "a", "u1", "u10", "u2", "u3"]),
-        (None, 2, &["Z", "a"]),
-        (Some("a"), 2, &["u1", "u10"]),
-        (Some("u11"), 10, &["u2", "u3"]),
-        (Some("u3"), 10, &[]),
-    ];
-    for (after, limit, expected) in cases {
-        let after = after.map(user);
+    let mut order: Vec<SpreadCursor> = ids
+        .iter()
+        .map(|id| cursor(spread_key(report, &user(id)), id))
+        .collect();
+    order.sort();
+    let order: Vec<UserId> = order.into_iter().map(|c| c.user).collect();
+    // Pages follow the index's walk order (spread order), each strictly
+    // after the user given as cursor.
+    for limit in [1, 3, 100] {
+        let mut walked: Vec<UserId> = Vec::new();
+        loop {
+            let page = store
+                .enabled_users_after(report, walked.last(), limit)
+                .await
+                .unwrap();
+            assert!(page.len() <= limit);
+            if page.is_empty() {
+                break;
+            }
+            walked.extend(page);
+        }
+        assert_eq!(walked, order, "limit {limit}");
+    }
+    let check = |after: Option<usize>, limit: usize, expected: Vec<UserId>| {
+        let after = after.map(|n| order[n].clone());
+        async move {
+            let got = store
+                .enabled_users_after(report, after.as_ref(), limit)
+                .await
+                .unwrap();
+            assert_eq!(got, expected, "after {after:?}, limit {limit}");
+        }
+    };
+    check(None, 2, order[..2].to_vec()).await;
+    check(Some(2), 3, order[3..6].to_vec()).await;
+    check(Some(7), 10, vec![]).await;
+    check(None, 0, vec![]).await;
+    // A cursor user that left the index meanwhile keeps its place.
+    store
+        .write_preferences(&[disable(order[3].as_str(), "report")])
+        .await
+        .unwrap();
+    check(Some(3), 2, order[4..6].to_vec()).await;
+    let stranger = user("never_enabled");
+    let stranger_key = spread_key(report, &stranger);
+    let expected: Vec<UserId> = order
+        .iter()
+        .filter(|u| {
+            **u != order[3]
+                && cursor(spread_key(report, u), u.as_str()) > cursor(stranger_key, "never_enabled")
+        })
+        .cloned()
+        .collect();
+    let got = store
+        .enabled_users_after(report, Some(&stranger), 100)
+        .await
+        .unwrap();
+    assert_eq!(got, expected);
+}
+
+async fn spread_order_pages(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = &task("report");
+    assert_eq!(walk_spread(store, report, 5).await, vec![]);
+    let writes: Vec<_> = (0..60)
+        .map(|n| enable(&format!("user_{n}"), "report", "2024-01-15T00:00:00Z"))
+        .chain([
+            custom("custom_user", "report", "2024-01-16T00:00:00Z"),
+            disable("disabled_user", "report"),
+            enable("other_task_user", "digest", "2024-01-15T00:00:00Z"),
+        ])
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    // One single write too (the unbatched path).
+    store
+        .write_preferences(&[
+            enable("single", "report", "2024-01-15T00:00:00Z"),
+            enable("single", "report", "2024-01-15T00:00:01Z"),
+        ])
+        .await
+        .unwrap();
+    let mut expected: Vec<SpreadCursor> = (0..60)
+        .map(|n| format!("user_{n}"))
+        .chain(["single".to_owned()])
+        .map(|id| cursor(spread_key(report, &user(&id)), &id))
+        .collect();
+    expected.sort();
+    for limit in [1, 7, 61, 1000] {
+        assert_eq!(
+            walk_spread(store, report, limit).await,
+            expected,
+            "limit {limit}"
+        );
+    }
+    let last = expected.last().unwrap();
+    let check = |after: Option<SpreadCursor>, limit: usize, want: Vec<SpreadCursor>| async move {
         let got = store
-            .enabled_users_after(&report, after.as_ref(), limit)
+            .enabled_users_in_spread_order(report, after.as_ref(), limit)
             .await
             .unwrap();
-        let expected: Vec<UserId> = expected.iter().map(|u| user(u)).collect();
-        assert_eq!(got, expected, "after {after:?}, limit {limit}");
-    }
+        assert_eq!(got, want, "after {after:?}, limit {limit}");
+    };
+    check(None, 0, vec![]).await;
+    check(Some(expected[3].clone()), 0, vec![]).await;
+    check(None, 4, expected[..4].to_vec()).await;
+    check(Some(expected[9].clone()), 3, expected[10..13].to_vec()).await;
+    check(Some(last.clone()), 10, vec![]).await;
+    check(Some(cursor(1 << 52, "!")), 10, vec![]).await;
+    // A cursor between entries: same key, smaller or greater id.
+    let mut before = expected[20].clone();
+    before.user = user("!");
+    check(Some(before), 2, expected[20..22].to_vec()).await;
+    let mut beyond = expected[20].clone();
+    beyond.user = user(&format!("{}~", expected[20].user));
+    check(Some(beyond), 2, expected[21..23].to_vec()).await;
+    // A cursor that left the index.
+    store
+        .write_preferences(&[disable(expected[30].user.as_str(), "report")])
+        .await
+        .unwrap();
+    check(Some(expected[30].clone()), 2, expected[31..33].to_vec()).await;
     assert_eq!(
-        store.enabled_users_after(&report, None, 0).await.unwrap(),
-        vec![]
+        store.enabled_user_count(report).await.unwrap(),
+        expected.len() as u64
     );
+}
+
+async fn spread_order_equal_and_legacy_keys(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = &task("report");
+    // Entries written before the index was scored sit at key 0; a few
+    // entries share one key; the rest are where a write puts them.
+    let legacy = ["legacy_b", "Legacy_a", "legacy_c", "legacy_é", "legacy_a1"];
+    let shared = ["same_2", "same_10", "same_1"];
+    let shared_key = 1u64 << 40;
+    for id in legacy {
+        fx.probe.index_enabled_at(report, &user(id), 0).await;
+    }
+    for id in shared {
+        fx.probe
+            .index_enabled_at(report, &user(id), shared_key)
+            .await;
+    }
+    let regular: Vec<String> = (0..20).map(|n| format!("user_{n}")).collect();
+    let writes: Vec<_> = regular
+        .iter()
+        .map(|id| enable(id, "report", "2024-01-15T00:00:00Z"))
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    let mut expected: Vec<SpreadCursor> = legacy
+        .iter()
+        .map(|id| cursor(0, id))
+        .chain(shared.iter().map(|id| cursor(shared_key, id)))
+        .chain(
+            regular
+                .iter()
+                .map(|id| cursor(spread_key(report, &user(id)), id)),
+        )
+        .collect();
+    expected.sort();
+    // Legacy entries first, in byte order of their ids.
+    let firsts: Vec<&str> = expected[..5].iter().map(|c| c.user.as_str()).collect();
+    assert_eq!(
+        firsts,
+        ["Legacy_a", "legacy_a1", "legacy_b", "legacy_c", "legacy_é"]
+    );
+    for limit in [1, 2, 3, 100] {
+        assert_eq!(
+            walk_spread(store, report, limit).await,
+            expected,
+            "limit {limit}"
+        );
+    }
+    let check = |after: SpreadCursor, limit: usize, want: Vec<SpreadCursor>| async move {
+        let got = store
+            .enabled_users_in_spread_order(report, Some(&after), limit)
+            .await
+            .unwrap();
+        assert_eq!(got, want, "after {after:?}, limit {limit}");
+    };
+    check(
+        cursor(0, "legacy_a"),
+        2,
+        vec![cursor(0, "legacy_a1"), cursor(0, "legacy_b")],
+    )
+    .await;
+    check(cursor(0, "legacy_éz"), 1, vec![expected[5].clone()]).await;
+    check(
+        cursor(shared_key, "same_10"),
+        2,
+        vec![cursor(shared_key, "same_2"), expected[8].clone()],
+    )
+    .await;
+    check(
+        cursor(shared_key, "same_0"),
+        1,
+        vec![cursor(shared_key, "same_1")],
+    )
+    .await;
+    // The user-cursor walk sees every entry once as well, and a removed
+    // legacy cursor never skips the legacy entries after it.
+    let by_user: Vec<UserId> = expected.iter().map(|c| c.user.clone()).collect();
+    let mut walked: Vec<UserId> = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_after(report, walked.last(), 2)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        walked.extend(page);
+    }
+    assert_eq!(walked, by_user);
+    store
+        .delete_preference(&user("legacy_b"), report)
+        .await
+        .unwrap();
+    let page = store
+        .enabled_users_after(report, Some(&user("legacy_b")), 2)
+        .await
+        .unwrap();
+    assert_eq!(page, vec![user("legacy_c"), user("legacy_é")]);
+    // A legacy entry written again moves to its spread key.
+    store
+        .write_preferences(&[enable("legacy_c", "report", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    let walked = walk_spread(store, report, 4).await;
+    assert!(walked.contains(&cursor(spread_key(report, &user("legacy_c")), "legacy_c")));
+    assert!(!walked.contains(&cursor(0, "legacy_c")));
+    assert_eq!(walked.len(), expected.len() - 1);
+}
+
+async fn spread_order_many_legacy_keys(fx: Arc<Fixture>) {
+    // More entries at key 0 than a page reads inline: the cursor is placed
+    // among them by bisection.
+    let store = &*fx.store;
+    let report = &task("report");
+    let legacy: Vec<String> = (0..100).map(|n| format!("old_{n}")).collect();
+    for id in &legacy {
+        fx.probe.index_enabled_at(report, &user(id), 0).await;
+    }
+    let writes: Vec<_> = (0..20)
+        .map(|n| enable(&format!("new_{n}"), "report", "2024-01-15T00:00:00Z"))
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    let mut expected: Vec<SpreadCursor> = legacy.iter().map(|id| cursor(0, id)).collect();
+    expected.sort();
+    let mut scored: Vec<SpreadCursor> = (0..20)
+        .map(|n| format!("new_{n}"))
+        .map(|id| cursor(spread_key(report, &user(&id)), &id))
+        .collect();
+    scored.sort();
+    expected.extend(scored);
+    for limit in [1, 7, 1000] {
+        assert_eq!(
+            walk_spread(store, report, limit).await,
+            expected,
+            "limit {limit}"
+        );
+    }
+    let after = |c: &SpreadCursor, n: usize| -> Vec<SpreadCursor> {
+        expected
+            .iter()
+            .filter(|e| *e > c)
+            .take(n)
+            .cloned()
+            .collect()
+    };
+    for probe in [
+        cursor(0, "old_5"),
+        cursor(0, "old_50x"),
+        cursor(0, "!"),
+        cursor(0, "zzz"),
+        cursor(1, "!"),
+    ] {
+        let got = store
+            .enabled_users_in_spread_order(report, Some(&probe), 3)
+            .await
+            .unwrap();
+        assert_eq!(got, after(&probe, 3), "after {probe:?}");
+    }
+    // By user cursor: the whole walk, and a legacy cursor that is gone.
+    let by_user: Vec<UserId> = expected.iter().map(|c| c.user.clone()).collect();
+    let mut walked: Vec<UserId> = Vec::new();
+    loop {
+        let page = store
+            .enabled_users_after(report, walked.last(), 9)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        walked.extend(page);
+    }
+    assert_eq!(walked, by_user);
+    store
+        .write_preferences(&[disable("old_42", "report")])
+        .await
+        .unwrap();
+    let got = store
+        .enabled_users_after(report, Some(&user("old_42")), 2)
+        .await
+        .unwrap();
+    let want: Vec<UserId> = after(&cursor(0, "old_42"), 2)
+        .into_iter()
+        .map(|c| c.user)
+        .collect();
+    assert_eq!(got, want);
+}
+
+async fn spread_order_pages_under_concurrent_writes(fx: Arc<Fixture>) {
+    const STABLE: u32 = 400;
+    const CHURN: u32 = 200;
+    const WRITERS: u64 = 4;
+    const OPS: u64 = 2_000;
+    let report = task("report");
+    let stable: Vec<_> = (0..STABLE)
+        .map(|n| enable(&format!("stable_{n}"), "report", "2024-01-15T00:00:00Z"))
+        .collect();
+    fx.store.write_preferences(&stable).await.unwrap();
+    let done = Arc::new(AtomicU32::new(0));
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let store = fx.store.clone();
+        let done = done.clone();
+        writers.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(writer);
+            for _ in 0..OPS / WRITERS {
+                let id = format!("churn_{}", rng.random_range(0..CHURN));
+                let write = match rng.random_range(0..4) {
+                    0 | 1 => enable(&id, "report", "2024-01-15T00:00:00Z"),
+                    2 => disable(&id, "report"),
+                    _ => custom(&id, "report", "2024-01-16T00:00:00Z"),
+                };
+                store.write_preferences(&[write]).await.unwrap();
+            }
+            done.fetch_add(1, Ordering::SeqCst);
+        }));
+    }
+    // Walk again and again while the writers run (at least twice).
+    let mut walks = 0;
+    while walks < 2 || done.load(Ordering::SeqCst) < WRITERS as u32 {
+        walks += 1;
+        let walked = walk_spread(&*fx.store, &report, 9).await;
+        assert!(
+            walked.windows(2).all(|pair| pair[0] < pair[1]),
+            "pages overlap or go back"
+        );
+        let users: BTreeSet<String> = walked.iter().map(|c| c.user.to_string()).collect();
+        for n in 0..STABLE {
+            assert!(users.contains(&format!("stable_{n}")), "stable_{n} missed");
+        }
+        for entry in &walked {
+            assert_eq!(entry.key, spread_key(&report, &entry.user));
+            assert!(
+                entry.user.as_str().starts_with("stable_")
+                    || entry.user.as_str().starts_with("churn_")
+            );
+        }
+        let by_user = all_enabled(&*fx.store, &report).await;
+        for n in 0..STABLE {
+            assert!(
+                by_user.contains(&user(&format!("stable_{n}"))),
+                "stable_{n} missed by user cursor"
+            );
+        }
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
 }
 
 async fn due_custom_users_and_advance(fx: Arc<Fixture>) {
@@ -1764,11 +2176,35 @@ async fn redis_key_layout_and_encodings() {
     assert_eq!(settings["param:lang"], "fr");
     let interval: TaskInterval = serde_json::from_str(&settings["custom_interval"]).unwrap();
     assert_eq!(interval, daily());
-    let modified: String = raw
-        .get(format!("{p}:users:u1:last_modified"))
+    let bucket = Keys::modified_bucket(&user("u1"));
+    let modified: BTreeMap<String, String> = raw
+        .hgetall(format!("{p}:users:modified:{bucket}"))
         .await
         .unwrap();
-    assert_eq!(modified, "2024-01-15T10:00:00Z");
+    assert_eq!(
+        modified,
+        BTreeMap::from([(
+            "u1".into(),
+            at("2024-01-15T10:00:00Z").timestamp_millis().to_string()
+        )])
+    );
+    let legacy: bool = raw
+        .exists(format!("{p}:users:u1:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy, "no key per user");
+    store
+        .write_preferences(&[enable("u2", "report", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    let enabled: Vec<(String, f64)> = raw
+        .zrange_withscores(format!("{p}:index:enabled:report"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(
+        enabled,
+        vec![("u2".into(), spread_key(&task("report"), &user("u2")) as f64)]
+    );
     let schedule: String = raw.get(format!("{p}:schedule:report")).await.unwrap();
     assert_eq!(
         schedule,
@@ -1811,6 +2247,78 @@ async fn redis_key_layout_and_encodings() {
         (1..=3600).contains(&metrics_ttl),
         "metrics ttl {metrics_ttl}"
     );
+    cleanup(&mut raw, &prefix).await;
+}
+
+#[tokio::test]
+async fn redis_reads_and_moves_the_last_modified_of_older_releases() {
+    let (store, prefix) = redis_store().await;
+    let mut raw = store.connection();
+    let p = &prefix;
+    // What an older release left: the tasks hash, a STRING last_modified
+    // and an unscored index entry.
+    let _: () = raw
+        .hset(format!("{p}:users:old:tasks"), "report", "1")
+        .await
+        .unwrap();
+    let _: () = raw
+        .set(
+            format!("{p}:users:old:last_modified"),
+            "2023-05-01T12:00:00.5Z",
+        )
+        .await
+        .unwrap();
+    let _: () = raw
+        .zadd(format!("{p}:index:enabled:report"), "old", 0)
+        .await
+        .unwrap();
+    let prefs = store.preferences(&user("old")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2023-05-01T12:00:00.5Z"));
+    assert_eq!(
+        prefs.enabled_tasks,
+        BTreeMap::from([(task("report"), true)])
+    );
+    // The next write moves the user to the new layout.
+    store
+        .write_preferences(&[enable("old", "digest", "2024-02-01T00:00:00Z")])
+        .await
+        .unwrap();
+    let legacy: bool = raw
+        .exists(format!("{p}:users:old:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy);
+    let prefs = store.preferences(&user("old")).await.unwrap().unwrap();
+    assert_eq!(prefs.last_modified, at("2024-02-01T00:00:00Z"));
+    // Deleting the last preference removes the bucket entry and any legacy key.
+    let _: () = raw
+        .set(
+            format!("{p}:users:old:last_modified"),
+            "2023-05-01T12:00:00Z",
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_preference(&user("old"), &task("report"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_preference(&user("old"), &task("digest"))
+            .await
+            .unwrap()
+    );
+    let bucket = format!("{p}:users:modified:{}", Keys::modified_bucket(&user("old")));
+    let field: Option<String> = raw.hget(&bucket, "old").await.unwrap();
+    assert_eq!(field, None);
+    let legacy: bool = raw
+        .exists(format!("{p}:users:old:last_modified"))
+        .await
+        .unwrap();
+    assert!(!legacy);
+    assert_eq!(store.preferences(&user("old")).await.unwrap(), None);
     cleanup(&mut raw, &prefix).await;
 }
 

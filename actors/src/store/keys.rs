@@ -5,10 +5,19 @@
 //! the users due (documented in ARCHITECTURE.md).
 
 use chrono::{DateTime, NaiveDate, Utc};
+use twox_hash::XxHash3_64;
 use uuid::Uuid;
 
 use super::{BucketName, LockName};
 use crate::domain::{TaskTypeId, UserId};
+
+/// Number of `{p}:users:modified:{bucket}` hashes. With Redis's default
+/// `hash-max-listpack-entries` (128 in the shipped redis.conf, 512 built
+/// in) each stays listpack-encoded up to 1,000,000 (resp. 4,000,000)
+/// users; past that a bucket turns into a hashtable, which costs more per
+/// user but stays correct. Fixed: changing it would lose every stored
+/// `last_modified`.
+pub const MODIFIED_BUCKETS: u64 = 8192;
 
 /// Key builder for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,10 +72,30 @@ impl Keys {
         format!("{}:users:{user}:settings:{task}", self.prefix)
     }
 
-    /// `{p}:users:{user}:last_modified` (extension): STRING, RFC 3339, when
-    /// any of the user's preferences last changed; deleted with the user's
-    /// last preference.
+    /// `{p}:users:modified:{bucket}` (extension): HASH user -> when any of
+    /// the user's preferences last changed (epoch ms), for the users of one
+    /// of [`MODIFIED_BUCKETS`] buckets ([`Keys::modified_bucket`]): a few
+    /// hashes small enough to stay listpack-encoded instead of a key per
+    /// user. The field goes with the user's last preference.
     pub fn user_modified(&self, user: &UserId) -> String {
+        format!(
+            "{}:users:modified:{}",
+            self.prefix,
+            Keys::modified_bucket(user)
+        )
+    }
+
+    /// The bucket of [`Keys::user_modified`] holding `user`: XXH3-64 (seed
+    /// 0) of the id, modulo [`MODIFIED_BUCKETS`]; fixed across releases.
+    pub fn modified_bucket(user: &UserId) -> u64 {
+        XxHash3_64::oneshot(user.as_str().as_bytes()) % MODIFIED_BUCKETS
+    }
+
+    /// `{p}:users:{user}:last_modified`: the STRING (RFC 3339) in which
+    /// releases before [`Keys::user_modified`] kept a user's
+    /// `last_modified`; read when the bucket has no entry, deleted by the
+    /// user's next preference write.
+    pub fn legacy_user_modified(&self, user: &UserId) -> String {
         format!("{}:users:{user}:last_modified", self.prefix)
     }
 
@@ -103,8 +132,10 @@ impl Keys {
         format!("{}:distribution:{task}:{run}:{slot}", self.prefix)
     }
 
-    /// `{p}:index:enabled:{task}` (extension): ZSET, all scores 0, of users
-    /// with the task enabled on its default interval; paged by lex range.
+    /// `{p}:index:enabled:{task}` (extension): ZSET of users with the task
+    /// enabled on its default interval, scored by their
+    /// [`crate::slot::spread_key`] (0 for entries older releases wrote);
+    /// paged in (score, id) order.
     pub fn enabled_index(&self, task: &TaskTypeId) -> String {
         format!("{}:index:enabled:{task}", self.prefix)
     }
@@ -215,6 +246,11 @@ mod tests {
                 keys.lock(&LockName::Distribution),
                 "taskqueue:distribution:lock",
             ),
+            (
+                keys.legacy_user_modified(&user),
+                "taskqueue:users:user_12345:last_modified",
+            ),
+            (keys.user_modified(&user), "taskqueue:users:modified:2196"),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -8,6 +8,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, VecDeque},
+    ops::Bound,
     sync::{Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -43,6 +44,68 @@ pub struct MemoryStore {
     metrics_max_samples: usize,
 }
 
+/// A task's enabled index, as the Redis ZSET holds it: user -> spread key
+/// (the score), walked in (key, user) order.
+#[derive(Debug, Default)]
+struct EnabledIndex {
+    /// Each user's entry key; always the same entries as `order`.
+    keys: HashMap<UserId, u64>,
+    /// The entries in spread order.
+    order: BTreeSet<SpreadCursor>,
+}
+
+impl EnabledIndex {
+    /// Adds `user` at `key`, or moves it there (`ZADD`).
+    fn insert(&mut self, user: &UserId, key: u64) {
+        if let Some(old) = self.keys.insert(user.clone(), key) {
+            self.order.remove(&SpreadCursor {
+                key: old,
+                user: user.clone(),
+            });
+        }
+        self.order.insert(SpreadCursor {
+            key,
+            user: user.clone(),
+        });
+    }
+
+    /// Removes `user` (`ZREM`).
+    fn remove(&mut self, user: &UserId) {
+        if let Some(key) = self.keys.remove(user) {
+            self.order.remove(&SpreadCursor {
+                key,
+                user: user.clone(),
+            });
+        }
+    }
+
+    /// Up to `limit` entries strictly after `after` (all from the first
+    /// without it).
+    fn page(&self, after: Option<&SpreadCursor>, limit: usize) -> Vec<SpreadCursor> {
+        let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+        self.order
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Where a walk by user id resumes after `user`, as
+    /// `enabled_page.lua` places it: at the user's entry, else at key 0
+    /// while entries of key 0 remain, else at `fallback`.
+    fn position(&self, user: &UserId, fallback: u64) -> SpreadCursor {
+        let key = match self.keys.get(user) {
+            Some(key) => *key,
+            None if self.order.first().is_some_and(|first| first.key == 0) => 0,
+            None => fallback,
+        };
+        SpreadCursor {
+            key,
+            user: user.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// user -> task -> enabled.
@@ -51,8 +114,8 @@ struct State {
     settings: HashMap<(UserId, TaskTypeId), (Settings, DateTime<Utc>)>,
     /// user -> when any preference last changed.
     user_modified: HashMap<UserId, DateTime<Utc>>,
-    /// task -> users enabled on the default interval.
-    enabled_index: HashMap<TaskTypeId, BTreeSet<UserId>>,
+    /// task -> users enabled on the default interval, by spread key.
+    enabled_index: HashMap<TaskTypeId, EnabledIndex>,
     /// task -> user -> next fire (epoch ms) of users on a custom interval.
     custom_index: HashMap<TaskTypeId, BTreeMap<UserId, i64>>,
     /// lock key -> (token, expiry).
@@ -154,6 +217,17 @@ impl MemoryStore {
         self.lock().failures.get(&key).copied().unwrap_or(0)
     }
 
+    /// Puts `user` in the task's enabled index at spread key `key` and
+    /// touches nothing else, as a bare `ZADD` on the Redis index would: for
+    /// tests of entries an older release wrote (key 0) and of equal keys.
+    pub fn insert_enabled_entry(&self, task: &TaskTypeId, user: &UserId, key: u64) {
+        self.lock()
+            .enabled_index
+            .entry(task.clone())
+            .or_default()
+            .insert(user, key);
+    }
+
     /// The duration samples of `task` as (completion epoch ms, member
     /// `<job id>:<duration ms>`), oldest first.
     pub fn durations(&self, task: &TaskTypeId) -> Vec<(i64, String)> {
@@ -231,7 +305,11 @@ impl State {
                 self.settings.remove(&key);
             }
         }
-        self.user_modified.insert(user.clone(), write.modified_at);
+        // Kept to the millisecond, as Redis keeps it.
+        self.user_modified.insert(
+            user.clone(),
+            from_millis(write.modified_at.timestamp_millis()),
+        );
         self.unindex(user, task);
         if write.enabled {
             match write.custom_next_fire {
@@ -245,7 +323,7 @@ impl State {
                     self.enabled_index
                         .entry(task.clone())
                         .or_default()
-                        .insert(user.clone());
+                        .insert(user, crate::slot::spread_key(task, user));
                 }
             }
         }
@@ -364,7 +442,10 @@ impl StateStore for MemoryStore {
 
     async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError> {
         let state = self.lock();
-        let default = state.enabled_index.get(task).map_or(0, BTreeSet::len);
+        let default = state
+            .enabled_index
+            .get(task)
+            .map_or(0, |index| index.keys.len());
         let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
         Ok((default + custom) as u64)
     }
@@ -376,20 +457,11 @@ impl StateStore for MemoryStore {
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
         let state = self.lock();
-        let Some(index) = state.enabled_index.get(task) else {
-            return Ok(Vec::new());
-        };
-        let mut users: Vec<SpreadCursor> = index
-            .iter()
-            .map(|user| SpreadCursor {
-                key: crate::slot::spread_key(task, user),
-                user: user.clone(),
-            })
-            .filter(|cursor| after.is_none_or(|after| cursor > after))
-            .collect();
-        users.sort_unstable();
-        users.truncate(limit);
-        Ok(users)
+        Ok(state
+            .enabled_index
+            .get(task)
+            .map(|index| index.page(after, limit))
+            .unwrap_or_default())
     }
 
     async fn enabled_users_after(
@@ -402,14 +474,12 @@ impl StateStore for MemoryStore {
         let Some(index) = state.enabled_index.get(task) else {
             return Ok(Vec::new());
         };
-        // Byte order of the ids, as Redis ZRANGEBYLEX pages them.
-        let users = index
-            .iter()
-            .filter(|user| after.is_none_or(|after| user.as_str() > after.as_str()))
-            .take(limit)
-            .cloned()
-            .collect();
-        Ok(users)
+        let after = after.map(|user| index.position(user, crate::slot::spread_key(task, user)));
+        Ok(index
+            .page(after.as_ref(), limit)
+            .into_iter()
+            .map(|cursor| cursor.user)
+            .collect())
     }
 
     async fn due_custom_users(
@@ -697,7 +767,10 @@ impl StateStore for MemoryStore {
 
     async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
         let state = self.lock();
-        let default = state.enabled_index.get(task).map_or(0, BTreeSet::len);
+        let default = state
+            .enabled_index
+            .get(task)
+            .map_or(0, |index| index.keys.len());
         let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
         Ok((default as u64, custom as u64))
     }

@@ -303,8 +303,13 @@ pub trait StateStore: Send + Sync + 'static {
     async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError>;
     /// Users with the task enabled (default and custom intervals together).
     async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError>;
-    /// Users with the task enabled on its default interval, in ascending
-    /// order of id, strictly after `after`; at most `limit`.
+    /// Users with the task enabled on its default interval, in the index's
+    /// walk order (spread order, as [`StateStore::enabled_users_in_spread_order`]),
+    /// strictly after the user `after`; at most `limit`. One round trip,
+    /// O(log N + limit). `after` need not be enabled any more: the walk
+    /// resumes at its entry's place, else at its spread key (at key 0
+    /// while entries written before the index was scored remain, so none of
+    /// those is skipped; some users may then come out twice).
     async fn enabled_users_after(
         &self,
         task: &TaskTypeId,

@@ -14,12 +14,18 @@
 //!   `TaskInterval`, `param:<name>` = parameter value (one field per
 //!   parameter), `last_modified` = RFC 3339 instant the settings were
 //!   written.
-//! - `{p}:users:{user}:last_modified`: STRING, RFC 3339: the
-//!   `UserPreference.last_modified`.
+//! - `{p}:users:modified:{bucket}`: HASH user -> epoch ms: the
+//!   `UserPreference.last_modified` of the users of one bucket (see
+//!   [`Keys::user_modified`]). Older releases kept it in a STRING
+//!   `{p}:users:{user}:last_modified` (RFC 3339): read when the bucket has
+//!   no entry for the user, deleted by the user's next write.
 //! - `{p}:schedule:{task}`: STRING `<RFC 3339 instant>|fence=<n>`, e.g.
 //!   `2024-01-15T00:00:00Z|fence=7` (a bare instant reads as fence 0).
-//! - `{p}:index:enabled:{task}`: ZSET, score 0, of users enabled on the
-//!   task's default interval; `{p}:index:custom:{task}`: ZSET user -> next
+//! - `{p}:index:enabled:{task}`: ZSET of users enabled on the task's
+//!   default interval, score = the user's spread key (an integer below
+//!   2^52; 0 for entries written before the index was scored, which walk
+//!   first), paged by rank from the cursor's (score, id) in
+//!   `enabled_page.lua`; `{p}:index:custom:{task}`: ZSET user -> next
 //!   fire (epoch ms) of users on a custom interval. A preference write
 //!   updates the hash, the settings and both indexes in one `MULTI`.
 //! - `{p}:ratelimit:*`: HASH `tokens`, `last_refill` (seconds, float).
@@ -74,6 +80,8 @@ static CLAIM_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/claim_execution.lua")));
 static FINISH_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish_execution.lua")));
+static ENABLED_PAGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/enabled_page.lua")));
 
 /// Settings-hash field holding the custom interval (JSON).
 const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
@@ -81,6 +89,10 @@ const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
 const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
 const FIELD_PARAM_PREFIX: &str = "param:";
+/// Entries sharing the cursor's spread key that a page reads inline; a
+/// longer run (only entries of older releases, all at key 0) is bisected by
+/// `enabled_page.lua`.
+const EQUAL_KEYS_INLINE: usize = 16;
 
 /// Tuning of a [`RedisStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -163,19 +175,20 @@ impl RedisStore {
 
     /// Appends a batch of preference writes, in which no (user, task) pair
     /// repeats, to an atomic pipeline as few multi-member commands: one
-    /// `HSET` per user, one `MSET` of the users' `last_modified`, one
-    /// multi-key `DEL` of the settings, one `HSET` per settings hash, and
+    /// `HSET` per user, one `HSET` per `last_modified` bucket, one
+    /// multi-key `DEL` of the settings (and of the users' `last_modified`
+    /// keys of older releases), one `HSET` per settings hash, and
     /// at most one `ZADD` and one `ZREM` per index. Inside `MULTI` this is
     /// the same as applying the writes one by one.
     fn push_distinct_writes(&self, pipe: &mut Pipeline, writes: &[PreferenceWrite]) {
         let keys = &self.keys;
         let mut tasks_by_user: BTreeMap<&UserId, Vec<(&str, &str)>> = BTreeMap::new();
         let mut modified_by_user: BTreeMap<&UserId, DateTime<Utc>> = BTreeMap::new();
-        let mut settings_keys = Vec::with_capacity(writes.len());
+        let mut stale_keys = Vec::with_capacity(writes.len());
         let mut settings_hashes = Vec::new();
         #[derive(Default)]
         struct IndexChanges<'a> {
-            enabled_add: Vec<(i64, &'a str)>,
+            enabled_add: Vec<(u64, &'a str)>,
             enabled_rem: Vec<&'a str>,
             custom_add: Vec<(i64, &'a str)>,
             custom_rem: Vec<&'a str>,
@@ -194,7 +207,7 @@ impl RedisStore {
                 let fields = settings_fields(settings, &rfc3339(write.modified_at));
                 settings_hashes.push((settings_key.clone(), fields));
             }
-            settings_keys.push(settings_key);
+            stale_keys.push(settings_key);
             let changes = indexes.entry(task).or_default();
             match (write.enabled, write.custom_next_fire) {
                 (true, Some(next)) => {
@@ -205,7 +218,9 @@ impl RedisStore {
                 }
                 (true, None) => {
                     changes.custom_rem.push(user.as_str());
-                    changes.enabled_add.push((0, user.as_str()));
+                    changes
+                        .enabled_add
+                        .push((crate::slot::spread_key(task, user), user.as_str()));
                 }
                 (false, _) => {
                     changes.enabled_rem.push(user.as_str());
@@ -216,12 +231,19 @@ impl RedisStore {
         for (user, fields) in &tasks_by_user {
             pipe.hset_multiple(keys.user_tasks(user), fields).ignore();
         }
-        let modified: Vec<(String, String)> = modified_by_user
-            .iter()
-            .map(|(user, at)| (keys.user_modified(user), rfc3339(*at)))
-            .collect();
-        pipe.mset(&modified).ignore();
-        pipe.del(&settings_keys).ignore();
+        let mut modified_buckets: BTreeMap<String, Vec<(&str, i64)>> = BTreeMap::new();
+        for (user, at) in &modified_by_user {
+            modified_buckets
+                .entry(keys.user_modified(user))
+                .or_default()
+                .push((user.as_str(), at.timestamp_millis()));
+            // Moves the user off the layout of older releases.
+            stale_keys.push(keys.legacy_user_modified(user));
+        }
+        for (bucket, fields) in &modified_buckets {
+            pipe.hset_multiple(bucket, fields).ignore();
+        }
+        pipe.del(&stale_keys).ignore();
         for (key, fields) in &settings_hashes {
             pipe.hset_multiple(key, fields).ignore();
         }
@@ -245,6 +267,84 @@ impl RedisStore {
         }
     }
 
+    /// One page of the enabled index in spread order: from the start, or
+    /// strictly after `start` = (spread key, user); with `by_member`, the
+    /// key is only a fallback and the cursor is placed by the user's entry
+    /// (see `enabled_page.lua`). One round trip: a pipeline of plain range
+    /// commands (the entries sharing the cursor's key, those with a greater
+    /// key) answers unless the cursor sits in a run of more than
+    /// [`EQUAL_KEYS_INLINE`] equal keys (entries of older releases, all at
+    /// key 0) or must be placed among them; then the script does, once.
+    async fn enabled_page(
+        &self,
+        task: &TaskTypeId,
+        start: Option<(u64, &str)>,
+        by_member: bool,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let key = self.keys.enabled_index(task);
+        let Some((score, member)) = start else {
+            let mut connection = self.connection.clone();
+            let flat: Vec<String> = redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(limit - 1)
+                .arg("WITHSCORES")
+                .query_async(&mut connection)
+                .await?;
+            return parse_index_entries(&key, &flat);
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZRANGE")
+            .arg(&key)
+            .arg(score)
+            .arg(score)
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(EQUAL_KEYS_INLINE + 1)
+            .arg("WITHSCORES");
+        pipe.cmd("ZRANGE")
+            .arg(&key)
+            .arg(format!("({score}"))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .arg("WITHSCORES");
+        pipe.zscore(&key, member).zcount(&key, 0, 0);
+        let (equal, greater, stored, legacy): (Vec<String>, Vec<String>, Option<f64>, u64) =
+            self.query(&pipe).await?;
+        let placed = !by_member
+            || match stored {
+                Some(stored) => stored == score as f64 && score != 0,
+                None => legacy == 0,
+            };
+        if placed && equal.len() <= 2 * EQUAL_KEYS_INLINE {
+            let mut page: Vec<SpreadCursor> = parse_index_entries(&key, &equal)?
+                .into_iter()
+                .filter(|entry| entry.user.as_str().as_bytes() > member.as_bytes())
+                .collect();
+            page.extend(parse_index_entries(&key, &greater)?);
+            page.truncate(limit);
+            return Ok(page);
+        }
+        let mut connection = self.connection.clone();
+        let flat: Vec<String> = ENABLED_PAGE
+            .key(&key)
+            .arg(score.to_string())
+            .arg(member)
+            .arg(limit)
+            .arg(if by_member { "1" } else { "0" })
+            .invoke_async(&mut connection)
+            .await?;
+        parse_index_entries(&key, &flat)
+    }
+
     /// Appends the commands of one preference write to an atomic pipeline.
     fn push_preference_write(&self, pipe: &mut Pipeline, write: &PreferenceWrite) {
         let keys = &self.keys;
@@ -258,12 +358,18 @@ impl RedisStore {
         )
         .ignore();
         let settings_key = keys.user_settings(user, task);
-        pipe.del(&settings_key).ignore();
+        pipe.del(&[&settings_key, &keys.legacy_user_modified(user)])
+            .ignore();
         if let Some(settings) = &write.settings {
             pipe.hset_multiple(&settings_key, &settings_fields(settings, &modified))
                 .ignore();
         }
-        pipe.set(keys.user_modified(user), &modified).ignore();
+        pipe.hset(
+            keys.user_modified(user),
+            user.as_str(),
+            write.modified_at.timestamp_millis(),
+        )
+        .ignore();
         let enabled_index = keys.enabled_index(task);
         let custom_index = keys.custom_index(task);
         match (write.enabled, write.custom_next_fire) {
@@ -274,7 +380,12 @@ impl RedisStore {
             }
             (true, None) => {
                 pipe.zrem(&custom_index, user.as_str()).ignore();
-                pipe.zadd(&enabled_index, user.as_str(), 0).ignore();
+                pipe.zadd(
+                    &enabled_index,
+                    user.as_str(),
+                    crate::slot::spread_key(task, user),
+                )
+                .ignore();
             }
             (false, _) => {
                 pipe.zrem(&enabled_index, user.as_str()).ignore();
@@ -400,6 +511,35 @@ fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
     UserId::parse(value).map_err(|err| corrupt(key, format!("user id {value:?}: {err}")))
 }
 
+/// Index entries (`member, score, ...` as `ZRANGE ... WITHSCORES` answers).
+fn parse_index_entries(key: &str, flat: &[String]) -> Result<Vec<SpreadCursor>, StoreError> {
+    flat.chunks(2)
+        .map(|entry| {
+            let [user, score] = entry else {
+                return Err(corrupt(key, "an index entry without its score"));
+            };
+            Ok(SpreadCursor {
+                key: parse_spread_key(key, score)?,
+                user: parse_user(key, user)?,
+            })
+        })
+        .collect()
+}
+
+/// An enabled-index score back to the spread key it holds (an integer
+/// below 2^52, which Redis may print as a double).
+fn parse_spread_key(key: &str, score: &str) -> Result<u64, StoreError> {
+    if let Ok(value) = score.parse::<u64>() {
+        return Ok(value);
+    }
+    match score.parse::<f64>() {
+        Ok(value) if value >= 0.0 && value.fract() == 0.0 && value < (1u64 << 53) as f64 => {
+            Ok(value as u64)
+        }
+        _ => Err(corrupt(key, format!("spread key {score:?}"))),
+    }
+}
+
 fn parse_instant(key: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(value)
         .map(|at| at.with_timezone(&Utc))
@@ -441,6 +581,7 @@ impl StateStore for RedisStore {
             .key(keys.enabled_index(task))
             .key(keys.custom_index(task))
             .key(keys.user_modified(user))
+            .key(keys.legacy_user_modified(user))
             .arg(task.as_str())
             .arg(user.as_str())
             .invoke_async(&mut connection)
@@ -452,9 +593,13 @@ impl StateStore for RedisStore {
         let keys = &self.keys;
         let tasks_key = keys.user_tasks(user);
         let modified_key = keys.user_modified(user);
+        let legacy_key = keys.legacy_user_modified(user);
         let mut pipe = redis::pipe();
-        pipe.hgetall(&tasks_key).get(&modified_key);
-        let (tasks, modified): (Vec<(String, String)>, Option<String>) = self.query(&pipe).await?;
+        pipe.hgetall(&tasks_key)
+            .hget(&modified_key, user.as_str())
+            .get(&legacy_key);
+        let (tasks, modified, legacy): (Vec<(String, String)>, Option<String>, Option<String>) =
+            self.query(&pipe).await?;
         if tasks.is_empty() {
             return Ok(None);
         }
@@ -477,9 +622,15 @@ impl StateStore for RedisStore {
             let key = keys.user_settings(user, task);
             task_settings.insert(task.clone(), parse_settings(&key, fields)?);
         }
-        let last_modified = match modified {
-            Some(value) => parse_instant(&modified_key, &value)?,
-            None => DateTime::<Utc>::UNIX_EPOCH,
+        let last_modified = match (modified, legacy) {
+            (Some(value), _) => {
+                let ms: i64 = value
+                    .parse()
+                    .map_err(|err| corrupt(&modified_key, format!("{user}: {value:?}: {err}")))?;
+                from_millis(ms)
+            }
+            (None, Some(value)) => parse_instant(&legacy_key, &value)?,
+            (None, None) => DateTime::<Utc>::UNIX_EPOCH,
         };
         Ok(Some(UserPreference {
             user_id: user.clone(),
@@ -503,28 +654,8 @@ impl StateStore for RedisStore {
         after: Option<&SpreadCursor>,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
-        let key = self.keys.enabled_index(task);
-        let mut connection = self.connection.clone();
-        let users: Vec<String> = redis::cmd("ZRANGE")
-            .arg(&key)
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut connection)
-            .await?;
-        let mut users: Vec<SpreadCursor> = users
-            .iter()
-            .map(|user| {
-                let user = parse_user(&key, user)?;
-                Ok(SpreadCursor {
-                    key: crate::slot::spread_key(task, &user),
-                    user,
-                })
-            })
-            .collect::<Result<_, StoreError>>()?;
-        users.retain(|cursor| after.is_none_or(|after| cursor > after));
-        users.sort_unstable();
-        users.truncate(limit);
-        Ok(users)
+        let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
+        self.enabled_page(task, start, false, limit).await
     }
 
     async fn enabled_users_after(
@@ -533,22 +664,9 @@ impl StateStore for RedisStore {
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let key = self.keys.enabled_index(task);
-        let min = after.map_or_else(|| "-".to_owned(), |user| format!("({user}"));
-        let mut connection = self.connection.clone();
-        let users: Vec<String> = redis::cmd("ZRANGEBYLEX")
-            .arg(&key)
-            .arg(min)
-            .arg("+")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit)
-            .query_async(&mut connection)
-            .await?;
-        users.iter().map(|user| parse_user(&key, user)).collect()
+        let start = after.map(|user| (crate::slot::spread_key(task, user), user.as_str()));
+        let page = self.enabled_page(task, start, true, limit).await?;
+        Ok(page.into_iter().map(|cursor| cursor.user).collect())
     }
 
     async fn due_custom_users(
