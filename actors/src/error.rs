@@ -21,4 +21,7 @@ pub enum PipelineError {
     /// The actor that should answer is gone (shutting down).
     #[error("actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    /// The executors' HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
 }

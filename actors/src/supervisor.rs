@@ -38,9 +38,9 @@ use crate::{
     distributor::{DistributionSettings, DistributorActor},
     domain::TaskTypeId,
     error::PipelineError,
-    executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters},
+    executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters, http_client},
     metrics::{FlushMetrics, MetricsActor},
-    rate_limiter::RateLimiterActor,
+    rate_limiter::{BucketLease, RateLimit},
     scheduler::{ReloadHealth, SchedulerActor, SchedulerSettings, TaskSource},
     store::{Bucket, BucketName, StateStore},
 };
@@ -114,6 +114,34 @@ impl WorkerGauge {
     }
 }
 
+/// The rate limits of a worker: the global bucket's lease shared by every
+/// limit, one limit (and refilling actor) per task with a rate of its own,
+/// and one for the others.
+fn start_limiters(
+    global_rate: Option<u32>,
+    task_rates: &BTreeMap<TaskTypeId, u32>,
+    store: &Arc<dyn StateStore>,
+) -> Limiters {
+    let bucket = |name: BucketName, rate: u32| Bucket {
+        name,
+        max_tokens: f64::from(rate),
+        refill_rate: f64::from(rate),
+    };
+    let global = global_rate.map(|rate| BucketLease::new(bucket(BucketName::Global, rate)));
+    let per_task = task_rates
+        .iter()
+        .map(|(task, rate)| {
+            let lease = BucketLease::new(bucket(BucketName::Task(task.clone()), *rate));
+            let limit = RateLimit::start(Some(lease), global.clone(), store.clone());
+            (task.clone(), limit)
+        })
+        .collect();
+    Limiters {
+        global: global.map(|lease| RateLimit::start(None, Some(lease), store.clone())),
+        per_task: Arc::new(per_task),
+    }
+}
+
 /// A running tree.
 pub struct Pipeline {
     /// Counts outcomes; `/stats` asks it.
@@ -145,22 +173,9 @@ impl Pipeline {
         let metrics = MetricsActor::new(deps.store.clone(), config.metrics_interval).start();
 
         let mut task_rates = BTreeMap::new();
-        let mut per_task = BTreeMap::new();
         for (task, rate) in &config.per_task_rate {
-            if *rate == 0 {
-                continue;
-            }
-            task_rates.insert(task.clone(), *rate);
-            if config.worker {
-                let bucket = Bucket {
-                    name: BucketName::Task(task.clone()),
-                    max_tokens: f64::from(*rate),
-                    refill_rate: f64::from(*rate),
-                };
-                per_task.insert(
-                    task.clone(),
-                    RateLimiterActor::new(bucket, deps.store.clone()).start(),
-                );
+            if *rate > 0 {
+                task_rates.insert(task.clone(), *rate);
             }
         }
         let global_rate = config.global_rate.filter(|r| *r > 0);
@@ -187,23 +202,14 @@ impl Pipeline {
         };
 
         if config.worker {
-            let global = global_rate.map(|rate| {
-                let bucket = Bucket {
-                    name: BucketName::Global,
-                    max_tokens: f64::from(rate),
-                    refill_rate: f64::from(rate),
-                };
-                RateLimiterActor::new(bucket, deps.store.clone()).start()
-            });
+            let limiters = start_limiters(global_rate, &distribution.task_rates, &deps.store);
             let active = Arc::new(AtomicUsize::new(0));
             let env = Arc::new(ExecutorEnv {
                 store: deps.store.clone(),
                 broker: deps.broker.clone(),
                 catalog: deps.catalog.clone(),
-                limiters: Limiters {
-                    global,
-                    per_task: Arc::new(per_task),
-                },
+                limiters,
+                client: http_client(config.pool_size)?,
                 metrics: metrics.clone(),
                 settings: config.execution.clone(),
                 active: active.clone(),
