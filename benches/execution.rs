@@ -48,8 +48,8 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use lapin::{
     Connection, ConnectionProperties,
-    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     options::QueueDeclareOptions,
+    options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions},
     types::FieldTable,
 };
 use redis::aio::ConnectionManager;
@@ -148,7 +148,11 @@ impl CpuMeter {
 /// Requests per `Idempotency-Key`.
 type Counts = Arc<Mutex<HashMap<Uuid, u32>>>;
 
-async fn sink_job(request: HttpRequest, _body: web::Bytes, counts: web::Data<Counts>) -> HttpResponse {
+async fn sink_job(
+    request: HttpRequest,
+    _body: web::Bytes,
+    counts: web::Data<Counts>,
+) -> HttpResponse {
     let key = request
         .headers()
         .get("idempotency-key")
@@ -466,7 +470,8 @@ impl Bench {
                 break (Instant::now(), cpu);
             }
             if let Ok(Some(status)) = worker.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
                 panic!("worker exited with {status} before the first job:\n{log}");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -653,7 +658,11 @@ impl Bench {
 fn stats(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
-    (sorted[0], sorted[sorted.len() / 2], sorted[sorted.len() - 1])
+    (
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    )
 }
 
 fn print_table(jobs: usize, runs: usize, rows: &[(&str, Vec<Sample>)]) {
@@ -661,7 +670,13 @@ fn print_table(jobs: usize, runs: usize, rows: &[(&str, Vec<Sample>)]) {
         .iter()
         .find(|(name, _)| name.starts_with("bare lapin"))
         .map_or(1.0, |(_, samples)| {
-            stats(&samples.iter().map(|s| s.jobs_per_second).collect::<Vec<_>>()).1
+            stats(
+                &samples
+                    .iter()
+                    .map(|s| s.jobs_per_second)
+                    .collect::<Vec<_>>(),
+            )
+            .1
         });
     println!();
     println!("W2 execution: {jobs} jobs, pool {POOL}, {runs} runs (min / median / max)");
@@ -671,7 +686,12 @@ fn print_table(jobs: usize, runs: usize, rows: &[(&str, Vec<Sample>)]) {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, samples) in rows {
-        let rate = stats(&samples.iter().map(|s| s.jobs_per_second).collect::<Vec<_>>());
+        let rate = stats(
+            &samples
+                .iter()
+                .map(|s| s.jobs_per_second)
+                .collect::<Vec<_>>(),
+        );
         let median = |f: fn(&Sample) -> f64| stats(&samples.iter().map(f).collect::<Vec<_>>()).1;
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {:.1} | {:.1} | {:.1} | {:.1} |",

@@ -46,6 +46,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use crate::{
+    batcher::ExecutionBatcher,
     broker::{DeadLetter, Delivery, DeliveryHandle, JobBroker},
     catalog::TaskCatalog,
     domain::{
@@ -54,7 +55,7 @@ use crate::{
     },
     error::PipelineError,
     messages::RecordExecution,
-    metrics::MetricsActor,
+    metrics::MetricsRecorder,
     rate_limiter::RateLimit,
     store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore},
 };
@@ -151,7 +152,7 @@ pub struct ExecutorEnv {
     /// The one HTTP client of the pool (see [`http_client`]).
     pub client: reqwest::Client,
     /// Where outcomes are counted.
-    pub metrics: Addr<MetricsActor>,
+    pub metrics: MetricsRecorder,
     /// Timeouts and retries.
     pub settings: ExecutionSettings,
     /// Jobs in flight over the pool, for `/health`'s `active_jobs`.
@@ -255,6 +256,8 @@ impl Running {
 pub struct ExecutorActor {
     index: usize,
     env: Arc<ExecutorEnv>,
+    /// This arbiter's claim and finish rounds.
+    batcher: ExecutionBatcher,
     /// Receives `index` whenever this executor becomes idle.
     idle: UnboundedSender<usize>,
     current: Option<Running>,
@@ -264,10 +267,16 @@ pub struct ExecutorActor {
 
 impl ExecutorActor {
     /// Executor number `index` of the pool.
-    pub fn new(index: usize, env: Arc<ExecutorEnv>, idle: UnboundedSender<usize>) -> Self {
+    pub fn new(
+        index: usize,
+        env: Arc<ExecutorEnv>,
+        batcher: ExecutionBatcher,
+        idle: UnboundedSender<usize>,
+    ) -> Self {
         ExecutorActor {
             index,
             env,
+            batcher,
             idle,
             current: None,
             generation: 0,
@@ -326,7 +335,13 @@ impl Handler<ExecuteJob> for ExecutorActor {
         self.env.active.fetch_add(1, Ordering::Relaxed);
         self.generation += 1;
         let generation = self.generation;
-        let job = run_job(self.env.clone(), envelope, held.clone(), execution);
+        let job = run_job(
+            self.env.clone(),
+            self.batcher.clone(),
+            envelope,
+            held.clone(),
+            execution,
+        );
         let spawned = ctx.spawn(AssertUnwindSafe(job).catch_unwind().into_actor(self).map(
             move |result, act, ctx| {
                 if act.generation != generation || act.current.is_none() {
@@ -379,12 +394,13 @@ impl Handler<RestartExecutor> for ExecutorActor {
 /// Runs one job to a settled delivery.
 async fn run_job(
     env: Arc<ExecutorEnv>,
+    batcher: ExecutionBatcher,
     envelope: JobEnvelope,
     held: Arc<HeldDelivery>,
     execution: Uuid,
 ) {
     let job_id = envelope.job.id;
-    if let Err(err) = execute(&env, &envelope, &held, execution).await {
+    if let Err(err) = execute(&env, &batcher, &envelope, &held, execution).await {
         tracing::warn!(%job_id, error = %err, "job outcome not recorded; requeueing");
         tokio::time::sleep(REQUEUE_PAUSE).await;
         if let Err(err) = held.requeue().await {
@@ -395,6 +411,7 @@ async fn run_job(
 
 async fn execute(
     env: &ExecutorEnv,
+    batcher: &ExecutionBatcher,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
     execution: Uuid,
@@ -431,7 +448,7 @@ async fn execute(
         job_ttl,
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
     };
-    let parameters = match env.store.claim_execution(&claim).await? {
+    let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
             tracing::debug!(job_id = %job.id, "already succeeded; skipping");
             return held.ack().await;
@@ -458,7 +475,7 @@ async fn execute(
         run_claimed: guarded,
         success_ttl: None,
     };
-    attempt(env, task, envelope, held, &parameters, finish).await
+    attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
 /// Waits for tokens, calls the endpoint, then records the outcome and
@@ -466,6 +483,7 @@ async fn execute(
 /// call) before settling the delivery.
 async fn attempt(
     env: &ExecutorEnv,
+    batcher: &ExecutionBatcher,
     task: &TaskType,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
@@ -526,10 +544,10 @@ async fn attempt(
     if step == Step::Succeed {
         finish.success_ttl = Some(settings.success_ttl);
     }
-    env.store.finish_execution(&finish).await?;
+    batcher.finish(finish).await?;
     match step {
         Step::Succeed => {
-            env.metrics.do_send(record(Status::Success));
+            env.metrics.record(record(Status::Success));
             held.ack().await
         }
         Step::Throttle(wait) => {
@@ -540,7 +558,7 @@ async fn attempt(
             env.broker
                 .publish(&[again(envelope, job.attempt, completed_at, wait)])
                 .await?;
-            env.metrics.do_send(record(Status::Retrying));
+            env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::Retry { attempt, delay } => {
@@ -548,7 +566,7 @@ async fn attempt(
             env.broker
                 .publish(&[again(envelope, attempt, completed_at, delay)])
                 .await?;
-            env.metrics.do_send(record(Status::Retrying));
+            env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
@@ -565,7 +583,7 @@ async fn attempt(
                 result: Some(result),
             })
             .await?;
-            env.metrics.do_send(record(Status::Failed));
+            env.metrics.record(record(Status::Failed));
             Ok(())
         }
     }

@@ -31,6 +31,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
+    batcher::ExecutionBatcher,
     broker::JobBroker,
     catalog::TaskCatalog,
     clock::SharedClock,
@@ -170,7 +171,9 @@ impl Pipeline {
         deps: PipelineDeps,
     ) -> Result<Pipeline, PipelineError> {
         deps.broker.declare().await?;
-        let metrics = MetricsActor::new(deps.store.clone(), config.metrics_interval).start();
+        let metrics_actor = MetricsActor::new(deps.store.clone(), config.metrics_interval);
+        let recorder = metrics_actor.recorder();
+        let metrics = metrics_actor.start();
 
         let mut task_rates = BTreeMap::new();
         for (task, rate) in &config.per_task_rate {
@@ -210,7 +213,7 @@ impl Pipeline {
                 catalog: deps.catalog.clone(),
                 limiters,
                 client: http_client(config.pool_size)?,
-                metrics: metrics.clone(),
+                metrics: recorder,
                 settings: config.execution.clone(),
                 active: active.clone(),
             });
@@ -219,15 +222,21 @@ impl Pipeline {
                 n => n,
             };
             pipeline.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
+            let batchers: Vec<ExecutionBatcher> = pipeline
+                .arbiters
+                .iter()
+                .map(|arbiter| ExecutionBatcher::start(&arbiter.handle(), deps.store.clone()))
+                .collect();
             let (idle_tx, idle_rx) = mpsc::unbounded_channel();
             let pool = config.pool_size.max(1);
             pipeline.executors = (0..pool)
                 .map(|index| {
                     let env = env.clone();
                     let idle = idle_tx.clone();
+                    let batcher = batchers[index % threads].clone();
                     let arbiter = pipeline.arbiters[index % threads].handle();
                     Supervisor::start_in_arbiter(&arbiter, move |_| {
-                        ExecutorActor::new(index, env, idle)
+                        ExecutorActor::new(index, env, batcher, idle)
                     })
                 })
                 .collect();
