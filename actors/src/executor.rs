@@ -1,20 +1,30 @@
 //! ExecutorActor: runs one job at a time against its task's endpoint.
 //!
-//! For each delivery it makes one store round trip before the call
-//! (`claim_execution`: skips a job whose success is already recorded,
-//! acking it; claims the job for this execution; under `overlap: skip`
-//! skips a second concurrent run for the same (task, user); reads the
-//! user's parameters), waits for rate-limit tokens, calls the endpoint with
-//! reqwest, makes one round trip after it (`finish_execution`: records a
-//! success and releases the claims), and settles the delivery from the
-//! outcome:
+//! The path of a delivery is as short as the work: the task is borrowed
+//! from the catalog's current snapshot (no copy); the claim before the call
+//! and the finish after it go through the arbiter's [`ExecutionBatcher`],
+//! which sends the claims (and the finishes) of every job in flight on
+//! that arbiter as one pipeline per round; the rate limit is passed by
+//! spending leased tokens without a message (one hop to the
+//! [`RateLimiterActor`](crate::rate_limiter::RateLimiterActor) only when a
+//! lease runs dry); every executor shares one HTTP client (a bounded idle
+//! pool, redirects not followed); the JSON body is encoded straight from
+//! the job; at most 1 KiB of the response is read (what a dead letter keeps); the
+//! outcome is counted through a [`MetricsRecorder`] (no message).
+//!
+//! For each delivery: `claim_execution` (skips a job whose success is
+//! already recorded, acking it; claims the job for this execution; under
+//! `overlap: skip` skips a second concurrent run for the same (task,
+//! user); reads the user's parameters), the rate limit, the call,
+//! `finish_execution` (records a success and releases the claims), then
+//! the delivery is settled from the outcome:
 //!
 //! | outcome | what happens |
 //! |---|---|
 //! | 2xx | success recorded (`finish_execution`), then ack |
 //! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
-//! | other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
+//! | 3xx, other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
 //! Before calling, an execution claims its job id (the run claim of the
 //! pseudo user `job.{job id}`, held by a fresh execution id): a second copy
@@ -23,7 +33,8 @@
 //! skipped as already succeeded.
 //!
 //! **Invariant:** a delivery is acked only after its outcome is recorded
-//! (success mark, retry published, or dead letter confirmed). When the
+//! (success mark, retry published, or dead letter confirmed): a batched
+//! finish answers only once its round is acknowledged by Redis. When the
 //! store or broker fails midway, the delivery is requeued instead.
 //!
 //! A panic while running a job stops the actor; its supervisor restarts it

@@ -3,12 +3,13 @@
 //! ```text
 //! Pipeline
 //! ├── MetricsActor                      (system arbiter)
-//! ├── RateLimiterActor × (1 + tasks with a limit)   (system arbiter)
+//! ├── RateLimiterActor × (1 + tasks with a limit)   (system arbiter; refills leases only)
 //! ├── scheduler side (role scheduler/all)
 //! │   ├── DistributorActor              Supervisor: restarted when it stops
 //! │   └── SchedulerActor                Supervisor: restarted when it stops
 //! └── worker side (role worker/all)
 //!     ├── ExecutorActor × pool_size     Supervisor, spread over one Arbiter per core
+//!     ├── ExecutionBatcher × arbiters   claim/finish rounds, on each executor arbiter
 //!     └── dispatcher task               JobStream → idle executors
 //! ```
 //!
