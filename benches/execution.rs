@@ -552,7 +552,7 @@ impl Bench {
                 first = Some((Instant::now(), meter.read()));
             }
             delivery.ack(BasicAckOptions::default()).await.expect("ack");
-            if n % 1000 == 0 {
+            if n.is_multiple_of(1000) {
                 bar.set_position(n as u64);
             }
         }
@@ -629,7 +629,7 @@ impl Bench {
                             .expect("sink answers");
                         assert!(response.status().is_success());
                         let _ = response.bytes().await;
-                        if n % 1000 == 0 {
+                        if n.is_multiple_of(1000) {
                             bar.set_position(n as u64);
                         }
                     }
