@@ -24,4 +24,10 @@ pub enum PipelineError {
     /// The actor that should answer is gone (shutting down).
     #[error("actor unavailable: {0}")]
     Mailbox(#[from] actix::MailboxError),
+    /// A batched store round failed (see `batcher`).
+    #[error("batched store round: {0}")]
+    Batch(String),
+    /// The executors' HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    HttpClient(String),
 }

@@ -1,20 +1,30 @@
 //! ExecutorActor: runs one job at a time against its task's endpoint.
 //!
-//! For each delivery it makes one store round trip before the call
-//! (`claim_execution`: skips a job whose success is already recorded,
-//! acking it; claims the job for this execution; under `overlap: skip`
-//! skips a second concurrent run for the same (task, user); reads the
-//! user's parameters), waits for rate-limit tokens, calls the endpoint with
-//! reqwest, makes one round trip after it (`finish_execution`: records a
-//! success and releases the claims), and settles the delivery from the
-//! outcome:
+//! The path of a delivery is as short as the work: the task is borrowed
+//! from the catalog's current snapshot (no copy); the claim before the call
+//! and the finish after it go through the arbiter's [`ExecutionBatcher`],
+//! which sends the claims (and the finishes) of every job in flight on
+//! that arbiter as one pipeline per round; the rate limit is passed by
+//! spending leased tokens without a message (one hop to the
+//! [`RateLimiterActor`](crate::rate_limiter::RateLimiterActor) only when a
+//! lease runs dry); every executor shares one HTTP client (a bounded idle
+//! pool, redirects not followed); the JSON body is encoded straight from
+//! the job; at most 1 KiB of the response is read (what a dead letter keeps); the
+//! outcome is counted through a [`MetricsRecorder`] (no message).
+//!
+//! For each delivery: `claim_execution` (skips a job whose success is
+//! already recorded, acking it; claims the job for this execution; under
+//! `overlap: skip` skips a second concurrent run for the same (task,
+//! user); reads the user's parameters), the rate limit, the call,
+//! `finish_execution` (records a success and releases the claims), then
+//! the delivery is settled from the outcome:
 //!
 //! | outcome | what happens |
 //! |---|---|
 //! | 2xx | success recorded (`finish_execution`), then ack |
 //! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
-//! | other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
+//! | 3xx, other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
 //! Before calling, an execution claims its job id (the run claim of the
 //! pseudo user `job.{job id}`, held by a fresh execution id): a second copy
@@ -23,7 +33,8 @@
 //! skipped as already succeeded.
 //!
 //! **Invariant:** a delivery is acked only after its outcome is recorded
-//! (success mark, retry published, or dead letter confirmed). When the
+//! (success mark, retry published, or dead letter confirmed): a batched
+//! finish answers only once its round is acknowledged by Redis. When the
 //! store or broker fails midway, the delivery is requeued instead.
 //!
 //! A panic while running a job stops the actor; its supervisor restarts it
@@ -42,11 +53,11 @@ use std::{
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
-use serde_json::json;
 use tokio::sync::mpsc::UnboundedSender;
 use uuid::Uuid;
 
 use crate::{
+    batcher::ExecutionBatcher,
     broker::{DeadLetter, Delivery, DeliveryHandle, JobBroker},
     catalog::TaskCatalog,
     domain::{
@@ -55,8 +66,8 @@ use crate::{
     },
     error::PipelineError,
     messages::RecordExecution,
-    metrics::MetricsActor,
-    rate_limiter::{AcquireToken, Grant, RateLimiterActor, SlowDown},
+    metrics::MetricsRecorder,
+    rate_limiter::RateLimit,
     store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore},
 };
 
@@ -110,41 +121,33 @@ pub struct ExecutionSettings {
     pub success_ttl: Duration,
 }
 
-/// The rate limiters a job must pass: its task's (if the task has a
-/// limit), then the global one (if any).
+/// The rate limits of the pool: one per task with a limit of its own (its
+/// bucket, then the global one), and the global one alone for the others.
 #[derive(Clone, Default)]
 pub struct Limiters {
-    /// The cluster-wide limiter.
-    pub global: Option<Addr<RateLimiterActor>>,
-    /// Per-task limiters.
-    pub per_task: Arc<BTreeMap<TaskTypeId, Addr<RateLimiterActor>>>,
+    /// The limit of tasks without one of their own.
+    pub global: Option<RateLimit>,
+    /// Per-task limits (each also spends a global token).
+    pub per_task: Arc<BTreeMap<TaskTypeId, RateLimit>>,
 }
 
 impl Limiters {
-    /// Waits for a token from each limiter of `task`.
-    pub async fn acquire(&self, task: &TaskTypeId) -> Result<(), PipelineError> {
-        let chain = self
-            .per_task
-            .get(task)
-            .into_iter()
-            .chain(self.global.as_ref());
-        for limiter in chain {
-            loop {
-                match limiter.send(AcquireToken).await? {
-                    Grant::Granted => break,
-                    Grant::Wait(wait) => tokio::time::sleep(wait).await,
-                }
-            }
-        }
-        Ok(())
+    /// The limit a job of `task` must pass, if any.
+    pub fn for_task(&self, task: &TaskTypeId) -> Option<&RateLimit> {
+        self.per_task.get(task).or(self.global.as_ref())
     }
+}
 
-    /// Pauses the limiter of `task` (else the global one) for `pause`.
-    pub fn slow_down(&self, task: &TaskTypeId, pause: Duration) {
-        if let Some(limiter) = self.per_task.get(task).or(self.global.as_ref()) {
-            limiter.do_send(SlowDown { pause });
-        }
-    }
+/// The HTTP client every executor of a pool shares: at most `pool_size`
+/// idle connections kept per host (no more calls than executors are ever
+/// in flight), redirects not followed (a 3xx is the endpoint's answer).
+pub fn http_client(pool_size: usize) -> Result<reqwest::Client, PipelineError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(pool_size.max(1))
+        .redirect(reqwest::redirect::Policy::none())
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|err| PipelineError::HttpClient(err.to_string()))
 }
 
 /// What every executor shares.
@@ -155,10 +158,12 @@ pub struct ExecutorEnv {
     pub broker: Arc<dyn JobBroker>,
     /// Task definitions in force.
     pub catalog: TaskCatalog,
-    /// Rate limiters.
+    /// Rate limits.
     pub limiters: Limiters,
+    /// The one HTTP client of the pool (see [`http_client`]).
+    pub client: reqwest::Client,
     /// Where outcomes are counted.
-    pub metrics: Addr<MetricsActor>,
+    pub metrics: MetricsRecorder,
     /// Timeouts and retries.
     pub settings: ExecutionSettings,
     /// Jobs in flight over the pool, for `/health`'s `active_jobs`.
@@ -262,7 +267,8 @@ impl Running {
 pub struct ExecutorActor {
     index: usize,
     env: Arc<ExecutorEnv>,
-    client: reqwest::Client,
+    /// This arbiter's claim and finish rounds.
+    batcher: ExecutionBatcher,
     /// Receives `index` whenever this executor becomes idle.
     idle: UnboundedSender<usize>,
     current: Option<Running>,
@@ -272,11 +278,16 @@ pub struct ExecutorActor {
 
 impl ExecutorActor {
     /// Executor number `index` of the pool.
-    pub fn new(index: usize, env: Arc<ExecutorEnv>, idle: UnboundedSender<usize>) -> Self {
+    pub fn new(
+        index: usize,
+        env: Arc<ExecutorEnv>,
+        batcher: ExecutionBatcher,
+        idle: UnboundedSender<usize>,
+    ) -> Self {
         ExecutorActor {
             index,
             env,
-            client: reqwest::Client::new(),
+            batcher,
             idle,
             current: None,
             generation: 0,
@@ -331,13 +342,13 @@ impl Handler<ExecuteJob> for ExecutorActor {
         let job_id = envelope.job.id;
         let task_type_id = envelope.job.task_type_id.clone();
         let user_id = envelope.job.user_id.clone();
-        let execution = Uuid::new_v4();
+        let execution = fresh_uuid();
         self.env.active.fetch_add(1, Ordering::Relaxed);
         self.generation += 1;
         let generation = self.generation;
         let job = run_job(
             self.env.clone(),
-            self.client.clone(),
+            self.batcher.clone(),
             envelope,
             held.clone(),
             execution,
@@ -394,13 +405,13 @@ impl Handler<RestartExecutor> for ExecutorActor {
 /// Runs one job to a settled delivery.
 async fn run_job(
     env: Arc<ExecutorEnv>,
-    client: reqwest::Client,
+    batcher: ExecutionBatcher,
     envelope: JobEnvelope,
     held: Arc<HeldDelivery>,
     execution: Uuid,
 ) {
     let job_id = envelope.job.id;
-    if let Err(err) = execute(&env, &client, &envelope, &held, execution).await {
+    if let Err(err) = execute(&env, &batcher, &envelope, &held, execution).await {
         tracing::warn!(%job_id, error = %err, "job outcome not recorded; requeueing");
         tokio::time::sleep(REQUEUE_PAUSE).await;
         if let Err(err) = held.requeue().await {
@@ -411,13 +422,16 @@ async fn run_job(
 
 async fn execute(
     env: &ExecutorEnv,
-    client: &reqwest::Client,
+    batcher: &ExecutionBatcher,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
     execution: Uuid,
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
-    let Some(task) = env.catalog.get(&job.task_type_id) else {
+    // The task is borrowed from the catalog's current snapshot (an `Arc`),
+    // never copied.
+    let tasks = env.catalog.snapshot();
+    let Some(task) = tasks.get(&job.task_type_id) else {
         tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type; dead-lettering");
         return held
             .dead_letter(DeadLetter {
@@ -426,7 +440,7 @@ async fn execute(
             })
             .await;
     };
-    let timeout = call_timeout(&task, &env.settings);
+    let timeout = call_timeout(task, &env.settings);
 
     // One round trip before the call (`claim_execution`): a recorded
     // success skips the job; one execution of a job at a time (two copies
@@ -445,7 +459,7 @@ async fn execute(
         job_ttl,
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
     };
-    let parameters = match env.store.claim_execution(&claim).await? {
+    let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
             tracing::debug!(job_id = %job.id, "already succeeded; skipping");
             return held.ack().await;
@@ -472,7 +486,7 @@ async fn execute(
         run_claimed: guarded,
         success_ttl: None,
     };
-    attempt(env, client, &task, envelope, held, &parameters, finish).await
+    attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
 /// Waits for tokens, calls the endpoint, then records the outcome and
@@ -480,7 +494,7 @@ async fn execute(
 /// call) before settling the delivery.
 async fn attempt(
     env: &ExecutorEnv,
-    client: &reqwest::Client,
+    batcher: &ExecutionBatcher,
     task: &TaskType,
     envelope: &JobEnvelope,
     held: &HeldDelivery,
@@ -489,7 +503,10 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
     let timeout = call_timeout(task, &env.settings);
-    if let Err(err) = env.limiters.acquire(&task.id).await {
+    let limit = env.limiters.for_task(&task.id);
+    if let Some(limit) = limit
+        && let Err(err) = limit.acquire().await
+    {
         if let Err(release) = env.store.finish_execution(&finish).await {
             tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
         }
@@ -498,7 +515,7 @@ async fn attempt(
 
     let started_at = Utc::now();
     let clock = Instant::now();
-    let call = call_endpoint(client, task, job, parameters, timeout).await;
+    let call = call_endpoint(&env.client, task, job, parameters, timeout).await;
     let duration = clock.elapsed();
     let completed_at = Utc::now();
 
@@ -538,19 +555,21 @@ async fn attempt(
     if step == Step::Succeed {
         finish.success_ttl = Some(settings.success_ttl);
     }
-    env.store.finish_execution(&finish).await?;
+    batcher.finish(finish).await?;
     match step {
         Step::Succeed => {
-            env.metrics.do_send(record(Status::Success));
+            env.metrics.record(record(Status::Success));
             held.ack().await
         }
         Step::Throttle(wait) => {
             tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, "endpoint asked to retry later; attempt kept");
-            env.limiters.slow_down(&task.id, wait);
+            if let Some(limit) = limit {
+                limit.slow_down(wait);
+            }
             env.broker
                 .publish(&[again(envelope, job.attempt, completed_at, wait)])
                 .await?;
-            env.metrics.do_send(record(Status::Retrying));
+            env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::Retry { attempt, delay } => {
@@ -558,7 +577,7 @@ async fn attempt(
             env.broker
                 .publish(&[again(envelope, attempt, completed_at, delay)])
                 .await?;
-            env.metrics.do_send(record(Status::Retrying));
+            env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
@@ -568,14 +587,14 @@ async fn attempt(
             if let CallResult::Status { body, .. } = &call
                 && !body.is_empty()
             {
-                result.response = Some(body.iter().copied().take(KEPT_RESPONSE_BYTES).collect());
+                result.response = Some(body.clone());
             }
             held.dead_letter(DeadLetter {
                 reason: reason.to_owned(),
                 result: Some(result),
             })
             .await?;
-            env.metrics.do_send(record(Status::Failed));
+            env.metrics.record(record(Status::Failed));
             Ok(())
         }
     }
@@ -606,6 +625,24 @@ pub fn call_timeout(task: &TaskType, settings: &ExecutionSettings) -> Duration {
         timeout = timeout.min(max);
     }
     timeout.max(Duration::from_millis(1))
+}
+
+/// The JSON body of a call (POST, PUT, PATCH), encoded straight from the
+/// job.
+#[derive(serde::Serialize)]
+struct CallBody<'a> {
+    job_id: Uuid,
+    task_type_id: &'a TaskTypeId,
+    user_id: &'a UserId,
+    scheduled_at: DateTime<Utc>,
+    attempt: u32,
+    parameters: &'a BTreeMap<String, String>,
+}
+
+/// A random (version 4) id from the thread's generator, without a system
+/// call.
+fn fresh_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
 }
 
 /// What a call to an endpoint came to.
@@ -662,28 +699,35 @@ pub async fn call_endpoint(
         query.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
         request = request.query(&query);
     } else {
-        request = request.json(&json!({
-            "job_id": job.id,
-            "task_type_id": job.task_type_id,
-            "user_id": job.user_id,
-            "scheduled_at": job.scheduled_at,
-            "attempt": job.attempt,
-            "parameters": parameters,
-        }));
+        request = request.json(&CallBody {
+            job_id: job.id,
+            task_type_id: &job.task_type_id,
+            user_id: &job.user_id,
+            scheduled_at: job.scheduled_at,
+            attempt: job.attempt,
+            parameters,
+        });
     }
     let call = async {
-        let response = request.send().await?;
+        let mut response = request.send().await?;
         let code = response.status().as_u16();
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map(|b| b.to_vec())
-            .unwrap_or_default();
+        // Only the first KEPT_RESPONSE_BYTES are kept, so no more is read
+        // (a longer body costs its connection, not its size in memory).
+        let mut body = Vec::new();
+        while body.len() < KEPT_RESPONSE_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = KEPT_RESPONSE_BYTES - body.len();
+                    body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
         Ok::<_, reqwest::Error>(CallResult::Status {
             code,
             retry_after,

@@ -24,6 +24,7 @@
 //! **Invariant:** this crate knows nothing about HTTP serving (no
 //! actix-web); the service crate adapts its messages to the API.
 
+pub mod batcher;
 pub mod broker;
 pub mod catalog;
 pub mod clock;

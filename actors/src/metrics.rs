@@ -1,5 +1,7 @@
 //! MetricsActor: counts execution outcomes for `/stats` and flushes them to
 //! the Redis metrics in one pipelined batch per `monitoring.metrics_interval`.
+//! Executors count through a [`MetricsRecorder`] (a short lock on the
+//! shared counters), so an outcome costs no message.
 //!
 //! Every attempt that reached an outcome counts once in `processed`;
 //! attempts that did not succeed (retried or dead-lettered) also count in
@@ -9,7 +11,7 @@
 
 use std::{
     collections::{BTreeMap, VecDeque},
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -56,10 +58,8 @@ pub struct Stats {
 }
 
 /// Counters in memory plus what the next flush will add to Redis.
-pub struct MetricsActor {
-    store: Arc<dyn StateStore>,
-    interval: Duration,
-    started: Instant,
+#[derive(Debug)]
+struct Counters {
     processed: u64,
     failed: u64,
     total_duration_ms: u128,
@@ -67,6 +67,74 @@ pub struct MetricsActor {
     recent: VecDeque<Instant>,
     /// Not yet flushed.
     pending: MetricsBatch,
+}
+
+impl Counters {
+    fn prune(&mut self, now: Instant) {
+        while let Some(front) = self.recent.front() {
+            if now.duration_since(*front) > RATE_WINDOW {
+                self.recent.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn count(&mut self, msg: RecordExecution, now: Instant) {
+        self.processed += 1;
+        let failed = msg.status != Status::Success;
+        if failed {
+            self.failed += 1;
+        }
+        let duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX);
+        self.total_duration_ms += u128::from(duration_ms);
+        self.recent.push_back(now);
+        self.prune(now);
+
+        let date = msg.completed_at.date_naive();
+        add_count(&mut self.pending.executions, date, &msg.task_type_id);
+        if failed {
+            add_count(&mut self.pending.failures, date, &msg.task_type_id);
+        }
+        if self.pending.durations.len() < MAX_PENDING_SAMPLES {
+            self.pending.durations.push(DurationSample {
+                task_type_id: msg.task_type_id,
+                job_id: msg.job_id,
+                completed_at: msg.completed_at,
+                duration_ms,
+            });
+        }
+    }
+}
+
+/// Where executors count their outcomes without a message (a short lock
+/// on the counters the [`MetricsActor`] reads and flushes). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct MetricsRecorder {
+    counters: Arc<Mutex<Counters>>,
+}
+
+impl MetricsRecorder {
+    /// Counts one attempt's outcome.
+    pub fn record(&self, msg: RecordExecution) {
+        lock(&self.counters).count(msg, Instant::now());
+    }
+}
+
+fn lock(counters: &Mutex<Counters>) -> MutexGuard<'_, Counters> {
+    match counters.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Serves `/stats` from the counters and flushes them to Redis.
+pub struct MetricsActor {
+    store: Arc<dyn StateStore>,
+    interval: Duration,
+    started: Instant,
+    counters: Arc<Mutex<Counters>>,
     /// A flush is under way; another one waits for the next interval.
     flushing: bool,
 }
@@ -78,44 +146,44 @@ impl MetricsActor {
             store,
             interval,
             started: Instant::now(),
-            processed: 0,
-            failed: 0,
-            total_duration_ms: 0,
-            recent: VecDeque::new(),
-            pending: MetricsBatch::default(),
+            counters: Arc::new(Mutex::new(Counters {
+                processed: 0,
+                failed: 0,
+                total_duration_ms: 0,
+                recent: VecDeque::new(),
+                pending: MetricsBatch::default(),
+            })),
             flushing: false,
         }
     }
 
-    fn prune(&mut self, now: Instant) {
-        while let Some(front) = self.recent.front() {
-            if now.duration_since(*front) > RATE_WINDOW {
-                self.recent.pop_front();
-            } else {
-                break;
-            }
+    /// A recorder counting into this actor's counters.
+    pub fn recorder(&self) -> MetricsRecorder {
+        MetricsRecorder {
+            counters: self.counters.clone(),
         }
     }
 
     fn stats(&mut self) -> Stats {
         let now = Instant::now();
-        self.prune(now);
-        let avg = self
+        let mut counters = lock(&self.counters);
+        counters.prune(now);
+        let avg = counters
             .total_duration_ms
-            .checked_div(u128::from(self.processed))
+            .checked_div(u128::from(counters.processed))
             .unwrap_or(0);
         Stats {
-            processed: self.processed,
-            failed: self.failed,
+            processed: counters.processed,
+            failed: counters.failed,
             avg_duration_ms: u64::try_from(avg).unwrap_or(u64::MAX),
-            current_rate: self.recent.len() as f64 / RATE_WINDOW.as_secs_f64(),
+            current_rate: counters.recent.len() as f64 / RATE_WINDOW.as_secs_f64(),
             uptime: self.started.elapsed().as_secs(),
         }
     }
 
     /// Takes the pending batch, leaving an empty one.
     fn take_pending(&mut self) -> MetricsBatch {
-        std::mem::take(&mut self.pending)
+        std::mem::take(&mut lock(&self.counters).pending)
     }
 
     /// Puts back a batch whose flush failed.
@@ -129,7 +197,7 @@ impl MetricsActor {
         merged.failures = sum_counts(merged.failures);
         let excess = merged.durations.len().saturating_sub(MAX_PENDING_SAMPLES);
         merged.durations.drain(..excess);
-        self.pending = merged;
+        lock(&self.counters).pending = merged;
     }
 }
 
@@ -162,30 +230,7 @@ impl Handler<RecordExecution> for MetricsActor {
     type Result = ();
 
     fn handle(&mut self, msg: RecordExecution, _: &mut Self::Context) {
-        let now = Instant::now();
-        self.processed += 1;
-        let failed = msg.status != Status::Success;
-        if failed {
-            self.failed += 1;
-        }
-        let duration_ms = u64::try_from(msg.duration.as_millis()).unwrap_or(u64::MAX);
-        self.total_duration_ms += u128::from(duration_ms);
-        self.recent.push_back(now);
-        self.prune(now);
-
-        let date = msg.completed_at.date_naive();
-        add_count(&mut self.pending.executions, date, &msg.task_type_id);
-        if failed {
-            add_count(&mut self.pending.failures, date, &msg.task_type_id);
-        }
-        if self.pending.durations.len() < MAX_PENDING_SAMPLES {
-            self.pending.durations.push(DurationSample {
-                task_type_id: msg.task_type_id,
-                job_id: msg.job_id,
-                completed_at: msg.completed_at,
-                duration_ms,
-            });
-        }
+        lock(&self.counters).count(msg, Instant::now());
     }
 }
 
@@ -201,11 +246,14 @@ impl Handler<FlushMetrics> for MetricsActor {
     type Result = ResponseActFuture<Self, Result<(), StoreError>>;
 
     fn handle(&mut self, _: FlushMetrics, _: &mut Self::Context) -> Self::Result {
-        if self.flushing || self.pending == MetricsBatch::default() {
+        if self.flushing {
+            return Box::pin(fut::ready(Ok(())));
+        }
+        let batch = self.take_pending();
+        if batch == MetricsBatch::default() {
             return Box::pin(fut::ready(Ok(())));
         }
         self.flushing = true;
-        let batch = self.take_pending();
         let store = self.store.clone();
         Box::pin(
             async move {

@@ -1,17 +1,28 @@
-//! RateLimiterActor: one per token bucket (the global one and one per task
-//! type with a limit). It mirrors its Redis bucket with a local `governor`
-//! limiter of the same shape, so most refusals cost no round trip, and
-//! leases tokens from Redis (`take_tokens`) in small batches, so most
-//! grants cost none either.
+//! Rate limiting: the local side of each Redis token bucket, and the
+//! RateLimiterActor that refills it.
 //!
-//! **Invariant:** only this actor runs the token-bucket script. Leased
-//! tokens are used within [`LEASE_TTL`] or forgotten, so a replica never
-//! sits on capacity the others could use for longer than that. A refusal
-//! answers with how long to wait; waiting never uses up an attempt.
+//! Each bucket (the global one, and one per task type with a limit) has a
+//! [`BucketLease`], shared by every executor: a local `governor` limiter
+//! of the bucket's shape (so most refusals cost no round trip), the tokens
+//! leased from Redis and not used yet, and a pause. A job's
+//! [`RateLimit`] names the buckets it must pass (its task's, then the
+//! global one) and the actor that refills them. An executor spends leased
+//! tokens itself, without a message; only when a lease runs dry does it
+//! ask the actor, which takes a batch from each dry bucket in one round
+//! trip (the per-task limiter consults the global budget itself) and
+//! grants from it. So a job makes one limiter hop at most, and most make
+//! none.
+//!
+//! **Invariant:** only RateLimiterActor runs the token-bucket script, so
+//! every token spent anywhere in the cluster was taken from the Redis
+//! bucket, and the limits hold across replicas. Leased tokens are used
+//! within [`LEASE_TTL`] or forgotten, so a replica never sits on capacity
+//! the others could use for longer than that. A refusal answers with how
+//! long to wait; waiting never uses up an attempt.
 
 use std::{
     num::NonZeroU32,
-    sync::Arc,
+    sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
 
@@ -21,7 +32,10 @@ use governor::{
     clock::{Clock as _, DefaultClock},
 };
 
-use crate::store::{Bucket, StateStore};
+use crate::{
+    error::PipelineError,
+    store::{Bucket, StateStore},
+};
 
 /// How long leased tokens stay usable.
 pub const LEASE_TTL: Duration = Duration::from_secs(1);
@@ -29,21 +43,14 @@ pub const LEASE_TTL: Duration = Duration::from_secs(1);
 /// Shortest wait suggested after a refusal.
 const MIN_WAIT: Duration = Duration::from_millis(5);
 
-/// Asks for one token. Answers at once (one Redis round trip at most).
+/// Refills the dry leases of the actor's buckets and grants one token of
+/// each. Sent by an executor whose local mirrors allowed the call but
+/// whose leases ran dry; answers after one Redis round trip at most.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "Grant")]
-pub struct AcquireToken;
+pub struct RefillLease;
 
-/// Refuses every token for `pause` (the endpoint answered 429 or 503
-/// with `Retry-After`).
-#[derive(Debug, Clone, Copy, Message)]
-#[rtype(result = "()")]
-pub struct SlowDown {
-    /// How long to refuse.
-    pub pause: Duration,
-}
-
-/// The answer to [`AcquireToken`].
+/// The answer to [`RefillLease`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grant {
     /// Go ahead.
@@ -52,38 +59,92 @@ pub enum Grant {
     Wait(Duration),
 }
 
-/// One token bucket, local mirror and Redis lease.
-pub struct RateLimiterActor {
+/// The local side of one Redis token bucket, shared by the executors
+/// (which spend its leased tokens) and the actors that refill it.
+pub struct BucketLease {
     bucket: Bucket,
-    store: Arc<dyn StateStore>,
+    /// Mirror of the bucket's shape: refuses what Redis would refuse,
+    /// without asking it.
     local: DefaultDirectRateLimiter,
-    /// Tokens taken from Redis and not used yet.
-    leased: u32,
-    /// When `leased` was taken.
-    leased_at: Instant,
     /// Tokens asked of Redis per round trip.
     lease_batch: u32,
+    state: Mutex<LeaseState>,
+}
+
+#[derive(Debug)]
+struct LeaseState {
+    /// Tokens taken from Redis and not used yet.
+    leased: u32,
+    /// When `leased` was taken; past [`LEASE_TTL`] the tokens are gone.
+    leased_at: Instant,
     /// No tokens before this instant.
     paused_until: Option<Instant>,
 }
 
-impl RateLimiterActor {
-    /// A limiter of `rate` tokens per second with a burst of `rate`, in
-    /// Redis as `bucket`.
-    pub fn new(bucket: Bucket, store: Arc<dyn StateStore>) -> Self {
+impl LeaseState {
+    fn usable(&self, now: Instant) -> bool {
+        self.leased > 0 && now.duration_since(self.leased_at) < LEASE_TTL
+    }
+}
+
+impl BucketLease {
+    /// The lease of `bucket` (`refill_rate` tokens per second, a burst of
+    /// `max_tokens`), with nothing leased yet.
+    pub fn new(bucket: Bucket) -> Arc<BucketLease> {
         let rate =
             NonZeroU32::new(bucket.refill_rate.round().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
         let burst =
             NonZeroU32::new(bucket.max_tokens.round().max(1.0) as u32).unwrap_or(NonZeroU32::MIN);
-        let local = RateLimiter::direct(Quota::per_second(rate).allow_burst(burst));
-        RateLimiterActor {
+        Arc::new(BucketLease {
+            local: RateLimiter::direct(Quota::per_second(rate).allow_burst(burst)),
             lease_batch: lease_batch(rate.get()),
             bucket,
-            store,
-            local,
-            leased: 0,
-            leased_at: Instant::now(),
-            paused_until: None,
+            state: Mutex::new(LeaseState {
+                leased: 0,
+                leased_at: Instant::now(),
+                paused_until: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, LeaseState> {
+        match self.state.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// How long the bucket is still paused, if it is.
+    fn paused(&self, now: Instant) -> Option<Duration> {
+        let mut state = self.lock();
+        match state.paused_until {
+            Some(until) if until > now => Some(until - now),
+            Some(_) => {
+                state.paused_until = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Refuses every token for `pause` and forgets the lease (the
+    /// endpoint answered 429 or 503 with `Retry-After`).
+    pub fn pause(&self, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut state = self.lock();
+        state.paused_until = Some(state.paused_until.map_or(until, |u| u.max(until)));
+        state.leased = 0;
+    }
+
+    /// Adds `taken` tokens just leased from Redis.
+    fn add_lease(&self, taken: u32, now: Instant) {
+        let mut state = self.lock();
+        if state.usable(now) {
+            // The older tokens keep their deadline; the new ones share it.
+            state.leased += taken;
+        } else {
+            state.leased = taken;
+            state.leased_at = now;
         }
     }
 
@@ -92,80 +153,197 @@ impl RateLimiterActor {
     }
 }
 
-/// Tokens leased per Redis round trip: about 100 ms worth, 1 to 10.
+/// Tokens leased per Redis round trip: about 100 ms worth, 1 to 100.
 pub fn lease_batch(rate_per_second: u32) -> u32 {
-    (rate_per_second / 10).clamp(1, 10)
+    (rate_per_second / 10).clamp(1, 100)
+}
+
+/// What a local attempt came to.
+enum Attempt {
+    Granted,
+    Wait(Duration),
+    /// The mirrors allow it, a lease is dry: ask the actor.
+    Refill,
+}
+
+/// The buckets a job of one task must pass (its task's, if the task has a
+/// limit, then the global one, if any) and the actor that refills them.
+#[derive(Clone)]
+pub struct RateLimit {
+    /// The task's bucket.
+    task: Option<Arc<BucketLease>>,
+    /// The global bucket.
+    global: Option<Arc<BucketLease>>,
+    refill: Addr<RateLimiterActor>,
+}
+
+impl RateLimit {
+    /// Starts the actor refilling `task` and `global` (on the current
+    /// arbiter) and returns the limit over both.
+    pub fn start(
+        task: Option<Arc<BucketLease>>,
+        global: Option<Arc<BucketLease>>,
+        store: Arc<dyn StateStore>,
+    ) -> RateLimit {
+        let refill = RateLimiterActor {
+            task: task.clone(),
+            global: global.clone(),
+            store,
+        }
+        .start();
+        RateLimit {
+            task,
+            global,
+            refill,
+        }
+    }
+
+    /// Waits until one token of each bucket is spent for this job.
+    pub async fn acquire(&self) -> Result<(), PipelineError> {
+        loop {
+            let wait = match self.attempt() {
+                Attempt::Granted => return Ok(()),
+                Attempt::Wait(wait) => wait,
+                Attempt::Refill => match self.refill.send(RefillLease).await? {
+                    Grant::Granted => return Ok(()),
+                    Grant::Wait(wait) => wait,
+                },
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Pauses the task's bucket (else the global one) for `pause`.
+    pub fn slow_down(&self, pause: Duration) {
+        if let Some(bucket) = self.task.as_ref().or(self.global.as_ref()) {
+            bucket.pause(pause);
+        }
+    }
+
+    fn buckets(&self) -> impl Iterator<Item = &Arc<BucketLease>> {
+        self.task.iter().chain(self.global.iter())
+    }
+
+    /// Pauses, then mirrors, then leases, without a message.
+    fn attempt(&self) -> Attempt {
+        let now = Instant::now();
+        for bucket in self.buckets() {
+            if let Some(wait) = bucket.paused(now) {
+                return Attempt::Wait(wait);
+            }
+        }
+        for bucket in self.buckets() {
+            if let Err(not_until) = bucket.local.check() {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                return Attempt::Wait(wait.max(MIN_WAIT));
+            }
+        }
+        if spend_leased(self.task.as_deref(), self.global.as_deref(), now) {
+            Attempt::Granted
+        } else {
+            Attempt::Refill
+        }
+    }
+}
+
+/// Spends one leased token of each bucket if every one has one (else
+/// spends none). Locks the task's bucket before the global one.
+fn spend_leased(task: Option<&BucketLease>, global: Option<&BucketLease>, now: Instant) -> bool {
+    let mut task = task.map(BucketLease::lock);
+    let mut global = global.map(BucketLease::lock);
+    let usable = |state: &Option<MutexGuard<'_, LeaseState>>| {
+        state.as_ref().is_none_or(|state| state.usable(now))
+    };
+    if !(usable(&task) && usable(&global)) {
+        return false;
+    }
+    for state in task.iter_mut().chain(global.iter_mut()) {
+        state.leased -= 1;
+    }
+    true
+}
+
+/// Refills the leases of one task's buckets (or of the global bucket
+/// alone, for tasks without a limit of their own).
+pub struct RateLimiterActor {
+    task: Option<Arc<BucketLease>>,
+    global: Option<Arc<BucketLease>>,
+    store: Arc<dyn StateStore>,
 }
 
 impl Actor for RateLimiterActor {
     type Context = Context<Self>;
 }
 
-impl Handler<AcquireToken> for RateLimiterActor {
+impl Handler<RefillLease> for RateLimiterActor {
     type Result = AtomicResponse<Self, Grant>;
 
-    fn handle(&mut self, _: AcquireToken, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: RefillLease, _: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
-        if let Some(until) = self.paused_until {
-            if until > now {
-                return AtomicResponse::new(Box::pin(fut::ready(Grant::Wait(until - now))));
-            }
-            self.paused_until = None;
-        }
-        if let Err(not_until) = self.local.check() {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return AtomicResponse::new(Box::pin(fut::ready(Grant::Wait(wait.max(MIN_WAIT)))));
-        }
-        if self.leased > 0 && self.leased_at.elapsed() < LEASE_TTL {
-            self.leased -= 1;
+        // An earlier refill may have served this request already.
+        if spend_leased(self.task.as_deref(), self.global.as_deref(), now) {
             return AtomicResponse::new(Box::pin(fut::ready(Grant::Granted)));
         }
-        self.leased = 0;
+        let dry: Vec<Arc<BucketLease>> = self
+            .task
+            .iter()
+            .chain(self.global.iter())
+            .filter(|bucket| !bucket.lock().usable(now))
+            .cloned()
+            .collect();
         let store = self.store.clone();
-        let bucket = self.bucket.clone();
-        let batch = self.lease_batch;
-        let wait = self.refill_wait();
         AtomicResponse::new(Box::pin(
             async move {
-                let now = epoch_seconds();
-                let mut taken = 0;
-                for requested in [batch, 1] {
-                    match store.take_tokens(&bucket, requested, now).await {
-                        Ok(true) => {
-                            taken = requested;
-                            break;
-                        }
-                        Ok(false) if requested > 1 => continue,
-                        Ok(false) => break,
-                        Err(err) => {
-                            tracing::warn!(error = %err, "token bucket unreachable; waiting");
-                            break;
-                        }
+                let epoch = epoch_seconds();
+                // One round trip for every dry bucket (the calls share the
+                // store's multiplexed connection).
+                let taken = futures::future::join_all(
+                    dry.iter()
+                        .map(|bucket| lease_tokens(store.as_ref(), bucket, epoch)),
+                )
+                .await;
+                let now = Instant::now();
+                let mut wait = None;
+                for (bucket, taken) in dry.iter().zip(taken) {
+                    if taken > 0 {
+                        bucket.add_lease(taken, now);
+                    } else {
+                        let refill = bucket.refill_wait();
+                        wait = Some(wait.map_or(refill, |w: Duration| w.max(refill)));
                     }
                 }
-                taken
+                wait
             }
             .into_actor(self)
-            .map(move |taken, act, _| {
-                if taken == 0 {
+            .map(|wait, act, _| {
+                if let Some(wait) = wait {
                     return Grant::Wait(wait);
                 }
-                act.leased = taken - 1;
-                act.leased_at = Instant::now();
-                Grant::Granted
+                if spend_leased(act.task.as_deref(), act.global.as_deref(), Instant::now()) {
+                    Grant::Granted
+                } else {
+                    Grant::Wait(MIN_WAIT)
+                }
             }),
         ))
     }
 }
 
-impl Handler<SlowDown> for RateLimiterActor {
-    type Result = ();
-
-    fn handle(&mut self, msg: SlowDown, _: &mut Self::Context) {
-        let until = Instant::now() + msg.pause;
-        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
-        self.leased = 0;
+/// Takes a batch from `bucket`'s Redis bucket (falling back to one
+/// token): the tokens taken, 0 when refused or unreachable.
+async fn lease_tokens(store: &dyn StateStore, bucket: &BucketLease, epoch: f64) -> u32 {
+    for requested in [bucket.lease_batch, 1] {
+        match store.take_tokens(&bucket.bucket, requested, epoch).await {
+            Ok(true) => return requested,
+            Ok(false) if requested > 1 => continue,
+            Ok(false) => return 0,
+            Err(err) => {
+                tracing::warn!(error = %err, "token bucket unreachable; waiting");
+                return 0;
+            }
+        }
     }
+    0
 }
 
 /// Seconds since the epoch, as the token-bucket script wants them.
@@ -188,6 +366,7 @@ mod tests {
         check(5, 1);
         check(50, 5);
         check(100, 10);
-        check(10_000, 10);
+        check(1_000, 100);
+        check(1_000_000, 100);
     }
 }

@@ -3,12 +3,13 @@
 //! ```text
 //! Pipeline
 //! ├── MetricsActor                      (system arbiter)
-//! ├── RateLimiterActor × (1 + tasks with a limit)   (system arbiter)
+//! ├── RateLimiterActor × (1 + tasks with a limit)   (system arbiter; refills leases only)
 //! ├── scheduler side (role scheduler/all)
 //! │   ├── DistributorActor              Supervisor: restarted when it stops
 //! │   └── SchedulerActor                Supervisor: restarted when it stops
 //! └── worker side (role worker/all)
 //!     ├── ExecutorActor × pool_size     Supervisor, spread over one Arbiter per core
+//!     ├── ExecutionBatcher × arbiters   claim/finish rounds, on each executor arbiter
 //!     └── dispatcher task               JobStream → idle executors
 //! ```
 //!
@@ -31,6 +32,7 @@ use actix::prelude::*;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
+    batcher::ExecutionBatcher,
     broker::JobBroker,
     catalog::TaskCatalog,
     clock::SharedClock,
@@ -38,9 +40,9 @@ use crate::{
     distributor::{DistributionSettings, DistributorActor},
     domain::TaskTypeId,
     error::PipelineError,
-    executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters},
+    executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters, http_client},
     metrics::{FlushMetrics, MetricsActor},
-    rate_limiter::RateLimiterActor,
+    rate_limiter::{BucketLease, RateLimit},
     scheduler::{ReloadHealth, SchedulerActor, SchedulerSettings, TaskSource},
     store::{Bucket, BucketName, StateStore},
 };
@@ -114,6 +116,34 @@ impl WorkerGauge {
     }
 }
 
+/// The rate limits of a worker: the global bucket's lease shared by every
+/// limit, one limit (and refilling actor) per task with a rate of its own,
+/// and one for the others.
+fn start_limiters(
+    global_rate: Option<u32>,
+    task_rates: &BTreeMap<TaskTypeId, u32>,
+    store: &Arc<dyn StateStore>,
+) -> Limiters {
+    let bucket = |name: BucketName, rate: u32| Bucket {
+        name,
+        max_tokens: f64::from(rate),
+        refill_rate: f64::from(rate),
+    };
+    let global = global_rate.map(|rate| BucketLease::new(bucket(BucketName::Global, rate)));
+    let per_task = task_rates
+        .iter()
+        .map(|(task, rate)| {
+            let lease = BucketLease::new(bucket(BucketName::Task(task.clone()), *rate));
+            let limit = RateLimit::start(Some(lease), global.clone(), store.clone());
+            (task.clone(), limit)
+        })
+        .collect();
+    Limiters {
+        global: global.map(|lease| RateLimit::start(None, Some(lease), store.clone())),
+        per_task: Arc::new(per_task),
+    }
+}
+
 /// A running tree.
 pub struct Pipeline {
     /// Counts outcomes; `/stats` asks it.
@@ -142,25 +172,14 @@ impl Pipeline {
         deps: PipelineDeps,
     ) -> Result<Pipeline, PipelineError> {
         deps.broker.declare().await?;
-        let metrics = MetricsActor::new(deps.store.clone(), config.metrics_interval).start();
+        let metrics_actor = MetricsActor::new(deps.store.clone(), config.metrics_interval);
+        let recorder = metrics_actor.recorder();
+        let metrics = metrics_actor.start();
 
         let mut task_rates = BTreeMap::new();
-        let mut per_task = BTreeMap::new();
         for (task, rate) in &config.per_task_rate {
-            if *rate == 0 {
-                continue;
-            }
-            task_rates.insert(task.clone(), *rate);
-            if config.worker {
-                let bucket = Bucket {
-                    name: BucketName::Task(task.clone()),
-                    max_tokens: f64::from(*rate),
-                    refill_rate: f64::from(*rate),
-                };
-                per_task.insert(
-                    task.clone(),
-                    RateLimiterActor::new(bucket, deps.store.clone()).start(),
-                );
+            if *rate > 0 {
+                task_rates.insert(task.clone(), *rate);
             }
         }
         let global_rate = config.global_rate.filter(|r| *r > 0);
@@ -187,24 +206,15 @@ impl Pipeline {
         };
 
         if config.worker {
-            let global = global_rate.map(|rate| {
-                let bucket = Bucket {
-                    name: BucketName::Global,
-                    max_tokens: f64::from(rate),
-                    refill_rate: f64::from(rate),
-                };
-                RateLimiterActor::new(bucket, deps.store.clone()).start()
-            });
+            let limiters = start_limiters(global_rate, &distribution.task_rates, &deps.store);
             let active = Arc::new(AtomicUsize::new(0));
             let env = Arc::new(ExecutorEnv {
                 store: deps.store.clone(),
                 broker: deps.broker.clone(),
                 catalog: deps.catalog.clone(),
-                limiters: Limiters {
-                    global,
-                    per_task: Arc::new(per_task),
-                },
-                metrics: metrics.clone(),
+                limiters,
+                client: http_client(config.pool_size)?,
+                metrics: recorder,
                 settings: config.execution.clone(),
                 active: active.clone(),
             });
@@ -213,15 +223,21 @@ impl Pipeline {
                 n => n,
             };
             pipeline.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
+            let batchers: Vec<ExecutionBatcher> = pipeline
+                .arbiters
+                .iter()
+                .map(|arbiter| ExecutionBatcher::start(&arbiter.handle(), deps.store.clone()))
+                .collect();
             let (idle_tx, idle_rx) = mpsc::unbounded_channel();
             let pool = config.pool_size.max(1);
             pipeline.executors = (0..pool)
                 .map(|index| {
                     let env = env.clone();
                     let idle = idle_tx.clone();
+                    let batcher = batchers[index % threads].clone();
                     let arbiter = pipeline.arbiters[index % threads].handle();
                     Supervisor::start_in_arbiter(&arbiter, move |_| {
-                        ExecutorActor::new(index, env, idle)
+                        ExecutorActor::new(index, env, batcher, idle)
                     })
                 })
                 .collect();

@@ -244,6 +244,7 @@ conformance!(
     finish_releases_only_claims_it_holds,
     finish_records_success_with_its_ttl,
     execution_claims_expire,
+    batched_claims_and_finishes_keep_per_job_semantics,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -2006,6 +2007,74 @@ async fn finish_records_success_with_its_ttl(fx: Arc<Fixture>) {
     );
     let again = claim(brief, Uuid::new_v4(), true);
     assert_eq!(store.claim_execution(&again).await.unwrap(), claimed(&[]));
+}
+
+/// One `claim_executions` pipeline answers each claim as if it were made
+/// alone, in order (a later claim in the batch sees an earlier one), and
+/// one `finish_executions` pipeline records each finish.
+async fn batched_claims_and_finishes_keep_per_job_semantics(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (done, fresh, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    store
+        .mark_succeeded(&[done], Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .write_preferences(&[PreferenceWrite {
+            settings: Some(Settings {
+                custom_interval: None,
+                parameters: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
+            }),
+            ..enable("bob", "report", "2024-01-15T00:00:00Z")
+        }])
+        .await
+        .unwrap();
+    let first = claim(fresh, Uuid::new_v4(), true);
+    let bob = ExecutionClaim {
+        user_id: user("bob"),
+        ..claim(Uuid::new_v4(), Uuid::new_v4(), true)
+    };
+    let batch = [
+        claim(done, Uuid::new_v4(), true),
+        first.clone(),
+        claim(fresh, Uuid::new_v4(), true),
+        claim(other, Uuid::new_v4(), true),
+        bob.clone(),
+    ];
+    assert_eq!(
+        store.claim_executions(&batch).await.unwrap(),
+        vec![
+            ClaimOutcome::AlreadySucceeded,
+            claimed(&[]),
+            ClaimOutcome::JobBusy,
+            ClaimOutcome::UserBusy,
+            claimed(&[("lang", "fr")]),
+        ]
+    );
+    assert_eq!(store.claim_executions(&[]).await.unwrap(), vec![]);
+    store
+        .finish_executions(&[
+            finish(&first, Some(Duration::from_secs(60))),
+            finish(&bob, None),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.succeeded(&[fresh, bob.job_id]).await.unwrap(),
+        vec![true, false]
+    );
+    assert!(
+        job_claim_free(store, bob.job_id).await,
+        "bob's claim released"
+    );
+    assert_eq!(
+        store
+            .claim_execution(&claim(other, Uuid::new_v4(), true))
+            .await
+            .unwrap(),
+        claimed(&[]),
+        "alice's run claim released"
+    );
 }
 
 async fn execution_claims_expire(fx: Arc<Fixture>) {

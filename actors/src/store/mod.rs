@@ -467,6 +467,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// (when `finish.run_claimed`) the run claim, each only if this
     /// execution holds it.
     async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError>;
+    /// [`claim_execution`](StateStore::claim_execution) of several jobs in
+    /// one round trip (one pipeline): each claim as if made alone, in
+    /// order; the outcomes in the same order. An error means none is known
+    /// to be claimed (claims are idempotent per execution id, so a retry
+    /// is safe).
+    async fn claim_executions(
+        &self,
+        claims: &[ExecutionClaim],
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        let mut outcomes = Vec::with_capacity(claims.len());
+        for claim in claims {
+            outcomes.push(self.claim_execution(claim).await?);
+        }
+        Ok(outcomes)
+    }
+    /// [`finish_execution`](StateStore::finish_execution) of several jobs in
+    /// one round trip (one pipeline), each as if made alone. `Ok` means
+    /// every one is recorded.
+    async fn finish_executions(&self, finishes: &[ExecutionFinish]) -> Result<(), StoreError> {
+        for finish in finishes {
+            self.finish_execution(finish).await?;
+        }
+        Ok(())
+    }
 
     // --- metrics ---
 

@@ -393,6 +393,88 @@ impl RedisStore {
             }
         }
     }
+
+    /// `EVALSHA claim_execution.lua` for one claim.
+    fn claim_command(&self, claim: &ExecutionClaim) -> redis::Cmd {
+        let keys = &self.keys;
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(CLAIM_EXECUTION.get_hash())
+            .arg(4)
+            .arg(keys.job_done(claim.job_id))
+            .arg(keys.job_claim(&claim.task_type_id, claim.job_id))
+            .arg(keys.running(&claim.task_type_id, &claim.user_id))
+            .arg(keys.user_settings(&claim.user_id, &claim.task_type_id))
+            .arg(claim.execution.to_string())
+            .arg(millis(claim.job_ttl).max(1))
+            .arg(claim.job_id.to_string())
+            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)));
+        cmd
+    }
+
+    /// Reads one reply of `claim_execution.lua`.
+    fn claim_outcome(
+        &self,
+        claim: &ExecutionClaim,
+        reply: Vec<String>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let mut reply = reply.into_iter();
+        match reply.next().as_deref() {
+            Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
+            Some("job_busy") => Ok(ClaimOutcome::JobBusy),
+            Some("user_busy") => Ok(ClaimOutcome::UserBusy),
+            Some("claimed") => {
+                let mut parameters = BTreeMap::new();
+                while let (Some(name), Some(value)) = (reply.next(), reply.next()) {
+                    parameters.insert(name, value);
+                }
+                Ok(ClaimOutcome::Claimed { parameters })
+            }
+            other => Err(corrupt(
+                &self.keys.job_claim(&claim.task_type_id, claim.job_id),
+                format!("claim_execution answered {other:?}"),
+            )),
+        }
+    }
+
+    /// `EVALSHA finish_execution.lua` for one finish.
+    fn finish_command(&self, finish: &ExecutionFinish) -> redis::Cmd {
+        let keys = &self.keys;
+        let run_holder = if finish.run_claimed {
+            finish.job_id.to_string()
+        } else {
+            String::new()
+        };
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(FINISH_EXECUTION.get_hash())
+            .arg(3)
+            .arg(keys.job_done(finish.job_id))
+            .arg(keys.job_claim(&finish.task_type_id, finish.job_id))
+            .arg(keys.running(&finish.task_type_id, &finish.user_id))
+            .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
+            .arg(finish.execution.to_string())
+            .arg(run_holder);
+        cmd
+    }
+
+    /// Runs a pipeline of `EVALSHA`s of `script`; on `NOSCRIPT` (a Redis
+    /// that restarted or flushed its script cache) loads the script and
+    /// runs the pipeline once more (every script it holds is idempotent).
+    async fn query_scripts<T: redis::FromRedisValue>(
+        &self,
+        pipe: &Pipeline,
+        script: &Script,
+    ) -> Result<T, StoreError> {
+        let mut connection = self.connection.clone();
+        match pipe.query_async(&mut connection).await {
+            Err(err)
+                if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
+                script.load_async(&mut connection).await?;
+                Ok(pipe.query_async(&mut connection).await?)
+            }
+            other => Ok(other?),
+        }
+    }
 }
 
 /// An instant as RFC 3339 in UTC, exact to the nanosecond.
@@ -1025,56 +1107,55 @@ impl StateStore for RedisStore {
     }
 
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
-        let keys = &self.keys;
-        let job_claim = keys.job_claim(&claim.task_type_id, claim.job_id);
-        let mut connection = self.connection.clone();
-        let reply: Vec<String> = CLAIM_EXECUTION
-            .key(keys.job_done(claim.job_id))
-            .key(&job_claim)
-            .key(keys.running(&claim.task_type_id, &claim.user_id))
-            .key(keys.user_settings(&claim.user_id, &claim.task_type_id))
-            .arg(claim.execution.to_string())
-            .arg(millis(claim.job_ttl).max(1))
-            .arg(claim.job_id.to_string())
-            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)))
-            .invoke_async(&mut connection)
-            .await?;
-        let mut reply = reply.into_iter();
-        match reply.next().as_deref() {
-            Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
-            Some("job_busy") => Ok(ClaimOutcome::JobBusy),
-            Some("user_busy") => Ok(ClaimOutcome::UserBusy),
-            Some("claimed") => {
-                let mut parameters = BTreeMap::new();
-                while let (Some(name), Some(value)) = (reply.next(), reply.next()) {
-                    parameters.insert(name, value);
-                }
-                Ok(ClaimOutcome::Claimed { parameters })
-            }
-            other => Err(corrupt(
-                &job_claim,
-                format!("claim_execution answered {other:?}"),
-            )),
-        }
+        let mut outcomes = self.claim_executions(std::slice::from_ref(claim)).await?;
+        outcomes.pop().ok_or_else(|| {
+            corrupt(
+                &self.keys.job_claim(&claim.task_type_id, claim.job_id),
+                "claim_execution answered nothing".to_owned(),
+            )
+        })
     }
 
     async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError> {
-        let keys = &self.keys;
-        let mut connection = self.connection.clone();
-        let run_holder = if finish.run_claimed {
-            finish.job_id.to_string()
-        } else {
-            String::new()
-        };
-        let _released: i64 = FINISH_EXECUTION
-            .key(keys.job_done(finish.job_id))
-            .key(keys.job_claim(&finish.task_type_id, finish.job_id))
-            .key(keys.running(&finish.task_type_id, &finish.user_id))
-            .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
-            .arg(finish.execution.to_string())
-            .arg(run_holder)
-            .invoke_async(&mut connection)
-            .await?;
+        self.finish_executions(std::slice::from_ref(finish)).await
+    }
+
+    async fn claim_executions(
+        &self,
+        claims: &[ExecutionClaim],
+    ) -> Result<Vec<ClaimOutcome>, StoreError> {
+        if claims.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for claim in claims {
+            pipe.add_command(self.claim_command(claim));
+        }
+        let replies: Vec<Vec<String>> = self.query_scripts(&pipe, &CLAIM_EXECUTION).await?;
+        if replies.len() != claims.len() {
+            return Err(corrupt(
+                &self
+                    .keys
+                    .job_claim(&claims[0].task_type_id, claims[0].job_id),
+                format!("{} claims answered {} times", claims.len(), replies.len()),
+            ));
+        }
+        claims
+            .iter()
+            .zip(replies)
+            .map(|(claim, reply)| self.claim_outcome(claim, reply))
+            .collect()
+    }
+
+    async fn finish_executions(&self, finishes: &[ExecutionFinish]) -> Result<(), StoreError> {
+        if finishes.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for finish in finishes {
+            pipe.add_command(self.finish_command(finish)).ignore();
+        }
+        let () = self.query_scripts(&pipe, &FINISH_EXECUTION).await?;
         Ok(())
     }
 

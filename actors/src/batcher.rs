@@ -1,0 +1,199 @@
+//! ExecutionBatcher: coalesces the claim and finish writes of the jobs in
+//! flight on one arbiter into one store pipeline per round.
+//!
+//! Each executor arbiter runs one batcher (two tasks on the arbiter's own
+//! thread, so handing a write over costs no thread wake-up). A round takes
+//! every request queued since the last one (up to [`MAX_BATCH`]) and
+//! sends them as one `claim_executions` / `finish_executions` call, while
+//! requests arriving meanwhile queue for the next round: with one job in
+//! flight a round is one job, with fifty it is up to fifty, and no request
+//! waits for a timer.
+//!
+//! Per-job semantics are kept: each claim and finish runs its own script,
+//! as if alone, and each caller gets its own outcome. A finish answers only
+//! once its pipeline is acknowledged by Redis, so the executor's invariant
+//! "ack only after the outcome is recorded" holds. A failed round fails
+//! every request in it (the executors requeue those jobs; claims and
+//! finishes are idempotent per execution id).
+
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+use actix::ArbiterHandle;
+use futures::FutureExt;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    error::PipelineError,
+    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore, StoreError},
+};
+
+/// Most requests sent in one round.
+pub const MAX_BATCH: usize = 128;
+
+type Reply<T> = oneshot::Sender<Result<T, String>>;
+
+/// The handle executors write through. Cheap to clone.
+#[derive(Clone)]
+pub struct ExecutionBatcher {
+    claims: mpsc::UnboundedSender<(ExecutionClaim, Reply<ClaimOutcome>)>,
+    finishes: mpsc::UnboundedSender<(ExecutionFinish, Reply<()>)>,
+}
+
+impl ExecutionBatcher {
+    /// Starts a batcher's rounds on `arbiter`, writing to `store`.
+    pub fn start(arbiter: &ArbiterHandle, store: Arc<dyn StateStore>) -> ExecutionBatcher {
+        let (claims, claim_rx) = mpsc::unbounded_channel();
+        let (finishes, finish_rx) = mpsc::unbounded_channel();
+        let for_claims = store.clone();
+        arbiter.spawn(rounds(claim_rx, move |batch: Vec<ExecutionClaim>| {
+            let store = for_claims.clone();
+            async move { store.claim_executions(&batch).await }
+        }));
+        arbiter.spawn(rounds(finish_rx, move |batch: Vec<ExecutionFinish>| {
+            let store = store.clone();
+            async move {
+                store
+                    .finish_executions(&batch)
+                    .await
+                    .map(|()| vec![(); batch.len()])
+            }
+        }));
+        ExecutionBatcher { claims, finishes }
+    }
+
+    /// [`StateStore::claim_execution`], in the next round.
+    pub async fn claim(&self, claim: ExecutionClaim) -> Result<ClaimOutcome, PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.claims
+            .send((claim, reply))
+            .map_err(|_| PipelineError::Batch("the claim batcher stopped".to_owned()))?;
+        answered(answer.await)
+    }
+
+    /// [`StateStore::finish_execution`], in the next round; answers once
+    /// the round is recorded.
+    pub async fn finish(&self, finish: ExecutionFinish) -> Result<(), PipelineError> {
+        let (reply, answer) = oneshot::channel();
+        self.finishes
+            .send((finish, reply))
+            .map_err(|_| PipelineError::Batch("the finish batcher stopped".to_owned()))?;
+        answered(answer.await)
+    }
+}
+
+fn answered<T>(
+    answer: Result<Result<T, String>, oneshot::error::RecvError>,
+) -> Result<T, PipelineError> {
+    match answer {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(reason)) => Err(PipelineError::Batch(reason)),
+        Err(_) => Err(PipelineError::Batch("the round was dropped".to_owned())),
+    }
+}
+
+/// Runs rounds until every handle is dropped: takes what is queued, sends
+/// it as one call, answers each request from the call's outcomes (in
+/// order).
+async fn rounds<R, O, F, Fut>(mut queue: mpsc::UnboundedReceiver<(R, Reply<O>)>, mut send: F)
+where
+    F: FnMut(Vec<R>) -> Fut,
+    Fut: Future<Output = Result<Vec<O>, StoreError>>,
+{
+    let mut requests = Vec::with_capacity(MAX_BATCH);
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    while let Some((request, reply)) = queue.recv().await {
+        requests.push(request);
+        replies.push(reply);
+        while requests.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok((request, reply)) => {
+                    requests.push(request);
+                    replies.push(reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let count = requests.len();
+        let batch = std::mem::replace(&mut requests, Vec::with_capacity(MAX_BATCH));
+        // A panic in the store (a bug) fails this round's requests, not the
+        // batcher.
+        match AssertUnwindSafe(send(batch)).catch_unwind().await {
+            Ok(Ok(outcomes)) if outcomes.len() == count => {
+                for (reply, outcome) in replies.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(outcome));
+                }
+            }
+            Ok(Ok(outcomes)) => {
+                let reason = format!("{count} requests answered {} times", outcomes.len());
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+            Ok(Err(err)) => {
+                let reason = err.to_string();
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(reason.clone()));
+                }
+            }
+            Err(_) => {
+                tracing::error!(requests = count, "store panicked in a batched round");
+                replies.clear();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        domain::{TaskTypeId, UserId},
+        store::memory::MemoryStore,
+    };
+
+    fn claim(job: uuid::Uuid) -> ExecutionClaim {
+        ExecutionClaim {
+            task_type_id: TaskTypeId::parse("report").unwrap(),
+            user_id: UserId::parse("alice").unwrap(),
+            job_id: job,
+            execution: uuid::Uuid::new_v4(),
+            job_ttl: Duration::from_secs(30),
+            run_ttl: None,
+        }
+    }
+
+    #[actix::test]
+    async fn concurrent_requests_get_their_own_outcomes() {
+        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let batcher = ExecutionBatcher::start(&actix::Arbiter::current(), store.clone());
+        let done = uuid::Uuid::new_v4();
+        store
+            .mark_succeeded(&[done], Duration::from_secs(60))
+            .await
+            .unwrap();
+        let fresh = uuid::Uuid::new_v4();
+        let first = claim(fresh);
+        let (a, b, c) = futures::join!(
+            batcher.claim(first.clone()),
+            batcher.claim(claim(done)),
+            batcher.claim(claim(fresh)),
+        );
+        assert!(matches!(a.unwrap(), ClaimOutcome::Claimed { .. }));
+        assert_eq!(b.unwrap(), ClaimOutcome::AlreadySucceeded);
+        assert_eq!(c.unwrap(), ClaimOutcome::JobBusy);
+        batcher
+            .finish(ExecutionFinish {
+                task_type_id: first.task_type_id.clone(),
+                user_id: first.user_id.clone(),
+                job_id: fresh,
+                execution: first.execution,
+                run_claimed: false,
+                success_ttl: Some(Duration::from_secs(60)),
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.succeeded(&[fresh]).await.unwrap(), vec![true]);
+    }
+}
