@@ -122,6 +122,9 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
         let slot = slot_of[call.body["user_id"].as_str().unwrap()];
         *per_slot.entry(slot).or_default() += 1;
         let due = scheduled_at + chrono::Duration::seconds(i64::from(slot));
+        let execute_after: DateTime<Utc> =
+            call.headers["x-taskqueue-execute-after"].parse().unwrap();
+        assert_eq!(execute_after, due, "user {}", call.body["user_id"]);
         assert!(
             call.at >= due - chrono::Duration::milliseconds(50),
             "slot {slot} ran at {} before it was due at {due}",

@@ -666,8 +666,10 @@ pub enum CallResult {
 }
 
 /// Calls the endpoint of `task` for `job`: the task's method and headers,
-/// `Idempotency-Key: <job id>`, `X-Taskqueue-Attempt: <n>`, and the job as
-/// a JSON body (query parameters for GET and DELETE).
+/// `Idempotency-Key: <job id>`, `X-Taskqueue-Attempt: <n>`,
+/// `X-Taskqueue-Execute-After: <RFC 3339 instant the job was due>` (so an
+/// endpoint can tell how late it runs), and the job as a JSON body (query
+/// parameters for GET and DELETE).
 pub async fn call_endpoint(
     client: &reqwest::Client,
     task: &TaskType,
@@ -687,7 +689,12 @@ pub async fn call_endpoint(
     }
     request = request
         .header("Idempotency-Key", job.id.to_string())
-        .header("X-Taskqueue-Attempt", job.attempt.to_string());
+        .header("X-Taskqueue-Attempt", job.attempt.to_string())
+        .header(
+            "X-Taskqueue-Execute-After",
+            job.execute_after
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        );
     if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
         let mut query: Vec<(String, String)> = vec![
             ("job_id".to_owned(), job.id.to_string()),
