@@ -149,7 +149,10 @@ async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64
     }
     let seconds = start.elapsed().as_secs_f64();
     let cpu = CpuSnapshot::take(&watched).since(&cpu_before);
-    check(confirmed == users, format!("bare: {confirmed} of {users} confirmed"))?;
+    check(
+        confirmed == users,
+        format!("bare: {confirmed} of {users} confirmed"),
+    )?;
     if tiny {
         let depth = QueueDepth::open(&vhost).await?;
         let in_queue = depth.of(BARE_QUEUE).await?;
@@ -251,10 +254,7 @@ struct Answer {
     after: Duration,
 }
 
-fn trigger(
-    service: &Service,
-    immediate: bool,
-) -> tokio::task::JoinHandle<Result<Answer>> {
+fn trigger(service: &Service, immediate: bool) -> tokio::task::JoinHandle<Result<Answer>> {
     let url = service.url("/schedule/trigger");
     tokio::spawn(async move {
         let start = Instant::now();
@@ -307,7 +307,10 @@ async fn ours_immediate(ours: &Ours, tiny: bool) -> Result<(f64, Vec<(String, f6
         }
         if last_report.elapsed() > Duration::from_secs(2) {
             last_report = Instant::now();
-            progress(format!("immediate trigger: {in_queues}/{} in the queues", ours.users));
+            progress(format!(
+                "immediate trigger: {in_queues}/{} in the queues",
+                ours.users
+            ));
         }
         if Instant::now() > deadline {
             bail!("only {in_queues} of {} jobs reached the queues", ours.users);
@@ -327,7 +330,10 @@ async fn ours_immediate(ours: &Ours, tiny: bool) -> Result<(f64, Vec<(String, f6
     };
     check(
         answer.body["jobs_created"].as_u64() == Some(ours.users as u64),
-        format!("jobs_created {} for {} users", answer.body["jobs_created"], ours.users),
+        format!(
+            "jobs_created {} for {} users",
+            answer.body["jobs_created"], ours.users
+        ),
     )?;
     service.stop();
     let in_queues = depth.jobs().await?;
@@ -361,10 +367,16 @@ async fn check_each_user_once(vhost: &Vhost, users: usize) -> Result<()> {
     let _ = connection.close(0, "done".into()).await;
     check(
         messages == users && seen.len() == users,
-        format!("{messages} jobs for {} distinct users of {users}", seen.len()),
+        format!(
+            "{messages} jobs for {} distinct users of {users}",
+            seen.len()
+        ),
     )?;
     for n in 0..users {
-        check(seen.contains(&user_id(n)), format!("no job for {}", user_id(n)))?;
+        check(
+            seen.contains(&user_id(n)),
+            format!("no job for {}", user_id(n)),
+        )?;
     }
     Ok(())
 }
@@ -425,21 +437,34 @@ async fn ours_plan(ours: &Ours, tiny: bool) -> Result<(f64, Vec<(String, f64)>, 
     let planned = run["planned"].as_u64().unwrap_or(0);
     check(
         planned == ours.users as u64 && run["users"].as_u64() == Some(ours.users as u64),
-        format!("run {run_id}: planned {planned}, users {} of {}", run["users"], ours.users),
+        format!(
+            "run {run_id}: planned {planned}, users {} of {}",
+            run["users"], ours.users
+        ),
     )?;
     let per_user = (memory_after as f64 - memory_before as f64) / ours.users as f64;
     Ok((seconds, cpu, per_user))
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     run_sink_if_asked();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> Result<()> {
     let args = BenchArgs::parse();
     let users = args.size_or(1_000_000, 300);
     progress(format!(
         "W1 fan-out: {users} users, {} run(s){}",
         args.runs,
-        if args.tiny { ", tiny (counts only)" } else { "" }
+        if args.tiny {
+            ", tiny (counts only)"
+        } else {
+            ""
+        }
     ));
     let scratch = Scratch::new()?;
     let users_file = write_users(&scratch, users, &[TASK])?;
@@ -452,11 +477,17 @@ async fn main() -> Result<()> {
     )?;
     let have_bullmq = bullmq_dir().join("node_modules/bullmq").exists();
     if !have_bullmq {
-        progress("benches/bullmq/node_modules missing (scripts/bench.sh installs it): BullMQ row skipped");
+        progress(
+            "benches/bullmq/node_modules missing (scripts/bench.sh installs it): BullMQ row skipped",
+        );
     }
 
-    let (mut bare, mut bullmq, mut immediate, mut plan) =
-        (Row::default(), Row::default(), Row::default(), Row::default());
+    let (mut bare, mut bullmq, mut immediate, mut plan) = (
+        Row::default(),
+        Row::default(),
+        Row::default(),
+        Row::default(),
+    );
     let mut imports = Vec::new();
     let mut new_api = true;
     for run in 1..=args.runs {
@@ -504,17 +535,33 @@ async fn main() -> Result<()> {
     let ceiling = Summary::of(&bare.rates).median;
     let mut table = Table::new(
         format!("W1 fan-out, {users} users ({} runs)", args.runs),
-        &["what", "jobs/s min / **median** / max", "ratio to bare (median)", "CPU µs per job (median)"],
+        &[
+            "what",
+            "jobs/s min / **median** / max",
+            "ratio to bare (median)",
+            "CPU µs per job (median)",
+        ],
     );
     let rows = [
         ("bare lapin, persistent, confirms streamed (ceiling)", &bare),
         ("BullMQ 6.7.0 `addBulk` (Redis, not durable)", &bullmq),
-        ("(b) `POST /schedule/trigger`, `execute_immediately`, until all in the queues", &immediate),
-        ("(a) spread trigger, until planning done (`/schedule/status`)", &plan),
+        (
+            "(b) `POST /schedule/trigger`, `execute_immediately`, until all in the queues",
+            &immediate,
+        ),
+        (
+            "(a) spread trigger, until planning done (`/schedule/status`)",
+            &plan,
+        ),
     ];
     for (label, row) in rows {
         if let Some(reason) = &row.skipped {
-            table.row(vec![label.into(), format!("n/a: {reason}"), String::new(), String::new()]);
+            table.row(vec![
+                label.into(),
+                format!("n/a: {reason}"),
+                String::new(),
+                String::new(),
+            ]);
             continue;
         }
         let median = Summary::of(&row.rates).median;

@@ -164,7 +164,10 @@ fn field(fields: &[String], index: usize) -> Result<f64> {
 
 /// The RabbitMQ server's Erlang VM (`beam.smp`), if it runs here.
 pub fn rabbitmq_pid() -> Option<u32> {
-    let out = Command::new("pgrep").args(["-x", "beam.smp"]).output().ok()?;
+    let out = Command::new("pgrep")
+        .args(["-x", "beam.smp"])
+        .output()
+        .ok()?;
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .next()?
@@ -328,7 +331,7 @@ pub fn delete_keys(pattern: &str) -> Result<u64> {
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
-            .arg(10_000)
+            .arg(50_000)
             .query(&mut connection)?;
         if !keys.is_empty() {
             deleted += keys.len() as u64;
@@ -861,6 +864,9 @@ pub fn machine_line() -> String {
     format!(
         "{cores} cores, {memory:.0} GiB, Linux {}, load average at the end {}",
         kernel.trim(),
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     )
 }
