@@ -231,7 +231,8 @@ async fn rss_run(jobs: usize, tiny: bool) -> Result<RssRun> {
     let mut samples = vec![(0, rss_bytes(worker.pid)?)];
     let watched = vec![worker.watched("taskqueue")];
     let cpu_before = CpuSnapshot::take(&watched);
-    let feeder = tokio::spawn(feed(
+    let mut feeder_done = false;
+    let mut feeder = tokio::spawn(feed(
         vhost.url.clone(),
         jobs,
         50_000,
@@ -250,7 +251,14 @@ async fn rss_run(jobs: usize, tiny: bool) -> Result<RssRun> {
         if total >= jobs as u64 {
             break (total, distinct);
         }
-        if feeder.is_finished() && started.elapsed() > Duration::from_secs(3600) {
+        if !feeder_done && feeder.is_finished() {
+            // A feeder that failed (broker gone) ends the run at once.
+            if let Err(err) = (&mut feeder).await.context("feeder")? {
+                return Err(err.context(format!("feeding stopped after {total} jobs")));
+            }
+            feeder_done = true;
+        }
+        if started.elapsed() > Duration::from_secs(3600) {
             anyhow::bail!("only {total} of {jobs} jobs ran in an hour");
         }
         if last_report.elapsed() > Duration::from_secs(5) {
@@ -262,7 +270,9 @@ async fn rss_run(jobs: usize, tiny: bool) -> Result<RssRun> {
         }
         tokio::time::sleep(Duration::from_millis(if tiny { 20 } else { 200 })).await;
     };
-    feeder.await.context("feeder")??;
+    if !feeder_done {
+        feeder.await.context("feeder")??;
+    }
     samples.push((total, rss_bytes(worker.pid)?));
     let cpu = CpuSnapshot::take(&watched).since(&cpu_before);
     worker.stop();
