@@ -14,6 +14,9 @@
 //!
 //! CPU per job: the three workers together, RabbitMQ, Redis and the sink.
 //!
+//! `--without-task-limit` runs the same demand with the global limit only
+//! (the per-task row then reads what `rl_task` got without a limit).
+//!
 //! `--tiny`: 150 jobs, one run; checks every job is called exactly once.
 
 mod support;
@@ -111,7 +114,7 @@ struct RunResult {
     cpu: Vec<(String, f64)>,
 }
 
-async fn run_once(seconds: u64, tiny: bool) -> Result<RunResult> {
+async fn run_once(seconds: u64, tiny: bool, task_limit: bool) -> Result<RunResult> {
     let total = if tiny {
         150
     } else {
@@ -138,7 +141,12 @@ async fn run_once(seconds: u64, tiny: bool) -> Result<RunResult> {
         &vhost,
         &tasks,
         &format!(
-            "worker:\n  pool_size: 20\n  shutdown_timeout: 2s\nrate_limit:\n  global: {GLOBAL}\n  per_task:\n    rl_task: {PER_TASK}\n"
+            "worker:\n  pool_size: 20\n  shutdown_timeout: 2s\nrate_limit:\n  global: {GLOBAL}\n{}",
+            if task_limit {
+                format!("  per_task:\n    rl_task: {PER_TASK}\n")
+            } else {
+                String::new()
+            }
         ),
     );
     let path = scratch.write("taskqueue.yaml", &config)?;
@@ -248,6 +256,9 @@ fn main() -> Result<()> {
 async fn run() -> Result<()> {
     let args = BenchArgs::parse();
     let seconds = args.size_or(60, 5) as u64;
+    // `--without-task-limit`: the same demand with the global limit only,
+    // to tell the per-task limiter's effect on the global budget apart.
+    let task_limit = !std::env::args().any(|a| a == "--without-task-limit");
     progress(format!(
         "W3 rate limits: {WORKERS} workers, global {GLOBAL}/s, rl_task {PER_TASK}/s, {seconds} s, {} run(s){}",
         args.runs,
@@ -260,7 +271,7 @@ async fn run() -> Result<()> {
     let mut results = Vec::new();
     for run in 1..=args.runs {
         progress(format!("run {run}/{}", args.runs));
-        let result = run_once(seconds, args.tiny).await?;
+        let result = run_once(seconds, args.tiny, task_limit).await?;
         progress(format!(
             "run {run}: global max/1s {} utilisation {:.3}; rl_task max/1s {} utilisation {:.3}; {} duplicates",
             result.global_max,
@@ -278,8 +289,9 @@ async fn run() -> Result<()> {
     let pick = |f: fn(&RunResult) -> f64| results.iter().map(f).collect::<Vec<f64>>();
     let mut table = Table::new(
         format!(
-            "W3 rate-limit accuracy, {WORKERS} workers, {seconds} s at 2x demand ({} runs)",
-            args.runs
+            "W3 rate-limit accuracy, {WORKERS} workers, {seconds} s at 2x demand ({} runs){}",
+            args.runs,
+            if task_limit { "" } else { ", without the per-task limit" }
         ),
         &[
             "limit",
