@@ -291,7 +291,11 @@ async fn run() -> Result<()> {
         format!(
             "W3 rate-limit accuracy, {WORKERS} workers, {seconds} s at 2x demand ({} runs){}",
             args.runs,
-            if task_limit { "" } else { ", without the per-task limit" }
+            if task_limit {
+                ""
+            } else {
+                ", without the per-task limit"
+            }
         ),
         &[
             "limit",
