@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
-# Runs every test against real Redis and RabbitMQ on loopback.
+# Runs every test against real Redis and RabbitMQ on loopback, then the
+# workload benchmarks at a tiny size (counts only, never timings).
 # Starts (and, when missing, installs) both servers first; leaves them running.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh start
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+
+# The BullMQ peer of W1 runs when its npm packages can be installed.
+if [ ! -d benches/bullmq/node_modules/bullmq ] && command -v npm >/dev/null 2>&1; then
+  (cd benches/bullmq && npm ci --no-audit --no-fund --loglevel=error) \
+    || echo "[test] npm ci failed; the BullMQ row of the tiny W1 run is skipped" >&2
+fi
+for bench in fanout ratelimit spread memory; do
+  cargo bench --bench "$bench" -- --tiny
+done

@@ -1,0 +1,57 @@
+// W2 peer: preloads --count jobs (not timed), then a BullMQ Worker with
+// --concurrency POSTs each job's data as JSON to --url (header
+// Idempotency-Key: the job id) until all are completed.
+// Prints {"jobs", "seconds", "cpu_seconds"} on stdout.
+import { Queue, Worker } from "bullmq";
+import { addAll, connection, cpuSeconds, jobs, options, progress } from "./common.mjs";
+
+const opts = options({
+  count: 1000,
+  prefix: "tqbench-bullmq",
+  redis: "127.0.0.1:6379",
+  concurrency: 50,
+  url: "http://127.0.0.1:9/sink",
+});
+const queueConnection = connection(opts.redis);
+const queue = new Queue("execution_bench", { connection: queueConnection, prefix: opts.prefix });
+await queue.waitUntilReady();
+progress(`preloading ${opts.count} jobs under ${opts.prefix}`);
+await addAll(queue, jobs(opts.count, "execution_bench", new Date().toISOString()), 1000, 4);
+
+let done = 0;
+let finish;
+const finished = new Promise((resolve) => {
+  finish = resolve;
+});
+const cpuBefore = cpuSeconds();
+const start = process.hrtime.bigint();
+const worker = new Worker(
+  "execution_bench",
+  async (job) => {
+    const response = await fetch(opts.url, {
+      method: "POST",
+      headers: { "content-type": "application/json", "idempotency-key": String(job.id) },
+      body: JSON.stringify({ job_id: job.id, ...job.data }),
+    });
+    await response.arrayBuffer();
+    if (!response.ok) throw new Error(`status ${response.status}`);
+  },
+  {
+    connection: connection(opts.redis),
+    prefix: opts.prefix,
+    concurrency: opts.concurrency,
+    removeOnComplete: { count: 0 },
+  },
+);
+worker.on("completed", () => {
+  done += 1;
+  if (done % 10000 === 0) progress(`completed ${done}/${opts.count}`);
+  if (done === opts.count) finish();
+});
+await finished;
+const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+const cpu = cpuSeconds() - cpuBefore;
+await worker.close();
+await queue.close();
+await queueConnection.quit();
+process.stdout.write(`${JSON.stringify({ jobs: opts.count, seconds, cpu_seconds: cpu })}\n`);
