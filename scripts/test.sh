@@ -13,5 +13,5 @@ if [ ! -d benches/bullmq/node_modules/bullmq ] && command -v npm >/dev/null 2>&1
     || echo "[test] npm ci failed; the BullMQ row of the tiny W1 run is skipped" >&2
 fi
 for bench in execution fanout ratelimit spread memory; do
-  cargo bench --bench "$bench" -- --tiny
+  cargo bench --profile dev --bench "$bench" -- --tiny
 done

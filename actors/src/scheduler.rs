@@ -750,8 +750,9 @@ fn fresh_enough(
 /// A run's progress, as `/schedule/status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RunStatus {
-    /// The run's id (its `scheduled_at` in epoch ms).
-    pub run_id: i64,
+    /// The run's id (its `scheduled_at` in epoch ms, as text, like the
+    /// trigger's answer).
+    pub run_id: String,
     /// The run's instant.
     pub scheduled_at: DateTime<Utc>,
     /// `scheduler`, `trigger` or `custom_interval`.
@@ -775,7 +776,7 @@ pub struct RunStatus {
 impl From<&Run> for RunStatus {
     fn from(run: &Run) -> Self {
         RunStatus {
-            run_id: run.id(),
+            run_id: run.id().to_string(),
             scheduled_at: run.scheduled_at,
             source: run.source.as_str(),
             immediate: run.immediate,
