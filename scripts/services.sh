@@ -122,7 +122,7 @@ case "${1:-}" in
   stop) stop_redis; stop_rabbit; log "stopped" ;;
   restart)
     case "${2:-}" in
-      redis) stop_redis; redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --save '' --appendonly no --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
+      redis) stop_redis; mkdir -p "$dir/redis"; redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --save '' --appendonly no --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
              for _ in $(seq 1 100); do redis_up && break; sleep 0.1; done; log "redis restarted" ;;
       rabbitmq) restart_rabbit ;;
       *) echo "usage: $0 restart redis|rabbitmq" >&2; exit 2 ;;
