@@ -6,10 +6,16 @@
 //! picks the scheduler side, the worker side or both; the API serves the
 //! routes of the sides that run.
 //!
-//! Shutdown (SIGTERM/SIGINT): the HTTP server stops, the dispatcher stops
-//! taking jobs, in-flight jobs get up to `worker.shutdown_timeout` to
-//! finish, the rest are requeued, metrics are flushed, and the process
-//! exits 0. SIGHUP re-reads the task definitions.
+//! At start-up a backend that cannot be reached is waited for (containers
+//! start in any order): each attempt that fails is logged with what is
+//! awaited, and the next comes after a doubling pause (at most
+//! [`CONNECT_BACKOFF_MAX`]).
+//!
+//! Shutdown (SIGTERM/SIGINT): the scheduler stops ticking and triggers are
+//! refused (503) at once, the dispatcher stops taking jobs, in-flight jobs
+//! get up to `worker.shutdown_timeout` to finish, the rest are requeued,
+//! metrics are flushed, the HTTP server stops and the process exits 0.
+//! SIGHUP re-reads the task definitions, in every role.
 
 use std::{
     net::SocketAddr,
@@ -29,13 +35,14 @@ use actors::{
     clock::{SharedClock, SystemClock},
     domain::{TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
-    scheduler::{ReloadTasks, TaskSource, Trigger},
+    health::Dependency,
+    scheduler::{TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
-    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
+    supervisor::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
 };
 use anyhow::Context;
 use chrono::Utc;
@@ -67,6 +74,8 @@ pub struct Application {
     address: SocketAddr,
     server: Server,
     pipeline: Pipeline,
+    /// The SIGHUP listener, ended at shutdown.
+    hangups: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -130,7 +139,11 @@ impl Application {
             bind,
             clock,
         } = setup;
-        let (store, broker) = connect_backends(&config).await?;
+        let Backends {
+            store,
+            broker,
+            dependencies,
+        } = connect_backends(&config).await?;
         let catalog = TaskCatalog::new(tasks);
         let pipeline = Pipeline::start(
             pipeline_config(&config, role),
@@ -145,7 +158,7 @@ impl Application {
         .await
         .context("starting the actors")?;
 
-        listen_for_sighup(pipeline.scheduler.clone());
+        let hangups = listen_for_sighup(pipeline.reloader());
         let state = ApiState {
             started: Instant::now(),
             store: store.clone(),
@@ -156,6 +169,10 @@ impl Application {
             metrics: pipeline.metrics.clone(),
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
+            dependencies,
+            board: pipeline.board.clone(),
+            quarantine: pipeline.quarantine.clone(),
+            stopping: pipeline.stopping.clone(),
         };
         if config.backend == Backend::Embedded && config.api.demo_users > 0 {
             seed_demo_users(&state, config.api.demo_users).await?;
@@ -200,6 +217,7 @@ impl Application {
             address,
             server: server.run(),
             pipeline,
+            hangups,
         })
     }
 
@@ -224,6 +242,9 @@ impl Application {
             () = shutdown_signal() => None,
         };
         tracing::info!("shutting down: draining the workers");
+        if let Some(hangups) = &self.hangups {
+            hangups.abort();
+        }
         self.pipeline.shutdown().await;
         match served {
             Some(served) => served?,
@@ -266,21 +287,76 @@ pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
     }
 }
 
-/// The store and broker the configuration asks for.
-async fn connect_backends(
-    config: &ServiceConfig,
-) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn JobBroker>)> {
+/// First pause after a failed connect at start-up.
+const CONNECT_BACKOFF_INITIAL: Duration = Duration::from_millis(250);
+/// Longest pause between connect attempts at start-up.
+pub const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The backends the configuration asks for, and what `/health` probes.
+struct Backends {
+    store: Arc<dyn StateStore>,
+    broker: Arc<dyn JobBroker>,
+    dependencies: Vec<Arc<dyn Dependency>>,
+}
+
+/// Calls `connect` until it succeeds, logging each failure with `what`
+/// is awaited and pausing a doubling delay in between.
+async fn wait_for<T, E, F, Fut>(what: &str, address: &str, mut connect: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = CONNECT_BACKOFF_INITIAL;
+    let mut attempt = 1u32;
+    loop {
+        match connect().await {
+            Ok(connected) => {
+                if attempt > 1 {
+                    tracing::info!(%address, attempts = attempt, "{what} reached");
+                }
+                return connected;
+            }
+            Err(err) => {
+                tracing::warn!(
+                    %address,
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = %err,
+                    "waiting for {what}"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(CONNECT_BACKOFF_MAX);
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// The store and broker the configuration asks for, waiting for each to
+/// be reachable.
+async fn connect_backends(config: &ServiceConfig) -> anyhow::Result<Backends> {
     Ok(match config.backend {
-        Backend::Embedded => (Arc::new(MemoryStore::new()), Arc::new(MemoryBroker::new())),
+        Backend::Embedded => Backends {
+            store: Arc::new(MemoryStore::new()),
+            broker: Arc::new(MemoryBroker::new()),
+            dependencies: Vec::new(),
+        },
         Backend::External => {
             let options = RedisOptions {
                 metrics_retention: config.monitoring.metrics_retention,
                 ..RedisOptions::default()
             };
-            let keys = Keys::new(config.redis.prefix.clone());
-            let store = RedisStore::connect(&redis_url(&config.redis), keys, options)
-                .await
-                .context("connecting to Redis")?;
+            let url = redis_url(&config.redis);
+            let address = config.redis.addresses.first().cloned().unwrap_or_default();
+            let store = wait_for("Redis", &address, || {
+                RedisStore::connect(
+                    &url,
+                    Keys::new(config.redis.prefix.clone()),
+                    options.clone(),
+                )
+            })
+            .await;
             let options = AmqpOptions {
                 exchange: config.queue.exchange.clone(),
                 queue_type: match config.queue.queue_type {
@@ -290,12 +366,29 @@ async fn connect_backends(
                 prefetch: config.queue.prefetch,
                 ..AmqpOptions::default()
             };
-            let broker = AmqpBroker::connect(&amqp_url(&config.queue.url), options)
-                .await
-                .context("connecting to RabbitMQ")?;
-            (Arc::new(store), Arc::new(broker))
+            let url = amqp_url(&config.queue.url);
+            let address = amqp_address(&url);
+            let broker = wait_for("RabbitMQ", &address, || {
+                AmqpBroker::connect(&url, options.clone())
+            })
+            .await;
+            let store = Arc::new(store);
+            let broker = Arc::new(broker);
+            Backends {
+                dependencies: vec![store.clone(), broker.clone()],
+                store,
+                broker,
+            }
         }
     })
+}
+
+/// `host:port/vhost` of an AMQP URL, without its credentials (for logs).
+fn amqp_address(url: &str) -> String {
+    let rest = url.find("://").map_or(url, |at| &url[at + 3..]);
+    rest.rsplit_once('@')
+        .map_or(rest, |(_, address)| address)
+        .to_owned()
 }
 
 /// `redis://[:password@]host:port/db` of the first configured address.
@@ -361,9 +454,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Re-reads the task definitions on every SIGHUP (a process without the
-/// scheduler side ignores it rather than dying of it).
-fn listen_for_sighup(scheduler: Option<actix::Addr<actors::scheduler::SchedulerActor>>) {
+/// Re-reads the task definitions on every SIGHUP, in every role. The
+/// listener is returned so that shutdown can end it.
+fn listen_for_sighup(reloader: TaskReloader) -> Option<actix_rt::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -371,16 +464,21 @@ fn listen_for_sighup(scheduler: Option<actix::Addr<actors::scheduler::SchedulerA
         // action (terminate) once the API answers.
         let Ok(mut hangups) = signal(SignalKind::hangup()) else {
             tracing::warn!("SIGHUP handler not installed; reloads only by interval");
-            return;
+            return None;
         };
-        actix_rt::spawn(async move {
+        Some(actix_rt::spawn(async move {
             while hangups.recv().await.is_some() {
-                if let Some(scheduler) = &scheduler {
-                    tracing::info!("SIGHUP: reloading task definitions");
-                    scheduler.do_send(ReloadTasks);
+                tracing::info!("SIGHUP: reloading task definitions");
+                if !reloader.reload() {
+                    return;
                 }
             }
-        });
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = reloader;
+        None
     }
 }
 

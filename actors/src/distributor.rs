@@ -26,17 +26,25 @@ use std::{collections::BTreeMap, time::Duration};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 
 use crate::{
     broker::JobBroker,
     domain::{Job, JobEnvelope, JobMetadata, TaskType, TaskTypeId, UserId, job_id},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
+    health::HealthBoard,
     slot,
     store::{SlotWrite, StateStore},
 };
 
-use std::sync::Arc;
+use std::{panic::AssertUnwindSafe, sync::Arc};
+
+/// The name of the distributor on the [`HealthBoard`].
+pub const DISTRIBUTOR: &str = "distributor";
+
+/// How often the distributor beats its heartbeat.
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Pages of users one [`AdvanceRun`] plans at most, so that due slots of
 /// every run are released between the pages of a large plan.
@@ -136,14 +144,17 @@ pub fn window_fits(users: u64, rate: Option<u32>, window: Duration) -> bool {
 /// Plans runs and releases their slots.
 pub struct DistributorActor {
     work: Arc<Distribution>,
+    board: HealthBoard,
 }
 
 impl DistributorActor {
-    /// A distributor publishing to `broker`.
+    /// A distributor publishing to `broker`, beating on `board` (where it
+    /// should be registered as [`DISTRIBUTOR`]).
     pub fn new(
         store: Arc<dyn StateStore>,
         broker: Arc<dyn JobBroker>,
         settings: DistributionSettings,
+        board: HealthBoard,
     ) -> Self {
         DistributorActor {
             work: Arc::new(Distribution {
@@ -151,12 +162,38 @@ impl DistributorActor {
                 broker,
                 settings,
             }),
+            board,
         }
+    }
+
+    /// `work`, with a panic in it caught, counted on the board and answered
+    /// as an error (the caller's pass fails and is retried; the actor keeps
+    /// nothing a panic could corrupt).
+    fn guarded<T: 'static>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, PipelineError>> + 'static,
+    ) -> ResponseFuture<Result<T, PipelineError>> {
+        let board = self.board.clone();
+        Box::pin(async move {
+            match AssertUnwindSafe(work).catch_unwind().await {
+                Ok(result) => result,
+                Err(_) => {
+                    tracing::error!("distributor handler panicked; restarted");
+                    board.restarted(DISTRIBUTOR);
+                    Err(PipelineError::Panicked(DISTRIBUTOR))
+                }
+            }
+        })
     }
 }
 
 impl Actor for DistributorActor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.board.beat(DISTRIBUTOR);
+        ctx.run_interval(HEARTBEAT, |act, _| act.board.beat(DISTRIBUTOR));
+    }
 }
 
 impl Supervised for DistributorActor {}
@@ -166,7 +203,7 @@ impl Handler<AdvanceRun> for DistributorActor {
 
     fn handle(&mut self, msg: AdvanceRun, _: &mut Self::Context) -> Self::Result {
         let work = self.work.clone();
-        Box::pin(async move { work.advance(msg).await })
+        self.guarded(async move { work.advance(msg).await })
     }
 }
 
@@ -175,7 +212,7 @@ impl Handler<PlanListed> for DistributorActor {
 
     fn handle(&mut self, msg: PlanListed, _: &mut Self::Context) -> Self::Result {
         let work = self.work.clone();
-        Box::pin(async move { work.plan_listed(msg).await })
+        self.guarded(async move { work.plan_listed(msg).await })
     }
 }
 

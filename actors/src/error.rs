@@ -27,6 +27,12 @@ pub enum PipelineError {
     /// A batched store round failed (see `batcher`).
     #[error("batched store round: {0}")]
     Batch(String),
+    /// Shutdown has started: no new work is taken.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A handler panicked (a bug); the actor carries on.
+    #[error("{0} panicked")]
+    Panicked(&'static str),
     /// The executors' HTTP client could not be built.
     #[error("HTTP client: {0}")]
     HttpClient(String),

@@ -14,6 +14,7 @@
 //! - [`fanout`]: the record of one fan-out run and its slot arithmetic.
 //! - [`store`]: the state-store port; Redis and in-process adapters.
 //! - [`broker`]: the job-broker port; RabbitMQ and in-process adapters.
+//! - [`health`]: dependency probes, actor heartbeats, quarantined records.
 //! - [`clock`]: where "now" comes from (injectable for tests).
 //! - [`messages`]: messages shared by several actors; [`error`] their
 //!   error type.
@@ -34,6 +35,7 @@ pub mod domain;
 pub mod error;
 pub mod executor;
 pub mod fanout;
+pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod rate_limiter;

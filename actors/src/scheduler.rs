@@ -25,18 +25,25 @@
 //! on any run another left unfinished.
 //!
 //! Time comes from an injected [`crate::clock::Clock`], so tests move it
-//! instead of waiting. The tasks file is re-read every
-//! `tasks.reload_interval` and on [`ReloadTasks`]; a bad file keeps the
-//! running definitions and shows as degraded health with the errors.
+//! instead of waiting. The task definitions are reloaded by the pipeline
+//! (every role, see [`crate::supervisor`]); passes read the catalog in
+//! force.
+//!
+//! Every tick beats the scheduler's heartbeat on the [`HealthBoard`]. A
+//! panic in a pass is caught: the actor stops and its supervisor restarts
+//! it (counted on the board); the store keeps everything a pass did.
+//! [`StopScheduling`] (shutdown) ends the ticks and passes for good.
 
 use std::{
     collections::{BTreeMap, HashMap},
+    panic::AssertUnwindSafe,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde::Serialize;
 
 use crate::{
@@ -46,6 +53,7 @@ use crate::{
     domain::{MisfirePolicy, TaskInterval, TaskType, TaskTypeId, UserId},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
+    health::HealthBoard,
     schedule::{self, Schedule},
     store::{LockLease, LockName, StateStore, StoreError},
 };
@@ -56,10 +64,14 @@ use crate::{
 #[rtype(result = "Result<u64, PipelineError>")]
 pub struct Tick;
 
-/// Re-reads the task definitions now (SIGHUP).
+/// Stops ticking and starting passes, for good (shutdown). Passes under
+/// way finish; triggers are refused from then on.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
-pub struct ReloadTasks;
+pub struct StopScheduling;
+
+/// The name of the scheduler on the [`HealthBoard`].
+pub const SCHEDULER: &str = "scheduler";
 
 /// Runs a task now, outside its schedule (`POST /schedule/trigger`).
 /// Answers at once with the run made (or the run an earlier trigger with
@@ -117,7 +129,8 @@ impl ReloadHealth {
         }
     }
 
-    fn set(&self, errors: Vec<String>) {
+    /// Records the outcome of a reload: its errors, none when it succeeded.
+    pub fn set(&self, errors: Vec<String>) {
         match self.0.write() {
             Ok(mut guard) => *guard = errors,
             Err(poisoned) => *poisoned.into_inner() = errors,
@@ -134,8 +147,6 @@ pub struct SchedulerSettings {
     pub lock_ttl: Duration,
     /// Due custom-interval users read per batch.
     pub batch_size: usize,
-    /// Time between reloads of the task definitions.
-    pub reload_interval: Duration,
     /// `scheduler.distribution_window`.
     pub window: Duration,
 }
@@ -156,8 +167,11 @@ pub struct SchedulerActor {
     clock: SharedClock,
     distributor: Addr<DistributorActor>,
     settings: SchedulerSettings,
-    source: Option<TaskSource>,
-    health: ReloadHealth,
+    board: HealthBoard,
+    /// Set by [`StopScheduling`]; survives restarts.
+    stopped: bool,
+    /// The tick timer, cancelled by [`StopScheduling`].
+    ticker: Option<SpawnHandle>,
     /// Passes under way, by task.
     passes: HashMap<TaskTypeId, PassState>,
     /// The next pass planned between ticks, by task.
@@ -165,16 +179,15 @@ pub struct SchedulerActor {
 }
 
 impl SchedulerActor {
-    /// A scheduler for the tasks of `catalog`, reloading them from
-    /// `source` when given.
+    /// A scheduler for the tasks of `catalog`, beating on `board` (where
+    /// it should be registered as [`SCHEDULER`]).
     pub fn new(
         store: Arc<dyn StateStore>,
         catalog: TaskCatalog,
         clock: SharedClock,
         distributor: Addr<DistributorActor>,
         settings: SchedulerSettings,
-        source: Option<TaskSource>,
-        health: ReloadHealth,
+        board: HealthBoard,
     ) -> Self {
         SchedulerActor {
             store,
@@ -182,8 +195,9 @@ impl SchedulerActor {
             clock,
             distributor,
             settings,
-            source,
-            health,
+            board,
+            stopped: false,
+            ticker: None,
             passes: HashMap::new(),
             wakes: HashMap::new(),
         }
@@ -197,6 +211,9 @@ impl SchedulerActor {
         tick: bool,
         ctx: &mut Context<Self>,
     ) -> Option<tokio::sync::oneshot::Receiver<u64>> {
+        if self.stopped {
+            return None;
+        }
         if let Some(state) = self.passes.get_mut(&task) {
             state.tick_pending |= tick;
             state.rerun = true;
@@ -215,17 +232,27 @@ impl SchedulerActor {
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         ctx.spawn(
-            async move {
+            AssertUnwindSafe(async move {
                 let outcome = pass.run(&definition, tick).await;
                 if let Err(err) = &outcome.error {
                     tracing::warn!(task = %definition.id, error = %err, "scheduling pass failed; retrying next tick");
                 }
                 outcome
-            }
+            })
+            .catch_unwind()
             .into_actor(self)
-            .map(move |outcome, act, ctx| {
-                let _ = done_tx.send(outcome.published);
-                act.pass_done(task, outcome.next_wake, ctx);
+            .map(move |outcome, act, ctx| match outcome {
+                Ok(outcome) => {
+                    let _ = done_tx.send(outcome.published);
+                    act.pass_done(task, outcome.next_wake, ctx);
+                }
+                Err(_) => {
+                    // The lock expires by itself; the store holds all the
+                    // pass did. Restart with nothing in memory.
+                    tracing::error!(%task, "scheduling pass panicked; restarting the scheduler");
+                    act.board.restarted(SCHEDULER);
+                    ctx.stop();
+                }
             }),
         );
         Some(done_rx)
@@ -263,13 +290,12 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.notify(Tick);
-        ctx.run_interval(self.settings.check_interval, |_, ctx| ctx.notify(Tick));
-        if self.source.is_some() && !self.settings.reload_interval.is_zero() {
-            ctx.run_interval(self.settings.reload_interval, |_, ctx| {
-                ctx.notify(ReloadTasks)
-            });
+        if self.stopped {
+            return;
         }
+        ctx.notify(Tick);
+        self.ticker =
+            Some(ctx.run_interval(self.settings.check_interval, |_, ctx| ctx.notify(Tick)));
     }
 }
 
@@ -277,6 +303,22 @@ impl Supervised for SchedulerActor {
     fn restarting(&mut self, _: &mut Self::Context) {
         self.passes.clear();
         self.wakes.clear();
+        self.ticker = None;
+    }
+}
+
+impl Handler<StopScheduling> for SchedulerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopScheduling, ctx: &mut Self::Context) {
+        self.stopped = true;
+        if let Some(ticker) = self.ticker.take() {
+            ctx.cancel_future(ticker);
+        }
+        for (_, wake) in self.wakes.drain() {
+            ctx.cancel_future(wake);
+        }
+        tracing::info!("scheduler stopped: no more ticks or passes");
     }
 }
 
@@ -284,6 +326,7 @@ impl Handler<Tick> for SchedulerActor {
     type Result = ResponseFuture<Result<u64, PipelineError>>;
 
     fn handle(&mut self, _: Tick, ctx: &mut Self::Context) -> Self::Result {
+        self.board.beat(SCHEDULER);
         let tasks: Vec<TaskTypeId> = self.catalog.snapshot().keys().cloned().collect();
         let started: Vec<_> = tasks
             .into_iter()
@@ -303,6 +346,9 @@ impl Handler<Trigger> for SchedulerActor {
     type Result = ResponseActFuture<Self, Result<TriggerAccepted, PipelineError>>;
 
     fn handle(&mut self, msg: Trigger, _: &mut Self::Context) -> Self::Result {
+        if self.stopped {
+            return Box::pin(fut::ready(Err(PipelineError::ShuttingDown)));
+        }
         let store = self.store.clone();
         let distributor = self.distributor.clone();
         let window = self.settings.window;
@@ -318,28 +364,6 @@ impl Handler<Trigger> for SchedulerActor {
                     result
                 }),
         )
-    }
-}
-
-impl Handler<ReloadTasks> for SchedulerActor {
-    type Result = ();
-
-    fn handle(&mut self, _: ReloadTasks, _: &mut Self::Context) {
-        let Some(source) = &self.source else { return };
-        match source() {
-            Ok(tasks) => {
-                tracing::info!(tasks = tasks.len(), "task definitions reloaded");
-                self.catalog.replace(tasks);
-                self.health.set(Vec::new());
-            }
-            Err(errors) => {
-                tracing::error!(
-                    ?errors,
-                    "tasks file rejected; keeping the running definitions"
-                );
-                self.health.set(errors);
-            }
-        }
     }
 }
 

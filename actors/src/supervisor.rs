@@ -15,15 +15,26 @@
 //!
 //! Restart rules: an executor whose job panics stops; its supervisor
 //! restarts it with the same mailbox, and the job it held is requeued (so
-//! redelivered, not lost). The scheduler and distributor keep no state a
-//! restart could lose: schedule state and fan-out progress live in the
-//! store.
+//! redelivered, not lost). A panic in a scheduling pass stops the
+//! scheduler and its supervisor restarts it; a panic in a distributor
+//! handler fails that message only. Both keep no state a restart could
+//! lose (schedule state and fan-out progress live in the store), and both
+//! restarts are counted on the [`HealthBoard`], with their heartbeats.
+//!
+//! Every role reloads the task definitions (every `tasks.reload_interval`
+//! and on [`Pipeline::reloader`], i.e. SIGHUP): workers need a new task's
+//! endpoint as much as the scheduler needs its interval. A bad file keeps
+//! the running definitions and shows in [`ReloadHealth`].
+//!
+//! Shutdown ([`Pipeline::shutdown`]): the scheduler stops ticking at once
+//! ([`StopScheduling`]), the reloader ends, the dispatcher stops taking
+//! jobs and drains.
 
 use std::{
     collections::BTreeMap,
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -37,13 +48,16 @@ use crate::{
     catalog::TaskCatalog,
     clock::SharedClock,
     dispatcher::Dispatcher,
-    distributor::{DistributionSettings, DistributorActor},
+    distributor::{DISTRIBUTOR, DistributionSettings, DistributorActor},
     domain::TaskTypeId,
     error::PipelineError,
     executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters, http_client},
+    health::{HealthBoard, Quarantine},
     metrics::{FlushMetrics, MetricsActor},
     rate_limiter::{BucketLease, RateLimit},
-    scheduler::{ReloadHealth, SchedulerActor, SchedulerSettings, TaskSource},
+    scheduler::{
+        ReloadHealth, SCHEDULER, SchedulerActor, SchedulerSettings, StopScheduling, TaskSource,
+    },
     store::{Bucket, BucketName, StateStore},
 };
 
@@ -160,6 +174,13 @@ pub struct Pipeline {
     pub reload_health: ReloadHealth,
     /// Distribution settings in force (for the trigger and status API).
     pub distribution: Arc<DistributionSettings>,
+    /// Heartbeats and restarts of the scheduler and distributor.
+    pub board: HealthBoard,
+    /// Records skipped because they could not be read.
+    pub quarantine: Quarantine,
+    /// Set as soon as [`Pipeline::shutdown`] starts.
+    pub stopping: Arc<AtomicBool>,
+    reload: mpsc::UnboundedSender<()>,
     stop: watch::Sender<bool>,
     dispatcher_done: Option<oneshot::Receiver<()>>,
     arbiters: Vec<Arbiter>,
@@ -192,14 +213,31 @@ impl Pipeline {
         });
 
         let (stop, stop_rx) = watch::channel(false);
+        let (reload, reload_rx) = mpsc::unbounded_channel();
+        let reload_health = ReloadHealth::default();
+        if let Some(source) = deps.task_source.clone() {
+            spawn_reloader(
+                source,
+                deps.catalog.clone(),
+                reload_health.clone(),
+                config.reload_interval,
+                reload_rx,
+                stop.subscribe(),
+            );
+        }
+        let board = HealthBoard::default();
         let mut pipeline = Pipeline {
             metrics: metrics.clone(),
             scheduler: None,
             distributor: None,
             executors: Vec::new(),
             worker: None,
-            reload_health: ReloadHealth::default(),
+            reload_health,
             distribution: distribution.clone(),
+            board: board.clone(),
+            quarantine: Quarantine::default(),
+            stopping: Arc::new(AtomicBool::new(false)),
+            reload,
             stop,
             dispatcher_done: None,
             arbiters: Vec::new(),
@@ -266,31 +304,26 @@ impl Pipeline {
             let store = deps.store.clone();
             let broker = deps.broker.clone();
             let settings = (*distribution).clone();
-            let distributor =
-                Supervisor::start(move |_| DistributorActor::new(store, broker, settings));
+            let stale_after = config.check_interval.saturating_mul(3).max(STALE_AFTER);
+            board.register(DISTRIBUTOR, STALE_AFTER);
+            board.register(SCHEDULER, stale_after);
+            let for_distributor = board.clone();
+            let distributor = Supervisor::start(move |_| {
+                DistributorActor::new(store, broker, settings, for_distributor)
+            });
             let store = deps.store.clone();
             let catalog = deps.catalog.clone();
             let clock = deps.clock.clone();
-            let source = deps.task_source.clone();
-            let health = pipeline.reload_health.clone();
             let settings = SchedulerSettings {
                 check_interval: config.check_interval,
                 lock_ttl: config.lock_ttl,
                 batch_size: config.batch_size.max(1),
-                reload_interval: config.reload_interval,
                 window: config.distribution_window,
             };
             let for_scheduler = distributor.clone();
+            let for_board = board.clone();
             let scheduler = Supervisor::start(move |_| {
-                SchedulerActor::new(
-                    store,
-                    catalog,
-                    clock,
-                    for_scheduler,
-                    settings,
-                    source,
-                    health,
-                )
+                SchedulerActor::new(store, catalog, clock, for_scheduler, settings, for_board)
             });
             pipeline.distributor = Some(distributor);
             pipeline.scheduler = Some(scheduler);
@@ -298,11 +331,18 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Stops gracefully: no new jobs, in-flight ones finish within the
-    /// shutdown timeout, the rest are requeued; metrics are flushed.
+    /// A handle that asks for a reload of the task definitions (SIGHUP).
+    pub fn reloader(&self) -> TaskReloader {
+        TaskReloader(self.reload.clone())
+    }
+
+    /// Stops gracefully: no more ticks or triggers, no new jobs, in-flight
+    /// ones finish within the shutdown timeout, the rest are requeued;
+    /// metrics are flushed.
     pub async fn shutdown(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
         if let Some(scheduler) = self.scheduler.take() {
-            drop(scheduler);
+            let _ = scheduler.send(StopScheduling).await;
         }
         let _ = self.stop.send(true);
         if let Some(done) = self.dispatcher_done.take() {
@@ -313,6 +353,68 @@ impl Pipeline {
         }
         for arbiter in self.arbiters.drain(..) {
             arbiter.stop();
+        }
+    }
+}
+
+/// An actor is stuck when it has not beaten its heartbeat for this long
+/// (or three check intervals, if longer).
+const STALE_AFTER: Duration = Duration::from_secs(30);
+
+/// Asks the pipeline's reloader to re-read the task definitions.
+#[derive(Debug, Clone)]
+pub struct TaskReloader(mpsc::UnboundedSender<()>);
+
+impl TaskReloader {
+    /// Reloads soon; false once the pipeline is shutting down.
+    pub fn reload(&self) -> bool {
+        self.0.send(()).is_ok()
+    }
+}
+
+/// Re-reads the task definitions every `interval` (never when zero) and on
+/// each request, until `stop`.
+fn spawn_reloader(
+    source: TaskSource,
+    catalog: TaskCatalog,
+    health: ReloadHealth,
+    interval: Duration,
+    mut requests: mpsc::UnboundedReceiver<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    actix::spawn(async move {
+        let period = if interval.is_zero() {
+            Duration::from_secs(365 * 24 * 3600)
+        } else {
+            interval
+        };
+        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = timer.tick(), if !interval.is_zero() => {}
+                request = requests.recv() => if request.is_none() { return },
+                _ = stop.changed() => return,
+            }
+            reload_tasks(&source, &catalog, &health);
+        }
+    });
+}
+
+/// One reload: swaps the catalog, or keeps it and records the errors.
+fn reload_tasks(source: &TaskSource, catalog: &TaskCatalog, health: &ReloadHealth) {
+    match source() {
+        Ok(tasks) => {
+            tracing::info!(tasks = tasks.len(), "task definitions reloaded");
+            catalog.replace(tasks);
+            health.set(Vec::new());
+        }
+        Err(errors) => {
+            tracing::error!(
+                ?errors,
+                "tasks file rejected; keeping the running definitions"
+            );
+            health.set(errors);
         }
     }
 }

@@ -12,7 +12,8 @@
 //! and the run proceeds under the SchedulerActor (its progress shows in
 //! `/schedule/status`). A request with an `Idempotency-Key` header that
 //! repeats an earlier one (same task, same key, within 24 hours) answers
-//! with the earlier run instead of starting another.
+//! with the earlier run instead of starting another. Once shutdown has
+//! started, a trigger is refused with 503.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{
@@ -70,6 +71,11 @@ async fn trigger(
     body: web::Json<TriggerRequest>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
+    if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(ApiError::Unavailable(
+            "shutting down: triggers are refused".into(),
+        ));
+    }
     let TriggerRequest {
         task_type_id,
         user_ids,

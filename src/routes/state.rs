@@ -1,13 +1,17 @@
 //! What the handlers share: the running pipeline's addresses and the
 //! backends, behind one `web::Data`.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{Arc, atomic::AtomicBool},
+    time::Instant,
+};
 
 use actix::Addr;
 use actors::{
     catalog::TaskCatalog,
     clock::SharedClock,
     distributor::DistributionSettings,
+    health::{Dependency, HealthBoard, Quarantine},
     metrics::MetricsActor,
     scheduler::{ReloadHealth, SchedulerActor},
     store::StateStore,
@@ -36,4 +40,12 @@ pub struct ApiState {
     pub worker: Option<WorkerGauge>,
     /// Outcome of the last tasks reload.
     pub reload_health: ReloadHealth,
+    /// The backends `/health` probes (none in embedded mode).
+    pub dependencies: Vec<Arc<dyn Dependency>>,
+    /// Heartbeats and restarts of the actors.
+    pub board: HealthBoard,
+    /// Records skipped because they could not be read.
+    pub quarantine: Quarantine,
+    /// Set once shutdown has started: triggers are refused.
+    pub stopping: Arc<AtomicBool>,
 }

@@ -220,6 +220,12 @@ impl AmqpBroker {
         &self.inner.options
     }
 
+    /// Whether the connection is up, reconnecting once if it is broken
+    /// (for `/health`).
+    pub async fn check_connection(&self) -> Result<(), BrokerError> {
+        self.inner.link().await.map(|_| ())
+    }
+
     /// Closes the connection for good (shutdown): streams end, deliveries
     /// not settled go back to their queues, the delay pump stops, and
     /// publishing fails with [`BrokerError::Closed`].

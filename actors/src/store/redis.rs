@@ -162,6 +162,13 @@ impl RedisStore {
         &self.keys
     }
 
+    /// One `PING` round trip (for `/health`).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        let _: String = redis::cmd("PING").query_async(&mut connection).await?;
+        Ok(())
+    }
+
     /// A handle on the shared connection, for callers that need raw
     /// commands (diagnostics, tests).
     pub fn connection(&self) -> ConnectionManager {
