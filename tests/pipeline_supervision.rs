@@ -1,6 +1,8 @@
 //! Supervision on the in-process backends: an executor that panics in the
 //! middle of a job is restarted by its supervisor and the job it held is
-//! redelivered and completed.
+//! redelivered and completed; a panic in a scheduling pass restarts the
+//! scheduler and one in a distributor handler fails that message only,
+//! both counted in the health board, and the work goes on.
 
 mod support;
 
@@ -20,6 +22,7 @@ use actors::{
     domain::{TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     fanout::Run,
+    scheduler::Trigger,
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
         MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
@@ -33,11 +36,38 @@ use serde_json::json;
 use support::*;
 use uuid::Uuid;
 
-/// A memory store whose first `claim_execution` call panics, as a bug in
-/// the middle of a job would.
+/// Where [`PanicsOnce`] panics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// In the executor's claim (the middle of a job).
+    ClaimExecution,
+    /// In a scheduling pass (its read of the task's runs).
+    Runs,
+    /// In the distributor (its creation of a run of named users).
+    CreateRun,
+}
+
+/// A memory store whose first call at `fault` panics, as a bug would.
 struct PanicsOnce {
     inner: MemoryStore,
+    fault: Fault,
     panicked: AtomicBool,
+}
+
+impl PanicsOnce {
+    fn new(fault: Fault) -> PanicsOnce {
+        PanicsOnce {
+            inner: MemoryStore::new(),
+            fault,
+            panicked: AtomicBool::new(false),
+        }
+    }
+
+    fn maybe_panic(&self, at: Fault) {
+        if self.fault == at && !self.panicked.swap(true, Ordering::SeqCst) {
+            panic!("injected fault at {at:?}");
+        }
+    }
 }
 
 #[async_trait]
@@ -118,12 +148,14 @@ impl StateStore for PanicsOnce {
         self.inner.record_fire(t, f, e).await
     }
     async fn runs(&self, t: &TaskTypeId) -> Result<RunList, StoreError> {
+        self.maybe_panic(Fault::Runs);
         self.inner.runs(t).await
     }
     async fn last_run(&self, t: &TaskTypeId) -> Result<Option<Run>, StoreError> {
         self.inner.last_run(t).await
     }
     async fn create_run(&self, r: &Run, l: &[SlotWrite], d: Duration) -> Result<bool, StoreError> {
+        self.maybe_panic(Fault::CreateRun);
         self.inner.create_run(r, l, d).await
     }
     async fn save_run(
@@ -180,9 +212,7 @@ impl StateStore for PanicsOnce {
         self.inner.end_run(t, u, j).await
     }
     async fn claim_execution(&self, c: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
-        if !self.panicked.swap(true, Ordering::SeqCst) {
-            panic!("injected fault in the middle of a job");
-        }
+        self.maybe_panic(Fault::ClaimExecution);
         self.inner.claim_execution(c).await
     }
     async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
@@ -196,10 +226,7 @@ impl StateStore for PanicsOnce {
 #[actix_rt::test]
 async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     let sink = Sink::start();
-    let store = Arc::new(PanicsOnce {
-        inner: MemoryStore::new(),
-        panicked: AtomicBool::new(false),
-    });
+    let store = Arc::new(PanicsOnce::new(Fault::ClaimExecution));
     let broker = Arc::new(MemoryBroker::new());
     let report = task(json!({
         "id": "report", "name": "Report",
@@ -209,26 +236,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     }));
     let config = PipelineConfig {
         scheduler: false,
-        worker: true,
-        check_interval: Duration::from_secs(60),
-        distribution_window: Duration::from_secs(1),
-        batch_size: 10,
-        reload_interval: Duration::ZERO,
-        lock_ttl: Duration::from_secs(30),
-        pool_size: 1,
-        arbiters: 1,
-        prefetch: 1,
-        shutdown_timeout: Duration::from_secs(5),
-        global_rate: None,
-        per_task_rate: Default::default(),
-        execution: ExecutionSettings {
-            timeout: Duration::from_secs(5),
-            max_retries: 0,
-            retry_delay: Duration::from_millis(100),
-            max_retry_delay: Duration::from_secs(1),
-            success_ttl: Duration::from_secs(3600),
-        },
-        metrics_interval: Duration::from_secs(1),
+        ..pipeline_config()
     };
     let pipeline = Pipeline::start(
         config,
@@ -262,5 +270,159 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
         vec![true]
     );
     assert!(broker.dead_letters().is_empty());
+    pipeline.shutdown().await;
+}
+
+/// Both sides, one executor, ticks every 200 ms.
+fn pipeline_config() -> PipelineConfig {
+    PipelineConfig {
+        scheduler: true,
+        worker: true,
+        check_interval: Duration::from_millis(200),
+        distribution_window: Duration::from_secs(1),
+        batch_size: 10,
+        reload_interval: Duration::ZERO,
+        lock_ttl: Duration::from_secs(30),
+        pool_size: 1,
+        arbiters: 1,
+        prefetch: 1,
+        shutdown_timeout: Duration::from_secs(5),
+        global_rate: None,
+        per_task_rate: Default::default(),
+        execution: ExecutionSettings {
+            timeout: Duration::from_secs(5),
+            max_retries: 0,
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(1),
+            success_ttl: Duration::from_secs(3600),
+        },
+        metrics_interval: Duration::from_secs(1),
+    }
+}
+
+/// A pipeline of both sides on `store` and a memory broker, with the
+/// `report` task calling `endpoint`.
+async fn start_both(
+    store: Arc<PanicsOnce>,
+    endpoint: String,
+) -> (Pipeline, actors::domain::TaskType) {
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": endpoint, "method": "POST"}
+    }));
+    let pipeline = Pipeline::start(
+        pipeline_config(),
+        PipelineDeps {
+            store,
+            broker: Arc::new(MemoryBroker::new()),
+            catalog: TaskCatalog::new(vec![report.clone()]),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+        },
+    )
+    .await
+    .unwrap();
+    (pipeline, report)
+}
+
+fn trigger(task: &actors::domain::TaskType, user: &str) -> Trigger {
+    Trigger {
+        task: task.clone(),
+        users: Some(vec![UserId::parse(user).unwrap()]),
+        immediate: true,
+        idempotency_key: None,
+        correlation_id: None,
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_scheduling_pass_restarts_the_scheduler_and_the_run_goes_on() {
+    let sink = Sink::start();
+    let store = Arc::new(PanicsOnce::new(Fault::Runs));
+    let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
+    let scheduler = pipeline.scheduler.clone().unwrap();
+
+    // The first pass (the start's tick) panics reading the runs; the
+    // supervisor restarts the scheduler.
+    for _ in 0..200 {
+        if pipeline.board.report()["scheduler"].restarts > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(store.panicked.load(Ordering::SeqCst), "the fault fired");
+    let accepted = scheduler
+        .send(trigger(&report, "dave"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted.jobs_created, 1);
+    let calls = sink
+        .wait_for("/ok/report", 1, Duration::from_secs(10))
+        .await;
+    assert!(store.panicked.load(Ordering::SeqCst), "the fault fired");
+    assert_eq!(calls.len(), 1, "the restarted scheduler released the run");
+    let board = pipeline.board.report();
+    assert_eq!(board["scheduler"].restarts, 1, "{board:?}");
+    assert_eq!(board["scheduler"].status, "running", "{board:?}");
+    assert_eq!(board["distributor"].restarts, 0, "{board:?}");
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_panicking_distributor_handler_fails_one_message_and_is_counted() {
+    let sink = Sink::start();
+    let store = Arc::new(PanicsOnce::new(Fault::CreateRun));
+    let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
+    let scheduler = pipeline.scheduler.clone().unwrap();
+
+    let failed = scheduler.send(trigger(&report, "erin")).await.unwrap();
+    assert!(
+        matches!(
+            failed,
+            Err(actors::error::PipelineError::Panicked("distributor"))
+        ),
+        "{failed:?}"
+    );
+    let accepted = scheduler
+        .send(trigger(&report, "frank"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted.jobs_created, 1);
+    let calls = sink
+        .wait_for("/ok/report", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(calls.len(), 1, "the next trigger ran");
+    let board = pipeline.board.report();
+    assert_eq!(board["distributor"].restarts, 1, "{board:?}");
+    assert_eq!(board["scheduler"].restarts, 0, "{board:?}");
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_stopped_scheduler_refuses_triggers_and_starts_no_pass() {
+    let sink = Sink::start();
+    let store = Arc::new(PanicsOnce::new(Fault::ClaimExecution));
+    let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
+    let scheduler = pipeline.scheduler.clone().unwrap();
+    scheduler
+        .send(actors::scheduler::StopScheduling)
+        .await
+        .unwrap();
+    let refused = scheduler.send(trigger(&report, "gina")).await.unwrap();
+    assert!(
+        matches!(refused, Err(actors::error::PipelineError::ShuttingDown)),
+        "{refused:?}"
+    );
+    let published = scheduler
+        .send(actors::scheduler::Tick)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(published, 0, "no pass starts once stopped");
+    assert!(store.inner.runs(&report.id).await.unwrap().runs.is_empty());
     pipeline.shutdown().await;
 }

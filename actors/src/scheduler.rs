@@ -232,27 +232,25 @@ impl SchedulerActor {
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         ctx.spawn(
-            AssertUnwindSafe(async move {
+            async move {
                 let outcome = pass.run(&definition, tick).await;
                 if let Err(err) = &outcome.error {
                     tracing::warn!(task = %definition.id, error = %err, "scheduling pass failed; retrying next tick");
                 }
                 outcome
-            })
-            .catch_unwind()
+            }
             .into_actor(self)
-            .map(move |outcome, act, ctx| match outcome {
-                Ok(outcome) => {
-                    let _ = done_tx.send(outcome.published);
-                    act.pass_done(task, outcome.next_wake, ctx);
-                }
-                Err(_) => {
-                    // The lock expires by itself; the store holds all the
-                    // pass did. Restart with nothing in memory.
+            .map(move |outcome, act, ctx| {
+                let _ = done_tx.send(outcome.published);
+                if outcome.panicked {
+                    // The store holds all the pass did (its lock is
+                    // released): restart with nothing in memory.
                     tracing::error!(%task, "scheduling pass panicked; restarting the scheduler");
                     act.board.restarted(SCHEDULER);
                     ctx.stop();
+                    return;
                 }
+                act.pass_done(task, outcome.next_wake, ctx);
             }),
         );
         Some(done_rx)
@@ -487,6 +485,8 @@ struct PassOutcome {
     published: u64,
     next_wake: Option<DateTime<Utc>>,
     error: Result<(), PipelineError>,
+    /// The pass panicked (a bug): the scheduler restarts.
+    panicked: bool,
 }
 
 /// One pass over one task.
@@ -515,6 +515,7 @@ impl Pass {
                     published: 0,
                     next_wake: None,
                     error: Ok(()),
+                    panicked: false,
                 };
             }
             Err(err) => {
@@ -522,6 +523,7 @@ impl Pass {
                     published: 0,
                     next_wake: None,
                     error: Err(err.into()),
+                    panicked: false,
                 };
             }
         };
@@ -531,20 +533,30 @@ impl Pass {
             renewed: Instant::now(),
         };
         let mut published = 0;
-        let result = self.under_lock(task, tick, &mut held, &mut published).await;
+        let result = AssertUnwindSafe(self.under_lock(task, tick, &mut held, &mut published))
+            .catch_unwind()
+            .await;
         if let Err(err) = self.store.release_lock(&held.lock, &held.lease).await {
             tracing::warn!(task = %task.id, error = %err, "schedule lock not released; it expires");
         }
         match result {
-            Ok(next_wake) => PassOutcome {
+            Ok(Ok(next_wake)) => PassOutcome {
                 published,
                 next_wake,
                 error: Ok(()),
+                panicked: false,
             },
-            Err(err) => PassOutcome {
+            Ok(Err(err)) => PassOutcome {
                 published,
                 next_wake: None,
                 error: Err(err),
+                panicked: false,
+            },
+            Err(_) => PassOutcome {
+                published,
+                next_wake: None,
+                error: Ok(()),
+                panicked: true,
             },
         }
     }
