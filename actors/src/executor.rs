@@ -26,6 +26,11 @@
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
 //! | 3xx, other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
+//! A job whose task this replica does not know (yet) is republished a
+//! little later, same attempt, for up to [`UNKNOWN_TASK_GRACE`] after its
+//! creation (a reload may bring the task), then dead-lettered
+//! (`unknown_task_type`).
+//!
 //! Before calling, an execution claims its job id (the run claim of the
 //! pseudo user `job.{job id}`, held by a fresh execution id): a second copy
 //! of the same job arriving meanwhile (the last batch of a resumed fan-out)
@@ -432,13 +437,7 @@ async fn execute(
     // never copied.
     let tasks = env.catalog.snapshot();
     let Some(task) = tasks.get(&job.task_type_id) else {
-        tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type; dead-lettering");
-        return held
-            .dead_letter(DeadLetter {
-                reason: "unknown_task_type".to_owned(),
-                result: None,
-            })
-            .await;
+        return defer_unknown_task(env, envelope, held).await;
     };
     let timeout = call_timeout(task, &env.settings);
 
@@ -598,6 +597,43 @@ async fn attempt(
             Ok(())
         }
     }
+}
+
+/// How long a job of a task this replica does not know is deferred, from
+/// the job's creation, before it is dead-lettered (`unknown_task_type`): a
+/// reload bringing the task may be on its way (two default reload
+/// intervals).
+pub const UNKNOWN_TASK_GRACE: Duration = Duration::from_secs(10 * 60);
+
+/// Longest pause between two looks at a job of an unknown task.
+const UNKNOWN_TASK_DEFER_MAX: Duration = Duration::from_secs(30);
+
+/// A job whose task is not in the catalog: republished (same attempt) to
+/// look again after a pause as long as its age (1 s to 30 s), while it is
+/// younger than [`UNKNOWN_TASK_GRACE`]; dead-lettered after.
+async fn defer_unknown_task(
+    env: &ExecutorEnv,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+) -> Result<(), PipelineError> {
+    let job = &envelope.job;
+    let now = Utc::now();
+    let age = (now - job.created_at).to_std().unwrap_or(Duration::ZERO);
+    if age >= UNKNOWN_TASK_GRACE {
+        tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type past its grace period; dead-lettering");
+        return held
+            .dead_letter(DeadLetter {
+                reason: "unknown_task_type".to_owned(),
+                result: None,
+            })
+            .await;
+    }
+    let wait = age.clamp(Duration::from_secs(1), UNKNOWN_TASK_DEFER_MAX);
+    tracing::info!(job_id = %job.id, task = %job.task_type_id, wait_ms = wait.as_millis() as u64, "unknown task type; deferring (a reload may bring it)");
+    env.broker
+        .publish(&[again(envelope, job.attempt, now, wait)])
+        .await?;
+    held.ack().await
 }
 
 /// The envelope of the next try of `envelope`'s job: attempt `attempt`,
