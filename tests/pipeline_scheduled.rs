@@ -173,7 +173,7 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
         created_at: scheduled_at,
     };
     let ttl = Duration::from_secs(600);
-    assert!(store.create_run(&run, &[], ttl).await.unwrap());
+    assert!(store.create_run(&run, &[], ttl, None).await.unwrap());
     let page = store
         .enabled_users_in_spread_order(&task_id, None, 20)
         .await

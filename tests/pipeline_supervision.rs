@@ -112,8 +112,9 @@ impl StateStore for PanicsOnce {
         &self,
         t: &TaskTypeId,
         m: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
-        self.inner.advance_custom_users(t, m).await
+        f: u64,
+    ) -> Result<bool, StoreError> {
+        self.inner.advance_custom_users(t, m, f).await
     }
     async fn acquire_lock(
         &self,
@@ -154,9 +155,15 @@ impl StateStore for PanicsOnce {
     async fn last_run(&self, t: &TaskTypeId) -> Result<Option<Run>, StoreError> {
         self.inner.last_run(t).await
     }
-    async fn create_run(&self, r: &Run, l: &[SlotWrite], d: Duration) -> Result<bool, StoreError> {
+    async fn create_run(
+        &self,
+        r: &Run,
+        l: &[SlotWrite],
+        d: Duration,
+        f: Option<u64>,
+    ) -> Result<bool, StoreError> {
         self.maybe_panic(Fault::CreateRun);
-        self.inner.create_run(r, l, d).await
+        self.inner.create_run(r, l, d, f).await
     }
     async fn save_run(
         &self,

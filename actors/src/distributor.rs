@@ -415,7 +415,7 @@ impl Distribution {
         };
         let ttl = self.settings.list_ttl();
         let lists = listed_slots(&msg.task.id, &run, msg.users.clone(), self.settings.window);
-        if self.store.create_run(&run, &lists, ttl).await? {
+        if self.store.create_run(&run, &lists, ttl, msg.fence).await? {
             return Ok(run);
         }
         // A run of this instant exists (a later page of the same custom

@@ -445,7 +445,10 @@ async fn make_trigger_run(
                     correlation_id: correlation_id.clone(),
                     created_at: now,
                 };
-                if store.create_run(&run, &[], Duration::from_secs(1)).await? {
+                if store
+                    .create_run(&run, &[], Duration::from_secs(1), None)
+                    .await?
+                {
                     break run;
                 }
                 // Another trigger in the same millisecond.
@@ -675,7 +678,7 @@ impl Pass {
             };
             if self
                 .store
-                .create_run(&run, &[], Duration::from_secs(1))
+                .create_run(&run, &[], Duration::from_secs(1), Some(lease.fence))
                 .await?
             {
                 tracing::info!(task = %task.id, scheduled_at = %fire, users = default, "period due; fanning out");
@@ -755,7 +758,13 @@ impl Pass {
                     Err(err) => return Err(err),
                 }
             }
-            self.store.advance_custom_users(&task.id, &moves).await?;
+            if !self
+                .store
+                .advance_custom_users(&task.id, &moves, held.lease.fence)
+                .await?
+            {
+                return Err(PipelineError::LockLost(task.id.clone()));
+            }
             self.renew(task, held).await?;
             if !full_page || moves.is_empty() {
                 return Ok(());

@@ -233,6 +233,8 @@ conformance!(
     token_bucket_concurrent_callers_stay_within_budget,
     runs_are_created_once_and_kept_in_order,
     run_writes_are_fenced_and_move_the_slot_lists,
+    custom_moves_and_fenced_run_creation_reject_a_stale_holder,
+    a_fire_is_not_recorded_by_a_holder_fenced_out_before_any_write,
     slot_lists_expire,
     trigger_keys_remember_their_run,
     custom_index_pages_by_rank,
@@ -957,6 +959,7 @@ async fn due_custom_users_and_advance(fx: Arc<Fixture>) {
                     at("2024-01-17T12:00:00Z"),
                 ),
             ],
+            0,
         )
         .await
         .unwrap();
@@ -981,7 +984,7 @@ async fn due_custom_users_and_advance(fx: Arc<Fixture>) {
         4,
         "nobody was not added"
     );
-    store.advance_custom_users(&report, &[]).await.unwrap();
+    assert!(store.advance_custom_users(&report, &[], 0).await.unwrap());
 }
 
 async fn delete_preference_cleans_everything(fx: Arc<Fixture>) {
@@ -1461,16 +1464,16 @@ async fn runs_are_created_once_and_kept_in_order(fx: Arc<Fixture>) {
     assert!(store.runs(&task("report")).await.unwrap().runs.is_empty());
     assert!(
         store
-            .create_run(&later, &[append(0, &["a"])], ttl)
+            .create_run(&later, &[append(0, &["a"])], ttl, None)
             .await
             .unwrap()
     );
-    assert!(store.create_run(&earlier, &[], ttl).await.unwrap());
+    assert!(store.create_run(&earlier, &[], ttl, None).await.unwrap());
     let mut again = later.clone();
     again.users = 99;
     assert!(
         !store
-            .create_run(&again, &[append(0, &["z"])], ttl)
+            .create_run(&again, &[append(0, &["z"])], ttl, None)
             .await
             .unwrap(),
         "a run with the same id exists"
@@ -1493,7 +1496,12 @@ async fn run_writes_are_fenced_and_move_the_slot_lists(fx: Arc<Fixture>) {
     let lock = LockName::Schedule(task("report"));
     let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
     let mut run = run_at("report", "2024-01-15T10:00:00Z", 5, 4);
-    assert!(store.create_run(&run, &[], ttl).await.unwrap());
+    assert!(
+        store
+            .create_run(&run, &[], ttl, Some(first.fence))
+            .await
+            .unwrap()
+    );
     run.planned = 4;
     let lists = [append(0, &["a", "b"]), append(1, &["c"]), append(3, &["d"])];
     assert!(
@@ -1567,7 +1575,7 @@ async fn slot_lists_expire(fx: Arc<Fixture>) {
     let run = run_at("report", "2024-01-15T10:00:00Z", 1, 4);
     assert!(
         store
-            .create_run(&run, &[append(3, &["e"])], Duration::from_millis(50))
+            .create_run(&run, &[append(3, &["e"])], Duration::from_millis(50), None)
             .await
             .unwrap()
     );
@@ -2431,4 +2439,91 @@ async fn redis_store_heals_after_its_connection_is_killed() {
     assert_ne!(before, after, "a new connection carries the calls");
     assert_eq!(store.enabled_user_count(&task("report")).await.unwrap(), 1);
     cleanup(&mut own, &prefix).await;
+}
+
+async fn custom_moves_and_fenced_run_creation_reject_a_stale_holder(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    let ttl = Duration::from_secs(60);
+    store
+        .write_preferences(&[custom("early", "report", "2024-01-16T06:00:00Z")])
+        .await
+        .unwrap();
+    let lock = LockName::Schedule(report.clone());
+    let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    assert!(store.release_lock(&lock, &first).await.unwrap());
+    let second = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    let moves = [(
+        user("early"),
+        at("2024-01-16T06:00:00Z"),
+        at("2024-01-17T06:00:00Z"),
+    )];
+
+    // The stale holder writes nothing.
+    assert!(
+        !store
+            .advance_custom_users(&report, &moves, first.fence)
+            .await
+            .unwrap()
+    );
+    let due = store
+        .due_custom_users(&report, at("2024-01-16T06:00:00Z"), 10)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "the stale move was rejected");
+    let run = run_at("report", "2024-01-16T06:00:00Z", 5, 1);
+    assert!(
+        !store
+            .create_run(&run, &[append(0, &["early"])], ttl, Some(first.fence))
+            .await
+            .unwrap()
+    );
+    assert!(store.runs(&report).await.unwrap().runs.is_empty());
+    assert_eq!(store.slot_users(&run, 0, 10).await.unwrap(), vec![]);
+
+    // The current holder's writes go through.
+    assert!(
+        store
+            .advance_custom_users(&report, &moves, second.fence)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .due_custom_users(&report, at("2024-01-16T06:00:00Z"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .create_run(&run, &[append(0, &["early"])], ttl, Some(second.fence))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.runs(&report).await.unwrap().runs, vec![run]);
+}
+
+async fn a_fire_is_not_recorded_by_a_holder_fenced_out_before_any_write(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let report = task("report");
+    let lock = LockName::Schedule(report.clone());
+    let ttl = Duration::from_secs(60);
+    let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    assert!(store.release_lock(&lock, &first).await.unwrap());
+    let second = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
+    // The new holder has not written yet; the old one is refused anyway.
+    assert!(
+        !store
+            .record_fire(&report, at("2024-01-15T10:00:00Z"), &first)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.schedule_state(&report).await.unwrap(), None);
+    assert!(
+        store
+            .record_fire(&report, at("2024-01-15T10:00:00Z"), &second)
+            .await
+            .unwrap()
+    );
 }

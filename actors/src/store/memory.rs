@@ -519,10 +519,17 @@ impl StateStore for MemoryStore {
         &self,
         task: &TaskTypeId,
         moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
+        fence: u64,
+    ) -> Result<bool, StoreError> {
         let mut state = self.lock();
+        if moves.is_empty() {
+            return Ok(true);
+        }
+        if !state.holds_latest_fence(task, fence) {
+            return Ok(false);
+        }
         let Some(index) = state.custom_index.get_mut(task) else {
-            return Ok(());
+            return Ok(true);
         };
         for (user, from, to) in moves {
             if let Some(score) = index.get_mut(user)
@@ -531,7 +538,7 @@ impl StateStore for MemoryStore {
                 *score = to.timestamp_millis();
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn acquire_lock(
@@ -628,6 +635,10 @@ impl StateStore for MemoryStore {
         lease: &LockLease,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
+        let handed_out = lock_key(&LockName::Schedule(task.clone()));
+        if state.fences.get(&handed_out).copied().unwrap_or(0) > lease.fence {
+            return Ok(false);
+        }
         if let Some(stored) = state.schedule.get(task)
             && stored.fence > lease.fence
         {
@@ -664,8 +675,14 @@ impl StateStore for MemoryStore {
         run: &Run,
         lists: &[SlotWrite],
         ttl: Duration,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
+        if let Some(fence) = fence
+            && !state.holds_latest_fence(&run.task_type_id, fence)
+        {
+            return Ok(false);
+        }
         let runs = state.runs.entry(run.task_type_id.clone()).or_default();
         if runs.contains_key(&run.id()) {
             return Ok(false);

@@ -335,11 +335,14 @@ pub trait StateStore: Send + Sync + 'static {
     ) -> Result<Vec<DueUser>, StoreError>;
     /// Moves due users to their next fire; an entry whose stored fire is no
     /// longer `scheduled_at` (the user changed it meanwhile) is left alone.
+    /// Fenced as [`StateStore::save_run`]: false (and nothing written) when
+    /// a later holder took the task's schedule lock.
     async fn advance_custom_users(
         &self,
         task: &TaskTypeId,
         moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
-    ) -> Result<(), StoreError>;
+        fence: u64,
+    ) -> Result<bool, StoreError>;
 
     // --- locks ---
 
@@ -390,12 +393,15 @@ pub trait StateStore: Send + Sync + 'static {
     /// The task's last finished run.
     async fn last_run(&self, task: &TaskTypeId) -> Result<Option<Run>, StoreError>;
     /// Stores a new run with its first slot lists, atomically; false (and
-    /// nothing written) when a run with its id exists.
+    /// nothing written) when a run with its id exists, or when `fence` (a
+    /// run made under the task's schedule lock) is no longer the lock's
+    /// latest. A trigger, made without the lock, passes `None`.
     async fn create_run(
         &self,
         run: &Run,
         lists: &[SlotWrite],
         ttl: Duration,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError>;
     /// Saves `run` and applies `lists` (trims, then appends) atomically, if
     /// `fence` is still the latest fence of the task's schedule lock; false

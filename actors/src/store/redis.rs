@@ -806,11 +806,16 @@ impl StateStore for RedisStore {
         &self,
         task: &TaskTypeId,
         moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
-    ) -> Result<(), StoreError> {
+        fence: u64,
+    ) -> Result<bool, StoreError> {
         if moves.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
-        let mut invocation = ADVANCE_CUSTOM.key(self.keys.custom_index(task));
+        let mut invocation = ADVANCE_CUSTOM.prepare_invoke();
+        invocation
+            .key(self.keys.custom_index(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
+            .arg(fence);
         for (user, from, to) in moves {
             invocation
                 .arg(user.as_str())
@@ -818,8 +823,8 @@ impl StateStore for RedisStore {
                 .arg(to.timestamp_millis());
         }
         let mut connection = self.connection.clone();
-        let _moved: u64 = invocation.invoke_async(&mut connection).await?;
-        Ok(())
+        let moved: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(moved >= 0)
     }
 
     async fn acquire_lock(
@@ -904,6 +909,7 @@ impl StateStore for RedisStore {
         let mut connection = self.connection.clone();
         let written: i64 = RECORD_FIRE
             .key(self.keys.schedule(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
             .arg(encode_schedule_state(last_fired, lease.fence))
             .arg(lease.fence)
             .invoke_async(&mut connection)
@@ -946,14 +952,17 @@ impl StateStore for RedisStore {
         run: &Run,
         lists: &[SlotWrite],
         ttl: Duration,
+        fence: Option<u64>,
     ) -> Result<bool, StoreError> {
         let task = &run.task_type_id;
         let mut invocation = RUN_CREATE.prepare_invoke();
         invocation
             .key(self.keys.fanout(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
             .arg(run.id())
             .arg(encode_run(run)?)
-            .arg(millis(ttl).max(1));
+            .arg(millis(ttl).max(1))
+            .arg(fence.map_or_else(String::new, |fence| fence.to_string()));
         for list in lists.iter().filter(|list| !list.append.is_empty()) {
             invocation
                 .key(self.keys.distribution(task, run.id(), list.slot))
