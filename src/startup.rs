@@ -35,7 +35,7 @@ use actors::{
     clock::{SharedClock, SystemClock},
     domain::{TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
-    health::Dependency,
+    health::{Dependency, Quarantine},
     scheduler::{TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
@@ -139,11 +139,12 @@ impl Application {
             bind,
             clock,
         } = setup;
+        let quarantine = Quarantine::default();
         let Backends {
             store,
             broker,
             dependencies,
-        } = connect_backends(&config).await?;
+        } = connect_backends(&config, &quarantine).await?;
         let catalog = TaskCatalog::new(tasks);
         let pipeline = Pipeline::start(
             pipeline_config(&config, role),
@@ -153,6 +154,7 @@ impl Application {
                 catalog: catalog.clone(),
                 clock: clock.clone(),
                 task_source,
+                quarantine,
             },
         )
         .await
@@ -335,7 +337,10 @@ where
 
 /// The store and broker the configuration asks for, waiting for each to
 /// be reachable.
-async fn connect_backends(config: &ServiceConfig) -> anyhow::Result<Backends> {
+async fn connect_backends(
+    config: &ServiceConfig,
+    quarantine: &Quarantine,
+) -> anyhow::Result<Backends> {
     Ok(match config.backend {
         Backend::Embedded => Backends {
             store: Arc::new(MemoryStore::new()),
@@ -356,7 +361,8 @@ async fn connect_backends(config: &ServiceConfig) -> anyhow::Result<Backends> {
                     options.clone(),
                 )
             })
-            .await;
+            .await
+            .with_quarantine(quarantine.clone());
             let options = AmqpOptions {
                 exchange: config.queue.exchange.clone(),
                 queue_type: match config.queue.queue_type {

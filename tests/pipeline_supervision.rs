@@ -253,6 +253,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             catalog: TaskCatalog::new(vec![report.clone()]),
             clock: Arc::new(SystemClock),
             task_source: None,
+            quarantine: Default::default(),
         },
     )
     .await
@@ -327,6 +328,7 @@ async fn start_both(
             catalog: TaskCatalog::new(vec![report.clone()]),
             clock: Arc::new(SystemClock),
             task_source: None,
+            quarantine: Default::default(),
         },
     )
     .await

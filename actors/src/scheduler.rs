@@ -53,7 +53,7 @@ use crate::{
     domain::{MisfirePolicy, TaskInterval, TaskType, TaskTypeId, UserId},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
-    health::HealthBoard,
+    health::{HealthBoard, Quarantine},
     schedule::{self, Schedule},
     store::{LockLease, LockName, StateStore, StoreError},
 };
@@ -109,6 +109,10 @@ pub struct TriggerAccepted {
 
 /// How long a trigger's idempotency key is remembered.
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How far a custom-interval entry without a usable interval is moved on,
+/// so that it stops taking a place in every page of due users.
+const QUARANTINE_MOVE: Duration = Duration::from_secs(3600);
 
 /// Shortest pause between two passes of one task.
 const MIN_PASS_GAP: Duration = Duration::from_millis(10);
@@ -168,6 +172,7 @@ pub struct SchedulerActor {
     distributor: Addr<DistributorActor>,
     settings: SchedulerSettings,
     board: HealthBoard,
+    quarantine: Quarantine,
     /// Set by [`StopScheduling`]; survives restarts.
     stopped: bool,
     /// The tick timer, cancelled by [`StopScheduling`].
@@ -180,7 +185,8 @@ pub struct SchedulerActor {
 
 impl SchedulerActor {
     /// A scheduler for the tasks of `catalog`, beating on `board` (where
-    /// it should be registered as [`SCHEDULER`]).
+    /// it should be registered as [`SCHEDULER`]) and setting unreadable
+    /// records aside in `quarantine`.
     pub fn new(
         store: Arc<dyn StateStore>,
         catalog: TaskCatalog,
@@ -188,6 +194,7 @@ impl SchedulerActor {
         distributor: Addr<DistributorActor>,
         settings: SchedulerSettings,
         board: HealthBoard,
+        quarantine: Quarantine,
     ) -> Self {
         SchedulerActor {
             store,
@@ -196,6 +203,7 @@ impl SchedulerActor {
             distributor,
             settings,
             board,
+            quarantine,
             stopped: false,
             ticker: None,
             passes: HashMap::new(),
@@ -229,6 +237,7 @@ impl SchedulerActor {
             clock: self.clock.clone(),
             distributor: self.distributor.clone(),
             settings: self.settings.clone(),
+            quarantine: self.quarantine.clone(),
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         ctx.spawn(
@@ -498,6 +507,7 @@ struct Pass {
     clock: SharedClock,
     distributor: Addr<DistributorActor>,
     settings: SchedulerSettings,
+    quarantine: Quarantine,
 }
 
 /// The lease of a pass, renewed as the pass goes.
@@ -577,8 +587,11 @@ impl Pass {
         }
         loop {
             let list = self.store.runs(&task.id).await?;
-            if !list.unreadable.is_empty() {
-                tracing::warn!(task = %task.id, runs = ?list.unreadable, "unreadable fan-out records skipped");
+            for field in &list.unreadable {
+                self.quarantine.add(
+                    &format!("fan-out run {field} of {}", task.id),
+                    "unreadable run record",
+                );
             }
             let mut planning = false;
             let mut wake: Option<DateTime<Utc>> = None;
@@ -631,7 +644,17 @@ impl Pass {
     ) -> Result<(), PipelineError> {
         let now = self.clock.now();
         let schedule = Schedule::new(&task.interval);
-        let Some(state) = self.store.schedule_state(&task.id).await? else {
+        let state = match self.store.schedule_state(&task.id).await {
+            Ok(state) => state,
+            // Unreadable: set aside and started afresh (the next record
+            // overwrites it), rather than failing every tick.
+            Err(StoreError::Corrupt { key, reason }) => {
+                self.quarantine.add(&key, &reason);
+                None
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let Some(state) = state else {
             if !self.store.record_fire(&task.id, now, lease).await? {
                 return Err(PipelineError::LockLost(task.id.clone()));
             }
@@ -709,6 +732,14 @@ impl Pass {
             let mut run: BTreeMap<DateTime<Utc>, Vec<UserId>> = BTreeMap::new();
             for mut user in due {
                 let Some(interval) = user.settings.custom_interval.clone() else {
+                    self.quarantine.add(
+                        &format!("custom-interval index of {}: {}", task.id, user.user_id),
+                        "no usable custom_interval in the user's settings",
+                    );
+                    let later = now
+                        + chrono::Duration::from_std(QUARANTINE_MOVE)
+                            .unwrap_or(chrono::Duration::zero());
+                    moves.push((user.user_id.clone(), user.scheduled_at, later));
                     continue;
                 };
                 let schedule = Schedule::new(&interval);

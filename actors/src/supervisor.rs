@@ -110,6 +110,8 @@ pub struct PipelineDeps {
     pub clock: SharedClock,
     /// Where reloads read the task definitions from.
     pub task_source: Option<TaskSource>,
+    /// Where unreadable records are set aside (shared with the store).
+    pub quarantine: Quarantine,
 }
 
 /// The worker side's live numbers, for `/health`.
@@ -235,7 +237,7 @@ impl Pipeline {
             reload_health,
             distribution: distribution.clone(),
             board: board.clone(),
-            quarantine: Quarantine::default(),
+            quarantine: deps.quarantine.clone(),
             stopping: Arc::new(AtomicBool::new(false)),
             reload,
             stop,
@@ -322,8 +324,17 @@ impl Pipeline {
             };
             let for_scheduler = distributor.clone();
             let for_board = board.clone();
+            let quarantine = deps.quarantine.clone();
             let scheduler = Supervisor::start(move |_| {
-                SchedulerActor::new(store, catalog, clock, for_scheduler, settings, for_board)
+                SchedulerActor::new(
+                    store,
+                    catalog,
+                    clock,
+                    for_scheduler,
+                    settings,
+                    for_board,
+                    quarantine,
+                )
             });
             pipeline.distributor = Some(distributor);
             pipeline.scheduler = Some(scheduler);

@@ -52,6 +52,7 @@ use super::{
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
     fanout::Run,
+    health::Quarantine,
 };
 
 static TOKEN_BUCKET: LazyLock<Script> =
@@ -125,6 +126,9 @@ pub struct RedisStore {
     connection: ConnectionManager,
     keys: Keys,
     options: RedisOptions,
+    /// Where unreadable index entries and settings are reported (they are
+    /// skipped, never fail a whole page).
+    quarantine: Quarantine,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -154,7 +158,14 @@ impl RedisStore {
             connection,
             keys,
             options,
+            quarantine: Quarantine::default(),
         })
+    }
+
+    /// The store reporting the records it skips to `quarantine`.
+    pub fn with_quarantine(mut self, quarantine: Quarantine) -> RedisStore {
+        self.quarantine = quarantine;
+        self
     }
 
     /// The key builder in use.
@@ -282,6 +293,11 @@ impl RedisStore {
     /// key) answers unless the cursor sits in a run of more than
     /// [`EQUAL_KEYS_INLINE`] equal keys (entries of older releases, all at
     /// key 0) or must be placed among them; then the script does, once.
+    /// A page of the enabled index in spread order (see
+    /// `enabled_page.lua`). Entries that cannot be read (a member that is
+    /// no user id, a score that is no spread key) are quarantined and
+    /// skipped; the page is filled from the entries after them, so a short
+    /// page still means the end of the index.
     async fn enabled_page(
         &self,
         task: &TaskTypeId,
@@ -289,6 +305,60 @@ impl RedisStore {
         by_member: bool,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let key = self.keys.enabled_index(task);
+        let mut page = Vec::new();
+        let mut cursor: Option<(u64, String)> =
+            start.map(|(score, member)| (score, member.to_owned()));
+        let mut by_member = by_member;
+        loop {
+            let wanted = limit - page.len();
+            let raw = self
+                .enabled_page_raw(
+                    task,
+                    cursor
+                        .as_ref()
+                        .map(|(score, member)| (*score, member.as_str())),
+                    by_member,
+                    wanted,
+                )
+                .await?;
+            let mut last = None;
+            for (member, score) in &raw {
+                let entry = parse_spread_key(&key, score)
+                    .and_then(|spread| Ok((spread, parse_user(&key, member)?)));
+                match entry {
+                    Ok((spread, user)) => page.push(SpreadCursor { key: spread, user }),
+                    Err(err) => self
+                        .quarantine
+                        .add(&format!("{key} member {member:?}"), &err.to_string()),
+                }
+                last = Some((member, score));
+            }
+            if raw.len() < wanted || page.len() >= limit {
+                return Ok(page);
+            }
+            let Some((member, score)) = last else {
+                return Ok(page);
+            };
+            // Every entry after the page's good ones was bad: go on after
+            // the last one read.
+            let spread = match parse_spread_key(&key, score) {
+                Ok(spread) => spread,
+                Err(_) => score.parse::<f64>().map_or(0, |s| s.max(0.0) as u64),
+            };
+            cursor = Some((spread, member.clone()));
+            by_member = false;
+        }
+    }
+
+    /// [`RedisStore::enabled_page`] before parsing: (member, score) pairs.
+    async fn enabled_page_raw(
+        &self,
+        task: &TaskTypeId,
+        start: Option<(u64, &str)>,
+        by_member: bool,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
@@ -302,7 +372,7 @@ impl RedisStore {
                 .arg("WITHSCORES")
                 .query_async(&mut connection)
                 .await?;
-            return parse_index_entries(&key, &flat);
+            return index_pairs(&key, flat);
         };
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE")
@@ -332,11 +402,11 @@ impl RedisStore {
                 None => legacy == 0,
             };
         if placed && equal.len() <= 2 * EQUAL_KEYS_INLINE {
-            let mut page: Vec<SpreadCursor> = parse_index_entries(&key, &equal)?
+            let mut page: Vec<(String, String)> = index_pairs(&key, equal)?
                 .into_iter()
-                .filter(|entry| entry.user.as_str().as_bytes() > member.as_bytes())
+                .filter(|(user, _)| user.as_bytes() > member.as_bytes())
                 .collect();
-            page.extend(parse_index_entries(&key, &greater)?);
+            page.extend(index_pairs(&key, greater)?);
             page.truncate(limit);
             return Ok(page);
         }
@@ -349,7 +419,7 @@ impl RedisStore {
             .arg(if by_member { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
-        parse_index_entries(&key, &flat)
+        index_pairs(&key, flat)
     }
 
     /// Appends the commands of one preference write to an atomic pipeline.
@@ -600,19 +670,18 @@ fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
     UserId::parse(value).map_err(|err| corrupt(key, format!("user id {value:?}: {err}")))
 }
 
-/// Index entries (`member, score, ...` as `ZRANGE ... WITHSCORES` answers).
-fn parse_index_entries(key: &str, flat: &[String]) -> Result<Vec<SpreadCursor>, StoreError> {
-    flat.chunks(2)
-        .map(|entry| {
-            let [user, score] = entry else {
-                return Err(corrupt(key, "an index entry without its score"));
-            };
-            Ok(SpreadCursor {
-                key: parse_spread_key(key, score)?,
-                user: parse_user(key, user)?,
-            })
-        })
-        .collect()
+/// Index entries (`member, score, ...` as `ZRANGE ... WITHSCORES` answers)
+/// as (member, score) pairs.
+fn index_pairs(key: &str, flat: Vec<String>) -> Result<Vec<(String, String)>, StoreError> {
+    if !flat.len().is_multiple_of(2) {
+        return Err(corrupt(key, "an index entry without its score"));
+    }
+    let mut pairs = Vec::with_capacity(flat.len() / 2);
+    let mut entries = flat.into_iter();
+    while let (Some(member), Some(score)) = (entries.next(), entries.next()) {
+        pairs.push((member, score));
+    }
+    Ok(pairs)
 }
 
 /// An enabled-index score back to the spread key it holds (an integer
@@ -778,6 +847,7 @@ impl StateStore for RedisStore {
             .invoke_async(&mut connection)
             .await?;
         let mut due = Vec::with_capacity(flat.len() / 3);
+        let mut parked = Vec::new();
         for entry in flat.chunks(3) {
             let [user, score, fields] = entry else {
                 return Err(corrupt(&key, "due_custom.lua returned a partial entry"));
@@ -788,16 +858,52 @@ impl StateStore for RedisStore {
                 redis::from_redis_value_ref(score).map_err(redis::RedisError::from)?;
             let fields: Vec<(String, String)> =
                 redis::from_redis_value_ref(fields).map_err(redis::RedisError::from)?;
-            let user = parse_user(&key, &user)?;
+            let user = match parse_user(&key, &user) {
+                Ok(parsed) => parsed,
+                Err(err) => {
+                    // Never a user: parked past every fire, so it stops
+                    // taking a place in each page of due users.
+                    self.quarantine
+                        .add(&format!("{key} member {user:?}"), &err.to_string());
+                    parked.push(user);
+                    continue;
+                }
+            };
             let ms: f64 = score
                 .parse()
                 .map_err(|err| corrupt(&key, format!("score {score:?}: {err}")))?;
             let settings_key = self.keys.user_settings(&user, task);
+            let settings = match parse_settings(&settings_key, fields.clone()) {
+                Ok(settings) => settings,
+                Err(err) => {
+                    // Kept without its interval: the scheduler moves such
+                    // an entry on instead of running it.
+                    self.quarantine
+                        .add(&format!("{settings_key} custom_interval"), &err.to_string());
+                    let parameters = fields
+                        .into_iter()
+                        .filter(|(field, _)| field != FIELD_CUSTOM_INTERVAL)
+                        .collect();
+                    parse_settings(&settings_key, parameters)?
+                }
+            };
             due.push(DueUser {
-                settings: parse_settings(&settings_key, fields)?,
+                settings,
                 user_id: user,
                 scheduled_at: from_millis(ms as i64),
             });
+        }
+        if !parked.is_empty() {
+            let mut pipe = redis::pipe();
+            for member in &parked {
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg("XX")
+                    .arg("+inf")
+                    .arg(member)
+                    .ignore();
+            }
+            self.query::<()>(&pipe).await?;
         }
         Ok(due)
     }
