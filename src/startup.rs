@@ -50,7 +50,12 @@ use chrono::Utc;
 use crate::{
     cli::Role,
     configuration::{self, Backend, QueueType, RedisConfig, ServiceConfig},
-    routes::{self, auth::ApiToken, sink::SinkCounts, state::ApiState},
+    routes::{
+        self,
+        auth::{ApiToken, ProtectReads},
+        sink::SinkCounts,
+        state::ApiState,
+    },
 };
 
 /// Everything [`Application::build_with`] needs.
@@ -139,6 +144,7 @@ impl Application {
             bind,
             clock,
         } = setup;
+        check_exposure(bind, config.api.token.as_deref())?;
         let quarantine = Quarantine::default();
         let Backends {
             store,
@@ -184,6 +190,7 @@ impl Application {
         let store_data = web::Data::new(store);
         let catalog_data = web::Data::new(catalog);
         let token = web::Data::new(ApiToken(config.api.token.clone()));
+        let protect_reads = web::Data::new(ProtectReads(config.api.protect_reads));
         let sink = config
             .api
             .sink
@@ -194,8 +201,12 @@ impl Application {
                 .app_data(store_data.clone())
                 .app_data(catalog_data.clone())
                 .app_data(token.clone())
+                .app_data(protect_reads.clone())
                 .app_data(routes::error::json_config())
                 .app_data(routes::error::path_config())
+                .wrap(actix_web::middleware::from_fn(routes::auth::guard_reads))
+                .wrap(routes::error::json_errors())
+                .default_service(web::to(routes::error::no_route))
                 .service(routes::health::health)
                 .configure(routes::preferences::configure);
             if role.schedules() {
@@ -397,7 +408,20 @@ fn amqp_address(url: &str) -> String {
         .to_owned()
 }
 
-/// `redis://[:password@]host:port/db` of the first configured address.
+/// Refuses to serve the API beyond loopback without `api.token`: anyone
+/// who can reach it could change preferences and trigger runs.
+pub fn check_exposure(bind: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+    if bind.ip().is_loopback() || token.is_some_and(|token| !token.is_empty()) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the API would listen on {bind}, beyond loopback, without api.token: \
+         set api.token (TASKQUEUE_API__TOKEN) or bind to 127.0.0.1"
+    )
+}
+
+/// `redis://[:password@]host:port/db` of the first configured address, the
+/// password percent-encoded (every byte but the URL's unreserved ones).
 pub fn redis_url(redis: &RedisConfig) -> String {
     let address = redis
         .addresses
@@ -406,9 +430,22 @@ pub fn redis_url(redis: &RedisConfig) -> String {
     let auth = if redis.password.is_empty() {
         String::new()
     } else {
-        format!(":{}@", redis.password)
+        format!(":{}@", percent_encode(&redis.password))
     };
     format!("redis://{auth}{address}/{}", redis.db)
+}
+
+/// `text` with every byte outside `A-Z a-z 0-9 - . _ ~` written `%XX`.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            encoded.push(char::from(byte));
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
 }
 
 /// `url` with an empty vhost (`amqp://host:5672/`, as the spec's example
@@ -530,6 +567,71 @@ mod tests {
 
     fn check(input: &str, expected: &str) {
         assert_eq!(amqp_url(input), expected, "input {input:?}");
+    }
+
+    fn redis_with_password(password: &str) -> RedisConfig {
+        RedisConfig {
+            addresses: vec!["cache:6380".to_owned()],
+            password: password.to_owned(),
+            db: 2,
+            ..RedisConfig::default()
+        }
+    }
+
+    #[test]
+    fn the_redis_password_is_percent_encoded() {
+        let cases = [
+            ("", "redis://cache:6380/2"),
+            ("plain-Pass_1.~", "redis://:plain-Pass_1.~@cache:6380/2"),
+            (
+                "p@ss:w/rd#?%",
+                "redis://:p%40ss%3Aw%2Frd%23%3F%25@cache:6380/2",
+            ),
+            ("é ", "redis://:%C3%A9%20@cache:6380/2"),
+        ];
+        for (password, expected) in cases {
+            let url = redis_url(&redis_with_password(password));
+            assert_eq!(url, expected, "password {password:?}");
+            let parsed = url::Url::parse(&url).unwrap();
+            let decoded = parsed.password().map(percent_decode).unwrap_or_default();
+            assert_eq!(decoded, password, "round trip of {password:?}");
+        }
+    }
+
+    fn percent_decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'%' {
+                out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_non_loopback_bind_needs_a_token() {
+        let cases = [
+            ("127.0.0.1:8080", None, true),
+            ("[::1]:8080", None, true),
+            ("0.0.0.0:8080", None, false),
+            ("0.0.0.0:8080", Some(""), false),
+            ("0.0.0.0:8080", Some("s3cret"), true),
+            ("10.0.0.5:8080", None, false),
+        ];
+        for (bind, token, allowed) in cases {
+            let bind: SocketAddr = bind.parse().unwrap();
+            assert_eq!(
+                check_exposure(bind, token).is_ok(),
+                allowed,
+                "{bind} with {token:?}"
+            );
+        }
     }
 
     #[test]

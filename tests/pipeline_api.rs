@@ -65,7 +65,8 @@ async fn example_users_run_and_the_api_answers_with_the_spec_shapes() {
         assert!(stats[field].is_number(), "{field} in {stats}");
     }
 
-    // /health of --role all: the scheduler's fields plus the worker's.
+    // /health of --role all: the scheduler's fields plus the worker's, and
+    // what the process checked (dependencies, actors, quarantined).
     let (status, health) = get(app.address, "/health").await;
     assert_eq!(status, 200);
     let mut keys: Vec<&str> = health
@@ -79,6 +80,9 @@ async fn example_users_run_and_the_api_answers_with_the_spec_shapes() {
         keys,
         [
             "active_jobs",
+            "actors",
+            "dependencies",
+            "quarantined",
             "rate_limit",
             "status",
             "uptime",

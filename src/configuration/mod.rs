@@ -297,8 +297,13 @@ pub struct ApiConfig {
     /// Address of the internal API; loopback by default.
     pub bind: SocketAddr,
     /// When set, mutating endpoints require `Authorization: Bearer <token>`.
-    /// Write `${ENV_NAME}`.
+    /// Write `${ENV_NAME}`. Required when `bind` is not a loopback
+    /// address.
     pub token: Option<String>,
+    /// Put the read endpoints (`GET /users/..`, `/schedule/status/..`,
+    /// `/stats`, `/sink`) behind the token too; `/health` stays open for
+    /// probes (default false).
+    pub protect_reads: bool,
     /// Serve a loopback HTTP sink at `/sink/{name}` that answers 200 and
     /// counts calls (quick start; default false).
     pub sink: bool,
@@ -313,6 +318,7 @@ impl Default for ApiConfig {
         ApiConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
             token: None,
+            protect_reads: false,
             sink: false,
             demo_users: 0,
         }
@@ -372,6 +378,7 @@ impl fmt::Debug for ApiConfig {
         f.debug_struct("ApiConfig")
             .field("bind", &self.bind)
             .field("token", &self.token.as_ref().map(|_| REDACTED))
+            .field("protect_reads", &self.protect_reads)
             .field("sink", &self.sink)
             .field("demo_users", &self.demo_users)
             .finish()

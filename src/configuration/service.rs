@@ -290,6 +290,9 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
                 None => {}
             }
         }
+        if let Some((n, p)) = s.get("protect_reads") {
+            set(&mut c.protect_reads, ctx.boolean(n, &p));
+        }
         if let Some((n, p)) = s.get("sink") {
             set(&mut c.sink, ctx.boolean(n, &p));
         }
@@ -329,7 +332,7 @@ const WORKER: [&str; 2] = ["pool_size", "shutdown_timeout"];
 const RATE_LIMIT: [&str; 2] = ["global", "per_task"];
 const EXECUTION: [&str; 4] = ["timeout", "max_retries", "retry_delay", "max_retry_delay"];
 const MONITORING: [&str; 3] = ["metrics_interval", "log_level", "metrics_retention"];
-const API: [&str; 4] = ["bind", "token", "sink", "demo_users"];
+const API: [&str; 5] = ["bind", "token", "protect_reads", "sink", "demo_users"];
 
 fn section<'n>(
     ctx: &mut Ctx<'_>,

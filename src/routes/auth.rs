@@ -1,20 +1,73 @@
-//! The optional bearer token of the mutating endpoints.
+//! The optional bearer token of the API.
 //!
 //! When the service is configured with `api.token`, handlers that change
 //! state take an [`Authorized`] argument: the request must carry
 //! `Authorization: Bearer <token>`, else it is refused with a 401 JSON
-//! error before the handler runs. Without a token the API is open (it binds
-//! to loopback by default).
+//! error before the handler runs. With `api.protect_reads` the
+//! [`guard_reads`] middleware asks the same of every read (`GET`, `HEAD`)
+//! but `/health`. Without a token the API is open, which start-up allows
+//! only on a loopback address.
 
 use std::future::{Ready, ready};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, http::header, web};
+use actix_web::{
+    FromRequest, HttpRequest,
+    body::MessageBody,
+    dev::{Payload, ServiceRequest, ServiceResponse},
+    http::{Method, header},
+    middleware::Next,
+    web,
+};
 
 use super::ApiError;
 
 /// The token mutating endpoints require, if any (`api.token`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ApiToken(pub Option<String>);
+
+impl std::fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ApiToken")
+            .field(&self.0.as_ref().map(|_| "redacted"))
+            .finish()
+    }
+}
+
+/// Whether reads need the token too (`api.protect_reads`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProtectReads(pub bool);
+
+/// Middleware: with [`ProtectReads`] on and a token configured, a `GET` or
+/// `HEAD` other than `/health` must carry the bearer token (401 JSON error
+/// otherwise).
+pub async fn guard_reads(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let protect = req
+        .app_data::<web::Data<ProtectReads>>()
+        .is_some_and(|protect| protect.0);
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    if protect && read && req.path() != "/health" && !token_presented(req.request()) {
+        return Err(ApiError::Unauthorized.into());
+    }
+    next.call(req).await
+}
+
+/// Whether `req` carries the configured token (true when none is set).
+fn token_presented(req: &HttpRequest) -> bool {
+    let expected = req
+        .app_data::<web::Data<ApiToken>>()
+        .and_then(|token| token.0.clone());
+    let Some(expected) = expected else {
+        return true;
+    };
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .is_some_and(|presented| same_secret(presented.trim(), &expected))
+}
 
 /// Proof that the request may change state: extracting it checks the
 /// bearer token against the app's [`ApiToken`] (no `ApiToken` registered
@@ -27,20 +80,10 @@ impl FromRequest for Authorized {
     type Future = Ready<Result<Self, Self::Error>>;
 
     fn from_request(req: &HttpRequest, _payload: &mut Payload) -> Self::Future {
-        let expected = req
-            .app_data::<web::Data<ApiToken>>()
-            .and_then(|token| token.0.clone());
-        let Some(expected) = expected else {
-            return ready(Ok(Authorized));
-        };
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        ready(match presented {
-            Some(presented) if same_secret(presented.trim(), &expected) => Ok(Authorized),
-            _ => Err(ApiError::Unauthorized),
+        ready(if token_presented(req) {
+            Ok(Authorized)
+        } else {
+            Err(ApiError::Unauthorized)
         })
     }
 }

@@ -1,6 +1,14 @@
-//! The API's error type: every failure is `{"error": {"code", "message"}}`.
+//! The API's error type: every failure is `{"error": {"code", "message"}}`,
+//! routed or not: a path no route takes gets [`no_route`]'s JSON 404, and
+//! [`json_errors`] gives the same shape to any other error the framework
+//! answers by itself (a 405, a 413, ...).
 
-use actix_web::{HttpResponse, ResponseError, http::StatusCode};
+use actix_web::{
+    HttpRequest, HttpResponse, ResponseError,
+    dev::ServiceResponse,
+    http::{StatusCode, header},
+    middleware::{ErrorHandlerResponse, ErrorHandlers},
+};
 use serde_json::json;
 
 /// A failed API request.
@@ -62,4 +70,40 @@ pub fn json_config() -> actix_web::web::JsonConfig {
 pub fn path_config() -> actix_web::web::PathConfig {
     actix_web::web::PathConfig::default()
         .error_handler(|err, _req| ApiError::BadRequest(format!("invalid path: {err}")).into())
+}
+
+/// The default service: a request no route takes (an unknown path, an
+/// empty segment such as `/users//preferences`) is a JSON 404.
+pub async fn no_route(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!(
+        "no route for {} {}",
+        request.method(),
+        request.path()
+    )))
+}
+
+/// Middleware giving every error response without a JSON body (those the
+/// framework makes by itself) the API's error shape, status kept.
+pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
+        let is_json = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("application/json"));
+        if is_json {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        }
+        let (request, old) = response.into_parts();
+        let status = old.status();
+        let reason = status.canonical_reason().unwrap_or("error");
+        let code = reason.to_lowercase().replace([' ', '-'], "_");
+        let body =
+            HttpResponse::build(status).json(json!({"error": {"code": code, "message": reason}}));
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(request, body).map_into_right_body(),
+        ))
+    })
 }
