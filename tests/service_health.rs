@@ -198,6 +198,12 @@ async fn health_is_503_while_rabbitmq_is_gone_and_heals() {
 
 /// A service config file on `backends` with Redis at `redis`.
 fn config_file(backends: &Backends, redis: &str) -> std::path::PathBuf {
+    config_file_on(backends, redis, &backends.amqp_url)
+}
+
+/// A service config file on `backends`' prefix with Redis at `redis` and
+/// RabbitMQ at `amqp`.
+fn config_file_on(backends: &Backends, redis: &str, amqp: &str) -> std::path::PathBuf {
     let text = format!(
         r#"
 backend: external
@@ -211,7 +217,6 @@ monitoring:
 tasks: []
 "#,
         prefix = backends.prefix,
-        amqp = backends.amqp_url,
     );
     temp_file("taskqueue.yaml", &text)
 }
@@ -236,24 +241,8 @@ async fn a_replica_started_before_redis_waits_for_it() {
     let mut replica = serve(&file, address);
 
     // Two failed attempts logged, each saying what it waits for.
-    let stderr = replica.stderr.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let mut waits = 0;
-    while waits < 2 {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the replica logs while it waits");
-        if line.contains("waiting for Redis") {
-            assert!(line.contains(&port.to_string()), "{line}");
-            waits += 1;
-        }
-    }
-    assert!(replica.try_wait().unwrap().is_none(), "the replica exited");
+    let line = wait_twice(&mut replica, "waiting for Redis");
+    assert!(line.contains(&port.to_string()), "{line}");
 
     let _redis = PrivateRedis::start_on(port);
     health_until(address, "healthy once Redis came", |status, body| {
@@ -262,4 +251,61 @@ async fn a_replica_started_before_redis_waits_for_it() {
     .await;
     let _ = replica.kill();
     let _ = replica.wait();
+}
+
+/// Reads the replica's log until two lines contain `text`; the second.
+fn wait_twice(replica: &mut Child, text: &str) -> String {
+    let stderr = replica.stderr.take().unwrap();
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut seen = 0;
+    loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the replica logs while it waits");
+        if line.contains(text) {
+            seen += 1;
+            if seen == 2 {
+                assert!(replica.try_wait().unwrap().is_none(), "the replica exited");
+                return line;
+            }
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn a_replica_started_before_its_rabbitmq_vhost_waits_for_it() {
+    let backends = Backends::new("health-wait-amqp");
+    // A vhost that does not exist yet: RabbitMQ refuses the connection.
+    let late = format!("{}-late", backends.vhost);
+    let authority_end = backends.amqp_url.rfind('/').unwrap();
+    let amqp = format!("{}/{late}", &backends.amqp_url[..authority_end]);
+    let file = config_file_on(&backends, &backends.redis_address(), &amqp);
+    let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut replica = serve(&file, address);
+
+    let line = wait_twice(&mut replica, "waiting for RabbitMQ");
+    assert!(line.contains(&late), "{line}");
+    assert!(
+        !line.contains("guest:guest"),
+        "no credentials in logs: {line}"
+    );
+
+    ctl(&["add_vhost", &late]);
+    ctl(&["set_permissions", "-p", &late, "guest", ".*", ".*", ".*"]);
+    let healthy = health_until(address, "healthy once the vhost came", |status, body| {
+        status == 200 && body["dependencies"]["rabbitmq"]["status"] == "up"
+    })
+    .await;
+    assert_eq!(
+        healthy["dependencies"]["redis"]["status"], "up",
+        "{healthy}"
+    );
+    let _ = replica.kill();
+    let _ = replica.wait();
+    ctl(&["delete_vhost", &late]);
 }
