@@ -227,6 +227,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(1),
             success_ttl: Duration::from_secs(3600),
+            max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),
     };

@@ -12,10 +12,12 @@
 //! the job; at most 1 KiB of the response is read (what a dead letter keeps); the
 //! outcome is counted through a [`MetricsRecorder`] (no message).
 //!
-//! For each delivery: `claim_execution` (skips a job whose success is
+//! For each delivery: the rate limit (at most `max_token_wait`; a job
+//! that gets no token in time is deferred, republished with the same
+//! attempt, and its delivery acked), then `claim_execution` (skips a job whose success is
 //! already recorded, acking it; claims the job for this execution; under
 //! `overlap: skip` skips a second concurrent run for the same (task,
-//! user); reads the user's parameters), the rate limit, the call,
+//! user); reads the user's parameters), the call,
 //! `finish_execution` (records a success and releases the claims), then
 //! the delivery is settled from the outcome:
 //!
@@ -82,6 +84,9 @@ const JOB_CLAIM_MARGIN: Duration = Duration::from_secs(10);
 /// again.
 const DUPLICATE_DEFER: Duration = Duration::from_secs(5);
 
+/// Shortest deferral of a job that got no token within the wait cap.
+const MIN_DEFER: Duration = Duration::from_millis(250);
+
 /// Response bytes kept in a dead letter's `ExecutionResult`.
 const KEPT_RESPONSE_BYTES: usize = 1024;
 
@@ -119,6 +124,9 @@ pub struct ExecutionSettings {
     pub max_retry_delay: Duration,
     /// How long a recorded success keeps duplicates from running.
     pub success_ttl: Duration,
+    /// `execution.max_token_wait`: the longest a delivery waits for a
+    /// rate-limit token before its job is deferred.
+    pub max_token_wait: Duration,
 }
 
 /// The rate limits of the pool: one per task with a limit of its own (its
@@ -442,6 +450,22 @@ async fn execute(
     };
     let timeout = call_timeout(task, &env.settings);
 
+    // Tokens first, the claim after them: the claim (and the delivery)
+    // is never held while the job waits for a token, so it cannot expire
+    // meanwhile. A job that gets no token within `max_token_wait` is
+    // deferred (same attempt) and its delivery acked, so one task's
+    // limit never stalls the executors other tasks could use.
+    if let Some(limit) = env.limiters.for_task(&task.id)
+        && let Some(wait) = limit.acquire_within(env.settings.max_token_wait).await?
+    {
+        let delay = defer_delay(wait, rand::random::<f64>());
+        tracing::debug!(job_id = %job.id, delay_ms = delay.as_millis() as u64, "no token in time; deferring");
+        env.broker
+            .publish(&[deferred(envelope, Utc::now(), delay)])
+            .await?;
+        return held.ack().await;
+    }
+
     // One round trip before the call (`claim_execution`): a recorded
     // success skips the job; one execution of a job at a time (two copies
     // of the same job, the last batch of a resumed fan-out promoted from
@@ -489,7 +513,7 @@ async fn execute(
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
-/// Waits for tokens, calls the endpoint, then records the outcome and
+/// Calls the endpoint (its tokens are spent), then records the outcome and
 /// releases the claims (`finish_execution`, the one round trip after the
 /// call) before settling the delivery.
 async fn attempt(
@@ -504,14 +528,6 @@ async fn attempt(
     let job = &envelope.job;
     let timeout = call_timeout(task, &env.settings);
     let limit = env.limiters.for_task(&task.id);
-    if let Some(limit) = limit
-        && let Err(err) = limit.acquire().await
-    {
-        if let Err(release) = env.store.finish_execution(&finish).await {
-            tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
-        }
-        return Err(err);
-    }
 
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -615,6 +631,27 @@ fn again(envelope: &JobEnvelope, attempt: u32, now: DateTime<Utc>, delay: Durati
             ..envelope.metadata.clone()
         },
     )
+}
+
+/// The envelope of a job deferred for want of a token: the same attempt
+/// and metadata, not before `now + delay`.
+fn deferred(envelope: &JobEnvelope, now: DateTime<Utc>, delay: Duration) -> JobEnvelope {
+    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    JobEnvelope::new(
+        Job {
+            execute_after: now + delay,
+            ..envelope.job.clone()
+        },
+        envelope.metadata.clone(),
+    )
+}
+
+/// How long a job that got no token within the wait cap is deferred: the
+/// wait the limiter asked for, at least [`MIN_DEFER`], plus up to
+/// [`MIN_DEFER`] of jitter (`jitter` in [0, 1)) so deferred jobs do not
+/// come back together.
+pub fn defer_delay(wait: Duration, jitter: f64) -> Duration {
+    wait.max(MIN_DEFER) + MIN_DEFER.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// The smallest of the task's `timeout`, its `config.max_duration` and

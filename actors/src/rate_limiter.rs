@@ -200,15 +200,31 @@ impl RateLimit {
 
     /// Waits until one token of each bucket is spent for this job.
     pub async fn acquire(&self) -> Result<(), PipelineError> {
+        self.acquire_within(Duration::MAX).await.map(|_| ())
+    }
+
+    /// Waits at most `max_wait` for one token of each bucket: `None` when
+    /// they are spent for this job, else `Some(wait)`, how much longer
+    /// the limiter asked to wait when the next sleep would pass
+    /// `max_wait` (nothing is spent then). A caller holding a delivery
+    /// defers the job by about `wait` instead of holding it.
+    pub async fn acquire_within(
+        &self,
+        max_wait: Duration,
+    ) -> Result<Option<Duration>, PipelineError> {
+        let started = Instant::now();
         loop {
             let wait = match self.attempt() {
-                Attempt::Granted => return Ok(()),
+                Attempt::Granted => return Ok(None),
                 Attempt::Wait(wait) => wait,
                 Attempt::Refill => match self.refill.send(RefillLease).await? {
-                    Grant::Granted => return Ok(()),
+                    Grant::Granted => return Ok(None),
                     Grant::Wait(wait) => wait,
                 },
             };
+            if started.elapsed().saturating_add(wait) > max_wait {
+                return Ok(Some(wait));
+            }
             tokio::time::sleep(wait).await;
         }
     }

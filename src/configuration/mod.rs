@@ -253,6 +253,10 @@ pub struct ExecutionConfig {
     /// Cap of the backoff (extension; default 1h).
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
+    /// Longest a delivery waits for a rate-limit token before its job is
+    /// deferred (extension; default 1s).
+    #[serde(with = "humantime_serde")]
+    pub max_token_wait: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -262,6 +266,7 @@ impl Default for ExecutionConfig {
             max_retries: 3,
             retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(3600),
+            max_token_wait: Duration::from_secs(1),
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Rate limits and throttles on the in-process backends: a job that gets
+//! no token within `execution.max_token_wait` is deferred instead of
+//! holding its executor, so the jobs of other tasks go ahead.
+
+mod support;
+
+use std::{sync::Arc, time::Duration};
+
+use actors::{
+    broker::{JobBroker, memory::MemoryBroker},
+    catalog::TaskCatalog,
+    clock::SystemClock,
+    distributor::job_envelope,
+    domain::{JobEnvelope, TaskType, TaskTypeId, UserId},
+    executor::ExecutionSettings,
+    store::{StateStore, memory::MemoryStore},
+    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
+};
+use chrono::Utc;
+use serde_json::json;
+use support::*;
+
+fn sink_task(id: &str, endpoint: String) -> TaskType {
+    task(json!({
+        "id": id, "name": id,
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s", "retries": 3,
+        "config": {"endpoint": endpoint, "method": "POST"}
+    }))
+}
+
+/// One executor, the given per-task rates, a short token wait.
+fn config(per_task: &[(&str, u32)]) -> PipelineConfig {
+    PipelineConfig {
+        scheduler: false,
+        worker: true,
+        check_interval: Duration::from_secs(60),
+        distribution_window: Duration::from_secs(1),
+        batch_size: 10,
+        reload_interval: Duration::ZERO,
+        lock_ttl: Duration::from_secs(30),
+        pool_size: 1,
+        arbiters: 1,
+        prefetch: 1,
+        shutdown_timeout: Duration::from_secs(5),
+        global_rate: None,
+        per_task_rate: per_task
+            .iter()
+            .map(|(task, rate)| (TaskTypeId::parse(*task).unwrap(), *rate))
+            .collect(),
+        execution: ExecutionSettings {
+            timeout: Duration::from_secs(5),
+            max_retries: 3,
+            retry_delay: Duration::from_millis(100),
+            max_retry_delay: Duration::from_secs(2),
+            success_ttl: Duration::from_secs(3600),
+            max_token_wait: Duration::from_millis(100),
+        },
+        metrics_interval: Duration::from_secs(1),
+    }
+}
+
+async fn start(
+    config: PipelineConfig,
+    tasks: Vec<TaskType>,
+) -> (Pipeline, Arc<MemoryStore>, Arc<MemoryBroker>) {
+    let store = Arc::new(MemoryStore::new());
+    let broker = Arc::new(MemoryBroker::new());
+    let pipeline = Pipeline::start(
+        config,
+        PipelineDeps {
+            store: store.clone(),
+            broker: broker.clone(),
+            catalog: TaskCatalog::new(tasks),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+        },
+    )
+    .await
+    .unwrap();
+    (pipeline, store, broker)
+}
+
+fn job(task: &TaskType, user: &str) -> JobEnvelope {
+    let now = Utc::now();
+    job_envelope(
+        task,
+        &UserId::parse(user).unwrap(),
+        now,
+        now,
+        None,
+        "trigger",
+        "test",
+    )
+}
+
+#[actix_rt::test]
+async fn a_job_without_a_token_is_deferred_and_does_not_block_other_tasks() {
+    let sink = Sink::start();
+    let slow = sink_task("slow", sink.url("/ok/slow"));
+    let fast = sink_task("fast", sink.url("/ok/fast"));
+    // `slow` allows one call a second (burst 1); the one executor takes
+    // the queue in order: three `slow` jobs, then one `fast`.
+    let (pipeline, store, broker) =
+        start(config(&[("slow", 1)]), vec![slow.clone(), fast.clone()]).await;
+    let jobs = vec![
+        job(&slow, "a"),
+        job(&slow, "b"),
+        job(&slow, "c"),
+        job(&fast, "d"),
+    ];
+    broker.publish(&jobs).await.unwrap();
+
+    let calls = sink.wait_for("/ok/", 4, Duration::from_secs(20)).await;
+    let order: Vec<(String, String)> = calls
+        .iter()
+        .map(|c| {
+            (
+                c.path.clone(),
+                c.body["user_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Held deliveries would call a, b, c, then d; deferred ones let d
+    // pass b and c, which wait for their tokens out of the queue.
+    assert_eq!(order[0], ("/ok/slow".to_owned(), "a".to_owned()));
+    assert_eq!(
+        order[1],
+        ("/ok/fast".to_owned(), "d".to_owned()),
+        "{order:?}"
+    );
+    let mut rest: Vec<&str> = order[2..].iter().map(|(_, user)| user.as_str()).collect();
+    rest.sort();
+    assert_eq!(rest, vec!["b", "c"]);
+    // A deferral is no attempt: every job is called once, as attempt 1.
+    assert!(calls.iter().all(|c| c.attempt() == 1), "{calls:?}");
+    let ids: Vec<_> = jobs.iter().map(|j| j.job.id).collect();
+    assert_eq!(store.succeeded(&ids).await.unwrap(), vec![true; 4]);
+    assert!(broker.dead_letters().is_empty());
+    pipeline.shutdown().await;
+}
