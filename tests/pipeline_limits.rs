@@ -1,6 +1,7 @@
 //! Rate limits and throttles on the in-process backends: a job that gets
 //! no token within `execution.max_token_wait` is deferred instead of
-//! holding its executor, so the jobs of other tasks go ahead.
+//! holding its executor, so the jobs of other tasks go ahead; throttles
+//! have their own budget; a `Retry-After` pauses its own task only.
 
 mod support;
 
@@ -31,6 +32,10 @@ fn sink_task(id: &str, endpoint: String) -> TaskType {
 
 /// One executor, the given per-task rates, a short token wait.
 fn config(per_task: &[(&str, u32)]) -> PipelineConfig {
+    config_with(None, per_task)
+}
+
+fn config_with(global: Option<u32>, per_task: &[(&str, u32)]) -> PipelineConfig {
     PipelineConfig {
         scheduler: false,
         worker: true,
@@ -43,7 +48,7 @@ fn config(per_task: &[(&str, u32)]) -> PipelineConfig {
         arbiters: 1,
         prefetch: 1,
         shutdown_timeout: Duration::from_secs(5),
-        global_rate: None,
+        global_rate: global,
         per_task_rate: per_task
             .iter()
             .map(|(task, rate)| (TaskTypeId::parse(*task).unwrap(), *rate))
@@ -52,8 +57,10 @@ fn config(per_task: &[(&str, u32)]) -> PipelineConfig {
             timeout: Duration::from_secs(5),
             max_retries: 3,
             retry_delay: Duration::from_millis(100),
-            max_retry_delay: Duration::from_secs(2),
+            max_retry_delay: Duration::from_secs(60),
             success_ttl: Duration::from_secs(3600),
+            throttles_per_attempt: 10,
+            max_throttled_age: Duration::from_secs(86_400),
             max_token_wait: Duration::from_millis(100),
         },
         metrics_interval: Duration::from_secs(1),
@@ -137,5 +144,95 @@ async fn a_job_without_a_token_is_deferred_and_does_not_block_other_tasks() {
     let ids: Vec<_> = jobs.iter().map(|j| j.job.id).collect();
     assert_eq!(store.succeeded(&ids).await.unwrap(), vec![true; 4]);
     assert!(broker.dead_letters().is_empty());
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_job_always_throttled_is_dead_lettered_past_its_throttle_budget() {
+    let sink = Sink::start();
+    // Retry-After: 0, every time: without a budget this loops forever.
+    let busy = task(json!({
+        "id": "busy", "name": "busy",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s", "retries": 1,
+        "config": {"endpoint": sink.url("/always429/0/busy"), "method": "POST"}
+    }));
+    let mut config = config(&[]);
+    config.execution.throttles_per_attempt = 2;
+    let (pipeline, store, broker) = start(config, vec![busy.clone()]).await;
+    let job = job(&busy, "alice");
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
+
+    let mut letters = Vec::new();
+    for _ in 0..200 {
+        letters = broker.dead_letters();
+        if !letters.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(letters.len(), 1, "dead-lettered once");
+    assert_eq!(letters[0].letter.reason, "throttled_too_long");
+    let result = letters[0].letter.result.as_ref().unwrap();
+    assert_eq!(result.error.as_ref().unwrap().code, "http_429");
+    // 2 throttles per allowed attempt, 1 + 1 attempts: 4 throttled calls
+    // pass, the fifth is dead-lettered; throttles never use up an attempt.
+    let calls = sink.received_at("/always429/");
+    assert_eq!(calls.len(), 5, "{calls:?}");
+    assert!(calls.iter().all(|c| c.attempt() == 1));
+    assert_eq!(store.succeeded(&[job.job.id]).await.unwrap(), vec![false]);
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_retry_after_pauses_its_task_not_the_others() {
+    let sink = Sink::start();
+    let busy = sink_task("busy", sink.url("/always429/30/busy"));
+    let calm = sink_task("calm", sink.url("/ok/calm"));
+    // Both tasks pass the global limit only (no limit of their own).
+    let (pipeline, store, broker) = start(
+        config_with(Some(100), &[]),
+        vec![busy.clone(), calm.clone()],
+    )
+    .await;
+    broker.publish(&[job(&busy, "a")]).await.unwrap();
+    assert_eq!(
+        sink.wait_for("/always429/", 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    // The pause is in the store, for every replica: a claim of a busy job
+    // is held, one of a calm job is not.
+    let claim = |task: &TaskType, user: &str| actors::store::ExecutionClaim {
+        task_type_id: task.id.clone(),
+        user_id: UserId::parse(user).unwrap(),
+        job_id: uuid::Uuid::new_v4(),
+        execution: uuid::Uuid::new_v4(),
+        job_ttl: Duration::from_secs(5),
+        run_ttl: None,
+    };
+    let mut paused = false;
+    for _ in 0..100 {
+        if matches!(
+            store.claim_execution(&claim(&busy, "x")).await.unwrap(),
+            actors::store::ClaimOutcome::Paused(_)
+        ) {
+            paused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(paused, "the busy task is paused in the store");
+    assert!(matches!(
+        store.claim_execution(&claim(&calm, "y")).await.unwrap(),
+        actors::store::ClaimOutcome::Claimed { .. }
+    ));
+    // The calm task is called at once, well within busy's 30 s pause
+    // (pausing the global limiter would hold it that long).
+    broker.publish(&[job(&calm, "b")]).await.unwrap();
+    let calm_calls = sink.wait_for("/ok/calm", 1, Duration::from_secs(10)).await;
+    assert_eq!(calm_calls.len(), 1);
+    assert_eq!(sink.received_at("/always429/").len(), 1);
     pipeline.shutdown().await;
 }

@@ -23,7 +23,7 @@ use actors::{
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
         MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-        StoreError, memory::MemoryStore,
+        StoreError, Throttle, memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
@@ -188,6 +188,9 @@ impl StateStore for PanicsOnce {
     async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
         self.inner.finish_execution(f).await
     }
+    async fn record_throttle(&self, t: &Throttle) -> Result<u32, StoreError> {
+        self.inner.record_throttle(t).await
+    }
     async fn record_metrics(&self, b: &MetricsBatch) -> Result<(), StoreError> {
         self.inner.record_metrics(b).await
     }
@@ -227,6 +230,8 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(1),
             success_ttl: Duration::from_secs(3600),
+            throttles_per_attempt: 10,
+            max_throttled_age: Duration::from_secs(86_400),
             max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),

@@ -9,18 +9,25 @@
 -- KEYS[3]: {prefix}:running:{task}:{user}, the run claim (STRING holding the
 --          job id)
 -- KEYS[4]: {prefix}:users:{user}:settings:{task}, the user's settings (HASH)
+-- KEYS[5]: {prefix}:pause:{task}, the task's `Retry-After` pause (STRING)
 -- ARGV[1]: the execution id (holder of the execution claim)
 -- ARGV[2]: time to live of the execution claim in milliseconds
 -- ARGV[3]: the job id (holder of the run claim)
 -- ARGV[4]: time to live of the run claim in milliseconds; 0 when the
 --          overlap guard does not apply (the run claim is not touched)
--- Returns: {'succeeded'} when the marker exists; {'job_busy'} when another
+-- Returns: {'succeeded'} when the marker exists; {'paused', ms} when the
+--          task is paused for ms more milliseconds (nothing claimed);
+--          {'job_busy'} when another
 --          execution holds the job; {'user_busy'} when another job holds the
 --          run claim (the execution claim just taken is released again);
 --          else {'claimed', name1, value1, ...}: the `param:<name>` fields of
 --          the settings hash, prefix stripped.
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'succeeded'}
+end
+local pause = redis.call('PTTL', KEYS[5])
+if pause > 0 then
+    return {'paused', tostring(pause)}
 end
 
 local function claim(key, holder, ttl)

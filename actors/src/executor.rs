@@ -24,7 +24,7 @@
 //! | outcome | what happens |
 //! |---|---|
 //! | 2xx | success recorded (`finish_execution`), then ack |
-//! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
+//! | 429 or 503 with `Retry-After` | counted against the job's throttle budget, the task (not the limiter) paused as long for every replica, the same attempt republished after that delay (capped by `execution.max_retry_delay`), then ack; past the budget dead-lettered (`throttled_too_long`) |
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
 //! | 3xx, other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
@@ -69,8 +69,8 @@ use crate::{
     error::PipelineError,
     messages::RecordExecution,
     metrics::MetricsRecorder,
-    rate_limiter::RateLimit,
-    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore},
+    rate_limiter::{RateLimit, TaskPauses},
+    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore, Throttle},
 };
 
 /// Pause before requeueing a job whose outcome could not be recorded.
@@ -127,6 +127,12 @@ pub struct ExecutionSettings {
     /// `execution.max_token_wait`: the longest a delivery waits for a
     /// rate-limit token before its job is deferred.
     pub max_token_wait: Duration,
+    /// `execution.throttles_per_attempt`: throttles (429/503 with
+    /// `Retry-After`) a job may take per allowed attempt.
+    pub throttles_per_attempt: u32,
+    /// `execution.max_throttled_age`: no throttled job is tried again
+    /// later than this after it was created.
+    pub max_throttled_age: Duration,
 }
 
 /// The rate limits of the pool: one per task with a limit of its own (its
@@ -137,6 +143,8 @@ pub struct Limiters {
     pub global: Option<RateLimit>,
     /// Per-task limits (each also spends a global token).
     pub per_task: Arc<BTreeMap<TaskTypeId, RateLimit>>,
+    /// This replica's copy of the tasks' `Retry-After` pauses.
+    pub pauses: Arc<TaskPauses>,
 }
 
 impl Limiters {
@@ -455,15 +463,15 @@ async fn execute(
     // meanwhile. A job that gets no token within `max_token_wait` is
     // deferred (same attempt) and its delivery acked, so one task's
     // limit never stalls the executors other tasks could use.
+    // A task paused by a `Retry-After` (known here) defers its jobs
+    // without spending a token.
+    if let Some(pause) = env.limiters.pauses.remaining(&task.id) {
+        return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+    }
     if let Some(limit) = env.limiters.for_task(&task.id)
         && let Some(wait) = limit.acquire_within(env.settings.max_token_wait).await?
     {
-        let delay = defer_delay(wait, rand::random::<f64>());
-        tracing::debug!(job_id = %job.id, delay_ms = delay.as_millis() as u64, "no token in time; deferring");
-        env.broker
-            .publish(&[deferred(envelope, Utc::now(), delay)])
-            .await?;
-        return held.ack().await;
+        return defer(env, envelope, held, wait, "no token in time").await;
     }
 
     // One round trip before the call (`claim_execution`): a recorded
@@ -496,6 +504,11 @@ async fn execute(
                 .await?;
             return held.ack().await;
         }
+        ClaimOutcome::Paused(pause) => {
+            // Another replica's throttle: this one obeys it too.
+            env.limiters.pauses.pause(&task.id, pause);
+            return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+        }
         ClaimOutcome::UserBusy => {
             tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
             return held.ack().await;
@@ -513,6 +526,23 @@ async fn execute(
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
+/// Republishes `envelope`'s job, same attempt, to run after about `wait`
+/// (see [`defer_delay`]), and acks its delivery.
+async fn defer(
+    env: &ExecutorEnv,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+    wait: Duration,
+    why: &'static str,
+) -> Result<(), PipelineError> {
+    let delay = defer_delay(wait, rand::random::<f64>());
+    tracing::debug!(job_id = %envelope.job.id, delay_ms = delay.as_millis() as u64, why, "deferring");
+    env.broker
+        .publish(&[deferred(envelope, Utc::now(), delay)])
+        .await?;
+    held.ack().await
+}
+
 /// Calls the endpoint (its tokens are spent), then records the outcome and
 /// releases the claims (`finish_execution`, the one round trip after the
 /// call) before settling the delivery.
@@ -527,7 +557,6 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
     let timeout = call_timeout(task, &env.settings);
-    let limit = env.limiters.for_task(&task.id);
 
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -542,12 +571,42 @@ async fn attempt(
         cap: settings.max_retry_delay,
     };
     let outcome = classify(&call, completed_at);
+    let mut budget = ThrottleBudget {
+        throttles: 0,
+        per_attempt: settings.throttles_per_attempt,
+        age: (completed_at - job.created_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+        max_age: settings.max_throttled_age,
+    };
+    if let Outcome::Throttled(wait, _) = &outcome {
+        // The pause is the task's, for every replica (in the store), and
+        // the throttle counts against the job's own budget.
+        let pause = (*wait).min(backoff.cap);
+        env.limiters.pauses.pause(&task.id, pause);
+        let throttle = Throttle {
+            task_type_id: task.id.clone(),
+            job_id: job.id,
+            pause,
+            count_ttl: settings.max_throttled_age.max(Duration::from_secs(1)),
+        };
+        budget.throttles = match env.store.record_throttle(&throttle).await {
+            Ok(count) => count,
+            Err(err) => {
+                if let Err(release) = batcher.finish(finish).await {
+                    tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
+                }
+                return Err(err.into());
+            }
+        };
+    }
     let step = next_step(
         outcome,
         job.attempt,
         retries,
         &backoff,
         rand::random::<f64>(),
+        &budget,
     );
     let mut result = ExecutionResult {
         job_id: job.id,
@@ -578,10 +637,7 @@ async fn attempt(
             held.ack().await
         }
         Step::Throttle(wait) => {
-            tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, "endpoint asked to retry later; attempt kept");
-            if let Some(limit) = limit {
-                limit.slow_down(wait);
-            }
+            tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, throttles = budget.throttles, "endpoint asked to retry later; attempt kept");
             env.broker
                 .publish(&[again(envelope, job.attempt, completed_at, wait)])
                 .await?;
@@ -804,8 +860,8 @@ pub enum Outcome {
     /// 2xx.
     Success,
     /// The endpoint asked to come back after this long (429/503 with
-    /// `Retry-After`).
-    Throttled(Duration),
+    /// `Retry-After`); the detail names the answer.
+    Throttled(Duration, ErrorDetail),
     /// Worth another attempt.
     Transient(ErrorDetail),
     /// Never worth another attempt.
@@ -826,7 +882,14 @@ pub fn classify(call: &CallResult, now: DateTime<Utc>) -> Outcome {
             retry_after: Some(value),
             ..
         } => match parse_retry_after(value, now) {
-            Some(wait) => Outcome::Throttled(wait),
+            Some(wait) => Outcome::Throttled(
+                wait,
+                detail(
+                    format!("http_{code}"),
+                    format!("endpoint answered {code} with Retry-After {value:?}"),
+                    true,
+                ),
+            ),
             None => Outcome::Transient(detail(
                 format!("http_{code}"),
                 format!("endpoint answered {code} with an unreadable Retry-After {value:?}"),
@@ -871,6 +934,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
+/// `90s` for 90 seconds (a duration in error text).
+fn humantime_secs(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
+
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -907,25 +975,71 @@ pub enum Step {
     },
     /// Send to the dead-letter queue.
     DeadLetter {
-        /// `retries_exhausted` or `permanent_failure`.
+        /// `retries_exhausted`, `permanent_failure` or
+        /// `throttled_too_long`.
         reason: &'static str,
         /// The last error.
         error: ErrorDetail,
     },
 }
 
+/// A job's throttles against its budget: `per_attempt` throttles per
+/// allowed attempt, and no try later than `max_age` after the job was
+/// created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleBudget {
+    /// The job's throttles so far, the one being decided included.
+    pub throttles: u32,
+    /// Throttles allowed per allowed attempt (1 + retries).
+    pub per_attempt: u32,
+    /// How long ago the job was created.
+    pub age: Duration,
+    /// The oldest a job may be when tried again after a throttle.
+    pub max_age: Duration,
+}
+
 /// Decides the step after attempt `attempt` of a job allowed `retries`
-/// retries ended with `outcome`.
+/// retries ended with `outcome`; a throttle past `budget` (more throttles
+/// than `per_attempt × (1 + retries)`, or a next try past `max_age`) is
+/// dead-lettered as `throttled_too_long`.
 pub fn next_step(
     outcome: Outcome,
     attempt: u32,
     retries: u32,
     backoff: &Backoff,
     jitter: f64,
+    budget: &ThrottleBudget,
 ) -> Step {
     match outcome {
         Outcome::Success => Step::Succeed,
-        Outcome::Throttled(wait) => Step::Throttle(wait.min(backoff.cap)),
+        Outcome::Throttled(wait, mut error) => {
+            let wait = wait.min(backoff.cap);
+            let allowed = budget.per_attempt.saturating_mul(retries.saturating_add(1));
+            if budget.throttles > allowed {
+                error.retry = false;
+                error.message = format!(
+                    "{}; {} throttles, {allowed} allowed",
+                    error.message, budget.throttles
+                );
+                Step::DeadLetter {
+                    reason: "throttled_too_long",
+                    error,
+                }
+            } else if budget.age.saturating_add(wait) > budget.max_age {
+                error.retry = false;
+                error.message = format!(
+                    "{}; the job would be older than {}",
+                    error.message,
+                    humantime_secs(budget.max_age)
+                );
+                Step::DeadLetter {
+                    reason: "throttled_too_long",
+                    error,
+                }
+            } else {
+                Step::Throttle(wait)
+            }
+        }
         Outcome::Transient(_) if attempt <= retries => Step::Retry {
             attempt: attempt + 1,
             delay: backoff.delay(attempt, jitter),
@@ -957,13 +1071,41 @@ mod tests {
         }
     }
 
+    /// A throttle budget with `throttles` so far, 10 per attempt, a job
+    /// `age_secs` old of at most a day.
+    fn budget(throttles: u32, age_secs: u64) -> ThrottleBudget {
+        ThrottleBudget {
+            throttles,
+            per_attempt: 10,
+            age: Duration::from_secs(age_secs),
+            max_age: Duration::from_secs(86_400),
+        }
+    }
+
     /// (call, attempt, retries) -> the step, with zero jitter.
     fn check(call: CallResult, attempt: u32, retries: u32, expected: &str) {
+        check_budget(call, attempt, retries, budget(1, 0), expected);
+    }
+
+    fn check_budget(
+        call: CallResult,
+        attempt: u32,
+        retries: u32,
+        budget: ThrottleBudget,
+        expected: &str,
+    ) {
         let backoff = Backoff {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
         };
-        let step = next_step(classify(&call, now()), attempt, retries, &backoff, 1.0);
+        let step = next_step(
+            classify(&call, now()),
+            attempt,
+            retries,
+            &backoff,
+            1.0,
+            &budget,
+        );
         let got = match &step {
             Step::Succeed => "succeed".to_owned(),
             Step::Throttle(wait) => format!("throttle {}ms", wait.as_millis()),
@@ -1008,6 +1150,61 @@ mod tests {
             1,
             3,
             "permanent_failure invalid_request",
+        );
+    }
+
+    #[test]
+    fn throttles_past_their_budget_are_dead_lettered() {
+        let throttled = || status(429, Some("1"));
+        // 10 per allowed attempt: 1 + 2 retries allow 30.
+        check_budget(throttled(), 1, 2, budget(30, 0), "throttle 1000ms");
+        check_budget(
+            throttled(),
+            1,
+            2,
+            budget(31, 0),
+            "throttled_too_long http_429",
+        );
+        check_budget(
+            status(503, Some("0")),
+            1,
+            0,
+            budget(11, 0),
+            "throttled_too_long http_503",
+        );
+        // A past date is a zero wait; it still counts.
+        check_budget(
+            status(429, Some("Wed, 31 Dec 2025 23:59:00 GMT")),
+            1,
+            0,
+            budget(11, 0),
+            "throttled_too_long http_429",
+        );
+        // The next try would come after the job's maximum age.
+        check_budget(throttled(), 1, 3, budget(1, 86_399), "throttle 1000ms");
+        check_budget(
+            throttled(),
+            1,
+            3,
+            budget(1, 86_400),
+            "throttled_too_long http_429",
+        );
+        // Other outcomes ignore the throttle budget.
+        check_budget(
+            status(500, None),
+            1,
+            3,
+            budget(99, 90_000),
+            "retry #2 within 1000ms",
+        );
+    }
+
+    #[test]
+    fn deferrals_wait_at_least_the_minimum_with_jitter() {
+        assert_eq!(defer_delay(Duration::ZERO, 0.0), MIN_DEFER);
+        assert_eq!(
+            defer_delay(Duration::from_secs(2), 0.5),
+            Duration::from_secs(2) + MIN_DEFER / 2
         );
     }
 

@@ -19,7 +19,7 @@ use actors::{
     slot::spread_key,
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
+        LockName, MetricsBatch, PreferenceWrite, SlotWrite, SpreadCursor, StateStore, Throttle,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -245,6 +245,7 @@ conformance!(
     finish_records_success_with_its_ttl,
     execution_claims_expire,
     batched_claims_and_finishes_keep_per_job_semantics,
+    throttles_count_per_job_and_pause_their_task,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -1756,6 +1757,76 @@ async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
         .await
         .unwrap();
     free
+}
+
+async fn throttles_count_per_job_and_pause_their_task(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (throttled, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let throttle = |job: Uuid, pause_ms: u64| Throttle {
+        task_type_id: task("report"),
+        job_id: job,
+        pause: Duration::from_millis(pause_ms),
+        count_ttl: Duration::from_secs(60),
+    };
+    // Each job's throttles are counted on their own.
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 0))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 0))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.record_throttle(&throttle(other, 0)).await.unwrap(), 1);
+    // No pause asked: claims go ahead.
+    let free = claim(Uuid::new_v4(), Uuid::new_v4(), false);
+    assert_eq!(store.claim_execution(&free).await.unwrap(), claimed(&[]));
+    // A pause holds every claim of the task (claiming nothing), and only
+    // of that task; a shorter pause does not cut a longer one short.
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 60_000))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.record_throttle(&throttle(other, 1)).await.unwrap(), 2);
+    let held = claim(Uuid::new_v4(), Uuid::new_v4(), true);
+    match store.claim_execution(&held).await.unwrap() {
+        ClaimOutcome::Paused(left) => assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+            "{left:?}"
+        ),
+        outcome => panic!("a paused task claimed: {outcome:?}"),
+    }
+    assert!(job_claim_free(store, held.job_id).await, "nothing claimed");
+    let elsewhere = ExecutionClaim {
+        task_type_id: task("digest"),
+        ..claim(Uuid::new_v4(), Uuid::new_v4(), true)
+    };
+    assert_eq!(
+        store.claim_execution(&elsewhere).await.unwrap(),
+        claimed(&[])
+    );
+    // A recorded success still wins over the pause (the copy is skipped).
+    let done = Uuid::new_v4();
+    store
+        .mark_succeeded(&[done], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_execution(&claim(done, Uuid::new_v4(), false))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadySucceeded
+    );
 }
 
 async fn execution_claim_outcomes(fx: Arc<Fixture>) {

@@ -259,6 +259,9 @@ pub enum ClaimOutcome {
     AlreadySucceeded,
     /// Another execution of the same job holds it; nothing was claimed.
     JobBusy,
+    /// The task is paused by a `Retry-After` for this much longer (see
+    /// [`StateStore::record_throttle`]); nothing was claimed.
+    Paused(Duration),
     /// Another job holds the (task, user) run claim; nothing was claimed.
     UserBusy,
     /// Both claims are held (the run claim only under the overlap guard).
@@ -285,6 +288,20 @@ pub struct ExecutionFinish {
     /// `Some(ttl)` when the job succeeded: its success marker is kept this
     /// long.
     pub success_ttl: Option<Duration>,
+}
+
+/// A throttle of one job: the endpoint answered 429 or 503 with
+/// `Retry-After` (see [`StateStore::record_throttle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    /// The job's task (the one paused).
+    pub task_type_id: TaskTypeId,
+    /// The job (whose throttles are counted).
+    pub job_id: Uuid,
+    /// How long the task is paused.
+    pub pause: Duration,
+    /// How long the job's count is kept.
+    pub count_ttl: Duration,
 }
 
 /// Shared state, as the actors see it. Every method is one round trip (or
@@ -460,7 +477,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// (`JobBusy` when another execution holds it), then, when
     /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
     /// another job holds it; the execution claim is released again).
-    /// `Claimed` carries the user's parameters for the task.
+    /// `Claimed` carries the user's parameters for the task. A task paused
+    /// by [`StateStore::record_throttle`] answers `Paused` after the
+    /// success check, claiming nothing.
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError>;
     /// Ends an execution at once: records the success (when
     /// `finish.success_ttl` is set) and releases the execution claim and
@@ -491,6 +510,13 @@ pub trait StateStore: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Counts a throttle of `throttle.job_id` (the count kept
+    /// `count_ttl`) and pauses its task for `pause` on every replica (a
+    /// longer pause already set is kept): claims of the task's jobs answer
+    /// [`ClaimOutcome::Paused`] until it ends. Returns the job's throttles
+    /// so far, this one included.
+    async fn record_throttle(&self, throttle: &Throttle) -> Result<u32, StoreError>;
 
     // --- metrics ---
 
