@@ -7,7 +7,7 @@ mod support;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -33,15 +33,18 @@ use serde_json::json;
 use support::*;
 use uuid::Uuid;
 
-/// A memory store whose first `claim_execution` call panics, as a bug in
-/// the middle of a job would.
-struct PanicsOnce {
+/// A memory store with injected faults: unless `panicked` starts true,
+/// its first `claim_execution` call panics, as a bug in the middle of a
+/// job would; its first `failing_finishes` finishes fail, as a Redis blip
+/// would.
+struct Faulty {
     inner: MemoryStore,
     panicked: AtomicBool,
+    failing_finishes: AtomicU32,
 }
 
 #[async_trait]
-impl StateStore for PanicsOnce {
+impl StateStore for Faulty {
     async fn write_preferences(&self, w: &[PreferenceWrite]) -> Result<(), StoreError> {
         self.inner.write_preferences(w).await
     }
@@ -186,6 +189,15 @@ impl StateStore for PanicsOnce {
         self.inner.claim_execution(c).await
     }
     async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
+        let failing = self
+            .failing_finishes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Corrupt {
+                key: "finish".to_owned(),
+                reason: "injected store blip".to_owned(),
+            });
+        }
         self.inner.finish_execution(f).await
     }
     async fn record_throttle(&self, t: &Throttle) -> Result<u32, StoreError> {
@@ -196,21 +208,9 @@ impl StateStore for PanicsOnce {
     }
 }
 
-#[actix_rt::test]
-async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
-    let sink = Sink::start();
-    let store = Arc::new(PanicsOnce {
-        inner: MemoryStore::new(),
-        panicked: AtomicBool::new(false),
-    });
-    let broker = Arc::new(MemoryBroker::new());
-    let report = task(json!({
-        "id": "report", "name": "Report",
-        "interval": {"type": "daily", "value": 1},
-        "timeout": "5s",
-        "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
-    }));
-    let config = PipelineConfig {
+/// A worker of one executor, no retries.
+fn one_executor() -> PipelineConfig {
+    PipelineConfig {
         scheduler: false,
         worker: true,
         check_interval: Duration::from_secs(60),
@@ -235,7 +235,25 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),
-    };
+    }
+}
+
+#[actix_rt::test]
+async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
+    let sink = Sink::start();
+    let store = Arc::new(Faulty {
+        inner: MemoryStore::new(),
+        panicked: AtomicBool::new(false),
+        failing_finishes: AtomicU32::new(0),
+    });
+    let broker = Arc::new(MemoryBroker::new());
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
+    }));
+    let config = one_executor();
     let pipeline = Pipeline::start(
         config,
         PipelineDeps {
@@ -267,6 +285,60 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
         store.inner.succeeded(&[job.job.id]).await.unwrap(),
         vec![true]
     );
+    assert!(broker.dead_letters().is_empty());
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
+    let sink = Sink::start();
+    // The first two finishes fail: the success is recorded on a later try.
+    let store = Arc::new(Faulty {
+        inner: MemoryStore::new(),
+        panicked: AtomicBool::new(true),
+        failing_finishes: AtomicU32::new(2),
+    });
+    let broker = Arc::new(MemoryBroker::new());
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
+    }));
+    let pipeline = Pipeline::start(
+        one_executor(),
+        PipelineDeps {
+            store: store.clone(),
+            broker: broker.clone(),
+            catalog: TaskCatalog::new(vec![report.clone()]),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+        },
+    )
+    .await
+    .unwrap();
+    let user = UserId::parse("dave").unwrap();
+    let job = {
+        let now = Utc::now();
+        job_envelope(&report, &user, now, now, None, "trigger", "test")
+    };
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
+
+    // Without retries the success is lost and the job requeued; its copy
+    // is then held off by the claim (timeout + 10 s) and called again.
+    let mut recorded = false;
+    for _ in 0..100 {
+        if store.inner.succeeded(&[job.job.id]).await.unwrap() == vec![true] {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "the success is recorded");
+    assert_eq!(store.failing_finishes.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.received_at("/ok/report").len(), 1, "called once");
+    // The delivery was acked, not requeued.
+    assert_eq!(broker.pending(), 0);
     assert!(broker.dead_letters().is_empty());
     pipeline.shutdown().await;
 }

@@ -84,6 +84,16 @@ const JOB_CLAIM_MARGIN: Duration = Duration::from_secs(10);
 /// again.
 const DUPLICATE_DEFER: Duration = Duration::from_secs(5);
 
+/// Pauses between the tries of a `finish_execution` that failed: about
+/// 3 s in all, well within the claim's [`JOB_CLAIM_MARGIN`].
+const FINISH_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
+
 /// Shortest deferral of a job that got no token within the wait cap.
 const MIN_DEFER: Duration = Duration::from_millis(250);
 
@@ -526,6 +536,29 @@ async fn execute(
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
+/// Records an execution's end (`finish_execution`), trying again with
+/// backoff ([`FINISH_BACKOFF`]) before giving up: a recorded success must
+/// not be lost to one store blip (the job would be called again once its
+/// claim expired). The finish is idempotent per execution id.
+async fn finish_with_retries(
+    batcher: &ExecutionBatcher,
+    finish: ExecutionFinish,
+) -> Result<(), PipelineError> {
+    let mut pauses = FINISH_BACKOFF.iter();
+    loop {
+        match batcher.finish(finish.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(job_id = %finish.job_id, error = %err, retry_in_ms = pause.as_millis() as u64, "outcome not recorded; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(err),
+            },
+        }
+    }
+}
+
 /// Republishes `envelope`'s job, same attempt, to run after about `wait`
 /// (see [`defer_delay`]), and acks its delivery.
 async fn defer(
@@ -630,7 +663,7 @@ async fn attempt(
     if step == Step::Succeed {
         finish.success_ttl = Some(settings.success_ttl);
     }
-    batcher.finish(finish).await?;
+    finish_with_retries(batcher, finish).await?;
     match step {
         Step::Succeed => {
             env.metrics.record(record(Status::Success));
