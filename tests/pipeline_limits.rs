@@ -1,7 +1,8 @@
 //! Rate limits and throttles on the in-process backends: a job that gets
 //! no token within `execution.max_token_wait` is deferred instead of
 //! holding its executor, so the jobs of other tasks go ahead; throttles
-//! have their own budget; a `Retry-After` pauses its own task only.
+//! have their own budget; a `Retry-After` pauses its own task only; a
+//! duplicate copy of a retried job does not start a second retry chain.
 
 mod support;
 
@@ -211,6 +212,8 @@ async fn a_retry_after_pauses_its_task_not_the_others() {
         execution: uuid::Uuid::new_v4(),
         job_ttl: Duration::from_secs(5),
         run_ttl: None,
+        attempt: 1,
+        execute_after_ms: 0,
     };
     let mut paused = false;
     for _ in 0..100 {
@@ -234,5 +237,52 @@ async fn a_retry_after_pauses_its_task_not_the_others() {
     let calm_calls = sink.wait_for("/ok/calm", 1, Duration::from_secs(10)).await;
     assert_eq!(calm_calls.len(), 1);
     assert_eq!(sink.received_at("/always429/").len(), 1);
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_duplicate_copy_of_a_failed_attempt_starts_no_second_retry_chain() {
+    let sink = Sink::start();
+    let broken = task(json!({
+        "id": "broken", "name": "broken",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s", "retries": 2,
+        "config": {"endpoint": sink.url("/fail/broken"), "method": "POST"}
+    }));
+    let (pipeline, _store, broker) = start(config(&[]), vec![broken.clone()]).await;
+    let job = job(&broken, "alice");
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
+    // Attempt 1 failed: a second copy of it arrives (a redelivery).
+    assert_eq!(
+        sink.wait_for("/fail/", 1, Duration::from_secs(10))
+            .await
+            .len(),
+        1
+    );
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
+
+    // Wait until everything settled: dead letter, queues empty, nothing
+    // in hand.
+    let gauge = pipeline.worker.clone().unwrap();
+    let mut settled = false;
+    for _ in 0..300 {
+        if !broker.dead_letters().is_empty() && broker.pending() == 0 && gauge.active_jobs() == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(settled, "the job settled");
+    // One chain: attempts 1, 2, 3 and one dead letter (a second chain
+    // would call attempts 1, 2, 3 again and dead-letter twice).
+    let attempts: Vec<u32> = sink
+        .received_at("/fail/")
+        .iter()
+        .map(|c| c.attempt())
+        .collect();
+    assert_eq!(attempts, vec![1, 2, 3]);
+    let letters = broker.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].letter.reason, "retries_exhausted");
     pipeline.shutdown().await;
 }

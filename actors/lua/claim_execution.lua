@@ -10,12 +10,18 @@
 --          job id)
 -- KEYS[4]: {prefix}:users:{user}:settings:{task}, the user's settings (HASH)
 -- KEYS[5]: {prefix}:pause:{task}, the task's `Retry-After` pause (STRING)
+-- KEYS[6]: {prefix}:job:{job id}:next, the job's next try (HASH attempt,
+--          eligible)
 -- ARGV[1]: the execution id (holder of the execution claim)
 -- ARGV[2]: time to live of the execution claim in milliseconds
 -- ARGV[3]: the job id (holder of the run claim)
 -- ARGV[4]: time to live of the run claim in milliseconds; 0 when the
 --          overlap guard does not apply (the run claim is not touched)
--- Returns: {'succeeded'} when the marker exists; {'paused', ms} when the
+-- ARGV[5]: the copy's attempt
+-- ARGV[6]: the copy's execute_after, epoch milliseconds
+-- Returns: {'succeeded'} when the marker exists; {'stale'} when the copy
+--          is older than the job's next try (a smaller attempt, or the
+--          same attempt due earlier); {'paused', ms} when the
 --          task is paused for ms more milliseconds (nothing claimed);
 --          {'job_busy'} when another
 --          execution holds the job; {'user_busy'} when another job holds the
@@ -24,6 +30,15 @@
 --          the settings hash, prefix stripped.
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'succeeded'}
+end
+local next_try = redis.call('HMGET', KEYS[6], 'attempt', 'eligible')
+local next_attempt = tonumber(next_try[1])
+if next_attempt then
+    local attempt = tonumber(ARGV[5])
+    if attempt < next_attempt
+        or (attempt == next_attempt and tonumber(ARGV[6]) < tonumber(next_try[2])) then
+        return {'stale'}
+    end
 end
 local pause = redis.call('PTTL', KEYS[5])
 if pause > 0 then

@@ -70,7 +70,7 @@ use crate::{
     messages::RecordExecution,
     metrics::MetricsRecorder,
     rate_limiter::{RateLimit, TaskPauses},
-    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore, Throttle},
+    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle},
 };
 
 /// Pause before requeueing a job whose outcome could not be recorded.
@@ -279,6 +279,7 @@ impl Running {
             // Released only if this job holds it, so asking is harmless.
             run_claimed: true,
             success_ttl: None,
+            next: None,
         };
         if let Err(err) = env.store.finish_execution(&finish).await {
             tracing::warn!(job_id = %self.job_id, error = %err, "claims not released; they expire");
@@ -500,6 +501,8 @@ async fn execute(
         execution,
         job_ttl,
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
+        attempt: job.attempt,
+        execute_after_ms: job.execute_after.timestamp_millis(),
     };
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
@@ -512,6 +515,12 @@ async fn execute(
             env.broker
                 .publish(&[again(envelope, job.attempt, Utc::now(), wait)])
                 .await?;
+            return held.ack().await;
+        }
+        ClaimOutcome::Stale => {
+            // A failed or throttled try of this job already published the
+            // next one: this copy would start a second retry chain.
+            tracing::info!(job_id = %job.id, attempt = job.attempt, "stale copy of a job already retried; dropping it");
             return held.ack().await;
         }
         ClaimOutcome::Paused(pause) => {
@@ -532,6 +541,7 @@ async fn execute(
         execution,
         run_claimed: guarded,
         success_ttl: None,
+        next: None,
     };
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
@@ -659,33 +669,49 @@ async fn attempt(
         duration,
     };
     // The outcome is recorded (success marker) and the claims released in
-    // one round trip, before the delivery is settled.
-    if step == Step::Succeed {
-        finish.success_ttl = Some(settings.success_ttl);
-    }
-    finish_with_retries(batcher, finish).await?;
+    // one round trip, before the delivery is settled. A retry or throttle
+    // is published first, then recorded as the job's next try (so a copy
+    // of an older try is dropped as stale, and a failed publish leaves no
+    // record that would make the requeued copy look stale).
+    let next_try = |attempt: u32, delay: Duration| {
+        let again = again(envelope, attempt, completed_at, delay);
+        let next = NextTry {
+            attempt,
+            eligible_ms: again.job.execute_after.timestamp_millis(),
+            ttl: settings
+                .success_ttl
+                .max(settings.max_throttled_age)
+                .saturating_add(settings.max_retry_delay),
+        };
+        (again, next)
+    };
     match step {
         Step::Succeed => {
+            finish.success_ttl = Some(settings.success_ttl);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Success));
             held.ack().await
         }
         Step::Throttle(wait) => {
             tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, throttles = budget.throttles, "endpoint asked to retry later; attempt kept");
-            env.broker
-                .publish(&[again(envelope, job.attempt, completed_at, wait)])
-                .await?;
+            let (again, next) = next_try(job.attempt, wait);
+            env.broker.publish(&[again]).await?;
+            finish.next = Some(next);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::Retry { attempt, delay } => {
             tracing::info!(job_id = %job.id, attempt, delay_ms = delay.as_millis() as u64, "attempt failed; retrying");
-            env.broker
-                .publish(&[again(envelope, attempt, completed_at, delay)])
-                .await?;
+            let (again, next) = next_try(attempt, delay);
+            env.broker.publish(&[again]).await?;
+            finish.next = Some(next);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
+            finish_with_retries(batcher, finish).await?;
             tracing::warn!(job_id = %job.id, reason, code = %error.code, "job failed for good; dead-lettering");
             result.status = Status::Failed;
             result.error = Some(error);

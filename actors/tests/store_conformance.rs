@@ -19,7 +19,8 @@ use actors::{
     slot::spread_key,
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, PreferenceWrite, SlotWrite, SpreadCursor, StateStore, Throttle,
+        LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
+        Throttle,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -246,6 +247,7 @@ conformance!(
     execution_claims_expire,
     batched_claims_and_finishes_keep_per_job_semantics,
     throttles_count_per_job_and_pause_their_task,
+    copies_older_than_the_next_try_are_stale,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -1719,6 +1721,8 @@ fn claim(job: Uuid, execution: Uuid, guarded: bool) -> ExecutionClaim {
         execution,
         job_ttl: Duration::from_secs(60),
         run_ttl: guarded.then(|| Duration::from_secs(60)),
+        attempt: 1,
+        execute_after_ms: 1_000,
     }
 }
 
@@ -1731,6 +1735,7 @@ fn finish(claim: &ExecutionClaim, success_ttl: Option<Duration>) -> ExecutionFin
         execution: claim.execution,
         run_claimed: claim.run_ttl.is_some(),
         success_ttl,
+        next: None,
     }
 }
 
@@ -1757,6 +1762,57 @@ async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
         .await
         .unwrap();
     free
+}
+
+async fn copies_older_than_the_next_try_are_stale(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let job = Uuid::new_v4();
+    let first = claim(job, Uuid::new_v4(), false);
+    assert_eq!(store.claim_execution(&first).await.unwrap(), claimed(&[]));
+    // Attempt 1 failed and published attempt 2, due at 5_000.
+    let next = NextTry {
+        attempt: 2,
+        eligible_ms: 5_000,
+        ttl: Duration::from_secs(60),
+    };
+    store
+        .finish_execution(&ExecutionFinish {
+            next: Some(next),
+            ..finish(&first, None)
+        })
+        .await
+        .unwrap();
+    let copy = |attempt: u32, execute_after_ms: i64| ExecutionClaim {
+        attempt,
+        execute_after_ms,
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    // Another copy of attempt 1 (a redelivery, a deferred duplicate).
+    assert_eq!(
+        store.claim_execution(&copy(1, 1_000)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    assert_eq!(
+        store.claim_execution(&copy(1, 9_000)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    // Attempt 2 due before the chain's try: a copy from an older chain.
+    assert_eq!(
+        store.claim_execution(&copy(2, 4_999)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    assert!(
+        job_claim_free(store, job).await,
+        "a stale copy claims nothing"
+    );
+    // The chain's own try, and a deferral of it, run.
+    let own = copy(2, 5_000);
+    assert_eq!(store.claim_execution(&own).await.unwrap(), claimed(&[]));
+    store.finish_execution(&finish(&own, None)).await.unwrap();
+    assert_eq!(
+        store.claim_execution(&copy(2, 7_000)).await.unwrap(),
+        claimed(&[])
+    );
 }
 
 async fn throttles_count_per_job_and_pause_their_task(fx: Arc<Fixture>) {

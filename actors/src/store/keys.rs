@@ -172,6 +172,13 @@ impl Keys {
         format!("{}:job:{job}:done", self.prefix)
     }
 
+    /// `{p}:job:{id}:next` (extension): HASH `attempt`, `eligible` (epoch
+    /// ms): the try the job's retry chain expects next; older copies are
+    /// stale.
+    pub fn job_next(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:next", self.prefix)
+    }
+
     /// `{p}:job:{id}:throttles` (extension): STRING count of the job's
     /// throttles (429/503 with `Retry-After`), against its budget.
     pub fn job_throttles(&self, job: Uuid) -> String {

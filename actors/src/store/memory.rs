@@ -135,6 +135,8 @@ struct State {
     triggers: HashMap<(TaskTypeId, String), (i64, Instant)>,
     /// job -> expiry of its success marker.
     done_jobs: HashMap<Uuid, Instant>,
+    /// job -> (next try's attempt, its eligible epoch ms, expiry).
+    next_tries: HashMap<Uuid, (u32, i64, Instant)>,
     /// job -> (throttles, expiry of the count).
     throttles: HashMap<Uuid, (u32, Instant)>,
     /// task -> end of its `Retry-After` pause.
@@ -824,6 +826,13 @@ impl StateStore for MemoryStore {
         {
             return Ok(ClaimOutcome::AlreadySucceeded);
         }
+        if let Some((attempt, eligible, expiry)) = state.next_tries.get(&claim.job_id)
+            && *expiry > now
+            && (claim.attempt < *attempt
+                || (claim.attempt == *attempt && claim.execute_after_ms < *eligible))
+        {
+            return Ok(ClaimOutcome::Stale);
+        }
         let task = &claim.task_type_id;
         if let Some(until) = state.pauses.get(task)
             && *until > now
@@ -854,6 +863,12 @@ impl StateStore for MemoryStore {
         let task = &finish.task_type_id;
         if let Some(ttl) = finish.success_ttl {
             state.done_jobs.insert(finish.job_id, Instant::now() + ttl);
+        }
+        if let Some(next) = finish.next {
+            state.next_tries.insert(
+                finish.job_id,
+                (next.attempt, next.eligible_ms, Instant::now() + next.ttl),
+            );
         }
         state.release(
             &(task.clone(), Keys::job_claimant(finish.job_id)),

@@ -250,6 +250,10 @@ pub struct ExecutionClaim {
     /// Under the overlap guard (`overlap: skip`), how long the (task, user)
     /// run claim outlives a crashed execution; `None` takes no run claim.
     pub run_ttl: Option<Duration>,
+    /// The copy's attempt.
+    pub attempt: u32,
+    /// The copy's `execute_after`, epoch milliseconds.
+    pub execute_after_ms: i64,
 }
 
 /// What [`StateStore::claim_execution`] found.
@@ -259,6 +263,10 @@ pub enum ClaimOutcome {
     AlreadySucceeded,
     /// Another execution of the same job holds it; nothing was claimed.
     JobBusy,
+    /// The copy is older than the try the job's retry chain expects next
+    /// (a smaller attempt, or the same attempt due before its next-eligible
+    /// time): a duplicate to drop; nothing was claimed.
+    Stale,
     /// The task is paused by a `Retry-After` for this much longer (see
     /// [`StateStore::record_throttle`]); nothing was claimed.
     Paused(Duration),
@@ -288,6 +296,21 @@ pub struct ExecutionFinish {
     /// `Some(ttl)` when the job succeeded: its success marker is kept this
     /// long.
     pub success_ttl: Option<Duration>,
+    /// When the execution ended in a retry or a throttle: the try it
+    /// published, which the job's later claims compare copies with.
+    pub next: Option<NextTry>,
+}
+
+/// The next try of a job's retry chain, kept with the job (see
+/// [`ClaimOutcome::Stale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextTry {
+    /// Its attempt.
+    pub attempt: u32,
+    /// Its `execute_after`, epoch milliseconds.
+    pub eligible_ms: i64,
+    /// How long it is kept.
+    pub ttl: Duration,
 }
 
 /// A throttle of one job: the endpoint answered 429 or 503 with
@@ -477,7 +500,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// (`JobBusy` when another execution holds it), then, when
     /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
     /// another job holds it; the execution claim is released again).
-    /// `Claimed` carries the user's parameters for the task. A task paused
+    /// `Claimed` carries the user's parameters for the task. A copy older
+    /// than the job's next try recorded by a finish answers `Stale` (after
+    /// the success check). A task paused
     /// by [`StateStore::record_throttle`] answers `Paused` after the
     /// success check, claiming nothing.
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError>;

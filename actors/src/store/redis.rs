@@ -401,16 +401,19 @@ impl RedisStore {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(CLAIM_EXECUTION.get_hash())
-            .arg(5)
+            .arg(6)
             .arg(keys.job_done(claim.job_id))
             .arg(keys.job_claim(&claim.task_type_id, claim.job_id))
             .arg(keys.running(&claim.task_type_id, &claim.user_id))
             .arg(keys.user_settings(&claim.user_id, &claim.task_type_id))
             .arg(keys.task_pause(&claim.task_type_id))
+            .arg(keys.job_next(claim.job_id))
             .arg(claim.execution.to_string())
             .arg(millis(claim.job_ttl).max(1))
             .arg(claim.job_id.to_string())
-            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)));
+            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)))
+            .arg(claim.attempt)
+            .arg(claim.execute_after_ms);
         cmd
     }
 
@@ -424,6 +427,7 @@ impl RedisStore {
         match reply.next().as_deref() {
             Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
             Some("job_busy") => Ok(ClaimOutcome::JobBusy),
+            Some("stale") => Ok(ClaimOutcome::Stale),
             Some("paused") => {
                 let ms = reply.next().and_then(|ms| ms.parse::<u64>().ok());
                 match ms {
@@ -459,13 +463,17 @@ impl RedisStore {
         };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(FINISH_EXECUTION.get_hash())
-            .arg(3)
+            .arg(4)
             .arg(keys.job_done(finish.job_id))
             .arg(keys.job_claim(&finish.task_type_id, finish.job_id))
             .arg(keys.running(&finish.task_type_id, &finish.user_id))
+            .arg(keys.job_next(finish.job_id))
             .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
             .arg(finish.execution.to_string())
-            .arg(run_holder);
+            .arg(run_holder)
+            .arg(finish.next.map_or(0, |next| next.attempt))
+            .arg(finish.next.map_or(0, |next| next.eligible_ms))
+            .arg(finish.next.map_or(1, |next| millis(next.ttl).max(1)));
         cmd
     }
 
