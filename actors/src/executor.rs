@@ -847,7 +847,11 @@ pub async fn call_endpoint(
             job.execute_after
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
-    if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+    let in_query = method == reqwest::Method::GET || method == reqwest::Method::DELETE;
+    if let Err(problem) = check_parameters(parameters, in_query) {
+        return CallResult::Invalid(problem);
+    }
+    if in_query {
         let mut query: Vec<(String, String)> = vec![
             ("job_id".to_owned(), job.id.to_string()),
             ("task_type_id".to_owned(), job.task_type_id.to_string()),
@@ -893,13 +897,105 @@ pub async fn call_endpoint(
             body,
         })
     };
+    // reqwest's error text names the URL (credentials, and every user
+    // parameter of a GET): it is left out, and the task's secrets and the
+    // user's parameter values are redacted from what remains.
     match tokio::time::timeout(timeout, call).await {
         Err(_) => CallResult::Timeout,
         Ok(Ok(result)) => result,
         Ok(Err(err)) if err.is_timeout() => CallResult::Timeout,
-        Ok(Err(err)) if err.is_builder() => CallResult::Invalid(err.to_string()),
-        Ok(Err(err)) => CallResult::Connect(error_chain(&err)),
+        Ok(Err(err)) if err.is_builder() => {
+            CallResult::Invalid(redact(&error_chain(&err.without_url()), task, parameters))
+        }
+        Ok(Err(err)) => {
+            CallResult::Connect(redact(&error_chain(&err.without_url()), task, parameters))
+        }
     }
+}
+
+/// The fields taskqueue puts in every call's query string (GET, DELETE);
+/// no user parameter may take one of these names.
+pub const BUILT_IN_FIELDS: [&str; 5] = [
+    "job_id",
+    "task_type_id",
+    "user_id",
+    "scheduled_at",
+    "attempt",
+];
+
+/// Most user parameters sent with one call.
+pub const MAX_PARAMETERS: usize = 64;
+
+/// Longest parameter name, in bytes.
+pub const MAX_PARAMETER_NAME: usize = 128;
+
+/// Most bytes of all parameter names and values of one call together.
+pub const MAX_PARAMETER_BYTES: usize = 16 * 1024;
+
+/// Checks a user's parameters before they are sent: at most
+/// [`MAX_PARAMETERS`], names of at most [`MAX_PARAMETER_NAME`] bytes, all
+/// together at most [`MAX_PARAMETER_BYTES`], and, when they go in the
+/// query string (`in_query`), none named like a [`BUILT_IN_FIELDS`] entry
+/// (it would shadow the real one). The problem names no value.
+pub fn check_parameters(
+    parameters: &BTreeMap<String, String>,
+    in_query: bool,
+) -> Result<(), String> {
+    if parameters.len() > MAX_PARAMETERS {
+        return Err(format!(
+            "{} parameters, at most {MAX_PARAMETERS} allowed",
+            parameters.len()
+        ));
+    }
+    let mut bytes = 0usize;
+    for (name, value) in parameters {
+        if name.len() > MAX_PARAMETER_NAME {
+            return Err(format!(
+                "a parameter name of {} bytes, at most {MAX_PARAMETER_NAME} allowed",
+                name.len()
+            ));
+        }
+        if in_query && BUILT_IN_FIELDS.contains(&name.as_str()) {
+            return Err(format!(
+                "parameter {name:?} would shadow the built-in query field of that name"
+            ));
+        }
+        bytes = bytes.saturating_add(name.len() + value.len());
+    }
+    if bytes > MAX_PARAMETER_BYTES {
+        return Err(format!(
+            "parameters of {bytes} bytes, at most {MAX_PARAMETER_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// `text` with every secret of the call replaced by `[redacted]`: the
+/// task's header values, the endpoint's user info and query, and the
+/// user's parameter values.
+fn redact(text: &str, task: &TaskType, parameters: &BTreeMap<String, String>) -> String {
+    let mut secrets: Vec<String> = task
+        .config
+        .headers
+        .values()
+        .chain(parameters.values())
+        .cloned()
+        .collect();
+    if let Ok(url) = reqwest::Url::parse(&task.config.endpoint) {
+        secrets.push(url.username().to_owned());
+        secrets.extend(url.password().map(str::to_owned));
+        secrets.extend(url.query().map(str::to_owned));
+        secrets.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
+    }
+    // Longest first, so a secret containing another is replaced whole;
+    // very short values (a `1`, a `true`) would redact ordinary words.
+    secrets.retain(|secret| secret.len() >= 4);
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    let mut text = text.to_owned();
+    for secret in &secrets {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    text
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -1265,6 +1361,101 @@ mod tests {
             defer_delay(Duration::from_secs(2), 0.5),
             Duration::from_secs(2) + MIN_DEFER / 2
         );
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_bounded_and_never_shadow_built_in_fields() {
+        let check = |parameters: BTreeMap<String, String>, in_query: bool, ok: bool| {
+            let got = check_parameters(&parameters, in_query);
+            assert_eq!(got.is_ok(), ok, "{got:?}");
+        };
+        check(params(&[("lang", "fr")]), true, true);
+        check(params(&[("user_id", "mallory")]), true, false);
+        check(params(&[("attempt", "1")]), true, false);
+        // In a JSON body they sit under `parameters`: nothing to shadow.
+        check(params(&[("user_id", "mallory")]), false, true);
+        let many: BTreeMap<String, String> = (0..=MAX_PARAMETERS)
+            .map(|n| (format!("p{n}"), "v".to_owned()))
+            .collect();
+        check(many, false, false);
+        check(
+            params(&[(&"n".repeat(MAX_PARAMETER_NAME + 1), "v")]),
+            false,
+            false,
+        );
+        check(
+            params(&[("big", &"v".repeat(MAX_PARAMETER_BYTES))]),
+            false,
+            false,
+        );
+        check(
+            params(&[("ok", &"v".repeat(MAX_PARAMETER_BYTES - 2))]),
+            false,
+            true,
+        );
+    }
+
+    fn secret_task(endpoint: &str) -> TaskType {
+        serde_json::from_value(serde_json::json!({
+            "id": "report", "name": "report",
+            "interval": {"type": "daily", "value": 1}, "timeout": "5s",
+            "config": {
+                "endpoint": endpoint, "method": "GET",
+                "headers": {"Authorization": "Bearer hunter2-token"}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[actix::test]
+    async fn connection_errors_name_no_url_and_no_secret() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let task = secret_task("http://admin:s3cret-pass@127.0.0.1:1/hook?api_key=k3y-value");
+        let job = Job {
+            id: Uuid::new_v4(),
+            task_type_id: task.id.clone(),
+            user_id: UserId::parse("alice").unwrap(),
+            scheduled_at: now(),
+            execute_after: now(),
+            attempt: 1,
+            priority: crate::domain::Priority::Normal,
+            payload: Vec::new(),
+            created_at: now(),
+        };
+        let parameters = params(&[("email", "alice@example.com")]);
+        let client = http_client(1).unwrap();
+        let call = call_endpoint(&client, &task, &job, &parameters, Duration::from_secs(5)).await;
+        let CallResult::Connect(text) = call else {
+            panic!("expected a connection error, got {call:?}");
+        };
+        for secret in [
+            "s3cret-pass",
+            "k3y-value",
+            "alice@example.com",
+            "127.0.0.1:1/hook",
+            "admin",
+        ] {
+            assert!(!text.contains(secret), "{secret:?} in {text:?}");
+        }
+    }
+
+    #[test]
+    fn redaction_replaces_every_secret_of_the_call() {
+        let task = secret_task("https://bot:pa55word@api.example/x?sig=abcdef");
+        let text = "failed: pa55word abcdef Bearer hunter2-token alice@example.com 1";
+        let got = redact(
+            text,
+            &task,
+            &params(&[("email", "alice@example.com"), ("n", "1")]),
+        );
+        assert_eq!(got, "failed: [redacted] [redacted] [redacted] [redacted] 1");
     }
 
     #[test]
