@@ -2,7 +2,8 @@
 //! no token within `execution.max_token_wait` is deferred instead of
 //! holding its executor, so the jobs of other tasks go ahead; throttles
 //! have their own budget; a `Retry-After` pauses its own task only; a
-//! duplicate copy of a retried job does not start a second retry chain.
+//! duplicate copy of a retried job does not start a second retry chain; a
+//! user who disabled the task after the fan-out is not called.
 
 mod support;
 
@@ -214,6 +215,7 @@ async fn a_retry_after_pauses_its_task_not_the_others() {
         run_ttl: None,
         attempt: 1,
         execute_after_ms: 0,
+        require_enabled: false,
     };
     let mut paused = false;
     for _ in 0..100 {
@@ -284,5 +286,55 @@ async fn a_duplicate_copy_of_a_failed_attempt_starts_no_second_retry_chain() {
     let letters = broker.dead_letters();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].letter.reason, "retries_exhausted");
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_user_who_disabled_the_task_after_the_fan_out_is_not_called() {
+    let sink = Sink::start();
+    let report = sink_task("report", sink.url("/ok/report"));
+    let (pipeline, store, broker) = start(config(&[]), vec![report.clone()]).await;
+    enable_users(
+        store.as_ref(),
+        "report",
+        &["carol".to_owned(), "dan".to_owned()],
+    )
+    .await;
+    let now = Utc::now();
+    let scheduled = |user: &str| {
+        job_envelope(
+            &report,
+            &UserId::parse(user).unwrap(),
+            now,
+            now,
+            None,
+            "scheduler",
+            "test",
+        )
+    };
+    let (carol, dan) = (scheduled("carol"), scheduled("dan"));
+    // Carol disables the task after her job was published.
+    store
+        .write_preferences(&[actors::store::PreferenceWrite::new(
+            UserId::parse("carol").unwrap(),
+            report.id.clone(),
+            false,
+            None,
+            Utc::now(),
+        )])
+        .await
+        .unwrap();
+    // One executor, in order: carol's job is settled before dan's runs.
+    broker.publish(&[carol.clone(), dan.clone()]).await.unwrap();
+    let calls = sink
+        .wait_for("/ok/report", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].body["user_id"], "dan");
+    assert_eq!(
+        store.succeeded(&[carol.job.id, dan.job.id]).await.unwrap(),
+        vec![false, true]
+    );
+    assert!(broker.dead_letters().is_empty());
     pipeline.shutdown().await;
 }

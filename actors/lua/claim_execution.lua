@@ -12,6 +12,8 @@
 -- KEYS[5]: {prefix}:pause:{task}, the task's `Retry-After` pause (STRING)
 -- KEYS[6]: {prefix}:job:{job id}:next, the job's next try (HASH attempt,
 --          eligible)
+-- KEYS[7]: {prefix}:users:{user}:tasks, the user's enabled tasks (HASH
+--          task -> 1/0)
 -- ARGV[1]: the execution id (holder of the execution claim)
 -- ARGV[2]: time to live of the execution claim in milliseconds
 -- ARGV[3]: the job id (holder of the run claim)
@@ -19,7 +21,14 @@
 --          overlap guard does not apply (the run claim is not touched)
 -- ARGV[5]: the copy's attempt
 -- ARGV[6]: the copy's execute_after, epoch milliseconds
--- Returns: {'succeeded'} when the marker exists; {'stale'} when the copy
+-- ARGV[7]: the task id (the field of KEYS[7])
+-- ARGV[8]: '1' for a job of a scheduled fan-out: then a user whose
+--          preferences no longer name the task is skipped too; '0' when
+--          only an explicit '0' (disabled) skips (a user without any
+--          preferences runs either way: a trigger may name any user)
+-- Returns: {'succeeded'} when the marker exists; {'disabled'} when the
+--          user disabled the task, or (ARGV[8] = '1') has preferences
+--          without it (nothing claimed); {'stale'} when the copy
 --          is older than the job's next try (a smaller attempt, or the
 --          same attempt due earlier); {'paused', ms} when the
 --          task is paused for ms more milliseconds (nothing claimed);
@@ -30,6 +39,11 @@
 --          the settings hash, prefix stripped.
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'succeeded'}
+end
+local enabled = redis.call('HGET', KEYS[7], ARGV[7])
+if enabled == '0'
+    or (ARGV[8] == '1' and not enabled and redis.call('EXISTS', KEYS[7]) == 1) then
+    return {'disabled'}
 end
 local next_try = redis.call('HMGET', KEYS[6], 'attempt', 'eligible')
 local next_attempt = tonumber(next_try[1])

@@ -163,6 +163,7 @@ mod tests {
             run_ttl: None,
             attempt: 1,
             execute_after_ms: 0,
+            require_enabled: false,
         }
     }
 

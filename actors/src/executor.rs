@@ -503,6 +503,12 @@ async fn execute(
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
         attempt: job.attempt,
         execute_after_ms: job.execute_after.timestamp_millis(),
+        // Jobs of a scheduled fan-out were made for enabled users; a
+        // trigger may name users of its own.
+        require_enabled: matches!(
+            envelope.metadata.source.as_str(),
+            "scheduler" | "custom_interval"
+        ),
     };
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
@@ -515,6 +521,10 @@ async fn execute(
             env.broker
                 .publish(&[again(envelope, job.attempt, Utc::now(), wait)])
                 .await?;
+            return held.ack().await;
+        }
+        ClaimOutcome::Disabled => {
+            tracing::info!(job_id = %job.id, user = %job.user_id, outcome = "skipped", reason = "disabled", "the user no longer has this task enabled; skipping");
             return held.ack().await;
         }
         ClaimOutcome::Stale => {

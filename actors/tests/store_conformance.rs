@@ -248,6 +248,7 @@ conformance!(
     batched_claims_and_finishes_keep_per_job_semantics,
     throttles_count_per_job_and_pause_their_task,
     copies_older_than_the_next_try_are_stale,
+    claims_check_that_the_user_still_has_the_task_enabled,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -1723,6 +1724,7 @@ fn claim(job: Uuid, execution: Uuid, guarded: bool) -> ExecutionClaim {
         run_ttl: guarded.then(|| Duration::from_secs(60)),
         attempt: 1,
         execute_after_ms: 1_000,
+        require_enabled: false,
     }
 }
 
@@ -1762,6 +1764,47 @@ async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
         .await
         .unwrap();
     free
+}
+
+async fn claims_check_that_the_user_still_has_the_task_enabled(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let outcome = |require_enabled: bool| {
+        let claim = ExecutionClaim {
+            require_enabled,
+            ..claim(Uuid::new_v4(), Uuid::new_v4(), false)
+        };
+        async move {
+            let outcome = store.claim_execution(&claim).await.unwrap();
+            store.finish_execution(&finish(&claim, None)).await.unwrap();
+            outcome
+        }
+    };
+    // No preferences at all (a trigger may name any user): it runs.
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, claimed(&[]));
+    // Preferences that do not name the task: only a trigger's job runs.
+    store
+        .write_preferences(&[enable("alice", "digest", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, ClaimOutcome::Disabled);
+    store
+        .write_preferences(&[enable("alice", "report", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, claimed(&[]));
+    // Disabled after the fan-out: no job of the task runs for the user.
+    store
+        .write_preferences(&[PreferenceWrite {
+            enabled: false,
+            ..enable("alice", "report", "2024-01-16T00:00:00Z")
+        }])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, ClaimOutcome::Disabled);
+    assert_eq!(outcome(true).await, ClaimOutcome::Disabled);
 }
 
 async fn copies_older_than_the_next_try_are_stale(fx: Arc<Fixture>) {

@@ -254,6 +254,11 @@ pub struct ExecutionClaim {
     pub attempt: u32,
     /// The copy's `execute_after`, epoch milliseconds.
     pub execute_after_ms: i64,
+    /// A job of a scheduled fan-out: a user whose preferences no longer
+    /// name the task is skipped too. A user who disabled the task is
+    /// always skipped; a user without any preferences never is (a trigger
+    /// may name any user).
+    pub require_enabled: bool,
 }
 
 /// What [`StateStore::claim_execution`] found.
@@ -263,6 +268,9 @@ pub enum ClaimOutcome {
     AlreadySucceeded,
     /// Another execution of the same job holds it; nothing was claimed.
     JobBusy,
+    /// The user no longer has the task enabled (see
+    /// [`ExecutionClaim::require_enabled`]); nothing was claimed.
+    Disabled,
     /// The copy is older than the try the job's retry chain expects next
     /// (a smaller attempt, or the same attempt due before its next-eligible
     /// time): a duplicate to drop; nothing was claimed.
@@ -500,7 +508,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// (`JobBusy` when another execution holds it), then, when
     /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
     /// another job holds it; the execution claim is released again).
-    /// `Claimed` carries the user's parameters for the task. A copy older
+    /// `Claimed` carries the user's parameters for the task. A user who
+    /// disabled the task (or, with `require_enabled`, has preferences
+    /// without it) answers `Disabled`. A copy older
     /// than the job's next try recorded by a finish answers `Stale` (after
     /// the success check). A task paused
     /// by [`StateStore::record_throttle`] answers `Paused` after the

@@ -401,19 +401,22 @@ impl RedisStore {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(CLAIM_EXECUTION.get_hash())
-            .arg(6)
+            .arg(7)
             .arg(keys.job_done(claim.job_id))
             .arg(keys.job_claim(&claim.task_type_id, claim.job_id))
             .arg(keys.running(&claim.task_type_id, &claim.user_id))
             .arg(keys.user_settings(&claim.user_id, &claim.task_type_id))
             .arg(keys.task_pause(&claim.task_type_id))
             .arg(keys.job_next(claim.job_id))
+            .arg(keys.user_tasks(&claim.user_id))
             .arg(claim.execution.to_string())
             .arg(millis(claim.job_ttl).max(1))
             .arg(claim.job_id.to_string())
             .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)))
             .arg(claim.attempt)
-            .arg(claim.execute_after_ms);
+            .arg(claim.execute_after_ms)
+            .arg(claim.task_type_id.as_str())
+            .arg(if claim.require_enabled { "1" } else { "0" });
         cmd
     }
 
@@ -428,6 +431,7 @@ impl RedisStore {
             Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
             Some("job_busy") => Ok(ClaimOutcome::JobBusy),
             Some("stale") => Ok(ClaimOutcome::Stale),
+            Some("disabled") => Ok(ClaimOutcome::Disabled),
             Some("paused") => {
                 let ms = reply.next().and_then(|ms| ms.parse::<u64>().ok());
                 match ms {
