@@ -295,6 +295,9 @@ pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
             retry_delay: config.execution.retry_delay,
             max_retry_delay: config.execution.max_retry_delay,
             success_ttl: (window * 2).max(Duration::from_secs(3600)),
+            max_token_wait: config.execution.max_token_wait,
+            throttles_per_attempt: config.execution.throttles_per_attempt,
+            max_throttled_age: config.execution.max_throttled_age,
         },
         metrics_interval: config.monitoring.metrics_interval,
     }

@@ -500,6 +500,18 @@ fn other_service_values() {
             "execution.retry_delay: max_retry_delay (1h) is shorter than retry_delay (2h)",
         ),
         (
+            "execution:\n  max_token_wait: 0s\n",
+            "execution.max_token_wait: ",
+        ),
+        (
+            "execution:\n  max_throttled_age: 0s\n",
+            "execution.max_throttled_age: ",
+        ),
+        (
+            "execution:\n  throttles_per_attempt: -1\n",
+            "execution.throttles_per_attempt: ",
+        ),
+        (
             "scheduler: 5\n",
             "service.yaml:1:12: scheduler: expected a mapping, found a number",
         ),
@@ -511,6 +523,24 @@ fn other_service_values() {
     for (service, expected) in cases {
         assert!(check_service(service, &[expected]).is_none());
     }
+}
+
+#[test]
+fn throttle_and_token_wait_settings_have_defaults_and_are_read() {
+    let loaded = check_service("{}\n", &[]).unwrap();
+    let execution = &loaded.service.execution;
+    assert_eq!(execution.max_token_wait.as_secs(), 1);
+    assert_eq!(execution.throttles_per_attempt, 10);
+    assert_eq!(execution.max_throttled_age.as_secs(), 86_400);
+    let loaded = check_service(
+        "execution:\n  max_token_wait: 2s\n  throttles_per_attempt: 3\n  max_throttled_age: 1h\n",
+        &[],
+    )
+    .unwrap();
+    let execution = &loaded.service.execution;
+    assert_eq!(execution.max_token_wait.as_secs(), 2);
+    assert_eq!(execution.throttles_per_attempt, 3);
+    assert_eq!(execution.max_throttled_age.as_secs(), 3600);
 }
 
 #[test]

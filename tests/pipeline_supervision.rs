@@ -9,7 +9,7 @@ mod support;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU32, Ordering},
     },
     time::Duration,
 };
@@ -26,7 +26,7 @@ use actors::{
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
         MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-        StoreError, memory::MemoryStore,
+        StoreError, Throttle, memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
@@ -36,7 +36,7 @@ use serde_json::json;
 use support::*;
 use uuid::Uuid;
 
-/// Where [`PanicsOnce`] panics.
+/// Where [`Faulty`] panics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     /// In the executor's claim (the middle of a job).
@@ -45,21 +45,37 @@ enum Fault {
     Runs,
     /// In the distributor (its creation of a run of named users).
     CreateRun,
+    /// Nowhere.
+    Never,
 }
 
-/// A memory store whose first call at `fault` panics, as a bug would.
-struct PanicsOnce {
+/// A memory store with injected faults: its first call at `fault` panics,
+/// as a bug would; its first `failing_finishes` finishes fail, as a Redis
+/// blip would.
+struct Faulty {
     inner: MemoryStore,
     fault: Fault,
     panicked: AtomicBool,
+    failing_finishes: AtomicU32,
 }
 
-impl PanicsOnce {
-    fn new(fault: Fault) -> PanicsOnce {
-        PanicsOnce {
+impl Faulty {
+    fn new(fault: Fault) -> Faulty {
+        Faulty {
             inner: MemoryStore::new(),
             fault,
             panicked: AtomicBool::new(false),
+            failing_finishes: AtomicU32::new(0),
+        }
+    }
+
+    /// A store that never panics and fails its first `finishes` finishes.
+    fn blips(finishes: u32) -> Faulty {
+        Faulty {
+            inner: MemoryStore::new(),
+            fault: Fault::Never,
+            panicked: AtomicBool::new(false),
+            failing_finishes: AtomicU32::new(finishes),
         }
     }
 
@@ -71,7 +87,7 @@ impl PanicsOnce {
 }
 
 #[async_trait]
-impl StateStore for PanicsOnce {
+impl StateStore for Faulty {
     async fn write_preferences(&self, w: &[PreferenceWrite]) -> Result<(), StoreError> {
         self.inner.write_preferences(w).await
     }
@@ -223,7 +239,19 @@ impl StateStore for PanicsOnce {
         self.inner.claim_execution(c).await
     }
     async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
+        let failing = self
+            .failing_finishes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if failing.is_ok() {
+            return Err(StoreError::Corrupt {
+                key: "finish".to_owned(),
+                reason: "injected store blip".to_owned(),
+            });
+        }
         self.inner.finish_execution(f).await
+    }
+    async fn record_throttle(&self, t: &Throttle) -> Result<u32, StoreError> {
+        self.inner.record_throttle(t).await
     }
     async fn record_metrics(&self, b: &MetricsBatch) -> Result<(), StoreError> {
         self.inner.record_metrics(b).await
@@ -233,7 +261,7 @@ impl StateStore for PanicsOnce {
 #[actix_rt::test]
 async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     let sink = Sink::start();
-    let store = Arc::new(PanicsOnce::new(Fault::ClaimExecution));
+    let store = Arc::new(Faulty::new(Fault::ClaimExecution));
     let broker = Arc::new(MemoryBroker::new());
     let report = task(json!({
         "id": "report", "name": "Report",
@@ -303,6 +331,9 @@ fn pipeline_config() -> PipelineConfig {
             retry_delay: Duration::from_millis(100),
             max_retry_delay: Duration::from_secs(1),
             success_ttl: Duration::from_secs(3600),
+            throttles_per_attempt: 10,
+            max_throttled_age: Duration::from_secs(86_400),
+            max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),
     }
@@ -310,10 +341,7 @@ fn pipeline_config() -> PipelineConfig {
 
 /// A pipeline of both sides on `store` and a memory broker, with the
 /// `report` task calling `endpoint`.
-async fn start_both(
-    store: Arc<PanicsOnce>,
-    endpoint: String,
-) -> (Pipeline, actors::domain::TaskType) {
+async fn start_both(store: Arc<Faulty>, endpoint: String) -> (Pipeline, actors::domain::TaskType) {
     let report = task(json!({
         "id": "report", "name": "Report",
         "interval": {"type": "daily", "value": 1},
@@ -349,7 +377,7 @@ fn trigger(task: &actors::domain::TaskType, user: &str) -> Trigger {
 #[actix_rt::test]
 async fn a_panicking_scheduling_pass_restarts_the_scheduler_and_the_run_goes_on() {
     let sink = Sink::start();
-    let store = Arc::new(PanicsOnce::new(Fault::Runs));
+    let store = Arc::new(Faulty::new(Fault::Runs));
     let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
     let scheduler = pipeline.scheduler.clone().unwrap();
 
@@ -383,7 +411,7 @@ async fn a_panicking_scheduling_pass_restarts_the_scheduler_and_the_run_goes_on(
 #[actix_rt::test]
 async fn a_panicking_distributor_handler_fails_one_message_and_is_counted() {
     let sink = Sink::start();
-    let store = Arc::new(PanicsOnce::new(Fault::CreateRun));
+    let store = Arc::new(Faulty::new(Fault::CreateRun));
     let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
     let scheduler = pipeline.scheduler.clone().unwrap();
 
@@ -414,7 +442,7 @@ async fn a_panicking_distributor_handler_fails_one_message_and_is_counted() {
 #[actix_rt::test]
 async fn a_stopped_scheduler_refuses_triggers_and_starts_no_pass() {
     let sink = Sink::start();
-    let store = Arc::new(PanicsOnce::new(Fault::ClaimExecution));
+    let store = Arc::new(Faulty::new(Fault::ClaimExecution));
     let (pipeline, report) = start_both(store.clone(), sink.url("/ok/report")).await;
     let scheduler = pipeline.scheduler.clone().unwrap();
     scheduler
@@ -433,5 +461,59 @@ async fn a_stopped_scheduler_refuses_triggers_and_starts_no_pass() {
         .unwrap();
     assert_eq!(published, 0, "no pass starts once stopped");
     assert!(store.inner.runs(&report.id).await.unwrap().runs.is_empty());
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
+    let sink = Sink::start();
+    // The first two finishes fail: the success is recorded on a later try.
+    let store = Arc::new(Faulty::blips(2));
+    let broker = Arc::new(MemoryBroker::new());
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
+    }));
+    let pipeline = Pipeline::start(
+        PipelineConfig {
+            scheduler: false,
+            ..pipeline_config()
+        },
+        PipelineDeps {
+            store: store.clone(),
+            broker: broker.clone(),
+            catalog: TaskCatalog::new(vec![report.clone()]),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+            quarantine: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let user = UserId::parse("dave").unwrap();
+    let job = {
+        let now = Utc::now();
+        job_envelope(&report, &user, now, now, None, "trigger", "test")
+    };
+    broker.publish(std::slice::from_ref(&job)).await.unwrap();
+
+    // Without retries the success is lost and the job requeued; its copy
+    // is then held off by the claim (timeout + 10 s) and called again.
+    let mut recorded = false;
+    for _ in 0..100 {
+        if store.inner.succeeded(&[job.job.id]).await.unwrap() == vec![true] {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(recorded, "the success is recorded");
+    assert_eq!(store.failing_finishes.load(Ordering::SeqCst), 0);
+    assert_eq!(sink.received_at("/ok/report").len(), 1, "called once");
+    // The delivery was acked, not requeued.
+    assert_eq!(broker.pending(), 0);
+    assert!(broker.dead_letters().is_empty());
     pipeline.shutdown().await;
 }

@@ -9,18 +9,54 @@
 -- KEYS[3]: {prefix}:running:{task}:{user}, the run claim (STRING holding the
 --          job id)
 -- KEYS[4]: {prefix}:users:{user}:settings:{task}, the user's settings (HASH)
+-- KEYS[5]: {prefix}:pause:{task}, the task's `Retry-After` pause (STRING)
+-- KEYS[6]: {prefix}:job:{job id}:next, the job's next try (HASH attempt,
+--          eligible)
+-- KEYS[7]: {prefix}:users:{user}:tasks, the user's enabled tasks (HASH
+--          task -> 1/0)
 -- ARGV[1]: the execution id (holder of the execution claim)
 -- ARGV[2]: time to live of the execution claim in milliseconds
 -- ARGV[3]: the job id (holder of the run claim)
 -- ARGV[4]: time to live of the run claim in milliseconds; 0 when the
 --          overlap guard does not apply (the run claim is not touched)
--- Returns: {'succeeded'} when the marker exists; {'job_busy'} when another
+-- ARGV[5]: the copy's attempt
+-- ARGV[6]: the copy's execute_after, epoch milliseconds
+-- ARGV[7]: the task id (the field of KEYS[7])
+-- ARGV[8]: '1' for a job of a scheduled fan-out: then a user whose
+--          preferences no longer name the task is skipped too; '0' when
+--          only an explicit '0' (disabled) skips (a user without any
+--          preferences runs either way: a trigger may name any user)
+-- Returns: {'succeeded'} when the marker exists; {'disabled'} when the
+--          user disabled the task, or (ARGV[8] = '1') has preferences
+--          without it (nothing claimed); {'stale'} when the copy
+--          is older than the job's next try (a smaller attempt, or the
+--          same attempt due earlier); {'paused', ms} when the
+--          task is paused for ms more milliseconds (nothing claimed);
+--          {'job_busy'} when another
 --          execution holds the job; {'user_busy'} when another job holds the
 --          run claim (the execution claim just taken is released again);
 --          else {'claimed', name1, value1, ...}: the `param:<name>` fields of
 --          the settings hash, prefix stripped.
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'succeeded'}
+end
+local enabled = redis.call('HGET', KEYS[7], ARGV[7])
+if enabled == '0'
+    or (ARGV[8] == '1' and not enabled and redis.call('EXISTS', KEYS[7]) == 1) then
+    return {'disabled'}
+end
+local next_try = redis.call('HMGET', KEYS[6], 'attempt', 'eligible')
+local next_attempt = tonumber(next_try[1])
+if next_attempt then
+    local attempt = tonumber(ARGV[5])
+    if attempt < next_attempt
+        or (attempt == next_attempt and tonumber(ARGV[6]) < tonumber(next_try[2])) then
+        return {'stale'}
+    end
+end
+local pause = redis.call('PTTL', KEYS[5])
+if pause > 0 then
+    return {'paused', tostring(pause)}
 end
 
 local function claim(key, holder, ttl)

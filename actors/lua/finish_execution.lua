@@ -1,18 +1,28 @@
 -- Records the end of one execution of a job: sets the success marker when
--- the job succeeded, and releases the execution claim and the run claim,
+-- the job succeeded, records the next try it published (retry or throttle), and releases the execution claim and the run claim,
 -- each only if this execution still holds it (compare-and-delete).
 --
 -- KEYS[1]: {prefix}:job:{job id}:done, the success marker (STRING)
 -- KEYS[2]: {prefix}:running:{task}:job.{job id}, the execution claim (STRING)
 -- KEYS[3]: {prefix}:running:{task}:{user}, the run claim (STRING)
+-- KEYS[4]: {prefix}:job:{job id}:next, the job's next try (HASH attempt,
+--          eligible)
 -- ARGV[1]: time to live of the success marker in milliseconds; 0 when the
 --          job did not succeed (no marker is written)
 -- ARGV[2]: the execution id (holder of the execution claim)
 -- ARGV[3]: the job id (holder of the run claim); empty when the execution
 --          took no run claim (the run claim is not touched)
+-- ARGV[4]: the attempt of the next try this execution published; 0 for
+--          none (the next try is not touched)
+-- ARGV[5]: the next try's execute_after, epoch milliseconds
+-- ARGV[6]: time to live of the next try in milliseconds
 -- Returns: the number of claims released (0 to 2).
 if tonumber(ARGV[1]) > 0 then
     redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
+end
+if tonumber(ARGV[4]) > 0 then
+    redis.call('HSET', KEYS[4], 'attempt', ARGV[4], 'eligible', ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], ARGV[6])
 end
 local released = 0
 if redis.call('GET', KEYS[2]) == ARGV[2] then

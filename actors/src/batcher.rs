@@ -161,6 +161,9 @@ mod tests {
             execution: uuid::Uuid::new_v4(),
             job_ttl: Duration::from_secs(30),
             run_ttl: None,
+            attempt: 1,
+            execute_after_ms: 0,
+            require_enabled: false,
         }
     }
 
@@ -191,6 +194,7 @@ mod tests {
                 execution: first.execution,
                 run_claimed: false,
                 success_ttl: Some(Duration::from_secs(60)),
+                next: None,
             })
             .await
             .unwrap();

@@ -12,17 +12,19 @@
 //! the job; at most 1 KiB of the response is read (what a dead letter keeps); the
 //! outcome is counted through a [`MetricsRecorder`] (no message).
 //!
-//! For each delivery: `claim_execution` (skips a job whose success is
+//! For each delivery: the rate limit (at most `max_token_wait`; a job
+//! that gets no token in time is deferred, republished with the same
+//! attempt, and its delivery acked), then `claim_execution` (skips a job whose success is
 //! already recorded, acking it; claims the job for this execution; under
 //! `overlap: skip` skips a second concurrent run for the same (task,
-//! user); reads the user's parameters), the rate limit, the call,
+//! user); reads the user's parameters), the call,
 //! `finish_execution` (records a success and releases the claims), then
 //! the delivery is settled from the outcome:
 //!
 //! | outcome | what happens |
 //! |---|---|
 //! | 2xx | success recorded (`finish_execution`), then ack |
-//! | 429 or 503 with `Retry-After` | the same attempt is republished to run after that delay (capped by `execution.max_retry_delay`), the task's limiter pauses as long, then ack |
+//! | 429 or 503 with `Retry-After` | counted against the job's throttle budget, the task (not the limiter) paused as long for every replica, the same attempt republished after that delay (capped by `execution.max_retry_delay`), then ack; past the budget dead-lettered (`throttled_too_long`) |
 //! | timeout, connection error, 408, 429 without `Retry-After`, other 5xx | attempt + 1 republished after a full-jitter exponential backoff from `execution.retry_delay`, while attempts remain; else dead-lettered (`retries_exhausted`) |
 //! | 3xx, other 4xx, unusable request | dead-lettered at once (`permanent_failure`) |
 //!
@@ -72,8 +74,8 @@ use crate::{
     error::PipelineError,
     messages::RecordExecution,
     metrics::MetricsRecorder,
-    rate_limiter::RateLimit,
-    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore},
+    rate_limiter::{RateLimit, TaskPauses},
+    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle},
 };
 
 /// Pause before requeueing a job whose outcome could not be recorded.
@@ -86,6 +88,19 @@ const JOB_CLAIM_MARGIN: Duration = Duration::from_secs(10);
 /// How long a copy of a job that is already running waits before it looks
 /// again.
 const DUPLICATE_DEFER: Duration = Duration::from_secs(5);
+
+/// Pauses between the tries of a `finish_execution` that failed: about
+/// 3 s in all, well within the claim's [`JOB_CLAIM_MARGIN`].
+const FINISH_BACKOFF: [Duration; 5] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1600),
+];
+
+/// Shortest deferral of a job that got no token within the wait cap.
+const MIN_DEFER: Duration = Duration::from_millis(250);
 
 /// Response bytes kept in a dead letter's `ExecutionResult`.
 const KEPT_RESPONSE_BYTES: usize = 1024;
@@ -124,6 +139,15 @@ pub struct ExecutionSettings {
     pub max_retry_delay: Duration,
     /// How long a recorded success keeps duplicates from running.
     pub success_ttl: Duration,
+    /// `execution.max_token_wait`: the longest a delivery waits for a
+    /// rate-limit token before its job is deferred.
+    pub max_token_wait: Duration,
+    /// `execution.throttles_per_attempt`: throttles (429/503 with
+    /// `Retry-After`) a job may take per allowed attempt.
+    pub throttles_per_attempt: u32,
+    /// `execution.max_throttled_age`: no throttled job is tried again
+    /// later than this after it was created.
+    pub max_throttled_age: Duration,
 }
 
 /// The rate limits of the pool: one per task with a limit of its own (its
@@ -134,6 +158,8 @@ pub struct Limiters {
     pub global: Option<RateLimit>,
     /// Per-task limits (each also spends a global token).
     pub per_task: Arc<BTreeMap<TaskTypeId, RateLimit>>,
+    /// This replica's copy of the tasks' `Retry-After` pauses.
+    pub pauses: Arc<TaskPauses>,
 }
 
 impl Limiters {
@@ -258,6 +284,7 @@ impl Running {
             // Released only if this job holds it, so asking is harmless.
             run_claimed: true,
             success_ttl: None,
+            next: None,
         };
         if let Err(err) = env.store.finish_execution(&finish).await {
             tracing::warn!(job_id = %self.job_id, error = %err, "claims not released; they expire");
@@ -441,6 +468,22 @@ async fn execute(
     };
     let timeout = call_timeout(task, &env.settings);
 
+    // Tokens first, the claim after them: the claim (and the delivery)
+    // is never held while the job waits for a token, so it cannot expire
+    // meanwhile. A job that gets no token within `max_token_wait` is
+    // deferred (same attempt) and its delivery acked, so one task's
+    // limit never stalls the executors other tasks could use.
+    // A task paused by a `Retry-After` (known here) defers its jobs
+    // without spending a token.
+    if let Some(pause) = env.limiters.pauses.remaining(&task.id) {
+        return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+    }
+    if let Some(limit) = env.limiters.for_task(&task.id)
+        && let Some(wait) = limit.acquire_within(env.settings.max_token_wait).await?
+    {
+        return defer(env, envelope, held, wait, "no token in time").await;
+    }
+
     // One round trip before the call (`claim_execution`): a recorded
     // success skips the job; one execution of a job at a time (two copies
     // of the same job, the last batch of a resumed fan-out promoted from
@@ -457,6 +500,14 @@ async fn execute(
         execution,
         job_ttl,
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
+        attempt: job.attempt,
+        execute_after_ms: job.execute_after.timestamp_millis(),
+        // Jobs of a scheduled fan-out were made for enabled users; a
+        // trigger may name users of its own.
+        require_enabled: matches!(
+            envelope.metadata.source.as_str(),
+            "scheduler" | "custom_interval"
+        ),
     };
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
@@ -471,6 +522,21 @@ async fn execute(
                 .await?;
             return held.ack().await;
         }
+        ClaimOutcome::Disabled => {
+            tracing::info!(job_id = %job.id, user = %job.user_id, outcome = "skipped", reason = "disabled", "the user no longer has this task enabled; skipping");
+            return held.ack().await;
+        }
+        ClaimOutcome::Stale => {
+            // A failed or throttled try of this job already published the
+            // next one: this copy would start a second retry chain.
+            tracing::info!(job_id = %job.id, attempt = job.attempt, "stale copy of a job already retried; dropping it");
+            return held.ack().await;
+        }
+        ClaimOutcome::Paused(pause) => {
+            // Another replica's throttle: this one obeys it too.
+            env.limiters.pauses.pause(&task.id, pause);
+            return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+        }
         ClaimOutcome::UserBusy => {
             tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
             return held.ack().await;
@@ -484,11 +550,52 @@ async fn execute(
         execution,
         run_claimed: guarded,
         success_ttl: None,
+        next: None,
     };
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
 }
 
-/// Waits for tokens, calls the endpoint, then records the outcome and
+/// Records an execution's end (`finish_execution`), trying again with
+/// backoff ([`FINISH_BACKOFF`]) before giving up: a recorded success must
+/// not be lost to one store blip (the job would be called again once its
+/// claim expired). The finish is idempotent per execution id.
+async fn finish_with_retries(
+    batcher: &ExecutionBatcher,
+    finish: ExecutionFinish,
+) -> Result<(), PipelineError> {
+    let mut pauses = FINISH_BACKOFF.iter();
+    loop {
+        match batcher.finish(finish.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) => match pauses.next() {
+                Some(pause) => {
+                    tracing::warn!(job_id = %finish.job_id, error = %err, retry_in_ms = pause.as_millis() as u64, "outcome not recorded; trying again");
+                    tokio::time::sleep(*pause).await;
+                }
+                None => return Err(err),
+            },
+        }
+    }
+}
+
+/// Republishes `envelope`'s job, same attempt, to run after about `wait`
+/// (see [`defer_delay`]), and acks its delivery.
+async fn defer(
+    env: &ExecutorEnv,
+    envelope: &JobEnvelope,
+    held: &HeldDelivery,
+    wait: Duration,
+    why: &'static str,
+) -> Result<(), PipelineError> {
+    let delay = defer_delay(wait, rand::random::<f64>());
+    tracing::debug!(job_id = %envelope.job.id, delay_ms = delay.as_millis() as u64, why, "deferring");
+    env.broker
+        .publish(&[deferred(envelope, Utc::now(), delay)])
+        .await?;
+    held.ack().await
+}
+
+/// Calls the endpoint (its tokens are spent), then records the outcome and
 /// releases the claims (`finish_execution`, the one round trip after the
 /// call) before settling the delivery.
 async fn attempt(
@@ -502,15 +609,6 @@ async fn attempt(
 ) -> Result<(), PipelineError> {
     let job = &envelope.job;
     let timeout = call_timeout(task, &env.settings);
-    let limit = env.limiters.for_task(&task.id);
-    if let Some(limit) = limit
-        && let Err(err) = limit.acquire().await
-    {
-        if let Err(release) = env.store.finish_execution(&finish).await {
-            tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
-        }
-        return Err(err);
-    }
 
     let started_at = Utc::now();
     let clock = Instant::now();
@@ -525,12 +623,42 @@ async fn attempt(
         cap: settings.max_retry_delay,
     };
     let outcome = classify(&call, completed_at);
+    let mut budget = ThrottleBudget {
+        throttles: 0,
+        per_attempt: settings.throttles_per_attempt,
+        age: (completed_at - job.created_at)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+        max_age: settings.max_throttled_age,
+    };
+    if let Outcome::Throttled(wait, _) = &outcome {
+        // The pause is the task's, for every replica (in the store), and
+        // the throttle counts against the job's own budget.
+        let pause = (*wait).min(backoff.cap);
+        env.limiters.pauses.pause(&task.id, pause);
+        let throttle = Throttle {
+            task_type_id: task.id.clone(),
+            job_id: job.id,
+            pause,
+            count_ttl: settings.max_throttled_age.max(Duration::from_secs(1)),
+        };
+        budget.throttles = match env.store.record_throttle(&throttle).await {
+            Ok(count) => count,
+            Err(err) => {
+                if let Err(release) = batcher.finish(finish).await {
+                    tracing::warn!(job_id = %job.id, error = %release, "claims not released; they expire");
+                }
+                return Err(err.into());
+            }
+        };
+    }
     let step = next_step(
         outcome,
         job.attempt,
         retries,
         &backoff,
         rand::random::<f64>(),
+        &budget,
     );
     let mut result = ExecutionResult {
         job_id: job.id,
@@ -550,36 +678,49 @@ async fn attempt(
         duration,
     };
     // The outcome is recorded (success marker) and the claims released in
-    // one round trip, before the delivery is settled.
-    if step == Step::Succeed {
-        finish.success_ttl = Some(settings.success_ttl);
-    }
-    batcher.finish(finish).await?;
+    // one round trip, before the delivery is settled. A retry or throttle
+    // is published first, then recorded as the job's next try (so a copy
+    // of an older try is dropped as stale, and a failed publish leaves no
+    // record that would make the requeued copy look stale).
+    let next_try = |attempt: u32, delay: Duration| {
+        let again = again(envelope, attempt, completed_at, delay);
+        let next = NextTry {
+            attempt,
+            eligible_ms: again.job.execute_after.timestamp_millis(),
+            ttl: settings
+                .success_ttl
+                .max(settings.max_throttled_age)
+                .saturating_add(settings.max_retry_delay),
+        };
+        (again, next)
+    };
     match step {
         Step::Succeed => {
+            finish.success_ttl = Some(settings.success_ttl);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Success));
             held.ack().await
         }
         Step::Throttle(wait) => {
-            tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, "endpoint asked to retry later; attempt kept");
-            if let Some(limit) = limit {
-                limit.slow_down(wait);
-            }
-            env.broker
-                .publish(&[again(envelope, job.attempt, completed_at, wait)])
-                .await?;
+            tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, throttles = budget.throttles, "endpoint asked to retry later; attempt kept");
+            let (again, next) = next_try(job.attempt, wait);
+            env.broker.publish(&[again]).await?;
+            finish.next = Some(next);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::Retry { attempt, delay } => {
             tracing::info!(job_id = %job.id, attempt, delay_ms = delay.as_millis() as u64, "attempt failed; retrying");
-            env.broker
-                .publish(&[again(envelope, attempt, completed_at, delay)])
-                .await?;
+            let (again, next) = next_try(attempt, delay);
+            env.broker.publish(&[again]).await?;
+            finish.next = Some(next);
+            finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(Status::Retrying));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
+            finish_with_retries(batcher, finish).await?;
             tracing::warn!(job_id = %job.id, reason, code = %error.code, "job failed for good; dead-lettering");
             result.status = Status::Failed;
             result.error = Some(error);
@@ -651,6 +792,27 @@ fn again(envelope: &JobEnvelope, attempt: u32, now: DateTime<Utc>, delay: Durati
             ..envelope.metadata.clone()
         },
     )
+}
+
+/// The envelope of a job deferred for want of a token: the same attempt
+/// and metadata, not before `now + delay`.
+fn deferred(envelope: &JobEnvelope, now: DateTime<Utc>, delay: Duration) -> JobEnvelope {
+    let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    JobEnvelope::new(
+        Job {
+            execute_after: now + delay,
+            ..envelope.job.clone()
+        },
+        envelope.metadata.clone(),
+    )
+}
+
+/// How long a job that got no token within the wait cap is deferred: the
+/// wait the limiter asked for, at least [`MIN_DEFER`], plus up to
+/// [`MIN_DEFER`] of jitter (`jitter` in [0, 1)) so deferred jobs do not
+/// come back together.
+pub fn defer_delay(wait: Duration, jitter: f64) -> Duration {
+    wait.max(MIN_DEFER) + MIN_DEFER.mul_f64(jitter.clamp(0.0, 1.0))
 }
 
 /// The smallest of the task's `timeout`, its `config.max_duration` and
@@ -731,7 +893,11 @@ pub async fn call_endpoint(
             job.execute_after
                 .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         );
-    if method == reqwest::Method::GET || method == reqwest::Method::DELETE {
+    let in_query = method == reqwest::Method::GET || method == reqwest::Method::DELETE;
+    if let Err(problem) = check_parameters(parameters, in_query) {
+        return CallResult::Invalid(problem);
+    }
+    if in_query {
         let mut query: Vec<(String, String)> = vec![
             ("job_id".to_owned(), job.id.to_string()),
             ("task_type_id".to_owned(), job.task_type_id.to_string()),
@@ -777,13 +943,105 @@ pub async fn call_endpoint(
             body,
         })
     };
+    // reqwest's error text names the URL (credentials, and every user
+    // parameter of a GET): it is left out, and the task's secrets and the
+    // user's parameter values are redacted from what remains.
     match tokio::time::timeout(timeout, call).await {
         Err(_) => CallResult::Timeout,
         Ok(Ok(result)) => result,
         Ok(Err(err)) if err.is_timeout() => CallResult::Timeout,
-        Ok(Err(err)) if err.is_builder() => CallResult::Invalid(err.to_string()),
-        Ok(Err(err)) => CallResult::Connect(error_chain(&err)),
+        Ok(Err(err)) if err.is_builder() => {
+            CallResult::Invalid(redact(&error_chain(&err.without_url()), task, parameters))
+        }
+        Ok(Err(err)) => {
+            CallResult::Connect(redact(&error_chain(&err.without_url()), task, parameters))
+        }
     }
+}
+
+/// The fields taskqueue puts in every call's query string (GET, DELETE);
+/// no user parameter may take one of these names.
+pub const BUILT_IN_FIELDS: [&str; 5] = [
+    "job_id",
+    "task_type_id",
+    "user_id",
+    "scheduled_at",
+    "attempt",
+];
+
+/// Most user parameters sent with one call.
+pub const MAX_PARAMETERS: usize = 64;
+
+/// Longest parameter name, in bytes.
+pub const MAX_PARAMETER_NAME: usize = 128;
+
+/// Most bytes of all parameter names and values of one call together.
+pub const MAX_PARAMETER_BYTES: usize = 16 * 1024;
+
+/// Checks a user's parameters before they are sent: at most
+/// [`MAX_PARAMETERS`], names of at most [`MAX_PARAMETER_NAME`] bytes, all
+/// together at most [`MAX_PARAMETER_BYTES`], and, when they go in the
+/// query string (`in_query`), none named like a [`BUILT_IN_FIELDS`] entry
+/// (it would shadow the real one). The problem names no value.
+pub fn check_parameters(
+    parameters: &BTreeMap<String, String>,
+    in_query: bool,
+) -> Result<(), String> {
+    if parameters.len() > MAX_PARAMETERS {
+        return Err(format!(
+            "{} parameters, at most {MAX_PARAMETERS} allowed",
+            parameters.len()
+        ));
+    }
+    let mut bytes = 0usize;
+    for (name, value) in parameters {
+        if name.len() > MAX_PARAMETER_NAME {
+            return Err(format!(
+                "a parameter name of {} bytes, at most {MAX_PARAMETER_NAME} allowed",
+                name.len()
+            ));
+        }
+        if in_query && BUILT_IN_FIELDS.contains(&name.as_str()) {
+            return Err(format!(
+                "parameter {name:?} would shadow the built-in query field of that name"
+            ));
+        }
+        bytes = bytes.saturating_add(name.len() + value.len());
+    }
+    if bytes > MAX_PARAMETER_BYTES {
+        return Err(format!(
+            "parameters of {bytes} bytes, at most {MAX_PARAMETER_BYTES} allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// `text` with every secret of the call replaced by `[redacted]`: the
+/// task's header values, the endpoint's user info and query, and the
+/// user's parameter values.
+fn redact(text: &str, task: &TaskType, parameters: &BTreeMap<String, String>) -> String {
+    let mut secrets: Vec<String> = task
+        .config
+        .headers
+        .values()
+        .chain(parameters.values())
+        .cloned()
+        .collect();
+    if let Ok(url) = reqwest::Url::parse(&task.config.endpoint) {
+        secrets.push(url.username().to_owned());
+        secrets.extend(url.password().map(str::to_owned));
+        secrets.extend(url.query().map(str::to_owned));
+        secrets.extend(url.query_pairs().map(|(_, value)| value.into_owned()));
+    }
+    // Longest first, so a secret containing another is replaced whole;
+    // very short values (a `1`, a `true`) would redact ordinary words.
+    secrets.retain(|secret| secret.len() >= 4);
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    let mut text = text.to_owned();
+    for secret in &secrets {
+        text = text.replace(secret.as_str(), "[redacted]");
+    }
+    text
 }
 
 fn error_chain(err: &dyn std::error::Error) -> String {
@@ -803,8 +1061,8 @@ pub enum Outcome {
     /// 2xx.
     Success,
     /// The endpoint asked to come back after this long (429/503 with
-    /// `Retry-After`).
-    Throttled(Duration),
+    /// `Retry-After`); the detail names the answer.
+    Throttled(Duration, ErrorDetail),
     /// Worth another attempt.
     Transient(ErrorDetail),
     /// Never worth another attempt.
@@ -825,7 +1083,14 @@ pub fn classify(call: &CallResult, now: DateTime<Utc>) -> Outcome {
             retry_after: Some(value),
             ..
         } => match parse_retry_after(value, now) {
-            Some(wait) => Outcome::Throttled(wait),
+            Some(wait) => Outcome::Throttled(
+                wait,
+                detail(
+                    format!("http_{code}"),
+                    format!("endpoint answered {code} with Retry-After {value:?}"),
+                    true,
+                ),
+            ),
             None => Outcome::Transient(detail(
                 format!("http_{code}"),
                 format!("endpoint answered {code} with an unreadable Retry-After {value:?}"),
@@ -870,6 +1135,11 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
+/// `90s` for 90 seconds (a duration in error text).
+fn humantime_secs(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
+
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -906,25 +1176,71 @@ pub enum Step {
     },
     /// Send to the dead-letter queue.
     DeadLetter {
-        /// `retries_exhausted` or `permanent_failure`.
+        /// `retries_exhausted`, `permanent_failure` or
+        /// `throttled_too_long`.
         reason: &'static str,
         /// The last error.
         error: ErrorDetail,
     },
 }
 
+/// A job's throttles against its budget: `per_attempt` throttles per
+/// allowed attempt, and no try later than `max_age` after the job was
+/// created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ThrottleBudget {
+    /// The job's throttles so far, the one being decided included.
+    pub throttles: u32,
+    /// Throttles allowed per allowed attempt (1 + retries).
+    pub per_attempt: u32,
+    /// How long ago the job was created.
+    pub age: Duration,
+    /// The oldest a job may be when tried again after a throttle.
+    pub max_age: Duration,
+}
+
 /// Decides the step after attempt `attempt` of a job allowed `retries`
-/// retries ended with `outcome`.
+/// retries ended with `outcome`; a throttle past `budget` (more throttles
+/// than `per_attempt × (1 + retries)`, or a next try past `max_age`) is
+/// dead-lettered as `throttled_too_long`.
 pub fn next_step(
     outcome: Outcome,
     attempt: u32,
     retries: u32,
     backoff: &Backoff,
     jitter: f64,
+    budget: &ThrottleBudget,
 ) -> Step {
     match outcome {
         Outcome::Success => Step::Succeed,
-        Outcome::Throttled(wait) => Step::Throttle(wait.min(backoff.cap)),
+        Outcome::Throttled(wait, mut error) => {
+            let wait = wait.min(backoff.cap);
+            let allowed = budget.per_attempt.saturating_mul(retries.saturating_add(1));
+            if budget.throttles > allowed {
+                error.retry = false;
+                error.message = format!(
+                    "{}; {} throttles, {allowed} allowed",
+                    error.message, budget.throttles
+                );
+                Step::DeadLetter {
+                    reason: "throttled_too_long",
+                    error,
+                }
+            } else if budget.age.saturating_add(wait) > budget.max_age {
+                error.retry = false;
+                error.message = format!(
+                    "{}; the job would be older than {}",
+                    error.message,
+                    humantime_secs(budget.max_age)
+                );
+                Step::DeadLetter {
+                    reason: "throttled_too_long",
+                    error,
+                }
+            } else {
+                Step::Throttle(wait)
+            }
+        }
         Outcome::Transient(_) if attempt <= retries => Step::Retry {
             attempt: attempt + 1,
             delay: backoff.delay(attempt, jitter),
@@ -956,13 +1272,41 @@ mod tests {
         }
     }
 
+    /// A throttle budget with `throttles` so far, 10 per attempt, a job
+    /// `age_secs` old of at most a day.
+    fn budget(throttles: u32, age_secs: u64) -> ThrottleBudget {
+        ThrottleBudget {
+            throttles,
+            per_attempt: 10,
+            age: Duration::from_secs(age_secs),
+            max_age: Duration::from_secs(86_400),
+        }
+    }
+
     /// (call, attempt, retries) -> the step, with zero jitter.
     fn check(call: CallResult, attempt: u32, retries: u32, expected: &str) {
+        check_budget(call, attempt, retries, budget(1, 0), expected);
+    }
+
+    fn check_budget(
+        call: CallResult,
+        attempt: u32,
+        retries: u32,
+        budget: ThrottleBudget,
+        expected: &str,
+    ) {
         let backoff = Backoff {
             base: Duration::from_secs(1),
             cap: Duration::from_secs(60),
         };
-        let step = next_step(classify(&call, now()), attempt, retries, &backoff, 1.0);
+        let step = next_step(
+            classify(&call, now()),
+            attempt,
+            retries,
+            &backoff,
+            1.0,
+            &budget,
+        );
         let got = match &step {
             Step::Succeed => "succeed".to_owned(),
             Step::Throttle(wait) => format!("throttle {}ms", wait.as_millis()),
@@ -1008,6 +1352,156 @@ mod tests {
             3,
             "permanent_failure invalid_request",
         );
+    }
+
+    #[test]
+    fn throttles_past_their_budget_are_dead_lettered() {
+        let throttled = || status(429, Some("1"));
+        // 10 per allowed attempt: 1 + 2 retries allow 30.
+        check_budget(throttled(), 1, 2, budget(30, 0), "throttle 1000ms");
+        check_budget(
+            throttled(),
+            1,
+            2,
+            budget(31, 0),
+            "throttled_too_long http_429",
+        );
+        check_budget(
+            status(503, Some("0")),
+            1,
+            0,
+            budget(11, 0),
+            "throttled_too_long http_503",
+        );
+        // A past date is a zero wait; it still counts.
+        check_budget(
+            status(429, Some("Wed, 31 Dec 2025 23:59:00 GMT")),
+            1,
+            0,
+            budget(11, 0),
+            "throttled_too_long http_429",
+        );
+        // The next try would come after the job's maximum age.
+        check_budget(throttled(), 1, 3, budget(1, 86_399), "throttle 1000ms");
+        check_budget(
+            throttled(),
+            1,
+            3,
+            budget(1, 86_400),
+            "throttled_too_long http_429",
+        );
+        // Other outcomes ignore the throttle budget.
+        check_budget(
+            status(500, None),
+            1,
+            3,
+            budget(99, 90_000),
+            "retry #2 within 1000ms",
+        );
+    }
+
+    #[test]
+    fn deferrals_wait_at_least_the_minimum_with_jitter() {
+        assert_eq!(defer_delay(Duration::ZERO, 0.0), MIN_DEFER);
+        assert_eq!(
+            defer_delay(Duration::from_secs(2), 0.5),
+            Duration::from_secs(2) + MIN_DEFER / 2
+        );
+    }
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn parameters_are_bounded_and_never_shadow_built_in_fields() {
+        let check = |parameters: BTreeMap<String, String>, in_query: bool, ok: bool| {
+            let got = check_parameters(&parameters, in_query);
+            assert_eq!(got.is_ok(), ok, "{got:?}");
+        };
+        check(params(&[("lang", "fr")]), true, true);
+        check(params(&[("user_id", "mallory")]), true, false);
+        check(params(&[("attempt", "1")]), true, false);
+        // In a JSON body they sit under `parameters`: nothing to shadow.
+        check(params(&[("user_id", "mallory")]), false, true);
+        let many: BTreeMap<String, String> = (0..=MAX_PARAMETERS)
+            .map(|n| (format!("p{n}"), "v".to_owned()))
+            .collect();
+        check(many, false, false);
+        check(
+            params(&[(&"n".repeat(MAX_PARAMETER_NAME + 1), "v")]),
+            false,
+            false,
+        );
+        check(
+            params(&[("big", &"v".repeat(MAX_PARAMETER_BYTES))]),
+            false,
+            false,
+        );
+        check(
+            params(&[("ok", &"v".repeat(MAX_PARAMETER_BYTES - 2))]),
+            false,
+            true,
+        );
+    }
+
+    fn secret_task(endpoint: &str) -> TaskType {
+        serde_json::from_value(serde_json::json!({
+            "id": "report", "name": "report",
+            "interval": {"type": "daily", "value": 1}, "timeout": "5s",
+            "config": {
+                "endpoint": endpoint, "method": "GET",
+                "headers": {"Authorization": "Bearer hunter2-token"}
+            }
+        }))
+        .unwrap()
+    }
+
+    #[actix::test]
+    async fn connection_errors_name_no_url_and_no_secret() {
+        // Nothing listens on port 1 of loopback: the connection is refused.
+        let task = secret_task("http://admin:s3cret-pass@127.0.0.1:1/hook?api_key=k3y-value");
+        let job = Job {
+            id: Uuid::new_v4(),
+            task_type_id: task.id.clone(),
+            user_id: UserId::parse("alice").unwrap(),
+            scheduled_at: now(),
+            execute_after: now(),
+            attempt: 1,
+            priority: crate::domain::Priority::Normal,
+            payload: Vec::new(),
+            created_at: now(),
+        };
+        let parameters = params(&[("email", "alice@example.com")]);
+        let client = http_client(1).unwrap();
+        let call = call_endpoint(&client, &task, &job, &parameters, Duration::from_secs(5)).await;
+        let CallResult::Connect(text) = call else {
+            panic!("expected a connection error, got {call:?}");
+        };
+        for secret in [
+            "s3cret-pass",
+            "k3y-value",
+            "alice@example.com",
+            "127.0.0.1:1/hook",
+            "admin",
+        ] {
+            assert!(!text.contains(secret), "{secret:?} in {text:?}");
+        }
+    }
+
+    #[test]
+    fn redaction_replaces_every_secret_of_the_call() {
+        let task = secret_task("https://bot:pa55word@api.example/x?sig=abcdef");
+        let text = "failed: pa55word abcdef Bearer hunter2-token alice@example.com 1";
+        let got = redact(
+            text,
+            &task,
+            &params(&[("email", "alice@example.com"), ("n", "1")]),
+        );
+        assert_eq!(got, "failed: [redacted] [redacted] [redacted] [redacted] 1");
     }
 
     #[test]

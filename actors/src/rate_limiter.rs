@@ -19,8 +19,13 @@
 //! within [`LEASE_TTL`] or forgotten, so a replica never sits on capacity
 //! the others could use for longer than that. A refusal answers with how
 //! long to wait; waiting never uses up an attempt.
+//!
+//! A `Retry-After` pauses the task that got it, not a bucket: the pause is
+//! kept in the store for every replica, and [`TaskPauses`] is each
+//! replica's copy of it.
 
 use std::{
+    collections::HashMap,
     num::NonZeroU32,
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
@@ -33,6 +38,7 @@ use governor::{
 };
 
 use crate::{
+    domain::TaskTypeId,
     error::PipelineError,
     store::{Bucket, StateStore},
 };
@@ -127,8 +133,7 @@ impl BucketLease {
         }
     }
 
-    /// Refuses every token for `pause` and forgets the lease (the
-    /// endpoint answered 429 or 503 with `Retry-After`).
+    /// Refuses every token for `pause` and forgets the lease.
     pub fn pause(&self, pause: Duration) {
         let until = Instant::now() + pause;
         let mut state = self.lock();
@@ -200,23 +205,32 @@ impl RateLimit {
 
     /// Waits until one token of each bucket is spent for this job.
     pub async fn acquire(&self) -> Result<(), PipelineError> {
+        self.acquire_within(Duration::MAX).await.map(|_| ())
+    }
+
+    /// Waits at most `max_wait` for one token of each bucket: `None` when
+    /// they are spent for this job, else `Some(wait)`, how much longer
+    /// the limiter asked to wait when the next sleep would pass
+    /// `max_wait` (nothing is spent then). A caller holding a delivery
+    /// defers the job by about `wait` instead of holding it.
+    pub async fn acquire_within(
+        &self,
+        max_wait: Duration,
+    ) -> Result<Option<Duration>, PipelineError> {
+        let started = Instant::now();
         loop {
             let wait = match self.attempt() {
-                Attempt::Granted => return Ok(()),
+                Attempt::Granted => return Ok(None),
                 Attempt::Wait(wait) => wait,
                 Attempt::Refill => match self.refill.send(RefillLease).await? {
-                    Grant::Granted => return Ok(()),
+                    Grant::Granted => return Ok(None),
                     Grant::Wait(wait) => wait,
                 },
             };
+            if started.elapsed().saturating_add(wait) > max_wait {
+                return Ok(Some(wait));
+            }
             tokio::time::sleep(wait).await;
-        }
-    }
-
-    /// Pauses the task's bucket (else the global one) for `pause`.
-    pub fn slow_down(&self, pause: Duration) {
-        if let Some(bucket) = self.task.as_ref().or(self.global.as_ref()) {
-            bucket.pause(pause);
         }
     }
 
@@ -242,6 +256,48 @@ impl RateLimit {
             Attempt::Granted
         } else {
             Attempt::Refill
+        }
+    }
+}
+
+/// This replica's copy of the tasks' `Retry-After` pauses. The pause
+/// itself lives in the store (`{prefix}:pause:{task}`, set by
+/// [`StateStore::record_throttle`], answered by every claim of the task's
+/// jobs), so every replica obeys it; the copy lets a replica defer the
+/// task's next jobs without spending a token or a round trip on them.
+/// A pause is the task's alone: no other task waits for it.
+#[derive(Debug, Default)]
+pub struct TaskPauses {
+    until: Mutex<HashMap<TaskTypeId, Instant>>,
+}
+
+impl TaskPauses {
+    fn lock(&self) -> MutexGuard<'_, HashMap<TaskTypeId, Instant>> {
+        match self.until.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Notes that `task` is paused for `pause` from now (a longer pause
+    /// already noted is kept).
+    pub fn pause(&self, task: &TaskTypeId, pause: Duration) {
+        let until = Instant::now() + pause;
+        let mut pauses = self.lock();
+        let entry = pauses.entry(task.clone()).or_insert(until);
+        *entry = (*entry).max(until);
+    }
+
+    /// How long `task` is still paused, as far as this replica knows.
+    pub fn remaining(&self, task: &TaskTypeId) -> Option<Duration> {
+        let mut pauses = self.lock();
+        let until = *pauses.get(task)?;
+        let now = Instant::now();
+        if until > now {
+            Some(until - now)
+        } else {
+            pauses.remove(task);
+            None
         }
     }
 }

@@ -157,6 +157,7 @@ fn start_limiters(
     Limiters {
         global: global.map(|lease| RateLimit::start(None, Some(lease), store.clone())),
         per_task: Arc::new(per_task),
+        pauses: Arc::default(),
     }
 }
 

@@ -19,7 +19,8 @@ use actors::{
     slot::spread_key,
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
+        LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
+        Throttle,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -247,6 +248,9 @@ conformance!(
     finish_records_success_with_its_ttl,
     execution_claims_expire,
     batched_claims_and_finishes_keep_per_job_semantics,
+    throttles_count_per_job_and_pause_their_task,
+    copies_older_than_the_next_try_are_stale,
+    claims_check_that_the_user_still_has_the_task_enabled,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
 );
@@ -1726,6 +1730,9 @@ fn claim(job: Uuid, execution: Uuid, guarded: bool) -> ExecutionClaim {
         execution,
         job_ttl: Duration::from_secs(60),
         run_ttl: guarded.then(|| Duration::from_secs(60)),
+        attempt: 1,
+        execute_after_ms: 1_000,
+        require_enabled: false,
     }
 }
 
@@ -1738,6 +1745,7 @@ fn finish(claim: &ExecutionClaim, success_ttl: Option<Duration>) -> ExecutionFin
         execution: claim.execution,
         run_claimed: claim.run_ttl.is_some(),
         success_ttl,
+        next: None,
     }
 }
 
@@ -1764,6 +1772,168 @@ async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
         .await
         .unwrap();
     free
+}
+
+async fn claims_check_that_the_user_still_has_the_task_enabled(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let outcome = |require_enabled: bool| {
+        let claim = ExecutionClaim {
+            require_enabled,
+            ..claim(Uuid::new_v4(), Uuid::new_v4(), false)
+        };
+        async move {
+            let outcome = store.claim_execution(&claim).await.unwrap();
+            store.finish_execution(&finish(&claim, None)).await.unwrap();
+            outcome
+        }
+    };
+    // No preferences at all (a trigger may name any user): it runs.
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, claimed(&[]));
+    // Preferences that do not name the task: only a trigger's job runs.
+    store
+        .write_preferences(&[enable("alice", "digest", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, ClaimOutcome::Disabled);
+    store
+        .write_preferences(&[enable("alice", "report", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, claimed(&[]));
+    assert_eq!(outcome(true).await, claimed(&[]));
+    // Disabled after the fan-out: no job of the task runs for the user.
+    store
+        .write_preferences(&[PreferenceWrite {
+            enabled: false,
+            ..enable("alice", "report", "2024-01-16T00:00:00Z")
+        }])
+        .await
+        .unwrap();
+    assert_eq!(outcome(false).await, ClaimOutcome::Disabled);
+    assert_eq!(outcome(true).await, ClaimOutcome::Disabled);
+}
+
+async fn copies_older_than_the_next_try_are_stale(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let job = Uuid::new_v4();
+    let first = claim(job, Uuid::new_v4(), false);
+    assert_eq!(store.claim_execution(&first).await.unwrap(), claimed(&[]));
+    // Attempt 1 failed and published attempt 2, due at 5_000.
+    let next = NextTry {
+        attempt: 2,
+        eligible_ms: 5_000,
+        ttl: Duration::from_secs(60),
+    };
+    store
+        .finish_execution(&ExecutionFinish {
+            next: Some(next),
+            ..finish(&first, None)
+        })
+        .await
+        .unwrap();
+    let copy = |attempt: u32, execute_after_ms: i64| ExecutionClaim {
+        attempt,
+        execute_after_ms,
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    // Another copy of attempt 1 (a redelivery, a deferred duplicate).
+    assert_eq!(
+        store.claim_execution(&copy(1, 1_000)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    assert_eq!(
+        store.claim_execution(&copy(1, 9_000)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    // Attempt 2 due before the chain's try: a copy from an older chain.
+    assert_eq!(
+        store.claim_execution(&copy(2, 4_999)).await.unwrap(),
+        ClaimOutcome::Stale
+    );
+    assert!(
+        job_claim_free(store, job).await,
+        "a stale copy claims nothing"
+    );
+    // The chain's own try, and a deferral of it, run.
+    let own = copy(2, 5_000);
+    assert_eq!(store.claim_execution(&own).await.unwrap(), claimed(&[]));
+    store.finish_execution(&finish(&own, None)).await.unwrap();
+    assert_eq!(
+        store.claim_execution(&copy(2, 7_000)).await.unwrap(),
+        claimed(&[])
+    );
+}
+
+async fn throttles_count_per_job_and_pause_their_task(fx: Arc<Fixture>) {
+    let store = &*fx.store;
+    let (throttled, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let throttle = |job: Uuid, pause_ms: u64| Throttle {
+        task_type_id: task("report"),
+        job_id: job,
+        pause: Duration::from_millis(pause_ms),
+        count_ttl: Duration::from_secs(60),
+    };
+    // Each job's throttles are counted on their own.
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 0))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 0))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.record_throttle(&throttle(other, 0)).await.unwrap(), 1);
+    // No pause asked: claims go ahead.
+    let free = claim(Uuid::new_v4(), Uuid::new_v4(), false);
+    assert_eq!(store.claim_execution(&free).await.unwrap(), claimed(&[]));
+    // A pause holds every claim of the task (claiming nothing), and only
+    // of that task; a shorter pause does not cut a longer one short.
+    assert_eq!(
+        store
+            .record_throttle(&throttle(throttled, 60_000))
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.record_throttle(&throttle(other, 1)).await.unwrap(), 2);
+    let held = claim(Uuid::new_v4(), Uuid::new_v4(), true);
+    match store.claim_execution(&held).await.unwrap() {
+        ClaimOutcome::Paused(left) => assert!(
+            left > Duration::from_secs(50) && left <= Duration::from_secs(60),
+            "{left:?}"
+        ),
+        outcome => panic!("a paused task claimed: {outcome:?}"),
+    }
+    assert!(job_claim_free(store, held.job_id).await, "nothing claimed");
+    let elsewhere = ExecutionClaim {
+        task_type_id: task("digest"),
+        ..claim(Uuid::new_v4(), Uuid::new_v4(), true)
+    };
+    assert_eq!(
+        store.claim_execution(&elsewhere).await.unwrap(),
+        claimed(&[])
+    );
+    // A recorded success still wins over the pause (the copy is skipped).
+    let done = Uuid::new_v4();
+    store
+        .mark_succeeded(&[done], Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_execution(&claim(done, Uuid::new_v4(), false))
+            .await
+            .unwrap(),
+        ClaimOutcome::AlreadySucceeded
+    );
 }
 
 async fn execution_claim_outcomes(fx: Arc<Fixture>) {

@@ -253,6 +253,19 @@ pub struct ExecutionConfig {
     /// Cap of the backoff (extension; default 1h).
     #[serde(with = "humantime_serde")]
     pub max_retry_delay: Duration,
+    /// Longest a delivery waits for a rate-limit token before its job is
+    /// deferred (extension; default 1s).
+    #[serde(with = "humantime_serde")]
+    pub max_token_wait: Duration,
+    /// Throttles (429/503 with `Retry-After`) a job may take per allowed
+    /// attempt before it is dead-lettered as `throttled_too_long`
+    /// (extension; default 10).
+    pub throttles_per_attempt: u32,
+    /// A throttled job is dead-lettered as `throttled_too_long` rather
+    /// than tried again later than this after it was created (extension;
+    /// default 1 day).
+    #[serde(with = "humantime_serde")]
+    pub max_throttled_age: Duration,
 }
 
 impl Default for ExecutionConfig {
@@ -262,6 +275,9 @@ impl Default for ExecutionConfig {
             max_retries: 3,
             retry_delay: Duration::from_secs(60),
             max_retry_delay: Duration::from_secs(3600),
+            max_token_wait: Duration::from_secs(1),
+            throttles_per_attempt: 10,
+            max_throttled_age: Duration::from_secs(86_400),
         }
     }
 }

@@ -214,6 +214,15 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
         if let Some((n, p)) = s.get("max_retry_delay") {
             set(&mut c.max_retry_delay, ctx.duration(n, &p));
         }
+        if let Some((n, p)) = s.get("max_token_wait") {
+            set(&mut c.max_token_wait, ctx.positive_duration(n, &p));
+        }
+        if let Some((n, p)) = s.get("throttles_per_attempt") {
+            set(&mut c.throttles_per_attempt, ctx.count(n, &p, 0));
+        }
+        if let Some((n, p)) = s.get("max_throttled_age") {
+            set(&mut c.max_throttled_age, ctx.positive_duration(n, &p));
+        }
         if c.max_retry_delay < c.retry_delay {
             let (origin, path) = s
                 .get("max_retry_delay")
@@ -330,7 +339,15 @@ const QUEUE: [&str; 5] = ["url", "exchange", "durable", "prefetch", "type"];
 const TASKS: [&str; 2] = ["config_file", "reload_interval"];
 const WORKER: [&str; 2] = ["pool_size", "shutdown_timeout"];
 const RATE_LIMIT: [&str; 2] = ["global", "per_task"];
-const EXECUTION: [&str; 4] = ["timeout", "max_retries", "retry_delay", "max_retry_delay"];
+const EXECUTION: [&str; 7] = [
+    "timeout",
+    "max_retries",
+    "retry_delay",
+    "max_retry_delay",
+    "max_token_wait",
+    "throttles_per_attempt",
+    "max_throttled_age",
+];
 const MONITORING: [&str; 3] = ["metrics_interval", "log_level", "metrics_retention"];
 const API: [&str; 5] = ["bind", "token", "protect_reads", "sink", "demo_users"];
 

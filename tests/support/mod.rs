@@ -67,7 +67,8 @@ impl Received {
 /// A loopback HTTP server recording every request. Behaviour by path:
 /// `/ok/..` 200; `/flaky/..` 500 until attempt 3, then 200; `/fail/..`
 /// 500; `/missing/..` 404; `/throttle/..` 429 with `Retry-After: 1` on
-/// the first call of each job, then 200; `/slow/{ms}/..` waits, then 200.
+/// the first call of each job, then 200; `/always429/{secs}/..` 429 with
+/// `Retry-After: {secs}` every time; `/slow/{ms}/..` waits, then 200.
 #[derive(Clone)]
 pub struct Sink {
     /// Where it listens.
@@ -166,6 +167,9 @@ async fn record(
         Some("flaky") if attempt < 3 => HttpResponse::InternalServerError().finish(),
         Some("fail") => HttpResponse::InternalServerError().body("boom"),
         Some("missing") => HttpResponse::NotFound().finish(),
+        Some("always429") => HttpResponse::TooManyRequests()
+            .insert_header(("Retry-After", segments.get(1).copied().unwrap_or("1")))
+            .finish(),
         Some("throttle") => {
             let seen = received
                 .lock()

@@ -172,6 +172,26 @@ impl Keys {
         format!("{}:job:{job}:done", self.prefix)
     }
 
+    /// `{p}:job:{id}:next` (extension): HASH `attempt`, `eligible` (epoch
+    /// ms): the try the job's retry chain expects next; older copies are
+    /// stale.
+    pub fn job_next(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:next", self.prefix)
+    }
+
+    /// `{p}:job:{id}:throttles` (extension): STRING count of the job's
+    /// throttles (429/503 with `Retry-After`), against its budget.
+    pub fn job_throttles(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:throttles", self.prefix)
+    }
+
+    /// `{p}:pause:{task}` (extension): STRING set while the task is
+    /// paused by a `Retry-After`, expiring when the pause ends; every
+    /// replica obeys it.
+    pub fn task_pause(&self, task: &TaskTypeId) -> String {
+        format!("{}:pause:{task}", self.prefix)
+    }
+
     /// `{p}:running:{task}:{user}` (extension): STRING job id of the run
     /// in progress (overlap guard).
     pub fn running(&self, task: &TaskTypeId, user: &UserId) -> String {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
     LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
-    StateStore, StoreError,
+    StateStore, StoreError, Throttle,
 };
 use crate::{
     domain::{Settings, TaskTypeId, UserId, UserPreference},
@@ -135,6 +135,12 @@ struct State {
     triggers: HashMap<(TaskTypeId, String), (i64, Instant)>,
     /// job -> expiry of its success marker.
     done_jobs: HashMap<Uuid, Instant>,
+    /// job -> (next try's attempt, its eligible epoch ms, expiry).
+    next_tries: HashMap<Uuid, (u32, i64, Instant)>,
+    /// job -> (throttles, expiry of the count).
+    throttles: HashMap<Uuid, (u32, Instant)>,
+    /// task -> end of its `Retry-After` pause.
+    pauses: HashMap<TaskTypeId, Instant>,
     /// (task, user or job claimant) -> (holder, expiry): run claims and
     /// execution claims, as the Redis `running` keys hold them.
     running: HashMap<(TaskTypeId, String), (Uuid, Instant)>,
@@ -837,7 +843,28 @@ impl StateStore for MemoryStore {
         {
             return Ok(ClaimOutcome::AlreadySucceeded);
         }
+        let tasks = state.user_tasks.get(&claim.user_id);
+        let enabled = tasks
+            .and_then(|tasks| tasks.get(&claim.task_type_id))
+            .copied();
+        if enabled == Some(false)
+            || (claim.require_enabled && enabled.is_none() && tasks.is_some_and(|t| !t.is_empty()))
+        {
+            return Ok(ClaimOutcome::Disabled);
+        }
+        if let Some((attempt, eligible, expiry)) = state.next_tries.get(&claim.job_id)
+            && *expiry > now
+            && (claim.attempt < *attempt
+                || (claim.attempt == *attempt && claim.execute_after_ms < *eligible))
+        {
+            return Ok(ClaimOutcome::Stale);
+        }
         let task = &claim.task_type_id;
+        if let Some(until) = state.pauses.get(task)
+            && *until > now
+        {
+            return Ok(ClaimOutcome::Paused(*until - now));
+        }
         let job_key = (task.clone(), Keys::job_claimant(claim.job_id));
         if !state.claim(job_key.clone(), claim.execution, claim.job_ttl, now) {
             return Ok(ClaimOutcome::JobBusy);
@@ -863,6 +890,12 @@ impl StateStore for MemoryStore {
         if let Some(ttl) = finish.success_ttl {
             state.done_jobs.insert(finish.job_id, Instant::now() + ttl);
         }
+        if let Some(next) = finish.next {
+            state.next_tries.insert(
+                finish.job_id,
+                (next.attempt, next.eligible_ms, Instant::now() + next.ttl),
+            );
+        }
         state.release(
             &(task.clone(), Keys::job_claimant(finish.job_id)),
             finish.execution,
@@ -874,6 +907,30 @@ impl StateStore for MemoryStore {
             );
         }
         Ok(())
+    }
+
+    async fn record_throttle(&self, throttle: &Throttle) -> Result<u32, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let entry = state
+            .throttles
+            .entry(throttle.job_id)
+            .or_insert((0, now + throttle.count_ttl));
+        if entry.1 <= now {
+            entry.0 = 0;
+        }
+        entry.0 += 1;
+        entry.1 = now + throttle.count_ttl;
+        let count = entry.0;
+        if !throttle.pause.is_zero() {
+            let until = now + throttle.pause;
+            let pause = state
+                .pauses
+                .entry(throttle.task_type_id.clone())
+                .or_insert(until);
+            *pause = (*pause).max(until);
+        }
+        Ok(count)
     }
 
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {

@@ -250,6 +250,15 @@ pub struct ExecutionClaim {
     /// Under the overlap guard (`overlap: skip`), how long the (task, user)
     /// run claim outlives a crashed execution; `None` takes no run claim.
     pub run_ttl: Option<Duration>,
+    /// The copy's attempt.
+    pub attempt: u32,
+    /// The copy's `execute_after`, epoch milliseconds.
+    pub execute_after_ms: i64,
+    /// A job of a scheduled fan-out: a user whose preferences no longer
+    /// name the task is skipped too. A user who disabled the task is
+    /// always skipped; a user without any preferences never is (a trigger
+    /// may name any user).
+    pub require_enabled: bool,
 }
 
 /// What [`StateStore::claim_execution`] found.
@@ -259,6 +268,16 @@ pub enum ClaimOutcome {
     AlreadySucceeded,
     /// Another execution of the same job holds it; nothing was claimed.
     JobBusy,
+    /// The user no longer has the task enabled (see
+    /// [`ExecutionClaim::require_enabled`]); nothing was claimed.
+    Disabled,
+    /// The copy is older than the try the job's retry chain expects next
+    /// (a smaller attempt, or the same attempt due before its next-eligible
+    /// time): a duplicate to drop; nothing was claimed.
+    Stale,
+    /// The task is paused by a `Retry-After` for this much longer (see
+    /// [`StateStore::record_throttle`]); nothing was claimed.
+    Paused(Duration),
     /// Another job holds the (task, user) run claim; nothing was claimed.
     UserBusy,
     /// Both claims are held (the run claim only under the overlap guard).
@@ -285,6 +304,35 @@ pub struct ExecutionFinish {
     /// `Some(ttl)` when the job succeeded: its success marker is kept this
     /// long.
     pub success_ttl: Option<Duration>,
+    /// When the execution ended in a retry or a throttle: the try it
+    /// published, which the job's later claims compare copies with.
+    pub next: Option<NextTry>,
+}
+
+/// The next try of a job's retry chain, kept with the job (see
+/// [`ClaimOutcome::Stale`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NextTry {
+    /// Its attempt.
+    pub attempt: u32,
+    /// Its `execute_after`, epoch milliseconds.
+    pub eligible_ms: i64,
+    /// How long it is kept.
+    pub ttl: Duration,
+}
+
+/// A throttle of one job: the endpoint answered 429 or 503 with
+/// `Retry-After` (see [`StateStore::record_throttle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Throttle {
+    /// The job's task (the one paused).
+    pub task_type_id: TaskTypeId,
+    /// The job (whose throttles are counted).
+    pub job_id: Uuid,
+    /// How long the task is paused.
+    pub pause: Duration,
+    /// How long the job's count is kept.
+    pub count_ttl: Duration,
 }
 
 /// Shared state, as the actors see it. Every method is one round trip (or
@@ -466,7 +514,13 @@ pub trait StateStore: Send + Sync + 'static {
     /// (`JobBusy` when another execution holds it), then, when
     /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
     /// another job holds it; the execution claim is released again).
-    /// `Claimed` carries the user's parameters for the task.
+    /// `Claimed` carries the user's parameters for the task. A user who
+    /// disabled the task (or, with `require_enabled`, has preferences
+    /// without it) answers `Disabled`. A copy older
+    /// than the job's next try recorded by a finish answers `Stale` (after
+    /// the success check). A task paused
+    /// by [`StateStore::record_throttle`] answers `Paused` after the
+    /// success check, claiming nothing.
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError>;
     /// Ends an execution at once: records the success (when
     /// `finish.success_ttl` is set) and releases the execution claim and
@@ -497,6 +551,13 @@ pub trait StateStore: Send + Sync + 'static {
         }
         Ok(())
     }
+
+    /// Counts a throttle of `throttle.job_id` (the count kept
+    /// `count_ttl`) and pauses its task for `pause` on every replica (a
+    /// longer pause already set is kept): claims of the task's jobs answer
+    /// [`ClaimOutcome::Paused`] until it ends. Returns the job's throttles
+    /// so far, this one included.
+    async fn record_throttle(&self, throttle: &Throttle) -> Result<u32, StoreError>;
 
     // --- metrics ---
 

@@ -46,7 +46,7 @@ use uuid::Uuid;
 use super::{
     Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
     MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-    StoreError,
+    StoreError, Throttle,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
 };
 use crate::{
@@ -81,6 +81,8 @@ static CLAIM_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/claim_execution.lua")));
 static FINISH_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/finish_execution.lua")));
+static RECORD_THROTTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/record_throttle.lua")));
 static ENABLED_PAGE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/enabled_page.lua")));
 
@@ -476,15 +478,22 @@ impl RedisStore {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(CLAIM_EXECUTION.get_hash())
-            .arg(4)
+            .arg(7)
             .arg(keys.job_done(claim.job_id))
             .arg(keys.job_claim(&claim.task_type_id, claim.job_id))
             .arg(keys.running(&claim.task_type_id, &claim.user_id))
             .arg(keys.user_settings(&claim.user_id, &claim.task_type_id))
+            .arg(keys.task_pause(&claim.task_type_id))
+            .arg(keys.job_next(claim.job_id))
+            .arg(keys.user_tasks(&claim.user_id))
             .arg(claim.execution.to_string())
             .arg(millis(claim.job_ttl).max(1))
             .arg(claim.job_id.to_string())
-            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)));
+            .arg(claim.run_ttl.map_or(0, |ttl| millis(ttl).max(1)))
+            .arg(claim.attempt)
+            .arg(claim.execute_after_ms)
+            .arg(claim.task_type_id.as_str())
+            .arg(if claim.require_enabled { "1" } else { "0" });
         cmd
     }
 
@@ -498,6 +507,18 @@ impl RedisStore {
         match reply.next().as_deref() {
             Some("succeeded") => Ok(ClaimOutcome::AlreadySucceeded),
             Some("job_busy") => Ok(ClaimOutcome::JobBusy),
+            Some("stale") => Ok(ClaimOutcome::Stale),
+            Some("disabled") => Ok(ClaimOutcome::Disabled),
+            Some("paused") => {
+                let ms = reply.next().and_then(|ms| ms.parse::<u64>().ok());
+                match ms {
+                    Some(ms) => Ok(ClaimOutcome::Paused(Duration::from_millis(ms))),
+                    None => Err(corrupt(
+                        &self.keys.task_pause(&claim.task_type_id),
+                        "claim_execution answered a pause without its length".to_owned(),
+                    )),
+                }
+            }
             Some("user_busy") => Ok(ClaimOutcome::UserBusy),
             Some("claimed") => {
                 let mut parameters = BTreeMap::new();
@@ -523,13 +544,17 @@ impl RedisStore {
         };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(FINISH_EXECUTION.get_hash())
-            .arg(3)
+            .arg(4)
             .arg(keys.job_done(finish.job_id))
             .arg(keys.job_claim(&finish.task_type_id, finish.job_id))
             .arg(keys.running(&finish.task_type_id, &finish.user_id))
+            .arg(keys.job_next(finish.job_id))
             .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
             .arg(finish.execution.to_string())
-            .arg(run_holder);
+            .arg(run_holder)
+            .arg(finish.next.map_or(0, |next| next.attempt))
+            .arg(finish.next.map_or(0, |next| next.eligible_ms))
+            .arg(finish.next.map_or(1, |next| millis(next.ttl).max(1)));
         cmd
     }
 
@@ -1279,6 +1304,18 @@ impl StateStore for RedisStore {
         }
         let () = self.query_scripts(&pipe, &FINISH_EXECUTION).await?;
         Ok(())
+    }
+
+    async fn record_throttle(&self, throttle: &Throttle) -> Result<u32, StoreError> {
+        let mut connection = self.connection.clone();
+        let count: u32 = RECORD_THROTTLE
+            .key(self.keys.job_throttles(throttle.job_id))
+            .key(self.keys.task_pause(&throttle.task_type_id))
+            .arg(millis(throttle.count_ttl).max(1))
+            .arg(millis(throttle.pause))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(count)
     }
 
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {
