@@ -13,7 +13,10 @@
 //!   then publishes every slot that is due and completely planned: the
 //!   slot's users as one confirmed batch of jobs due now, straight into
 //!   their priority queue, then trims them from the list. An immediate run
-//!   skips the lists: each page is published as it is read.
+//!   skips the lists and pipelines its pages: the next page is read and
+//!   published while the confirms of earlier ones are outstanding (up to
+//!   [`MAX_UNCONFIRMED`] jobs), and the cursor is saved only up to the
+//!   last page whose confirms are all in.
 //! - [`PlanListed`] makes (or extends) a run of named users: a trigger's
 //!   `user_ids`, or the users of a custom interval whose own fire came.
 //!
@@ -22,13 +25,16 @@
 //! `scheduled_at`; the executors drop duplicates by id), and a crash
 //! mid-plan resumes from the run's saved cursor.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::{
-    broker::JobBroker,
+    broker::{BrokerError, JobBroker},
     domain::{Job, JobEnvelope, JobMetadata, TaskType, TaskTypeId, UserId, job_id},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
@@ -41,6 +47,15 @@ use std::sync::Arc;
 /// Pages of users one [`AdvanceRun`] plans at most, so that due slots of
 /// every run are released between the pages of a large plan.
 const PAGES_PER_STEP: usize = 8;
+
+/// Pages of users one [`AdvanceRun`] publishes at most for an immediate
+/// run: each step ends by waiting for its last confirms, so steps are
+/// longer than a plan's to keep that pause rare.
+const IMMEDIATE_PAGES_PER_STEP: usize = 32;
+
+/// Jobs of an immediate run published and not yet confirmed, at most
+/// (at least one page is always in flight).
+pub const MAX_UNCONFIRMED: usize = 4096;
 
 /// How long slot lists outlive their window: a run left behind by a
 /// crashed fleet is still complete when a scheduler comes back.
@@ -195,22 +210,40 @@ impl Distribution {
             fence,
         } = msg;
         let mut published = 0;
-        for _ in 0..PAGES_PER_STEP {
-            if run.planning_done {
-                break;
+        if run.immediate && matches!(run.audience, Audience::Enabled { .. }) {
+            if !run.planning_done {
+                published += self.publish_pipelined(&task, &mut run, fence).await?;
             }
-            published += self.plan_page(&task, &mut run, fence).await?;
+        } else {
+            for _ in 0..PAGES_PER_STEP {
+                if run.planning_done {
+                    break;
+                }
+                published += self.plan_page(&task, &mut run, fence).await?;
+            }
         }
+        // Empty slots move `next_slot` in memory only: the next write of
+        // the run (a trim, the finish, or one save at the end) carries it.
+        let mut unsaved = false;
         for slot in run.releasable(now) {
             if run.planning_done && run.released >= run.planned {
                 // Every planned user is out: the slots left are empty.
                 run.next_slot = run.slots;
                 break;
             }
-            published += self.release_slot(&task, &mut run, slot, fence).await?;
+            let (count, wrote) = self.release_slot(&task, &mut run, slot, fence).await?;
+            published += count;
+            unsaved = !wrote;
         }
         if run.planning_done && run.released >= run.planned && !run.finished() {
             run.next_slot = run.slots;
+        }
+        if unsaved && !run.finished() {
+            let written = self
+                .store
+                .save_run(&run, &[], self.settings.list_ttl(), fence)
+                .await?;
+            self.fenced(written, &run)?;
         }
         if run.finished() {
             self.fenced(self.store.finish_run(&run, fence).await?, &run)?;
@@ -242,6 +275,48 @@ impl Distribution {
         run: &mut Run,
         fence: u64,
     ) -> Result<u64, PipelineError> {
+        let users = self.next_page(task, run).await?;
+        let count = users.len() as u64;
+        let mut published = 0;
+        let mut lists = Vec::new();
+        if run.immediate {
+            let envelopes: Vec<JobEnvelope> = users
+                .iter()
+                .map(|user| envelope(task, run, user, None))
+                .collect();
+            if !envelopes.is_empty() {
+                self.broker.publish(&envelopes).await?;
+            }
+            published = count;
+            run.released += count;
+            if run.planning_done {
+                // Published as read: no list to release.
+                run.next_slot = run.slots;
+            }
+        } else {
+            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
+            for (i, user) in users.into_iter().enumerate() {
+                let slot = run.slot_for_rank(run.planned + i as u64);
+                slots.entry(slot).or_default().push(user);
+            }
+            lists = slot_writes(slots);
+        }
+        run.planned += count;
+        let written = self
+            .store
+            .save_run(run, &lists, self.settings.list_ttl(), fence)
+            .await?;
+        self.fenced(written, run)?;
+        Ok(published)
+    }
+
+    /// Reads the next page of the run's users, moving its cursor (or
+    /// custom offset) past them and marking the end of its audience.
+    async fn next_page(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+    ) -> Result<Vec<UserId>, PipelineError> {
         let batch = self.settings.batch_size.max(1);
         let users = match run.audience {
             Audience::Listed => {
@@ -280,79 +355,123 @@ impl Distribution {
                 }
             },
         };
-        let count = users.len() as u64;
+        Ok(users)
+    }
+
+    /// Publishes pages of an immediate run of the enabled index, several
+    /// at a time: the next page is read and its publish started while
+    /// earlier pages wait for their confirms, up to [`MAX_UNCONFIRMED`]
+    /// jobs. The run is saved only up to the last page whose confirms are
+    /// all in, so the saved cursor never passes an unconfirmed job (a
+    /// crash publishes the same job ids again). Answers with the jobs
+    /// confirmed.
+    async fn publish_pipelined(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+        fence: u64,
+    ) -> Result<u64, PipelineError> {
+        let batch = self.settings.batch_size.max(1);
+        let ttl = self.settings.list_ttl();
+        let mut in_flight = InFlight::default();
+        // The run as read ahead: its cursor is past every page started.
+        let mut ahead = run.clone();
+        let mut pages = 0;
         let mut published = 0;
-        let mut lists = Vec::new();
-        if run.immediate {
-            let envelopes: Vec<JobEnvelope> = users
-                .iter()
-                .map(|user| envelope(task, run, user, None))
-                .collect();
-            if !envelopes.is_empty() {
-                self.broker.publish(&envelopes).await?;
+        loop {
+            while pages < IMMEDIATE_PAGES_PER_STEP
+                && !ahead.planning_done
+                && (in_flight.pages.is_empty() || in_flight.jobs + batch <= MAX_UNCONFIRMED)
+            {
+                let users = self.next_page(task, &mut ahead).await?;
+                pages += 1;
+                let count = users.len() as u64;
+                ahead.planned += count;
+                ahead.released += count;
+                if ahead.planning_done {
+                    // Published as read: no list to release.
+                    ahead.next_slot = ahead.slots;
+                }
+                let confirm = (!users.is_empty()).then(|| {
+                    let envelopes: Vec<JobEnvelope> = users
+                        .iter()
+                        .map(|user| envelope(task, &ahead, user, None))
+                        .collect();
+                    let broker = Arc::clone(&self.broker);
+                    tokio::spawn(async move { broker.publish(&envelopes).await })
+                });
+                in_flight.jobs += users.len();
+                in_flight.pages.push_back(Page {
+                    confirm,
+                    jobs: users.len(),
+                    run: ahead.clone(),
+                });
             }
-            published = count;
-            run.released += count;
-            if run.planning_done {
-                // Published as read: no list to release.
-                run.next_slot = run.slots;
+            let Some(mut page) = in_flight.pages.pop_front() else {
+                return Ok(published);
+            };
+            // This page and every page after it already confirmed: one
+            // save covers them all.
+            loop {
+                in_flight.jobs -= page.jobs;
+                if let Some(confirm) = page.confirm.take() {
+                    confirm.await.map_err(|_| BrokerError::Closed)??;
+                }
+                published += page.jobs as u64;
+                *run = page.run;
+                match in_flight.pages.front() {
+                    Some(next) if next.confirm.as_ref().is_none_or(|c| c.is_finished()) => {
+                        page = in_flight.pages.pop_front().ok_or(BrokerError::Closed)?;
+                    }
+                    _ => break,
+                }
             }
-        } else {
-            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
-            for (i, user) in users.into_iter().enumerate() {
-                let slot = run.slot_for_rank(run.planned + i as u64);
-                slots.entry(slot).or_default().push(user);
-            }
-            lists = slot_writes(slots);
+            let written = self.store.save_run(run, &[], ttl, fence).await?;
+            self.fenced(written, run)?;
         }
-        run.planned += count;
-        let written = self
-            .store
-            .save_run(run, &lists, self.settings.list_ttl(), fence)
-            .await?;
-        self.fenced(written, run)?;
-        Ok(published)
     }
 
     /// Publishes the users of one due slot, batch by batch, trimming each
-    /// batch from the list once confirmed. Answers with the jobs published.
+    /// batch from the list once confirmed. Answers with the jobs published
+    /// and whether the run was written (an empty slot only moves
+    /// `next_slot`, for the next write to carry).
     async fn release_slot(
         &self,
         task: &TaskType,
         run: &mut Run,
         slot: u32,
         fence: u64,
-    ) -> Result<u64, PipelineError> {
+    ) -> Result<(u64, bool), PipelineError> {
         let batch = self.settings.batch_size.max(1);
         let mut published = 0;
         loop {
             let users = self.store.slot_users(run, slot, batch).await?;
             let last = users.len() < batch;
-            if !users.is_empty() {
-                let envelopes: Vec<JobEnvelope> = users
-                    .iter()
-                    .map(|user| envelope(task, run, user, Some(slot)))
-                    .collect();
-                self.broker.publish(&envelopes).await?;
-                published += users.len() as u64;
-                run.released += users.len() as u64;
-            }
             if last {
                 run.next_slot = slot + 1;
             }
+            if users.is_empty() {
+                return Ok((published, false));
+            }
+            let envelopes: Vec<JobEnvelope> = users
+                .iter()
+                .map(|user| envelope(task, run, user, Some(slot)))
+                .collect();
+            self.broker.publish(&envelopes).await?;
+            published += users.len() as u64;
+            run.released += users.len() as u64;
             let trim = [SlotWrite {
                 slot,
                 trim: users.len(),
                 append: Vec::new(),
             }];
-            let lists: &[SlotWrite] = if users.is_empty() { &[] } else { &trim };
             let written = self
                 .store
-                .save_run(run, lists, self.settings.list_ttl(), fence)
+                .save_run(run, &trim, self.settings.list_ttl(), fence)
                 .await?;
             self.fenced(written, run)?;
             if last {
-                return Ok(published);
+                return Ok((published, true));
             }
         }
     }
@@ -404,6 +523,35 @@ impl Distribution {
         let written = self.store.save_run(&run, &lists, ttl, fence).await?;
         self.fenced(written, &run)?;
         Ok(run)
+    }
+}
+
+/// One page of an immediate run on its way to the broker.
+struct Page {
+    /// Its publish, `None` for an empty page.
+    confirm: Option<tokio::task::JoinHandle<Result<(), BrokerError>>>,
+    /// Its jobs.
+    jobs: usize,
+    /// The run once this page is confirmed.
+    run: Run,
+}
+
+/// The pages of an immediate run published and not yet confirmed, oldest
+/// first. Dropped early (an error, a lost lock), it stops their publishes:
+/// whatever was not confirmed is published again from the saved cursor.
+#[derive(Default)]
+struct InFlight {
+    pages: VecDeque<Page>,
+    jobs: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for page in &self.pages {
+            if let Some(confirm) = &page.confirm {
+                confirm.abort();
+            }
+        }
     }
 }
 
