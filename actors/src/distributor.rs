@@ -50,7 +50,9 @@ const PAGES_PER_STEP: usize = 8;
 
 /// Pages of users one [`AdvanceRun`] publishes at most for an immediate
 /// run: each step ends by waiting for its last confirms, so steps are
-/// longer than a plan's to keep that pause rare.
+/// longer than a plan's to keep that pause rare. A step also starts no
+/// page once a sixth of the lock's life has gone, so that the scheduler
+/// renews the lock in time however slow the broker.
 const IMMEDIATE_PAGES_PER_STEP: usize = 32;
 
 /// Jobs of an immediate run published and not yet confirmed, at most
@@ -378,8 +380,11 @@ impl Distribution {
         let mut ahead = run.clone();
         let mut pages = 0;
         let mut published = 0;
+        let started = std::time::Instant::now();
+        let step = self.settings.lock_ttl / 6;
         loop {
             while pages < IMMEDIATE_PAGES_PER_STEP
+                && (pages == 0 || started.elapsed() < step)
                 && !ahead.planning_done
                 && (in_flight.pages.is_empty() || in_flight.jobs + batch <= MAX_UNCONFIRMED)
             {
@@ -411,14 +416,25 @@ impl Distribution {
                 return Ok(published);
             };
             // This page and every page after it already confirmed: one
-            // save covers them all.
+            // save covers them all. A failed page stops the step once the
+            // pages confirmed before it are saved.
+            let mut settled = false;
+            let mut failure: Option<PipelineError> = None;
             loop {
                 in_flight.jobs -= page.jobs;
                 if let Some(confirm) = page.confirm.take() {
-                    confirm.await.map_err(|_| BrokerError::Closed)??;
+                    match confirm.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => failure = Some(error.into()),
+                        Err(_) => failure = Some(BrokerError::Closed.into()),
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
                 }
                 published += page.jobs as u64;
                 *run = page.run;
+                settled = true;
                 match in_flight.pages.front() {
                     Some(next) if next.confirm.as_ref().is_none_or(|c| c.is_finished()) => {
                         page = in_flight.pages.pop_front().ok_or(BrokerError::Closed)?;
@@ -426,8 +442,13 @@ impl Distribution {
                     _ => break,
                 }
             }
-            let written = self.store.save_run(run, &[], ttl, fence).await?;
-            self.fenced(written, run)?;
+            if settled {
+                let written = self.store.save_run(run, &[], ttl, fence).await?;
+                self.fenced(written, run)?;
+            }
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
     }
 
@@ -651,6 +672,171 @@ pub fn job_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        broker::{JobStream, memory::MemoryBroker},
+        store::{LockName, memory::MemoryStore},
+    };
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A broker that refuses its `fail_at`-th publish call (counting from
+    /// 1) and passes every other one to the in-memory broker.
+    struct Refusing {
+        inner: MemoryBroker,
+        calls: AtomicUsize,
+        fail_at: usize,
+    }
+
+    #[async_trait]
+    impl JobBroker for Refusing {
+        async fn declare(&self) -> Result<(), BrokerError> {
+            self.inner.declare().await
+        }
+        async fn publish(&self, jobs: &[JobEnvelope]) -> Result<(), BrokerError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+                return Err(BrokerError::PublishNacked(jobs[0].job.id));
+            }
+            self.inner.publish(jobs).await
+        }
+        async fn consume(&self, prefetch: u16) -> Result<Box<dyn JobStream>, BrokerError> {
+            self.inner.consume(prefetch).await
+        }
+    }
+
+    const USERS: u64 = 103;
+    const BATCH: usize = 7;
+
+    /// A store with `USERS` enabled users of task `t`, an immediate run of
+    /// them made, and the task's lock held.
+    async fn immediate_run() -> (Arc<MemoryStore>, TaskType, Run, u64) {
+        let store = Arc::new(MemoryStore::new());
+        let task: TaskType = serde_json::from_value(serde_json::json!({
+            "id": "t", "name": "t",
+            "interval": {"type": "daily", "value": 1},
+            "timeout": "10s",
+            "config": {"endpoint": "http://127.0.0.1:1/x", "method": "POST"}
+        }))
+        .unwrap();
+        for i in 0..USERS {
+            let user = UserId::parse(format!("u{i}")).unwrap();
+            store.insert_enabled_entry(&task.id, &user, i * 7919 % 1000);
+        }
+        let lease = store
+            .acquire_lock(
+                &LockName::Schedule(task.id.clone()),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let now = Utc::now();
+        let run = Run {
+            task_type_id: task.id.clone(),
+            scheduled_at: now,
+            source: RunSource::Trigger,
+            audience: Audience::Enabled { with_custom: false },
+            immediate: true,
+            slots: run_slots(Duration::from_secs(60), true),
+            users: USERS,
+            planned: 0,
+            cursor: None,
+            custom_offset: None,
+            planning_done: false,
+            next_slot: 0,
+            released: 0,
+            correlation_id: "c".to_owned(),
+            created_at: now,
+        };
+        assert!(
+            store
+                .create_run(&run, &[], Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        (store, task, run, lease.fence)
+    }
+
+    fn distribution(store: Arc<MemoryStore>, broker: Arc<dyn JobBroker>) -> Distribution {
+        Distribution {
+            store,
+            broker,
+            settings: DistributionSettings {
+                window: Duration::from_secs(60),
+                batch_size: BATCH,
+                lock_ttl: Duration::from_secs(60),
+                task_rates: BTreeMap::new(),
+                global_rate: None,
+            },
+        }
+    }
+
+    async fn advance_to_end(work: &Distribution, task: &TaskType, mut run: Run, fence: u64) -> u64 {
+        let mut published = 0;
+        while !run.finished() {
+            let advanced = work
+                .advance(AdvanceRun {
+                    task: task.clone(),
+                    run,
+                    now: Utc::now(),
+                    fence,
+                })
+                .await
+                .unwrap();
+            published += advanced.published;
+            run = advanced.run;
+        }
+        published
+    }
+
+    #[tokio::test]
+    async fn an_immediate_run_publishes_every_user_once_page_by_pipelined_page() {
+        let (store, task, run, fence) = immediate_run().await;
+        let broker = Arc::new(MemoryBroker::new());
+        let work = distribution(store.clone(), broker.clone());
+        assert_eq!(advance_to_end(&work, &task, run, fence).await, USERS);
+        assert_eq!(broker.pending() as u64, USERS);
+        let last = store.last_run(&task.id).await.unwrap().unwrap();
+        assert_eq!((last.planned, last.released), (USERS, USERS));
+        assert!(store.runs(&task.id).await.unwrap().runs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_saved_cursor_never_passes_a_page_whose_publish_failed() {
+        let (store, task, run, fence) = immediate_run().await;
+        // The third page is refused; the fourth and later may be confirmed.
+        let refusing = Arc::new(Refusing {
+            inner: MemoryBroker::new(),
+            calls: AtomicUsize::new(0),
+            fail_at: 3,
+        });
+        let work = distribution(store.clone(), refusing.clone());
+        let failed = work
+            .advance(AdvanceRun {
+                task: task.clone(),
+                run,
+                now: Utc::now(),
+                fence,
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(PipelineError::Broker(_))),
+            "{failed:?}"
+        );
+        let saved = store.runs(&task.id).await.unwrap().runs.remove(0);
+        assert_eq!(saved.released, 2 * BATCH as u64);
+        assert_eq!(saved.planned, 2 * BATCH as u64);
+        // Resumed from the saved cursor, every user gets its job: the ones
+        // confirmed after the refused page again, with the same job ids.
+        let broker = Arc::new(MemoryBroker::new());
+        let work = distribution(store.clone(), broker.clone());
+        assert_eq!(
+            advance_to_end(&work, &task, saved, fence).await,
+            USERS - 2 * BATCH as u64
+        );
+        let first = refusing.inner.pending() as u64;
+        assert_eq!(broker.pending() as u64, USERS - 2 * BATCH as u64);
+        assert!(first >= 2 * BATCH as u64, "{first}");
+    }
 
     fn check(users: u64, rate: Option<u32>, window_secs: u64, expected: bool) {
         assert_eq!(
