@@ -13,7 +13,10 @@
 //!   then publishes every slot that is due and completely planned: the
 //!   slot's users as one confirmed batch of jobs due now, straight into
 //!   their priority queue, then trims them from the list. An immediate run
-//!   skips the lists: each page is published as it is read.
+//!   skips the lists and pipelines its pages: the next page is read and
+//!   published while the confirms of earlier ones are outstanding (up to
+//!   [`MAX_UNCONFIRMED`] jobs), and the cursor is saved only up to the
+//!   last page whose confirms are all in.
 //! - [`PlanListed`] makes (or extends) a run of named users: a trigger's
 //!   `user_ids`, or the users of a custom interval whose own fire came.
 //!
@@ -22,14 +25,17 @@
 //! `scheduled_at`; the executors drop duplicates by id), and a crash
 //! mid-plan resumes from the run's saved cursor.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Duration,
+};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 
 use crate::{
-    broker::JobBroker,
+    broker::{BrokerError, JobBroker},
     domain::{Job, JobEnvelope, JobMetadata, TaskType, TaskTypeId, UserId, job_id},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
@@ -49,6 +55,17 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 /// Pages of users one [`AdvanceRun`] plans at most, so that due slots of
 /// every run are released between the pages of a large plan.
 const PAGES_PER_STEP: usize = 8;
+
+/// Pages of users one [`AdvanceRun`] publishes at most for an immediate
+/// run: each step ends by waiting for its last confirms, so steps are
+/// longer than a plan's to keep that pause rare. A step also starts no
+/// page once a sixth of the lock's life has gone, so that the scheduler
+/// renews the lock in time however slow the broker.
+const IMMEDIATE_PAGES_PER_STEP: usize = 32;
+
+/// Jobs of an immediate run published and not yet confirmed, at most
+/// (at least one page is always in flight).
+pub const MAX_UNCONFIRMED: usize = 4096;
 
 /// How long slot lists outlive their window: a run left behind by a
 /// crashed fleet is still complete when a scheduler comes back.
@@ -232,22 +249,40 @@ impl Distribution {
             fence,
         } = msg;
         let mut published = 0;
-        for _ in 0..PAGES_PER_STEP {
-            if run.planning_done {
-                break;
+        if run.immediate && matches!(run.audience, Audience::Enabled { .. }) {
+            if !run.planning_done {
+                published += self.publish_pipelined(&task, &mut run, fence).await?;
             }
-            published += self.plan_page(&task, &mut run, fence).await?;
+        } else {
+            for _ in 0..PAGES_PER_STEP {
+                if run.planning_done {
+                    break;
+                }
+                published += self.plan_page(&task, &mut run, fence).await?;
+            }
         }
+        // Empty slots move `next_slot` in memory only: the next write of
+        // the run (a trim, the finish, or one save at the end) carries it.
+        let mut unsaved = false;
         for slot in run.releasable(now) {
             if run.planning_done && run.released >= run.planned {
                 // Every planned user is out: the slots left are empty.
                 run.next_slot = run.slots;
                 break;
             }
-            published += self.release_slot(&task, &mut run, slot, fence).await?;
+            let (count, wrote) = self.release_slot(&task, &mut run, slot, fence).await?;
+            published += count;
+            unsaved = !wrote;
         }
         if run.planning_done && run.released >= run.planned && !run.finished() {
             run.next_slot = run.slots;
+        }
+        if unsaved && !run.finished() {
+            let written = self
+                .store
+                .save_run(&run, &[], self.settings.list_ttl(), fence)
+                .await?;
+            self.fenced(written, &run)?;
         }
         if run.finished() {
             self.fenced(self.store.finish_run(&run, fence).await?, &run)?;
@@ -279,6 +314,48 @@ impl Distribution {
         run: &mut Run,
         fence: u64,
     ) -> Result<u64, PipelineError> {
+        let users = self.next_page(task, run).await?;
+        let count = users.len() as u64;
+        let mut published = 0;
+        let mut lists = Vec::new();
+        if run.immediate {
+            let envelopes: Vec<JobEnvelope> = users
+                .iter()
+                .map(|user| envelope(task, run, user, None))
+                .collect();
+            if !envelopes.is_empty() {
+                self.broker.publish(&envelopes).await?;
+            }
+            published = count;
+            run.released += count;
+            if run.planning_done {
+                // Published as read: no list to release.
+                run.next_slot = run.slots;
+            }
+        } else {
+            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
+            for (i, user) in users.into_iter().enumerate() {
+                let slot = run.slot_for_rank(run.planned + i as u64);
+                slots.entry(slot).or_default().push(user);
+            }
+            lists = slot_writes(slots);
+        }
+        run.planned += count;
+        let written = self
+            .store
+            .save_run(run, &lists, self.settings.list_ttl(), fence)
+            .await?;
+        self.fenced(written, run)?;
+        Ok(published)
+    }
+
+    /// Reads the next page of the run's users, moving its cursor (or
+    /// custom offset) past them and marking the end of its audience.
+    async fn next_page(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+    ) -> Result<Vec<UserId>, PipelineError> {
         let batch = self.settings.batch_size.max(1);
         let users = match run.audience {
             Audience::Listed => {
@@ -317,79 +394,142 @@ impl Distribution {
                 }
             },
         };
-        let count = users.len() as u64;
+        Ok(users)
+    }
+
+    /// Publishes pages of an immediate run of the enabled index, several
+    /// at a time: the next page is read and its publish started while
+    /// earlier pages wait for their confirms, up to [`MAX_UNCONFIRMED`]
+    /// jobs. The run is saved only up to the last page whose confirms are
+    /// all in, so the saved cursor never passes an unconfirmed job (a
+    /// crash publishes the same job ids again). Answers with the jobs
+    /// confirmed.
+    async fn publish_pipelined(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+        fence: u64,
+    ) -> Result<u64, PipelineError> {
+        let batch = self.settings.batch_size.max(1);
+        let ttl = self.settings.list_ttl();
+        let mut in_flight = InFlight::default();
+        // The run as read ahead: its cursor is past every page started.
+        let mut ahead = run.clone();
+        let mut pages = 0;
         let mut published = 0;
-        let mut lists = Vec::new();
-        if run.immediate {
-            let envelopes: Vec<JobEnvelope> = users
-                .iter()
-                .map(|user| envelope(task, run, user, None))
-                .collect();
-            if !envelopes.is_empty() {
-                self.broker.publish(&envelopes).await?;
+        let started = std::time::Instant::now();
+        let step = self.settings.lock_ttl / 6;
+        loop {
+            while pages < IMMEDIATE_PAGES_PER_STEP
+                && (pages == 0 || started.elapsed() < step)
+                && !ahead.planning_done
+                && (in_flight.pages.is_empty() || in_flight.jobs + batch <= MAX_UNCONFIRMED)
+            {
+                let users = self.next_page(task, &mut ahead).await?;
+                pages += 1;
+                let count = users.len() as u64;
+                ahead.planned += count;
+                ahead.released += count;
+                if ahead.planning_done {
+                    // Published as read: no list to release.
+                    ahead.next_slot = ahead.slots;
+                }
+                let confirm = (!users.is_empty()).then(|| {
+                    let envelopes: Vec<JobEnvelope> = users
+                        .iter()
+                        .map(|user| envelope(task, &ahead, user, None))
+                        .collect();
+                    let broker = Arc::clone(&self.broker);
+                    tokio::spawn(async move { broker.publish(&envelopes).await })
+                });
+                in_flight.jobs += users.len();
+                in_flight.pages.push_back(Page {
+                    confirm,
+                    jobs: users.len(),
+                    run: ahead.clone(),
+                });
             }
-            published = count;
-            run.released += count;
-            if run.planning_done {
-                // Published as read: no list to release.
-                run.next_slot = run.slots;
+            let Some(mut page) = in_flight.pages.pop_front() else {
+                return Ok(published);
+            };
+            // This page and every page after it already confirmed: one
+            // save covers them all. A failed page stops the step once the
+            // pages confirmed before it are saved.
+            let mut settled = false;
+            let mut failure: Option<PipelineError> = None;
+            loop {
+                in_flight.jobs -= page.jobs;
+                if let Some(confirm) = page.confirm.take() {
+                    match confirm.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => failure = Some(error.into()),
+                        Err(_) => failure = Some(BrokerError::Closed.into()),
+                    }
+                    if failure.is_some() {
+                        break;
+                    }
+                }
+                published += page.jobs as u64;
+                *run = page.run;
+                settled = true;
+                match in_flight.pages.front() {
+                    Some(next) if next.confirm.as_ref().is_none_or(|c| c.is_finished()) => {
+                        page = in_flight.pages.pop_front().ok_or(BrokerError::Closed)?;
+                    }
+                    _ => break,
+                }
             }
-        } else {
-            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
-            for (i, user) in users.into_iter().enumerate() {
-                let slot = run.slot_for_rank(run.planned + i as u64);
-                slots.entry(slot).or_default().push(user);
+            if settled {
+                let written = self.store.save_run(run, &[], ttl, fence).await?;
+                self.fenced(written, run)?;
             }
-            lists = slot_writes(slots);
+            if let Some(failure) = failure {
+                return Err(failure);
+            }
         }
-        run.planned += count;
-        let written = self
-            .store
-            .save_run(run, &lists, self.settings.list_ttl(), fence)
-            .await?;
-        self.fenced(written, run)?;
-        Ok(published)
     }
 
     /// Publishes the users of one due slot, batch by batch, trimming each
-    /// batch from the list once confirmed. Answers with the jobs published.
+    /// batch from the list once confirmed. Answers with the jobs published
+    /// and whether the run was written (an empty slot only moves
+    /// `next_slot`, for the next write to carry).
     async fn release_slot(
         &self,
         task: &TaskType,
         run: &mut Run,
         slot: u32,
         fence: u64,
-    ) -> Result<u64, PipelineError> {
+    ) -> Result<(u64, bool), PipelineError> {
         let batch = self.settings.batch_size.max(1);
         let mut published = 0;
         loop {
             let users = self.store.slot_users(run, slot, batch).await?;
             let last = users.len() < batch;
-            if !users.is_empty() {
-                let envelopes: Vec<JobEnvelope> = users
-                    .iter()
-                    .map(|user| envelope(task, run, user, Some(slot)))
-                    .collect();
-                self.broker.publish(&envelopes).await?;
-                published += users.len() as u64;
-                run.released += users.len() as u64;
-            }
             if last {
                 run.next_slot = slot + 1;
             }
+            if users.is_empty() {
+                return Ok((published, false));
+            }
+            let envelopes: Vec<JobEnvelope> = users
+                .iter()
+                .map(|user| envelope(task, run, user, Some(slot)))
+                .collect();
+            self.broker.publish(&envelopes).await?;
+            published += users.len() as u64;
+            run.released += users.len() as u64;
             let trim = [SlotWrite {
                 slot,
                 trim: users.len(),
                 append: Vec::new(),
             }];
-            let lists: &[SlotWrite] = if users.is_empty() { &[] } else { &trim };
             let written = self
                 .store
-                .save_run(run, lists, self.settings.list_ttl(), fence)
+                .save_run(run, &trim, self.settings.list_ttl(), fence)
                 .await?;
             self.fenced(written, run)?;
             if last {
-                return Ok(published);
+                return Ok((published, true));
             }
         }
     }
@@ -441,6 +581,35 @@ impl Distribution {
         let written = self.store.save_run(&run, &lists, ttl, fence).await?;
         self.fenced(written, &run)?;
         Ok(run)
+    }
+}
+
+/// One page of an immediate run on its way to the broker.
+struct Page {
+    /// Its publish, `None` for an empty page.
+    confirm: Option<tokio::task::JoinHandle<Result<(), BrokerError>>>,
+    /// Its jobs.
+    jobs: usize,
+    /// The run once this page is confirmed.
+    run: Run,
+}
+
+/// The pages of an immediate run published and not yet confirmed, oldest
+/// first. Dropped early (an error, a lost lock), it stops their publishes:
+/// whatever was not confirmed is published again from the saved cursor.
+#[derive(Default)]
+struct InFlight {
+    pages: VecDeque<Page>,
+    jobs: usize,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        for page in &self.pages {
+            if let Some(confirm) = &page.confirm {
+                confirm.abort();
+            }
+        }
     }
 }
 
@@ -540,6 +709,171 @@ pub fn job_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        broker::{JobStream, memory::MemoryBroker},
+        store::{LockName, memory::MemoryStore},
+    };
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A broker that refuses its `fail_at`-th publish call (counting from
+    /// 1) and passes every other one to the in-memory broker.
+    struct Refusing {
+        inner: MemoryBroker,
+        calls: AtomicUsize,
+        fail_at: usize,
+    }
+
+    #[async_trait]
+    impl JobBroker for Refusing {
+        async fn declare(&self) -> Result<(), BrokerError> {
+            self.inner.declare().await
+        }
+        async fn publish(&self, jobs: &[JobEnvelope]) -> Result<(), BrokerError> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
+                return Err(BrokerError::PublishNacked(jobs[0].job.id));
+            }
+            self.inner.publish(jobs).await
+        }
+        async fn consume(&self, prefetch: u16) -> Result<Box<dyn JobStream>, BrokerError> {
+            self.inner.consume(prefetch).await
+        }
+    }
+
+    const USERS: u64 = 103;
+    const BATCH: usize = 7;
+
+    /// A store with `USERS` enabled users of task `t`, an immediate run of
+    /// them made, and the task's lock held.
+    async fn immediate_run() -> (Arc<MemoryStore>, TaskType, Run, u64) {
+        let store = Arc::new(MemoryStore::new());
+        let task: TaskType = serde_json::from_value(serde_json::json!({
+            "id": "t", "name": "t",
+            "interval": {"type": "daily", "value": 1},
+            "timeout": "10s",
+            "config": {"endpoint": "http://127.0.0.1:1/x", "method": "POST"}
+        }))
+        .unwrap();
+        for i in 0..USERS {
+            let user = UserId::parse(format!("u{i}")).unwrap();
+            store.insert_enabled_entry(&task.id, &user, i * 7919 % 1000);
+        }
+        let lease = store
+            .acquire_lock(
+                &LockName::Schedule(task.id.clone()),
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let now = Utc::now();
+        let run = Run {
+            task_type_id: task.id.clone(),
+            scheduled_at: now,
+            source: RunSource::Trigger,
+            audience: Audience::Enabled { with_custom: false },
+            immediate: true,
+            slots: run_slots(Duration::from_secs(60), true),
+            users: USERS,
+            planned: 0,
+            cursor: None,
+            custom_offset: None,
+            planning_done: false,
+            next_slot: 0,
+            released: 0,
+            correlation_id: "c".to_owned(),
+            created_at: now,
+        };
+        assert!(
+            store
+                .create_run(&run, &[], Duration::from_secs(60))
+                .await
+                .unwrap()
+        );
+        (store, task, run, lease.fence)
+    }
+
+    fn distribution(store: Arc<MemoryStore>, broker: Arc<dyn JobBroker>) -> Distribution {
+        Distribution {
+            store,
+            broker,
+            settings: DistributionSettings {
+                window: Duration::from_secs(60),
+                batch_size: BATCH,
+                lock_ttl: Duration::from_secs(60),
+                task_rates: BTreeMap::new(),
+                global_rate: None,
+            },
+        }
+    }
+
+    async fn advance_to_end(work: &Distribution, task: &TaskType, mut run: Run, fence: u64) -> u64 {
+        let mut published = 0;
+        while !run.finished() {
+            let advanced = work
+                .advance(AdvanceRun {
+                    task: task.clone(),
+                    run,
+                    now: Utc::now(),
+                    fence,
+                })
+                .await
+                .unwrap();
+            published += advanced.published;
+            run = advanced.run;
+        }
+        published
+    }
+
+    #[tokio::test]
+    async fn an_immediate_run_publishes_every_user_once_page_by_pipelined_page() {
+        let (store, task, run, fence) = immediate_run().await;
+        let broker = Arc::new(MemoryBroker::new());
+        let work = distribution(store.clone(), broker.clone());
+        assert_eq!(advance_to_end(&work, &task, run, fence).await, USERS);
+        assert_eq!(broker.pending() as u64, USERS);
+        let last = store.last_run(&task.id).await.unwrap().unwrap();
+        assert_eq!((last.planned, last.released), (USERS, USERS));
+        assert!(store.runs(&task.id).await.unwrap().runs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_saved_cursor_never_passes_a_page_whose_publish_failed() {
+        let (store, task, run, fence) = immediate_run().await;
+        // The third page is refused; the fourth and later may be confirmed.
+        let refusing = Arc::new(Refusing {
+            inner: MemoryBroker::new(),
+            calls: AtomicUsize::new(0),
+            fail_at: 3,
+        });
+        let work = distribution(store.clone(), refusing.clone());
+        let failed = work
+            .advance(AdvanceRun {
+                task: task.clone(),
+                run,
+                now: Utc::now(),
+                fence,
+            })
+            .await;
+        assert!(
+            matches!(failed, Err(PipelineError::Broker(_))),
+            "{failed:?}"
+        );
+        let saved = store.runs(&task.id).await.unwrap().runs.remove(0);
+        assert_eq!(saved.released, 2 * BATCH as u64);
+        assert_eq!(saved.planned, 2 * BATCH as u64);
+        // Resumed from the saved cursor, every user gets its job: the ones
+        // confirmed after the refused page again, with the same job ids.
+        let broker = Arc::new(MemoryBroker::new());
+        let work = distribution(store.clone(), broker.clone());
+        assert_eq!(
+            advance_to_end(&work, &task, saved, fence).await,
+            USERS - 2 * BATCH as u64
+        );
+        let first = refusing.inner.pending() as u64;
+        assert_eq!(broker.pending() as u64, USERS - 2 * BATCH as u64);
+        assert!(first >= 2 * BATCH as u64, "{first}");
+    }
 
     fn check(users: u64, rate: Option<u32>, window_secs: u64, expected: bool) {
         assert_eq!(
