@@ -345,6 +345,13 @@ impl Bench {
         let result: Value = serde_json::from_slice(&output.stdout).context("worker.mjs output")?;
         let seconds = result["seconds"].as_f64().context("seconds")?;
         let cpu = result["cpu_seconds"].as_f64().context("cpu_seconds")?;
+        let failed = result["failed"].as_u64().unwrap_or(0);
+        if failed > 0 {
+            progress(format!("BullMQ: {failed} jobs failed (counted as done)"));
+        }
+        if self.tiny {
+            check(failed == 0, format!("BullMQ: {failed} jobs failed"))?;
+        }
         let (total, distinct) = self.sink.count().await?;
         check(
             distinct as usize == self.jobs,
