@@ -8,9 +8,11 @@
 //! │   ├── DistributorActor              Supervisor: restarted when it stops
 //! │   └── SchedulerActor                Supervisor: restarted when it stops
 //! └── worker side (role worker/all)
-//!     ├── ExecutorActor × pool_size     Supervisor, spread over one Arbiter per core
-//!     ├── ExecutionBatcher × arbiters   claim/finish rounds, on each executor arbiter
-//!     └── dispatcher task               JobStream → idle executors
+//!     └── lane × arbiters (one Arbiter per core, at most pool_size)
+//!         ├── dispatcher task           its own JobStream → its idle executors
+//!         ├── ExecutorActor × its share of pool_size   Supervisor
+//!         ├── ExecutionBatcher          claim/finish rounds of the lane
+//!         └── one HTTP client           connections driven on the lane's thread
 //! ```
 //!
 //! Restart rules: an executor whose job panics stops; its supervisor
@@ -161,6 +163,13 @@ fn start_limiters(
     }
 }
 
+/// The prefetch of a lane of `size` executors out of `pool`: its share of
+/// `prefetch`, rounded up, and never below its executors.
+fn lane_prefetch(prefetch: u16, size: usize, pool: usize) -> u16 {
+    let share = (usize::from(prefetch) * size).div_ceil(pool.max(1));
+    u16::try_from(share.max(size)).unwrap_or(u16::MAX)
+}
+
 /// A running tree.
 pub struct Pipeline {
     /// Counts outcomes; `/stats` asks it.
@@ -185,7 +194,7 @@ pub struct Pipeline {
     pub stopping: Arc<AtomicBool>,
     reload: mpsc::UnboundedSender<()>,
     stop: watch::Sender<bool>,
-    dispatcher_done: Option<oneshot::Receiver<()>>,
+    dispatchers_done: Vec<oneshot::Receiver<()>>,
     arbiters: Vec<Arbiter>,
 }
 
@@ -242,60 +251,69 @@ impl Pipeline {
             stopping: Arc::new(AtomicBool::new(false)),
             reload,
             stop,
-            dispatcher_done: None,
+            dispatchers_done: Vec::new(),
             arbiters: Vec::new(),
         };
 
         if config.worker {
             let limiters = start_limiters(global_rate, &distribution.task_rates, &deps.store);
             let active = Arc::new(AtomicUsize::new(0));
-            let env = Arc::new(ExecutorEnv {
-                store: deps.store.clone(),
-                broker: deps.broker.clone(),
-                catalog: deps.catalog.clone(),
-                limiters,
-                client: http_client(config.pool_size)?,
-                metrics: recorder,
-                settings: config.execution.clone(),
-                active: active.clone(),
-            });
+            let pool = config.pool_size.max(1);
             let threads = match config.arbiters {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
-            };
-            pipeline.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
-            let batchers: Vec<ExecutionBatcher> = pipeline
-                .arbiters
-                .iter()
-                .map(|arbiter| ExecutionBatcher::start(&arbiter.handle(), deps.store.clone()))
-                .collect();
-            let (idle_tx, idle_rx) = mpsc::unbounded_channel();
-            let pool = config.pool_size.max(1);
-            pipeline.executors = (0..pool)
-                .map(|index| {
-                    let env = env.clone();
-                    let idle = idle_tx.clone();
-                    let batcher = batchers[index % threads].clone();
-                    let arbiter = pipeline.arbiters[index % threads].handle();
-                    Supervisor::start_in_arbiter(&arbiter, move |_| {
-                        ExecutorActor::new(index, env, batcher, idle)
-                    })
-                })
-                .collect();
+            }
+            .min(pool);
             let prefetch = config.prefetch.max(u16::try_from(pool).unwrap_or(u16::MAX));
-            let stream = deps.broker.consume(prefetch).await?;
-            let dispatcher = Dispatcher {
-                executors: pipeline.executors.clone(),
-                idle: idle_rx,
-                stream,
-                shutdown_timeout: config.shutdown_timeout,
-            };
-            let (done_tx, done_rx) = oneshot::channel();
-            actix::spawn(async move {
-                dispatcher.run(stop_rx).await;
-                let _ = done_tx.send(());
-            });
-            pipeline.dispatcher_done = Some(done_rx);
+            pipeline.arbiters = (0..threads).map(|_| Arbiter::new()).collect();
+            // One lane per arbiter: its own consumer, dispatcher, executors,
+            // batcher and HTTP client, all on the arbiter's thread, so a job
+            // is received, claimed, called, recorded and acked without
+            // changing threads.
+            for (lane, arbiter) in pipeline.arbiters.iter().enumerate() {
+                let size = pool / threads + usize::from(lane < pool % threads);
+                let handle = arbiter.handle();
+                let env = Arc::new(ExecutorEnv {
+                    store: deps.store.clone(),
+                    broker: deps.broker.clone(),
+                    catalog: deps.catalog.clone(),
+                    limiters: limiters.clone(),
+                    client: http_client(size)?,
+                    metrics: recorder.clone(),
+                    settings: config.execution.clone(),
+                    active: active.clone(),
+                });
+                let batcher = ExecutionBatcher::start(&handle, deps.store.clone());
+                let (idle_tx, idle_rx) = mpsc::unbounded_channel();
+                let executors: Vec<Addr<ExecutorActor>> = (0..size)
+                    .map(|index| {
+                        let env = env.clone();
+                        let idle = idle_tx.clone();
+                        let batcher = batcher.clone();
+                        Supervisor::start_in_arbiter(&handle, move |_| {
+                            ExecutorActor::new(index, env, batcher, idle)
+                        })
+                    })
+                    .collect();
+                let stream = deps
+                    .broker
+                    .consume(lane_prefetch(prefetch, size, pool))
+                    .await?;
+                let dispatcher = Dispatcher {
+                    executors: executors.clone(),
+                    idle: idle_rx,
+                    stream,
+                    shutdown_timeout: config.shutdown_timeout,
+                };
+                let (done_tx, done_rx) = oneshot::channel();
+                let stop_rx = stop_rx.clone();
+                handle.spawn(async move {
+                    dispatcher.run(stop_rx).await;
+                    let _ = done_tx.send(());
+                });
+                pipeline.dispatchers_done.push(done_rx);
+                pipeline.executors.extend(executors);
+            }
             pipeline.worker = Some(WorkerGauge {
                 workers: pool,
                 active,
@@ -357,7 +375,7 @@ impl Pipeline {
             let _ = scheduler.send(StopScheduling).await;
         }
         let _ = self.stop.send(true);
-        if let Some(done) = self.dispatcher_done.take() {
+        for done in self.dispatchers_done.drain(..) {
             let _ = done.await;
         }
         if let Ok(Err(err)) = self.metrics.send(FlushMetrics).await {
