@@ -23,6 +23,12 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod ledger;
+mod process;
+
+pub use ledger::*;
+pub use process::*;
+
 const CTL: &str = "/usr/sbin/rabbitmqctl";
 
 /// One request the sink received.
