@@ -74,11 +74,7 @@ impl Outcome {
     pub fn report_and_check(&self, scenario: &str) {
         println!(
             "fault {scenario}: expected {} / delivered {} / lost {} / duplicate successes {} / repeated calls {}",
-            self.expected,
-            self.delivered,
-            self.lost,
-            self.duplicate_successes,
-            self.repeated_calls
+            self.expected, self.delivered, self.lost, self.duplicate_successes, self.repeated_calls
         );
         assert_eq!(self.lost, 0, "{scenario}: {self:?}");
         assert_eq!(self.duplicate_successes, 0, "{scenario}: {self:?}");
