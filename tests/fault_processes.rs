@@ -258,3 +258,105 @@ fn same_run(calls: &[Call]) {
     let runs: BTreeSet<&str> = calls.iter().map(|c| c.run.2.as_str()).collect();
     assert_eq!(runs.len(), 1, "one run, finished by the survivor: {runs:?}");
 }
+
+/// Scenario 8, pending the reload of task definitions on every role: a
+/// task added to the tasks file and announced with SIGHUP runs its first
+/// period on `--role worker` processes (no `unknown_task_type`).
+#[cfg(feature = "fault-pending")]
+#[actix_rt::test]
+async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_workers() {
+    const USERS: usize = 100;
+    let ledger = Ledger::start();
+    let backends = Backends::new("fault-reload");
+    let store = backends.store().await;
+    let t0 = t0();
+    let base = hourly_task("base", t0, &ledger.url("/ok/base"));
+    let tasks_file = temp_file("tasks.yaml", &format!("tasks:\n{base}"));
+    let config = config_file(
+        &backends,
+        "",
+        &format!(
+            "  config_file: \"{}\"\n  reload_interval: 1h\n",
+            tasks_file.display()
+        ),
+    );
+    seed_last_fire(&store, "base", t0).await;
+    let mut scheduler = serve_as(&config, free_address(), "scheduler");
+    let worker_address = free_address();
+    let mut worker = serve_as(&config, worker_address, "worker");
+    wait_until_up(worker_address).await;
+
+    enable_users(&store, "fresh", &users(USERS)).await;
+    seed_last_fire(&store, "fresh", t0).await;
+    let fresh = hourly_task(
+        "fresh",
+        t0 + TimeDelta::seconds(8),
+        &ledger.url("/ok/fresh"),
+    );
+    std::fs::write(&tasks_file, format!("tasks:\n{base}{fresh}")).unwrap();
+    signal(&scheduler, "HUP");
+    signal(&worker, "HUP");
+    ledger
+        .wait_delivered(USERS, Duration::from_secs(60), Duration::from_secs(2))
+        .await;
+    ledger
+        .outcome(USERS)
+        .report_and_check("s8 split roles, SIGHUP");
+    let failed = backends.take_all(actors::broker::QUEUE_FAILED).await;
+    assert!(failed.is_empty(), "{failed:?}");
+    assert_eq!(terminate(&mut worker), 0);
+    assert_eq!(terminate(&mut scheduler), 0);
+    let _ = std::fs::remove_file(config);
+    let _ = std::fs::remove_file(tasks_file);
+}
+
+/// Scenario 9, pending the throttle budget: an endpoint that always answers
+/// 429 `Retry-After: 1` is dead-lettered `throttled_too_long`.
+#[cfg(feature = "fault-pending")]
+#[actix_rt::test]
+async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget() {
+    const USERS: usize = 5;
+    let ledger = Ledger::start();
+    let backends = Backends::new("fault-throttle");
+    let store = backends.store().await;
+    let t0 = t0();
+    enable_users(&store, "throttled", &users(USERS)).await;
+    seed_last_fire(&store, "throttled", t0).await;
+    let config = config_file(
+        &backends,
+        "",
+        &hourly_task_with(
+            "throttled",
+            t0 + TimeDelta::seconds(4),
+            &ledger.url("/always429/t"),
+            "timeout: 2s\nretries: 1",
+        ),
+    );
+    let address = free_address();
+    let mut replica = serve_on(&config, address);
+    // The queues exist once the process answers.
+    wait_until_up(address).await;
+    let mut failed = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while failed.len() < USERS && std::time::Instant::now() < deadline {
+        failed.extend(backends.take_all(actors::broker::QUEUE_FAILED).await);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let outcome = ledger.outcome(0);
+    println!(
+        "fault s9 always 429: expected {USERS} dead-lettered / dead-lettered {} / calls {}",
+        failed.len(),
+        ledger.calls().len()
+    );
+    assert_eq!(failed.len(), USERS);
+    assert!(
+        failed.iter().all(
+            |(headers, _)| headers.get("x-taskqueue-reason").map(String::as_str)
+                == Some("throttled_too_long")
+        ),
+        "{failed:?}"
+    );
+    assert_eq!(outcome.delivered, 0);
+    assert_eq!(terminate(&mut replica), 0);
+    let _ = std::fs::remove_file(config);
+}
