@@ -26,7 +26,10 @@ use uuid::Uuid;
 mod ledger;
 mod process;
 
+// Not every test binary uses both.
+#[allow(unused_imports)]
 pub use ledger::*;
+#[allow(unused_imports)]
 pub use process::*;
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
