@@ -40,11 +40,11 @@ async fn s1_a_worker_killed_with_2000_jobs_in_flight_loses_none_and_runs_none_tw
     seed_last_fire(&store, "work", t0).await;
     let config = config_file(
         &backends,
-        "worker:\n  pool_size: 16",
+        "worker:\n  pool_size: 32",
         &hourly_task_with(
             "work",
             t0 + TimeDelta::seconds(6),
-            &ledger.url("/delay/40/work"),
+            &ledger.url("/delay/200/work"),
             "timeout: 2s\nretries: 3",
         ),
     );
@@ -59,6 +59,9 @@ async fn s1_a_worker_killed_with_2000_jobs_in_flight_loses_none_and_runs_none_tw
         "the run never started"
     );
     kill9(&mut worker);
+    // The killed worker's open calls still get their 2xx from the ledger,
+    // into closed connections: taskqueue never saw those successes.
+    let orphaned = ledger.orphan_open_calls();
     let at_kill = ledger.delivered();
     let mut restarted = serve_as(&config, free_address(), "worker");
 
@@ -67,7 +70,7 @@ async fn s1_a_worker_killed_with_2000_jobs_in_flight_loses_none_and_runs_none_tw
     ledger
         .wait_delivered(USERS, Duration::from_secs(120), Duration::from_secs(14))
         .await;
-    println!("fault s1: killed after {at_kill} deliveries");
+    println!("fault s1: killed after {at_kill} deliveries, {orphaned} calls open");
     ledger.outcome(USERS).report_and_check("s1 worker kill -9");
     assert_eq!(terminate(&mut restarted), 0);
     assert_eq!(terminate(&mut scheduler), 0);

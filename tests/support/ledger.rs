@@ -30,12 +30,15 @@ pub struct Call {
     /// HTTP status answered; `None` while the call is open or when the
     /// caller hung up before the answer.
     pub status: Option<u16>,
+    /// The caller was killed while this call was open: its answer, even a
+    /// 2xx, never reached taskqueue (see [`Ledger::orphan_open_calls`]).
+    pub orphaned: bool,
 }
 
 impl Call {
     /// Whether the endpoint answered 2xx.
     pub fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| (200..300).contains(&s))
+        !self.orphaned && self.status.is_some_and(|s| (200..300).contains(&s))
     }
 }
 
@@ -118,6 +121,19 @@ impl Ledger {
     /// Makes `/hang/..` hang for `duration` from now.
     pub fn hang_for(&self, duration: Duration) {
         self.inner.lock().unwrap().hang_until = Some(Instant::now() + duration);
+    }
+
+    /// Marks the calls open now as orphaned: called right after the
+    /// process making them was killed, whose answers go to a closed
+    /// connection. The number marked.
+    pub fn orphan_open_calls(&self) -> usize {
+        let mut inner = self.inner.lock().unwrap();
+        let mut marked = 0;
+        for call in inner.calls.iter_mut().filter(|c| c.status.is_none()) {
+            call.orphaned = true;
+            marked += 1;
+        }
+        marked
     }
 
     /// Every call so far.
@@ -223,6 +239,7 @@ async fn answer(
             .to_owned(),
         run: (text("task_type_id"), text("user_id"), text("scheduled_at")),
         status: None,
+        orphaned: false,
     };
     let segments: Vec<String> = call
         .path
