@@ -84,6 +84,19 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Prints the scenario's line and asserts nothing was lost, and at most
+    /// `bound` runs succeeded twice (a known gap: RELIABILITY.md).
+    pub fn report_and_check_lost(&self, scenario: &str, bound: usize) {
+        println!(
+            "fault {scenario}: expected {} / delivered {} / lost {} / duplicate successes {} / repeated calls {}",
+            self.expected, self.delivered, self.lost, self.duplicate_successes, self.repeated_calls
+        );
+        assert_eq!(self.lost, 0, "{scenario}: {self:?}");
+        assert!(self.duplicate_successes <= bound, "{scenario}: {self:?}");
+    }
+}
+
 impl Ledger {
     /// Starts the ledger on a free loopback port.
     pub fn start() -> Ledger {
