@@ -7,125 +7,12 @@ mod support;
 
 use std::{
     collections::BTreeMap,
-    path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
-use actors::{
-    domain::TaskTypeId,
-    store::{LockName, StateStore},
-};
 use chrono::{DurationRound, TimeDelta, Utc};
 use support::*;
-
-/// A service config file on `backends` with `tasks` inline.
-fn config_file(backends: &Backends, extra: &str, tasks: &str) -> std::path::PathBuf {
-    let text = format!(
-        r#"
-backend: external
-scheduler:
-  check_interval: 1s
-  distribution_window: 3s
-  batch_size: 10
-redis:
-  addresses: ["{redis}"]
-  prefix: "{prefix}"
-queue:
-  url: "{amqp}"
-rate_limit:
-  global: 1000
-execution:
-  timeout: 10s
-  retry_delay: 200ms
-monitoring:
-  metrics_interval: 1s
-  log_level: warn
-{extra}
-tasks:
-{tasks}
-"#,
-        redis = backends.redis_address(),
-        prefix = backends.prefix,
-        amqp = backends.amqp_url,
-    );
-    temp_file("taskqueue.yaml", &text)
-}
-
-fn hourly_task(id: &str, at: chrono::DateTime<Utc>, endpoint: &str) -> String {
-    format!(
-        r#"  - id: {id}
-    name: {id}
-    interval: {{ type: hourly, value: 1, at_time: "{at}" }}
-    timeout: 10s
-    config: {{ endpoint: "{endpoint}", method: POST }}
-"#,
-        at = at.format("%H:%M:%S")
-    )
-}
-
-/// Records `at` as the task's last fire, so its next fire is due whenever
-/// the processes get to it (however long they take to start).
-async fn seed_last_fire(store: &dyn StateStore, task: &str, at: chrono::DateTime<Utc>) {
-    let lock = LockName::Schedule(TaskTypeId::parse(task).unwrap());
-    let lease = store
-        .acquire_lock(&lock, Duration::from_secs(5))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(
-        store
-            .record_fire(&TaskTypeId::parse(task).unwrap(), at, &lease)
-            .await
-            .unwrap()
-    );
-    store.release_lock(&lock, &lease).await.unwrap();
-}
-
-fn serve(config: &Path) -> Child {
-    serve_on(config, "127.0.0.1:0".parse().unwrap())
-}
-
-/// A free loopback address (the port is released for the process to take).
-fn free_address() -> std::net::SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-async fn wait_until_up(address: std::net::SocketAddr) {
-    for _ in 0..200 {
-        if reqwest::get(format!("http://{address}/health"))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{address} never answered");
-}
-
-fn serve_on(config: &Path, address: std::net::SocketAddr) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_taskqueue"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--bind", &address.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
-}
-
-fn terminate(child: &mut Child) -> i32 {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    child.wait().unwrap().code().unwrap_or(-1)
-}
 
 #[actix_rt::test]
 async fn two_replicas_call_every_user_once_per_period() {

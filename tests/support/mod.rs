@@ -23,6 +23,15 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+mod ledger;
+mod process;
+
+// Not every test binary uses both.
+#[allow(unused_imports)]
+pub use ledger::*;
+#[allow(unused_imports)]
+pub use process::*;
+
 const CTL: &str = "/usr/sbin/rabbitmqctl";
 
 /// One request the sink received.
