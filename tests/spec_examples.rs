@@ -164,7 +164,7 @@ fn execution_result_round_trips() {
         "status": "retrying",
         "started_at": "2024-01-15T10:15:30Z",
         "completed_at": "2024-01-15T10:15:31.234Z",
-        "duration": "1s 234ms",
+        "duration": 1_234_000_000u64,
         "error": {"code": "http_503", "message": "service unavailable", "retry": true},
         "response": "eyJvayI6ZmFsc2V9",
         "next_attempt": "2024-01-15T10:17:31Z"
@@ -174,7 +174,7 @@ fn execution_result_round_trips() {
         "status": "success",
         "started_at": "2024-01-15T10:15:30Z",
         "completed_at": "2024-01-15T10:15:30.500Z",
-        "duration": "500ms"
+        "duration": 500_000_000u64
     }));
 }
 

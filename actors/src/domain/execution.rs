@@ -17,8 +17,10 @@ pub struct ExecutionResult {
     pub started_at: DateTime<Utc>,
     /// When it ended.
     pub completed_at: DateTime<Utc>,
-    /// How long it took, as a human-readable duration (`1s 234ms`).
-    #[serde(with = "humantime_serde")]
+    /// How long it took: integer nanoseconds in JSON, as Go's
+    /// `time.Duration` serialises (`1234000000` is 1.234 s). Older records
+    /// written as text (`"1s 234ms"`) are still read.
+    #[serde(with = "duration_nanos")]
     pub duration: Duration,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -60,4 +62,72 @@ pub struct ErrorDetail {
     pub message: String,
     /// Whether the failure is worth another attempt.
     pub retry: bool,
+}
+
+/// `Duration` as integer nanoseconds, the JSON form of Go's `time.Duration`.
+pub mod duration_nanos {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes a duration as integer nanoseconds (saturating at `u64::MAX`).
+    pub fn serialize<S: Serializer>(value: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        let nanos = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        serializer.serialize_u64(nanos)
+    }
+
+    /// The forms a stored duration may take.
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Stored {
+        /// Integer nanoseconds, as written today.
+        Nanos(u64),
+        /// Human-readable text, as written by earlier releases.
+        Text(String),
+    }
+
+    /// Reads integer nanoseconds, or the human-readable text earlier releases wrote.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        match Stored::deserialize(deserializer)? {
+            Stored::Nanos(nanos) => Ok(Duration::from_nanos(nanos)),
+            Stored::Text(text) => {
+                humantime::parse_duration(text.trim()).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(duration: Duration) -> ExecutionResult {
+        let at = DateTime::parse_from_rfc3339("2024-01-15T10:15:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        ExecutionResult {
+            job_id: Uuid::nil(),
+            status: Status::Success,
+            started_at: at,
+            completed_at: at + duration,
+            duration,
+            error: None,
+            response: None,
+            next_attempt: None,
+        }
+    }
+
+    #[test]
+    fn duration_is_integer_nanoseconds_in_json() {
+        let json = serde_json::to_value(result(Duration::from_millis(1234))).unwrap();
+        assert_eq!(json["duration"], serde_json::json!(1_234_000_000u64));
+    }
+
+    #[test]
+    fn text_durations_from_earlier_releases_still_read() {
+        let mut json = serde_json::to_value(result(Duration::from_millis(1234))).unwrap();
+        json["duration"] = serde_json::json!("1s 234ms");
+        let back: ExecutionResult = serde_json::from_value(json).unwrap();
+        assert_eq!(back.duration, Duration::from_millis(1234));
+    }
 }
