@@ -786,7 +786,7 @@ mod tests {
         };
         assert!(
             store
-                .create_run(&run, &[], Duration::from_secs(60))
+                .create_run(&run, &[], Duration::from_secs(60), None)
                 .await
                 .unwrap()
         );
