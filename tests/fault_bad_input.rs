@@ -402,9 +402,19 @@ async fn poison_messages_of_every_kind_reach_the_failed_queue_with_a_reason_and_
             .into_bytes(),
         ),
         (
-            "unknown task",
+            // A job of an unknown task is deferred while a reload may still
+            // bring its task; one created past that grace is dead-lettered.
+            "unknown task, past its grace",
             "unknown_task_type",
-            serde_json::to_vec(&envelope("no_such_task", "user_y")).unwrap(),
+            serde_json::to_vec(&{
+                let mut stale = envelope("no_such_task", "user_y");
+                stale.job.created_at -= chrono::Duration::from_std(
+                    actors::executor::UNKNOWN_TASK_GRACE + Duration::from_secs(60),
+                )
+                .unwrap();
+                stale
+            })
+            .unwrap(),
         ),
     ];
     let connection = Connection::connect(&backends.amqp_url, ConnectionProperties::default())
