@@ -334,9 +334,37 @@ pub fn delete_prefix(prefix: &str) {
     }
 }
 
+/// Runs `rabbitmqctl`. RabbitMQ 3.10 can abort a vhost operation with
+/// `{aborted, {no_exists, [rabbit_vhost, ..]}}` when several run at once
+/// (tests of one binary create their vhosts in parallel), so a failure is
+/// tried again a few times before the test fails.
 fn ctl(args: &[&str]) {
-    let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
+    for attempt in 1..=5u64 {
+        let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
+        if status.success() || vhost_created(args) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+    }
+    panic!("rabbitmqctl {args:?} failed five times");
+}
+
+/// Whether `args` is an `add_vhost` whose vhost exists (an attempt that
+/// reported a failure may still have made it).
+fn vhost_created(args: &[&str]) -> bool {
+    let [verb, vhost, ..] = args else {
+        return false;
+    };
+    *verb == "add_vhost"
+        && Command::new(CTL)
+            .args(["-q", "list_vhosts"])
+            .output()
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .any(|line| line.trim() == *vhost)
+            })
+            .unwrap_or(false)
 }
 
 /// A task definition from YAML-ish JSON.
