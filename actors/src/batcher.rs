@@ -2,12 +2,16 @@
 //! flight on one arbiter into one store pipeline per round.
 //!
 //! Each executor arbiter runs one batcher (two tasks on the arbiter's own
-//! thread, so handing a write over costs no thread wake-up). A round takes
-//! every request queued since the last one (up to [`MAX_BATCH`]) and
-//! sends them as one `claim_executions` / `finish_executions` call, while
-//! requests arriving meanwhile queue for the next round: with one job in
-//! flight a round is one job, with fifty it is up to fifty, and no request
-//! waits for a timer.
+//! thread, so handing a write over costs no thread wake-up). A request is
+//! sent as soon as the batcher task runs, together with every request
+//! queued by then (up to [`MAX_BATCH`]), as one `claim_executions` /
+//! `finish_executions` call: with one job in flight a round is one job,
+//! with fifty finishing together it is up to fifty. Rounds do not wait for
+//! each other (they share the multiplexed Redis connection, in flight
+//! together), and no request waits for a timer or for a round to fill, so
+//! a success read from an endpoint is in Redis one round trip later: that
+//! round trip is the whole window in which a crash can make the job run
+//! again (RELIABILITY.md).
 //!
 //! Per-job semantics are kept: each claim and finish runs its own script,
 //! as if alone, and each caller gets its own outcome. A finish answers only
@@ -19,7 +23,7 @@
 use std::{panic::AssertUnwindSafe, sync::Arc};
 
 use actix::ArbiterHandle;
-use futures::FutureExt;
+use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
@@ -91,54 +95,73 @@ fn answered<T>(
     }
 }
 
-/// Runs rounds until every handle is dropped: takes what is queued, sends
-/// it as one call, answers each request from the call's outcomes (in
-/// order).
+/// Runs rounds until every handle is dropped: whenever a request comes,
+/// sends it at once together with whatever else is queued (up to
+/// [`MAX_BATCH`]) as one call, without waiting for the rounds already in
+/// flight, and answers each request from its call's outcomes (in order).
+/// Rounds in flight complete concurrently on the multiplexed connection,
+/// so a request waits one store round trip, never for another round.
 async fn rounds<R, O, F, Fut>(mut queue: mpsc::UnboundedReceiver<(R, Reply<O>)>, mut send: F)
 where
     F: FnMut(Vec<R>) -> Fut,
     Fut: Future<Output = Result<Vec<O>, StoreError>>,
 {
-    let mut requests = Vec::with_capacity(MAX_BATCH);
-    let mut replies = Vec::with_capacity(MAX_BATCH);
-    while let Some((request, reply)) = queue.recv().await {
-        requests.push(request);
-        replies.push(reply);
-        while requests.len() < MAX_BATCH {
-            match queue.try_recv() {
-                Ok((request, reply)) => {
-                    requests.push(request);
-                    replies.push(reply);
+    let mut in_flight = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            // Answering a finished round is cheap; it goes first.
+            biased;
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+            next = queue.recv() => {
+                let Some((request, reply)) = next else { break };
+                let mut requests = Vec::with_capacity(4);
+                let mut replies = Vec::with_capacity(4);
+                requests.push(request);
+                replies.push(reply);
+                while requests.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok((request, reply)) => {
+                            requests.push(request);
+                            replies.push(reply);
+                        }
+                        Err(_) => break,
+                    }
                 }
-                Err(_) => break,
+                in_flight.push(round(send(requests), replies));
             }
         }
-        let count = requests.len();
-        let batch = std::mem::replace(&mut requests, Vec::with_capacity(MAX_BATCH));
-        // A panic in the store (a bug) fails this round's requests, not the
-        // batcher.
-        match AssertUnwindSafe(send(batch)).catch_unwind().await {
-            Ok(Ok(outcomes)) if outcomes.len() == count => {
-                for (reply, outcome) in replies.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(outcome));
-                }
+    }
+    while in_flight.next().await.is_some() {}
+}
+
+/// Awaits one round's call and answers its requests.
+async fn round<O, Fut>(call: Fut, replies: Vec<Reply<O>>)
+where
+    Fut: Future<Output = Result<Vec<O>, StoreError>>,
+{
+    let count = replies.len();
+    // A panic in the store (a bug) fails this round's requests, not the
+    // batcher.
+    match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(Ok(outcomes)) if outcomes.len() == count => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
             }
-            Ok(Ok(outcomes)) => {
-                let reason = format!("{count} requests answered {} times", outcomes.len());
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(reason.clone()));
-                }
+        }
+        Ok(Ok(outcomes)) => {
+            let reason = format!("{count} requests answered {} times", outcomes.len());
+            for reply in replies {
+                let _ = reply.send(Err(reason.clone()));
             }
-            Ok(Err(err)) => {
-                let reason = err.to_string();
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(reason.clone()));
-                }
+        }
+        Ok(Err(err)) => {
+            let reason = err.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(reason.clone()));
             }
-            Err(_) => {
-                tracing::error!(requests = count, "store panicked in a batched round");
-                replies.clear();
-            }
+        }
+        Err(_) => {
+            tracing::error!(requests = count, "store panicked in a batched round");
         }
     }
 }
@@ -199,5 +222,39 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.succeeded(&[fresh]).await.unwrap(), vec![true]);
+    }
+
+    #[actix::test]
+    async fn a_request_is_sent_while_an_earlier_round_is_in_flight() {
+        let (queue, receiver) = mpsc::unbounded_channel::<(u32, Reply<u32>)>();
+        let (started, is_started) = oneshot::channel::<()>();
+        let (release, gate) = oneshot::channel::<()>();
+        let mut started = Some(started);
+        let mut gate = Some(gate);
+        actix::spawn(rounds(receiver, move |batch: Vec<u32>| {
+            // The first round is held until released.
+            if let Some(started) = started.take() {
+                let _ = started.send(());
+            }
+            let gate = gate.take();
+            async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok(batch.iter().map(|n| n * 10).collect())
+            }
+        }));
+        let (first_reply, mut first) = oneshot::channel();
+        queue.send((1, first_reply)).unwrap();
+        is_started.await.unwrap();
+        let (second_reply, second) = oneshot::channel();
+        queue.send((2, second_reply)).unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .expect("the second request waited for the first round");
+        assert_eq!(second.unwrap(), Ok(20));
+        assert!(first.try_recv().is_err(), "the first round is still held");
+        release.send(()).unwrap();
+        assert_eq!(first.await.unwrap(), Ok(10));
     }
 }
