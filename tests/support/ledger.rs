@@ -33,6 +33,8 @@ pub struct Call {
     /// The caller was killed while this call was open: its answer, even a
     /// 2xx, never reached taskqueue (see [`Ledger::orphan_open_calls`]).
     pub orphaned: bool,
+    /// When the answer was made (`None` while open).
+    pub answered_at: Option<Instant>,
 }
 
 impl Call {
@@ -46,6 +48,8 @@ impl Call {
 struct Inner {
     calls: Vec<Call>,
     hang_until: Option<Instant>,
+    /// When [`Ledger::orphan_open_calls`] ran (just after a kill).
+    killed_at: Option<Instant>,
 }
 
 /// The recording endpoint (on its own thread and runtime).
@@ -136,13 +140,25 @@ impl Ledger {
         self.inner.lock().unwrap().hang_until = Some(Instant::now() + duration);
     }
 
-    /// Marks the calls open now as orphaned: called right after the
-    /// process making them was killed, whose answers go to a closed
-    /// connection. The number marked.
+    /// Notes the instant of a kill: called as soon as `kill -9` has been
+    /// delivered, before the process is reaped.
+    pub fn note_kill(&self) {
+        self.inner.lock().unwrap().killed_at = Some(Instant::now());
+    }
+
+    /// Marks as orphaned the calls open now and those answered after the
+    /// kill noted by [`Ledger::note_kill`] (now, if none was noted): called
+    /// right after the process making them was killed, whose answers went
+    /// to a closed connection. The number marked.
     pub fn orphan_open_calls(&self) -> usize {
         let mut inner = self.inner.lock().unwrap();
+        let killed_at = *inner.killed_at.get_or_insert_with(Instant::now);
         let mut marked = 0;
-        for call in inner.calls.iter_mut().filter(|c| c.status.is_none()) {
+        for call in inner
+            .calls
+            .iter_mut()
+            .filter(|c| c.answered_at.is_none_or(|at| at > killed_at))
+        {
             call.orphaned = true;
             marked += 1;
         }
@@ -221,6 +237,63 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// The runs that succeeded twice because of the kill's crash window:
+    /// one `Idempotency-Key`, two 2xx, the first answered at most `window`
+    /// before [`Ledger::orphan_open_calls`] ran (so the killed process may
+    /// have read it without having had the time to record it). Any other
+    /// duplicate success is a defect.
+    pub fn crash_window_repeats(&self, window: Duration) -> usize {
+        let inner = self.inner.lock().unwrap();
+        let Some(killed_at) = inner.killed_at else {
+            return 0;
+        };
+        let mut runs: BTreeMap<&(String, String, String), Vec<&Call>> = BTreeMap::new();
+        for call in &inner.calls {
+            runs.entry(&call.run).or_default().push(call);
+        }
+        runs.values()
+            .filter(|calls| {
+                let keys: BTreeSet<&str> = calls.iter().map(|c| c.key.as_str()).collect();
+                let successes: Vec<Instant> = calls
+                    .iter()
+                    .filter(|c| c.succeeded())
+                    .filter_map(|c| c.answered_at)
+                    .collect();
+                keys.len() == 1
+                    && successes.len() == 2
+                    && successes
+                        .iter()
+                        .min()
+                        .is_some_and(|first| *first <= killed_at && killed_at - *first <= window)
+            })
+            .count()
+    }
+
+    /// Prints the scenario's line after a kill and asserts that nothing
+    /// was lost and that no run succeeded twice beyond the kill's crash
+    /// window (see [`Ledger::crash_window_repeats`]), which is reported.
+    pub fn report_and_check_kill(&self, expected: usize, scenario: &str, window: Duration) {
+        let outcome = self.outcome(expected);
+        let repeats = self.crash_window_repeats(window);
+        println!(
+            "fault {scenario}: expected {} / delivered {} / lost {} / duplicate successes {} ({repeats} crash-window repeats, same key, first 2xx within {} ms of the kill) / repeated calls {}",
+            outcome.expected,
+            outcome.delivered,
+            outcome.lost,
+            outcome.duplicate_successes - repeats,
+            window.as_millis(),
+            outcome.repeated_calls
+        );
+        assert_eq!(outcome.lost, 0, "{scenario}: {outcome:?}");
+        assert_eq!(
+            outcome.duplicate_successes - repeats,
+            0,
+            "{scenario}: {outcome:?}, {repeats} of them in the crash window"
+        );
+    }
+}
+
 /// Marks the call's status when the handler completes; a handler dropped
 /// with its connection leaves `None`.
 struct Answer {
@@ -230,7 +303,11 @@ struct Answer {
 
 impl Answer {
     fn finish(self, response: HttpResponse) -> HttpResponse {
-        self.inner.lock().unwrap().calls[self.index].status = Some(response.status().as_u16());
+        let mut inner = self.inner.lock().unwrap();
+        let call = &mut inner.calls[self.index];
+        call.status = Some(response.status().as_u16());
+        call.answered_at = Some(Instant::now());
+        drop(inner);
         response
     }
 }
@@ -253,6 +330,7 @@ async fn answer(
         run: (text("task_type_id"), text("user_id"), text("scheduled_at")),
         status: None,
         orphaned: false,
+        answered_at: None,
     };
     let segments: Vec<String> = call
         .path
