@@ -450,13 +450,29 @@ fn priority_queue(priority: Priority) -> &'static str {
     }
 }
 
-/// The message for `envelope`: JSON body, persistent, headers for the task
-/// type, attempt, due time and target queue.
+/// The message for `envelope`: JSON body, persistent, `message-id` = job
+/// id. A job due now goes straight to its priority queue as that lean
+/// message, all the consumer needs (the body carries the whole job), so
+/// the broker does the work of a bare publish; a job due later goes to the
+/// delay stage with `correlation-id`, `timestamp` and the headers the
+/// delay pump reads (task type, attempt, due time, target queue).
 fn outgoing(envelope: &JobEnvelope, now_ms: i64) -> Result<Outgoing, BrokerError> {
     let job = &envelope.job;
     let body = serde_json::to_vec(envelope).map_err(|error| BrokerError::Amqp(encode(error)))?;
     let due_ms = job.execute_after.timestamp_millis();
     let target = priority_queue(job.priority);
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_message_id(job.id.to_string().into());
+    if due_ms <= now_ms {
+        return Ok(Outgoing {
+            id: job.id,
+            routing_key: target.to_owned(),
+            body,
+            properties,
+        });
+    }
     let mut headers = FieldTable::default();
     headers.insert(
         HEADER_TASK_TYPE.into(),
@@ -468,21 +484,13 @@ fn outgoing(envelope: &JobEnvelope, now_ms: i64) -> Result<Outgoing, BrokerError
     );
     headers.insert(HEADER_EXECUTE_AFTER.into(), AMQPValue::LongLongInt(due_ms));
     headers.insert(HEADER_TARGET.into(), long_string(target));
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_message_id(job.id.to_string().into())
+    let properties = properties
         .with_correlation_id(envelope.metadata.correlation_id.as_str().into())
         .with_timestamp(u64::try_from(now_ms / 1000).unwrap_or_default())
         .with_headers(headers);
-    let routing_key = if due_ms > now_ms {
-        QUEUE_DELAYED
-    } else {
-        target
-    };
     Ok(Outgoing {
         id: job.id,
-        routing_key: routing_key.to_owned(),
+        routing_key: QUEUE_DELAYED.to_owned(),
         body,
         properties,
     })
@@ -1052,6 +1060,16 @@ impl DeliveryHandle for AmqpHandle {
             HEADER_ATTEMPT.into(),
             AMQPValue::LongLongInt(i64::from(self.attempt)),
         );
+        // A job published due now carries no headers; a dead letter names
+        // its task for whoever reads the failed queue (rare: parsed again).
+        if !headers.contains_key(HEADER_TASK_TYPE)
+            && let Ok(envelope) = parse(&self.delivery.data)
+        {
+            headers.insert(
+                HEADER_TASK_TYPE.into(),
+                long_string(envelope.job.task_type_id.as_ref()),
+            );
+        }
         if let Some(result) = &letter.result {
             if let Some(error) = &result.error {
                 headers.insert(HEADER_ERROR_CODE.into(), long_string(&error.code));
