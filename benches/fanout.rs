@@ -34,9 +34,12 @@ use actors::domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream::FuturesUnordered};
 use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::FieldTable,
+    BasicProperties, Confirmation, ExchangeKind,
+    options::{
+        BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
+        QueueBindOptions, QueueDeclareOptions,
+    },
+    types::{AMQPValue, FieldTable},
 };
 use serde_json::{Value, json};
 use support::*;
@@ -47,6 +50,23 @@ const TASK: &str = "fanout_bench";
 const IN_FLIGHT: usize = 4096;
 /// The bare publisher's queue.
 const BARE_QUEUE: &str = "bench.bare";
+
+/// What a bare publish sends, beyond the ceiling's minimal message: for
+/// the field-by-field comparison of `--messages`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Message {
+    /// Through a durable direct exchange bound under the queue's name, not
+    /// the default exchange.
+    exchange: bool,
+    /// `mandatory` set.
+    mandatory: bool,
+    /// taskqueue's job properties: `message-id`, `correlation-id`,
+    /// `timestamp` and its four `x-*` headers.
+    headers: bool,
+}
+
+/// The bare publisher's exchange under `--messages`.
+const BARE_EXCHANGE: &str = "bench.direct";
 
 /// One row's measurements over the runs.
 #[derive(Default)]
@@ -96,7 +116,11 @@ fn sample_body(n: usize) -> Result<Vec<u8>> {
 }
 
 /// The ceiling: bare lapin, persistent messages, confirms streamed.
-async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64)>)> {
+async fn bare_publish(
+    users: usize,
+    tiny: bool,
+    message: Message,
+) -> Result<(f64, Vec<(String, f64)>)> {
     let vhost = Vhost::new("w1-bare")?;
     let connection = vhost.connect().await?;
     let channel = connection.create_channel().await?;
@@ -110,13 +134,54 @@ async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64
             FieldTable::default(),
         )
         .await?;
+    let exchange = if message.exchange {
+        channel
+            .exchange_declare(
+                BARE_EXCHANGE.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .queue_bind(
+                BARE_QUEUE.into(),
+                BARE_EXCHANGE.into(),
+                BARE_QUEUE.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        BARE_EXCHANGE
+    } else {
+        ""
+    };
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let body = sample_body(0)?;
-    let properties = BasicProperties::default()
+    let mut properties = BasicProperties::default()
         .with_content_type("application/json".into())
         .with_delivery_mode(2);
+    if message.headers {
+        let text = |t: &str| AMQPValue::LongString(t.as_bytes().to_vec().into());
+        let mut headers = FieldTable::default();
+        headers.insert("x-task-type".into(), text(TASK));
+        headers.insert("x-attempt".into(), AMQPValue::LongLongInt(1));
+        headers.insert(
+            "x-execute-after".into(),
+            AMQPValue::LongLongInt(chrono::Utc::now().timestamp_millis()),
+        );
+        headers.insert("x-taskqueue-target".into(), text("taskqueue.jobs.normal"));
+        properties = properties
+            .with_message_id(uuid::Uuid::new_v4().to_string().into())
+            .with_correlation_id(format!("trigger:{TASK}:1764640000000").into())
+            .with_timestamp(1_764_640_000)
+            .with_headers(headers);
+    }
     let mut watched = server_processes();
     watched.push(this_process("publisher"));
     let cpu_before = CpuSnapshot::take(&watched);
@@ -126,9 +191,12 @@ async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64
     for n in 0..users {
         let confirm = channel
             .basic_publish(
-                "".into(),
+                exchange.into(),
                 BARE_QUEUE.into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: message.mandatory,
+                    immediate: false,
+                },
                 &body,
                 properties.clone(),
             )
@@ -136,8 +204,8 @@ async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64
         confirms.push(confirm);
         while confirms.len() >= IN_FLIGHT {
             if let Some(confirmation) = confirms.next().await {
-                if !confirmation?.is_ack() {
-                    bail!("the broker nacked a publish");
+                if !matches!(confirmation?, Confirmation::Ack(None)) {
+                    bail!("the broker nacked or returned a publish");
                 }
                 confirmed += 1;
             }
@@ -147,8 +215,8 @@ async fn bare_publish(users: usize, tiny: bool) -> Result<(f64, Vec<(String, f64
         }
     }
     while let Some(confirmation) = confirms.next().await {
-        if !confirmation?.is_ack() {
-            bail!("the broker nacked a publish");
+        if !matches!(confirmation?, Confirmation::Ack(None)) {
+            bail!("the broker nacked or returned a publish");
         }
         confirmed += 1;
     }
@@ -471,6 +539,9 @@ async fn run() -> Result<()> {
             ""
         }
     ));
+    if std::env::args().any(|a| a == "--messages") {
+        return compare_messages(users, &args).await;
+    }
     let scratch = Scratch::new()?;
     let users_file = write_users(&scratch, users, &[TASK])?;
     let tasks_path = scratch.write(
@@ -502,7 +573,7 @@ async fn run() -> Result<()> {
             match (step + run - 1) % 3 {
                 0 => {
                     progress(format!("run {run}/{}: bare lapin", args.runs));
-                    let (seconds, cpu) = bare_publish(users, args.tiny).await?;
+                    let (seconds, cpu) = bare_publish(users, args.tiny, Message::default()).await?;
                     bare.push(users, seconds, cpu);
                 }
                 1 if have_bullmq => {
@@ -607,6 +678,78 @@ async fn run() -> Result<()> {
             "Redis `used_memory` per planned user (shared server, noisy): {} B.",
             spread_cell(&plan.extra, 0)
         ));
+    }
+    table.note(format!("Machine: {}.", machine_line()));
+    table.print();
+    Ok(())
+}
+
+/// `--messages`: the bare publisher with each of taskqueue's differences
+/// from the ceiling's message, one at a time and all together, the order
+/// rotating between runs: where the broker's CPU per job goes.
+async fn compare_messages(users: usize, args: &BenchArgs) -> Result<()> {
+    let variants = [
+        (
+            "default exchange, minimal properties (the ceiling)",
+            Message::default(),
+        ),
+        (
+            "+ taskqueue's properties and headers",
+            Message {
+                headers: true,
+                ..Message::default()
+            },
+        ),
+        (
+            "+ direct exchange, `mandatory`",
+            Message {
+                exchange: true,
+                mandatory: true,
+                ..Message::default()
+            },
+        ),
+        (
+            "all of taskqueue's (exchange, `mandatory`, properties, headers)",
+            Message {
+                exchange: true,
+                mandatory: true,
+                headers: true,
+            },
+        ),
+    ];
+    let mut rows: Vec<Row> = variants.iter().map(|_| Row::default()).collect();
+    for run in 1..=args.runs {
+        for step in 0..variants.len() {
+            let at = (step + run - 1) % variants.len();
+            let (label, message) = variants[at];
+            progress(format!("run {run}/{}: bare lapin, {label}", args.runs));
+            let (seconds, cpu) = bare_publish(users, args.tiny, message).await?;
+            rows[at].push(users, seconds, cpu);
+        }
+    }
+    if args.tiny {
+        println!("W1 messages tiny: {users} messages per variant, all confirmed and queued");
+        return Ok(());
+    }
+    let mut table = Table::new(
+        format!(
+            "W1 bare publish, message by message, {users} messages ({} runs)",
+            args.runs
+        ),
+        &[
+            "message",
+            "msgs/s min / **median** / max",
+            "ratio to the ceiling, same run",
+            "CPU µs per message (median)",
+        ],
+    );
+    for ((label, _), row) in variants.iter().zip(&rows) {
+        table.row(vec![
+            (*label).into(),
+            spread_cell(&row.rates, 0),
+            spread_cell(&ratios(&row.rates, &rows[0].rates), 2),
+            cpu_cell(&row.cpu, users),
+        ]);
     }
     table.note(format!("Machine: {}.", machine_line()));
     table.print();

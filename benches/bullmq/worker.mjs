@@ -1,7 +1,10 @@
 // W2 peer: preloads --count jobs (not timed), then a BullMQ Worker with
 // --concurrency POSTs each job's data as JSON to --url (header
-// Idempotency-Key: the job id) until all are completed.
+// Idempotency-Key: the job id) until all are completed, through node's
+// http client with a keep-alive agent (one socket per concurrent job,
+// reused), as taskqueue's pooled client does.
 // Prints {"jobs", "failed", "seconds", "cpu_seconds"} on stdout.
+import http from "node:http";
 import { Queue, Worker } from "bullmq";
 import { addAll, connection, cpuSeconds, jobs, options, progress } from "./common.mjs";
 
@@ -18,6 +21,34 @@ await queue.waitUntilReady();
 progress(`preloading ${opts.count} jobs under ${opts.prefix}`);
 await addAll(queue, jobs(opts.count, "execution_bench", new Date().toISOString()), 1000, 4);
 
+const target = new URL(opts.url);
+const agent = new http.Agent({ keepAlive: true, maxSockets: opts.concurrency });
+// POSTs `body`; resolves with the status once the response is read whole.
+const post = (body, key) =>
+  new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        agent,
+        host: target.hostname,
+        port: target.port,
+        path: target.pathname + target.search,
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          "content-length": Buffer.byteLength(body),
+          "idempotency-key": key,
+        },
+      },
+      (response) => {
+        response.on("data", () => {});
+        response.on("end", () => resolve(response.statusCode));
+        response.on("error", reject);
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+
 let done = 0;
 let failed = 0;
 let finish;
@@ -29,13 +60,8 @@ const start = process.hrtime.bigint();
 const worker = new Worker(
   "execution_bench",
   async (job) => {
-    const response = await fetch(opts.url, {
-      method: "POST",
-      headers: { "content-type": "application/json", "idempotency-key": String(job.id) },
-      body: JSON.stringify({ job_id: job.id, ...job.data }),
-    });
-    await response.arrayBuffer();
-    if (!response.ok) throw new Error(`status ${response.status}`);
+    const status = await post(JSON.stringify({ job_id: job.id, ...job.data }), String(job.id));
+    if (status < 200 || status >= 300) throw new Error(`status ${status}`);
   },
   {
     connection: connection(opts.redis),
