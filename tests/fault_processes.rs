@@ -270,10 +270,9 @@ fn same_run(calls: &[Call]) {
     assert_eq!(runs.len(), 1, "one run, finished by the survivor: {runs:?}");
 }
 
-/// Scenario 8, pending the reload of task definitions on every role: a
-/// task added to the tasks file and announced with SIGHUP runs its first
-/// period on `--role worker` processes (no `unknown_task_type`).
-#[cfg(feature = "fault-pending")]
+/// Scenario 8: a task added to the tasks file and announced with SIGHUP
+/// runs its first period on `--role worker` processes (no
+/// `unknown_task_type`).
 #[actix_rt::test]
 async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_workers() {
     const USERS: usize = 100;
@@ -321,9 +320,9 @@ async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_w
     let _ = std::fs::remove_file(tasks_file);
 }
 
-/// Scenario 9, pending the throttle budget: an endpoint that always answers
-/// 429 `Retry-After: 1` is dead-lettered `throttled_too_long`.
-#[cfg(feature = "fault-pending")]
+/// Scenario 9: an endpoint that always answers 429 `Retry-After: 1` is
+/// dead-lettered `throttled_too_long`, each job called at most its budget
+/// (3 throttles for each of its 2 allowed attempts) and once more.
 #[actix_rt::test]
 async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget() {
     const USERS: usize = 5;
@@ -343,6 +342,11 @@ async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget
             "timeout: 2s\nretries: 1",
         ),
     );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "\nexecution:\n",
+        "\nexecution:\n  throttles_per_attempt: 3\n",
+    );
+    std::fs::write(&config, text).unwrap();
     let address = free_address();
     let mut replica = serve_on(&config, address);
     // The queues exist once the process answers.
@@ -368,6 +372,15 @@ async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget
         "{failed:?}"
     );
     assert_eq!(outcome.delivered, 0);
+    let mut per_job: std::collections::BTreeMap<String, usize> = Default::default();
+    for call in ledger.calls() {
+        *per_job.entry(call.key).or_default() += 1;
+    }
+    assert_eq!(per_job.len(), USERS);
+    assert!(
+        per_job.values().all(|calls| *calls <= 2 * 3 + 1),
+        "over the budget: {per_job:?}"
+    );
     assert_eq!(terminate(&mut replica), 0);
     let _ = std::fs::remove_file(config);
 }
