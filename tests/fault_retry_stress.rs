@@ -3,8 +3,9 @@
 //! run's first call with 500 (`retries: 3`, `retry_delay: 1s`), and busy
 //! loops on every core meanwhile. Every retry must arrive: nothing lost,
 //! nothing succeeding twice. When one does not, the test prints where the
-//! messages sit (each queue's ready and unacked counts) and which runs
-//! are missing, before failing.
+//! messages sit (each queue's ready and unacked counts), each replica's
+//! heartbeats (`/health` actors) and which runs are missing, before
+//! failing.
 //!
 //! A binary of its own: the busy loops slow whatever runs beside them.
 //! `TASKQUEUE_STRESS_ROUNDS` sets the number of triggered runs (default 2).
@@ -104,8 +105,8 @@ async fn round(ledger: &Ledger, round: usize, expected: usize) -> Outcome {
         .replace("retry_delay: 200ms", "retry_delay: 1s");
     std::fs::write(&config, text).unwrap();
     let load = CpuLoad::start();
-    let first = free_address();
-    let mut replicas = vec![serve_on(&config, first), serve(&config)];
+    let (first, second) = (free_address(), free_address());
+    let mut replicas = vec![serve_on(&config, first), serve_on(&config, second)];
     wait_until_up(first).await;
     let started = Instant::now();
     let (status, body) = post(
@@ -124,6 +125,11 @@ async fn round(ledger: &Ledger, round: usize, expected: usize) -> Outcome {
             "stress round {round}: queues now\n{}",
             queue_counts(&backends.vhost)
         );
+        // A lane whose executors hold their jobs shows stuck here.
+        for address in [first, second] {
+            let (_, health) = get(address, "/health").await;
+            println!("{address} /health actors: {}", health["actors"]);
+        }
         let calls = ledger.calls();
         let mut runs: BTreeMap<_, Vec<&Call>> = BTreeMap::new();
         for call in &calls {
