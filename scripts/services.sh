@@ -23,6 +23,8 @@ install_missing() {
   local need=()
   command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
   [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
+  # libfaketime: the fault suite runs a replica with its clock ahead
+  command -v faketime >/dev/null 2>&1 || need+=(faketime)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

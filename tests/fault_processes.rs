@@ -8,7 +8,11 @@
 //! 2. `kill -9` of the scheduler in the middle of a scheduled and of a
 //!    triggered fan-out; the other replica finishes the same run;
 //! 5. three replicas racing the same ticks for 5 periods;
-//! 6. the endpoint hangs (longer than the call timeout), then recovers.
+//! 6. the endpoint hangs (longer than the call timeout), then recovers;
+//! 7. one replica's clock 30 s ahead (`libfaketime`), every first call
+//!    failing so retries are planned on both clocks;
+//! 8. split roles: a task added and SIGHUP sent runs on the workers;
+//! 9. an endpoint that always throttles is dead-lettered within its budget.
 //!
 //! Sizes are those of RELIABILITY.md, smaller than production's so the
 //! suite fits in CI.
@@ -252,6 +256,54 @@ async fn s6_an_endpoint_that_hangs_then_recovers_gets_every_job_once() {
     let _ = std::fs::remove_file(config);
 }
 
+#[actix_rt::test]
+async fn s7_a_replica_whose_clock_is_30s_ahead_loses_nothing_and_runs_nothing_twice() {
+    const USERS: usize = 200;
+    let ledger = Ledger::start();
+    let backends = Backends::new("fault-clock-ahead");
+    let store = backends.store().await;
+    let t0 = t0();
+    let fire = t0 + TimeDelta::seconds(25);
+    enable_users(&store, "skew", &users(USERS)).await;
+    seed_last_fire(&store, "skew", t0).await;
+    // Every first call fails: retries are planned on both clocks.
+    let config = config_file(
+        &backends,
+        "worker:\n  pool_size: 8",
+        &hourly_task_with(
+            "skew",
+            fire,
+            &ledger.url("/failfirst/skew"),
+            "timeout: 2s\nretries: 3",
+        ),
+    );
+    let mut honest = serve_as(&config, free_address(), "all");
+    let mut ahead = serve_skewed(&config, free_address(), "all", "+30s");
+    assert!(
+        ledger
+            .wait_until(Duration::from_secs(60), |calls| !calls.is_empty())
+            .await,
+        "the run never started"
+    );
+    // The replica ahead saw the fire first and made the run: it started
+    // before the fire on the true clock.
+    let first_call_at = Utc::now();
+    assert!(
+        first_call_at < fire,
+        "the skew did not take: {first_call_at} >= {fire}"
+    );
+    ledger
+        .wait_delivered(USERS, Duration::from_secs(120), Duration::from_secs(3))
+        .await;
+    same_run(&ledger.calls());
+    let outcome = ledger.outcome(USERS);
+    outcome.report_and_check("s7 one replica's clock 30 s ahead");
+    assert!(outcome.repeated_calls >= USERS, "every first call failed");
+    assert_eq!(terminate(&mut ahead), 0);
+    assert_eq!(terminate(&mut honest), 0);
+    let _ = std::fs::remove_file(config);
+}
+
 /// Rewrites the config's distribution window (a longer window keeps the
 /// fan-out running long enough to be killed in the middle).
 fn window(config: &std::path::Path, window: &str) -> std::path::PathBuf {
@@ -272,10 +324,9 @@ fn same_run(calls: &[Call]) {
     assert_eq!(runs.len(), 1, "one run, finished by the survivor: {runs:?}");
 }
 
-/// Scenario 8, pending the reload of task definitions on every role: a
-/// task added to the tasks file and announced with SIGHUP runs its first
-/// period on `--role worker` processes (no `unknown_task_type`).
-#[cfg(feature = "fault-pending")]
+/// Scenario 8: a task added to the tasks file and announced with SIGHUP
+/// runs its first period on `--role worker` processes (no
+/// `unknown_task_type`).
 #[actix_rt::test]
 async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_workers() {
     const USERS: usize = 100;
@@ -323,9 +374,9 @@ async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_w
     let _ = std::fs::remove_file(tasks_file);
 }
 
-/// Scenario 9, pending the throttle budget: an endpoint that always answers
-/// 429 `Retry-After: 1` is dead-lettered `throttled_too_long`.
-#[cfg(feature = "fault-pending")]
+/// Scenario 9: an endpoint that always answers 429 `Retry-After: 1` is
+/// dead-lettered `throttled_too_long`, each job called at most its budget
+/// (3 throttles for each of its 2 allowed attempts) and once more.
 #[actix_rt::test]
 async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget() {
     const USERS: usize = 5;
@@ -345,6 +396,11 @@ async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget
             "timeout: 2s\nretries: 1",
         ),
     );
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "\nexecution:\n",
+        "\nexecution:\n  throttles_per_attempt: 3\n",
+    );
+    std::fs::write(&config, text).unwrap();
     let address = free_address();
     let mut replica = serve_on(&config, address);
     // The queues exist once the process answers.
@@ -370,6 +426,15 @@ async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget
         "{failed:?}"
     );
     assert_eq!(outcome.delivered, 0);
+    let mut per_job: std::collections::BTreeMap<String, usize> = Default::default();
+    for call in ledger.calls() {
+        *per_job.entry(call.key).or_default() += 1;
+    }
+    assert_eq!(per_job.len(), USERS);
+    assert!(
+        per_job.values().all(|calls| *calls <= 2 * 3 + 1),
+        "over the budget: {per_job:?}"
+    );
     assert_eq!(terminate(&mut replica), 0);
     let _ = std::fs::remove_file(config);
 }

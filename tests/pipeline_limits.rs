@@ -289,7 +289,7 @@ async fn a_duplicate_copy_of_a_failed_attempt_starts_no_second_retry_chain() {
 }
 
 #[actix_rt::test]
-async fn a_user_who_disabled_the_task_after_the_fan_out_is_not_called() {
+async fn a_user_who_disabled_the_task_or_is_gone_after_the_fan_out_is_not_called() {
     let sink = Sink::start();
     let report = sink_task("report", sink.url("/ok/report"));
     let (pipeline, store, broker) = start(config(&[]), vec![report.clone()]).await;
@@ -312,6 +312,8 @@ async fn a_user_who_disabled_the_task_after_the_fan_out_is_not_called() {
         )
     };
     let (carol, dan) = (scheduled("carol"), scheduled("dan"));
+    // Erin has no preferences at all (removed after the fan-out).
+    let erin = scheduled("erin");
     // Carol disables the task after her job was published.
     store
         .write_preferences(&[actors::store::PreferenceWrite::new(
@@ -323,17 +325,31 @@ async fn a_user_who_disabled_the_task_after_the_fan_out_is_not_called() {
         )])
         .await
         .unwrap();
-    // One executor, in order: carol's job is settled before dan's runs.
-    broker.publish(&[carol.clone(), dan.clone()]).await.unwrap();
+    // One executor, in order: carol's and erin's jobs are settled before
+    // dan's runs.
+    broker
+        .publish(&[carol.clone(), erin.clone(), dan.clone()])
+        .await
+        .unwrap();
     let calls = sink
         .wait_for("/ok/report", 1, Duration::from_secs(10))
         .await;
     assert_eq!(calls.len(), 1);
     assert_eq!(calls[0].body["user_id"], "dan");
     assert_eq!(
-        store.succeeded(&[carol.job.id, dan.job.id]).await.unwrap(),
-        vec![false, true]
+        store
+            .succeeded(&[carol.job.id, erin.job.id, dan.job.id])
+            .await
+            .unwrap(),
+        vec![false, false, true]
     );
     assert!(broker.dead_letters().is_empty());
+    // Counted apart from the attempts.
+    let stats = pipeline
+        .metrics
+        .send(actors::metrics::GetStats)
+        .await
+        .unwrap();
+    assert_eq!(stats.skipped.disabled, 2, "{stats:?}");
     pipeline.shutdown().await;
 }

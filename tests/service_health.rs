@@ -120,6 +120,16 @@ async fn health_names_each_dependency_and_actor() {
         assert_eq!(body["actors"][actor]["status"], "running", "{body}");
         assert_eq!(body["actors"][actor]["restarts"], 0, "{body}");
     }
+    // Each worker lane beats for its dispatcher and its executors.
+    for entry in ["dispatcher.0", "executors.0"] {
+        assert_eq!(body["actors"][entry]["status"], "running", "{body}");
+        assert!(
+            body["actors"][entry]["last_heartbeat_ms"]
+                .as_u64()
+                .is_some_and(|ms| ms < 30_000),
+            "{body}"
+        );
+    }
     assert_eq!(body["quarantined"]["count"], 0, "{body}");
     assert!(body["workers"].as_u64().is_some(), "{body}");
     assert!(body["errors"].is_null(), "{body}");

@@ -23,12 +23,13 @@
 -- ARGV[6]: the copy's execute_after, epoch milliseconds
 -- ARGV[7]: the task id (the field of KEYS[7])
 -- ARGV[8]: '1' for a job of a scheduled fan-out: then a user whose
---          preferences no longer name the task is skipped too; '0' when
---          only an explicit '0' (disabled) skips (a user without any
---          preferences runs either way: a trigger may name any user)
+--          preferences do not enable the task (no field, or no
+--          preferences at all: the user is gone) is skipped too; '0' when
+--          only an explicit '0' (disabled) skips (a trigger may name any
+--          user)
 -- Returns: {'succeeded'} when the marker exists; {'disabled'} when the
---          user disabled the task, or (ARGV[8] = '1') has preferences
---          without it (nothing claimed); {'stale'} when the copy
+--          user disabled the task, or (ARGV[8] = '1') does not have it
+--          enabled (nothing claimed); {'stale'} when the copy
 --          is older than the job's next try (a smaller attempt, or the
 --          same attempt due earlier); {'paused', ms} when the
 --          task is paused for ms more milliseconds (nothing claimed);
@@ -41,8 +42,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
     return {'succeeded'}
 end
 local enabled = redis.call('HGET', KEYS[7], ARGV[7])
-if enabled == '0'
-    or (ARGV[8] == '1' and not enabled and redis.call('EXISTS', KEYS[7]) == 1) then
+if enabled == '0' or (ARGV[8] == '1' and enabled ~= '1') then
     return {'disabled'}
 end
 local next_try = redis.call('HMGET', KEYS[6], 'attempt', 'eligible')

@@ -9,8 +9,17 @@
 //! On stop it closes the stream (no new deliveries), waits up to the
 //! shutdown timeout for the executors to finish, then tells the busy ones
 //! to abandon their jobs, which requeues them, and drops the stream.
+//!
+//! Heartbeats ([`Heartbeats`]): every [`BEAT_EVERY`] the loop beats its
+//! own entry on the health board (a lane whose thread is blocked stops
+//! beating), and the entry of its executors unless one of them has held
+//! its job longer than any job can take (`stuck_after`): `/health` then
+//! shows that lane's dispatcher or executors `stuck`.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use actix::Addr;
 use tokio::sync::{mpsc::UnboundedReceiver, watch};
@@ -18,7 +27,38 @@ use tokio::sync::{mpsc::UnboundedReceiver, watch};
 use crate::{
     broker::JobStream,
     executor::{AbandonJob, ExecuteJob, ExecutorActor},
+    health::HealthBoard,
 };
+
+/// How often a dispatcher beats.
+pub const BEAT_EVERY: Duration = Duration::from_secs(1);
+
+/// Where a dispatcher beats, and when its executors count as stuck.
+pub struct Heartbeats {
+    /// The board.
+    pub board: HealthBoard,
+    /// The dispatcher's entry (`dispatcher.<lane>`).
+    pub dispatcher: String,
+    /// Its executors' entry (`executors.<lane>`).
+    pub executors: String,
+    /// Longer than any job can hold an executor (token wait, call,
+    /// recording, with margin).
+    pub stuck_after: Duration,
+}
+
+impl Heartbeats {
+    /// One beat: the dispatcher always, the executors unless one is over
+    /// `stuck_after` (`busy_since`: when each busy executor took its job).
+    fn beat(&self, busy_since: &BTreeMap<usize, tokio::time::Instant>) {
+        self.board.beat(&self.dispatcher);
+        let over = busy_since
+            .values()
+            .any(|since| since.elapsed() > self.stuck_after);
+        if !over {
+            self.board.beat(&self.executors);
+        }
+    }
+}
 
 /// Feeds executors from a job stream.
 pub struct Dispatcher {
@@ -30,6 +70,8 @@ pub struct Dispatcher {
     pub stream: Box<dyn JobStream>,
     /// How long in-flight jobs may finish after a stop.
     pub shutdown_timeout: Duration,
+    /// Where it beats.
+    pub heartbeats: Heartbeats,
 }
 
 impl Dispatcher {
@@ -37,9 +79,13 @@ impl Dispatcher {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut idle: BTreeSet<usize> = (0..self.executors.len()).collect();
         let mut busy: BTreeSet<usize> = BTreeSet::new();
-        loop {
+        let mut busy_since: BTreeMap<usize, tokio::time::Instant> = BTreeMap::new();
+        let mut beat = tokio::time::interval(BEAT_EVERY);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        'run: loop {
             while let Ok(index) = self.idle.try_recv() {
                 busy.remove(&index);
+                busy_since.remove(&index);
                 idle.insert(index);
             }
             if *stop.borrow() {
@@ -50,20 +96,29 @@ impl Dispatcher {
                     changed = stop.changed() => if changed.is_err() { break },
                     Some(index) = self.idle.recv() => {
                         busy.remove(&index);
+                        busy_since.remove(&index);
                         idle.insert(index);
                     }
+                    _ = beat.tick() => self.heartbeats.beat(&busy_since),
                 }
                 continue;
             };
-            let next = tokio::select! {
-                biased;
-                changed = stop.changed() => {
-                    if changed.is_err() {
-                        break;
+            // The wait for a delivery is kept across beats (not restarted).
+            let next = {
+                let mut next = std::pin::pin!(self.stream.next());
+                loop {
+                    tokio::select! {
+                        biased;
+                        changed = stop.changed() => {
+                            if changed.is_err() {
+                                break 'run;
+                            }
+                            continue 'run;
+                        }
+                        _ = beat.tick() => self.heartbeats.beat(&busy_since),
+                        next = &mut next => break next,
                     }
-                    continue;
                 }
-                next = self.stream.next() => next,
             };
             let Some(delivery) = next else {
                 tracing::warn!("job stream ended; dispatcher stopping");
@@ -71,6 +126,7 @@ impl Dispatcher {
             };
             idle.remove(&index);
             busy.insert(index);
+            busy_since.insert(index, tokio::time::Instant::now());
             self.executors[index].do_send(ExecuteJob { delivery });
         }
         self.drain(busy).await;
@@ -101,5 +157,37 @@ impl Dispatcher {
             }
         }
         drop(self.stream);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executors_over_their_time_do_not_beat() {
+        let board = HealthBoard::default();
+        let heartbeats = Heartbeats {
+            board: board.clone(),
+            dispatcher: "dispatcher.0".to_owned(),
+            executors: "executors.0".to_owned(),
+            stuck_after: Duration::from_secs(1),
+        };
+        board.register("dispatcher.0", Duration::from_millis(500));
+        board.register("executors.0", Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(600));
+        let now = tokio::time::Instant::now();
+        let fresh = BTreeMap::from([(0, now)]);
+        heartbeats.beat(&fresh);
+        let report = board.report();
+        assert_eq!(report["dispatcher.0"].status, "running");
+        assert_eq!(report["executors.0"].status, "running");
+
+        std::thread::sleep(Duration::from_millis(600));
+        let held_too_long = BTreeMap::from([(0, now), (1, now - Duration::from_secs(2))]);
+        heartbeats.beat(&held_too_long);
+        let report = board.report();
+        assert_eq!(report["dispatcher.0"].status, "running");
+        assert_eq!(report["executors.0"].status, "stuck");
     }
 }

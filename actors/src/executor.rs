@@ -73,7 +73,7 @@ use crate::{
     },
     error::PipelineError,
     messages::RecordExecution,
-    metrics::MetricsRecorder,
+    metrics::{MetricsRecorder, Skip},
     rate_limiter::{RateLimit, TaskPauses},
     store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle},
 };
@@ -512,6 +512,7 @@ async fn execute(
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
             tracing::debug!(job_id = %job.id, "already succeeded; skipping");
+            env.metrics.skipped(Skip::AlreadySucceeded);
             return held.ack().await;
         }
         ClaimOutcome::JobBusy => {
@@ -524,12 +525,14 @@ async fn execute(
         }
         ClaimOutcome::Disabled => {
             tracing::info!(job_id = %job.id, user = %job.user_id, outcome = "skipped", reason = "disabled", "the user no longer has this task enabled; skipping");
+            env.metrics.skipped(Skip::Disabled);
             return held.ack().await;
         }
         ClaimOutcome::Stale => {
             // A failed or throttled try of this job already published the
             // next one: this copy would start a second retry chain.
             tracing::info!(job_id = %job.id, attempt = job.attempt, "stale copy of a job already retried; dropping it");
+            env.metrics.skipped(Skip::Stale);
             return held.ack().await;
         }
         ClaimOutcome::Paused(pause) => {
@@ -539,6 +542,7 @@ async fn execute(
         }
         ClaimOutcome::UserBusy => {
             tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
+            env.metrics.skipped(Skip::Overlap);
             return held.ack().await;
         }
         ClaimOutcome::Claimed { parameters } => parameters,

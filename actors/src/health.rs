@@ -72,10 +72,10 @@ pub struct ActorReport {
 /// The heartbeats and restart counts of the long-lived actors. Cheap to
 /// clone: clones share the board.
 #[derive(Debug, Clone, Default)]
-pub struct HealthBoard(Arc<Mutex<BTreeMap<&'static str, ActorEntry>>>);
+pub struct HealthBoard(Arc<Mutex<BTreeMap<String, ActorEntry>>>);
 
 impl HealthBoard {
-    fn entries(&self) -> MutexGuard<'_, BTreeMap<&'static str, ActorEntry>> {
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<String, ActorEntry>> {
         match self.0.lock() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
@@ -84,9 +84,9 @@ impl HealthBoard {
 
     /// Puts `actor` on the board; it is stuck when it has not beaten for
     /// `stale_after`.
-    pub fn register(&self, actor: &'static str, stale_after: Duration) {
+    pub fn register(&self, actor: impl Into<String>, stale_after: Duration) {
         self.entries()
-            .entry(actor)
+            .entry(actor.into())
             .or_insert(ActorEntry {
                 last_beat: Instant::now(),
                 stale_after,
@@ -96,14 +96,14 @@ impl HealthBoard {
     }
 
     /// `actor` is alive now.
-    pub fn beat(&self, actor: &'static str) {
+    pub fn beat(&self, actor: &str) {
         if let Some(entry) = self.entries().get_mut(actor) {
             entry.last_beat = Instant::now();
         }
     }
 
     /// `actor` panicked and was restarted.
-    pub fn restarted(&self, actor: &'static str) {
+    pub fn restarted(&self, actor: &str) {
         if let Some(entry) = self.entries().get_mut(actor) {
             entry.restarts += 1;
             entry.last_beat = Instant::now();
@@ -111,7 +111,7 @@ impl HealthBoard {
     }
 
     /// Every actor's state now.
-    pub fn report(&self) -> BTreeMap<&'static str, ActorReport> {
+    pub fn report(&self) -> BTreeMap<String, ActorReport> {
         self.entries()
             .iter()
             .map(|(name, entry)| {
@@ -125,7 +125,7 @@ impl HealthBoard {
                     restarts: entry.restarts,
                     last_heartbeat_ms: u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
                 };
-                (*name, report)
+                (name.clone(), report)
             })
             .collect()
     }

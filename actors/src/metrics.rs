@@ -8,6 +8,12 @@
 //! `failed`. The Redis hashes `metrics:executions:{date}` and
 //! `metrics:failures:{date}` use the same definitions, per task. A failed
 //! flush keeps its counts for the next one.
+//!
+//! Jobs settled without a call are not attempts: they count apart, by
+//! reason, in `/stats`'s `skipped` ([`Skipped`]): the user disabled the
+//! task or no longer has it, the job already succeeded (a duplicate copy),
+//! a stale copy of a try already retried, or a run for the user under way
+//! (`overlap: skip`).
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -42,6 +48,44 @@ pub struct GetStats;
 #[rtype(result = "Result<(), StoreError>")]
 pub struct FlushMetrics;
 
+/// Why a job was settled without calling its endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// The user disabled the task, or no longer has it enabled.
+    Disabled,
+    /// The job's success is recorded: a duplicate copy.
+    AlreadySucceeded,
+    /// A copy of a try the job already retried.
+    Stale,
+    /// Another run for the user is under way (`overlap: skip`).
+    Overlap,
+}
+
+/// Jobs skipped since start, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// [`Skip::Disabled`].
+    pub disabled: u64,
+    /// [`Skip::AlreadySucceeded`].
+    pub already_succeeded: u64,
+    /// [`Skip::Stale`].
+    pub stale: u64,
+    /// [`Skip::Overlap`].
+    pub overlap: u64,
+}
+
+impl Skipped {
+    fn add(&mut self, skip: Skip) {
+        let counter = match skip {
+            Skip::Disabled => &mut self.disabled,
+            Skip::AlreadySucceeded => &mut self.already_succeeded,
+            Skip::Stale => &mut self.stale,
+            Skip::Overlap => &mut self.overlap,
+        };
+        *counter += 1;
+    }
+}
+
 /// The worker's `/stats` body.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Stats {
@@ -55,6 +99,8 @@ pub struct Stats {
     pub current_rate: f64,
     /// Seconds since the actor started.
     pub uptime: u64,
+    /// Jobs settled without a call, by reason (not counted in `processed`).
+    pub skipped: Skipped,
 }
 
 /// Counters in memory plus what the next flush will add to Redis.
@@ -63,6 +109,7 @@ struct Counters {
     processed: u64,
     failed: u64,
     total_duration_ms: u128,
+    skipped: Skipped,
     /// Completion instants inside [`RATE_WINDOW`], oldest first.
     recent: VecDeque<Instant>,
     /// Not yet flushed.
@@ -120,6 +167,11 @@ impl MetricsRecorder {
     pub fn record(&self, msg: RecordExecution) {
         lock(&self.counters).count(msg, Instant::now());
     }
+
+    /// Counts a job settled without a call.
+    pub fn skipped(&self, skip: Skip) {
+        lock(&self.counters).skipped.add(skip);
+    }
 }
 
 fn lock(counters: &Mutex<Counters>) -> MutexGuard<'_, Counters> {
@@ -150,6 +202,7 @@ impl MetricsActor {
                 processed: 0,
                 failed: 0,
                 total_duration_ms: 0,
+                skipped: Skipped::default(),
                 recent: VecDeque::new(),
                 pending: MetricsBatch::default(),
             })),
@@ -178,6 +231,7 @@ impl MetricsActor {
             avg_duration_ms: u64::try_from(avg).unwrap_or(u64::MAX),
             current_rate: counters.recent.len() as f64 / RATE_WINDOW.as_secs_f64(),
             uptime: self.started.elapsed().as_secs(),
+            skipped: counters.skipped,
         }
     }
 

@@ -22,6 +22,10 @@
 //! handler fails that message only. Both keep no state a restart could
 //! lose (schedule state and fan-out progress live in the store), and both
 //! restarts are counted on the [`HealthBoard`], with their heartbeats.
+//! Each lane's dispatcher beats `dispatcher.<lane>` and `executors.<lane>`
+//! (the latter withheld while an executor holds one job longer than the
+//! token wait, the call timeout and a minute together): a blocked lane or
+//! a hung executor shows `stuck` in `/health`.
 //!
 //! Every role reloads the task definitions (every `tasks.reload_interval`
 //! and on [`Pipeline::reloader`], i.e. SIGHUP): workers need a new task's
@@ -49,7 +53,7 @@ use crate::{
     broker::JobBroker,
     catalog::TaskCatalog,
     clock::SharedClock,
-    dispatcher::Dispatcher,
+    dispatcher::{Dispatcher, Heartbeats},
     distributor::{DISTRIBUTOR, DistributionSettings, DistributorActor},
     domain::TaskTypeId,
     error::PipelineError,
@@ -299,11 +303,24 @@ impl Pipeline {
                     .broker
                     .consume(lane_prefetch(prefetch, size, pool))
                     .await?;
+                let heartbeats = Heartbeats {
+                    board: board.clone(),
+                    dispatcher: format!("{DISPATCHER}.{lane}"),
+                    executors: format!("{EXECUTORS}.{lane}"),
+                    stuck_after: config
+                        .execution
+                        .max_token_wait
+                        .saturating_add(config.execution.timeout)
+                        .saturating_add(EXECUTOR_MARGIN),
+                };
+                board.register(heartbeats.dispatcher.clone(), STALE_AFTER);
+                board.register(heartbeats.executors.clone(), STALE_AFTER);
                 let dispatcher = Dispatcher {
                     executors: executors.clone(),
                     idle: idle_rx,
                     stream,
                     shutdown_timeout: config.shutdown_timeout,
+                    heartbeats,
                 };
                 let (done_tx, done_rx) = oneshot::channel();
                 let stop_rx = stop_rx.clone();
@@ -386,6 +403,16 @@ impl Pipeline {
         }
     }
 }
+
+/// Board entries of a lane's dispatcher and executors: `dispatcher.<lane>`,
+/// `executors.<lane>`.
+const DISPATCHER: &str = "dispatcher";
+const EXECUTORS: &str = "executors";
+
+/// Beyond the token wait and the call timeout, what recording an outcome
+/// (with its retries) and settling a delivery may take: an executor
+/// holding one job longer is stuck.
+const EXECUTOR_MARGIN: Duration = Duration::from_secs(60);
 
 /// An actor is stuck when it has not beaten its heartbeat for this long
 /// (or three check intervals, if longer).

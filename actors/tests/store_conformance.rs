@@ -1787,9 +1787,10 @@ async fn claims_check_that_the_user_still_has_the_task_enabled(fx: Arc<Fixture>)
             outcome
         }
     };
-    // No preferences at all (a trigger may name any user): it runs.
+    // No preferences at all: a trigger may name any user, but a scheduled
+    // fan-out's job is for a user who is gone.
     assert_eq!(outcome(false).await, claimed(&[]));
-    assert_eq!(outcome(true).await, claimed(&[]));
+    assert_eq!(outcome(true).await, ClaimOutcome::Disabled);
     // Preferences that do not name the task: only a trigger's job runs.
     store
         .write_preferences(&[enable("alice", "digest", "2024-01-15T00:00:00Z")])

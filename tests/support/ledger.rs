@@ -6,7 +6,8 @@
 //! `ms` (a call whose connection is dropped before that is not a success);
 //! `/hang/..` hangs while [`Ledger::hang_until`] is in the future, then
 //! answers 503 (the caller gave up long before: never a success), else 200;
-//! `/always429/..` 429 with `Retry-After: 1`.
+//! `/always429/..` 429 with `Retry-After: 1`; `/failfirst/..` 500 to the
+//! first call of each run, then 200.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -27,6 +28,10 @@ pub struct Call {
     pub key: String,
     /// (task, user, scheduled_at) from the body: one logical run.
     pub run: (String, String, String),
+    /// The `X-Taskqueue-Attempt` header (0 when missing).
+    pub attempt: u32,
+    /// When the call arrived.
+    pub at: Instant,
     /// HTTP status answered; `None` while the call is open or when the
     /// caller hung up before the answer.
     pub status: Option<u16>,
@@ -328,6 +333,13 @@ async fn answer(
             .unwrap_or_default()
             .to_owned(),
         run: (text("task_type_id"), text("user_id"), text("scheduled_at")),
+        attempt: request
+            .headers()
+            .get("x-taskqueue-attempt")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        at: Instant::now(),
         status: None,
         orphaned: false,
         answered_at: None,
@@ -338,10 +350,11 @@ async fn answer(
         .split('/')
         .map(str::to_owned)
         .collect();
-    let (index, hang_until) = {
+    let (index, hang_until, first_of_run) = {
         let mut all = inner.lock().unwrap();
+        let first_of_run = !all.calls.iter().any(|c| c.run == call.run);
         all.calls.push(call);
-        (all.calls.len() - 1, all.hang_until)
+        (all.calls.len() - 1, all.hang_until, first_of_run)
     };
     let answer = Answer {
         inner: inner.get_ref().clone(),
@@ -365,6 +378,9 @@ async fn answer(
                 .insert_header(("Retry-After", "1"))
                 .finish(),
         ),
+        Some("failfirst") if first_of_run => {
+            answer.finish(HttpResponse::InternalServerError().body("first call fails"))
+        }
         _ => answer.finish(HttpResponse::Ok().finish()),
     }
 }

@@ -25,12 +25,15 @@ use uuid::Uuid;
 
 mod ledger;
 mod process;
+mod restart;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]
 pub use ledger::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use restart::*;
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
 
@@ -227,11 +230,24 @@ pub struct Backends {
     pub vhost: String,
     /// AMQP URL of the vhost.
     pub amqp_url: String,
+    /// `host:port` of the Redis server.
+    redis: String,
 }
 
 impl Backends {
-    /// Fresh, empty backends named after `test`.
+    /// Fresh, empty backends named after `test`, on the shared Redis.
     pub fn new(test: &str) -> Backends {
+        let shared = redis_url()
+            .trim_start_matches("redis://")
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        Backends::on_redis(test, &shared)
+    }
+
+    /// [`Backends::new`] on the Redis server at `redis` (`host:port`).
+    pub fn on_redis(test: &str, redis: &str) -> Backends {
         let id = Uuid::new_v4().simple().to_string();
         let vhost = format!("tq-test-pipeline-{test}-{id}");
         ctl(&["add_vhost", &vhost]);
@@ -246,23 +262,19 @@ impl Backends {
             prefix: format!("tqpipe-{test}-{id}"),
             vhost,
             amqp_url,
+            redis: redis.to_owned(),
         }
     }
 
     /// `host:port` of the Redis server.
     pub fn redis_address(&self) -> String {
-        redis_url()
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned()
+        self.redis.clone()
     }
 
     /// A store on the test's prefix.
     pub async fn store(&self) -> RedisStore {
         RedisStore::connect(
-            &redis_url(),
+            &format!("redis://{}/", self.redis),
             Keys::new(self.prefix.clone()),
             RedisOptions::default(),
         )
@@ -315,13 +327,18 @@ impl Drop for Backends {
         let _ = Command::new(CTL)
             .args(["-q", "delete_vhost", &self.vhost])
             .status();
-        delete_prefix(&self.prefix);
+        delete_prefix_on(&format!("redis://{}/", self.redis), &self.prefix);
     }
 }
 
 /// Deletes every Redis key under `prefix` (a test's own namespace).
 pub fn delete_prefix(prefix: &str) {
-    if let Ok(client) = redis::Client::open(redis_url())
+    delete_prefix_on(&redis_url(), prefix);
+}
+
+/// [`delete_prefix`] on the Redis server at `url`.
+pub fn delete_prefix_on(url: &str, prefix: &str) {
+    if let Ok(client) = redis::Client::open(url)
         && let Ok(mut connection) = client.get_connection()
     {
         let keys: Vec<String> = redis::cmd("KEYS")

@@ -135,6 +135,36 @@ pub fn serve_as(config: &Path, address: SocketAddr, role: &str) -> Child {
         .unwrap()
 }
 
+/// [`serve_as`] with the wall clock moved by `offset` (`+30s`), through
+/// `libfaketime` (Debian's `libfaketime`, installed by `scripts/services.sh
+/// start`; `TASKQUEUE_TEST_LIBFAKETIME` names another copy) preloaded into
+/// the process itself, so signals reach it: every wall-clock read
+/// (`SystemTime`, so `Utc::now()`) is shifted, the monotonic clock is left
+/// alone so timers and timeouts keep their real length.
+pub fn serve_skewed(config: &Path, address: SocketAddr, role: &str, offset: &str) -> Child {
+    let library = std::env::var("TASKQUEUE_TEST_LIBFAKETIME").unwrap_or_else(|_| {
+        format!(
+            "/usr/lib/{}-linux-gnu/faketime/libfaketimeMT.so.1",
+            std::env::consts::ARCH
+        )
+    });
+    assert!(
+        Path::new(&library).exists(),
+        "{library} missing: scripts/services.sh start installs libfaketime"
+    );
+    Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+        .env("LD_PRELOAD", library)
+        .env("FAKETIME", offset)
+        .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--bind", &address.to_string(), "--role", role])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
 /// Sends `signal` (`TERM`, `HUP`, `KILL`...) to the child.
 pub fn signal(child: &Child, signal: &str) {
     let status = Command::new("kill")

@@ -843,13 +843,12 @@ impl StateStore for MemoryStore {
         {
             return Ok(ClaimOutcome::AlreadySucceeded);
         }
-        let tasks = state.user_tasks.get(&claim.user_id);
-        let enabled = tasks
+        let enabled = state
+            .user_tasks
+            .get(&claim.user_id)
             .and_then(|tasks| tasks.get(&claim.task_type_id))
             .copied();
-        if enabled == Some(false)
-            || (claim.require_enabled && enabled.is_none() && tasks.is_some_and(|t| !t.is_empty()))
-        {
+        if enabled == Some(false) || (claim.require_enabled && enabled != Some(true)) {
             return Ok(ClaimOutcome::Disabled);
         }
         if let Some((attempt, eligible, expiry)) = state.next_tries.get(&claim.job_id)

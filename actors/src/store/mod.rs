@@ -254,10 +254,11 @@ pub struct ExecutionClaim {
     pub attempt: u32,
     /// The copy's `execute_after`, epoch milliseconds.
     pub execute_after_ms: i64,
-    /// A job of a scheduled fan-out: a user whose preferences no longer
-    /// name the task is skipped too. A user who disabled the task is
-    /// always skipped; a user without any preferences never is (a trigger
-    /// may name any user).
+    /// A job of a scheduled fan-out: a user who does not have the task
+    /// enabled now (preferences without it, or no preferences at all: the
+    /// user was removed after the fan-out) is skipped too. A user who
+    /// disabled the task is always skipped; a trigger's job (`false`) runs
+    /// for a user without preferences (a trigger may name any user).
     pub require_enabled: bool,
 }
 
@@ -515,8 +516,8 @@ pub trait StateStore: Send + Sync + 'static {
     /// `claim.run_ttl` is set, the (task, user) run claim (`UserBusy` when
     /// another job holds it; the execution claim is released again).
     /// `Claimed` carries the user's parameters for the task. A user who
-    /// disabled the task (or, with `require_enabled`, has preferences
-    /// without it) answers `Disabled`. A copy older
+    /// disabled the task (or, with `require_enabled`, does not have it
+    /// enabled) answers `Disabled`. A copy older
     /// than the job's next try recorded by a finish answers `Stale` (after
     /// the success check). A task paused
     /// by [`StateStore::record_throttle`] answers `Paused` after the
