@@ -28,6 +28,8 @@ fn reference(name: &str) -> Value {
 /// written with their defaults when a document omits them).
 const EXTENSIONS: &[&str] = &[
     "redis.prefix",
+    "redis.mode",
+    "redis.master_name",
     "queue.type",
     "execution.max_retry_delay",
     "execution.max_token_wait",

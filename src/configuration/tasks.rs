@@ -128,13 +128,31 @@ fn read_task(
     };
     let interval = required(ctx, &fields, "interval", "e.g. {type: daily, value: 1}")
         .and_then(|(n, p)| read_interval(ctx, n, &p));
-    let timeout = required(
+    let timeout_field = required(
         ctx,
         &fields,
         "timeout",
         "a duration longer than zero, e.g. 5m",
-    )
-    .and_then(|(n, p)| ctx.positive_duration(n, &p));
+    );
+    let timeout = timeout_field
+        .as_ref()
+        .and_then(|(n, p)| ctx.positive_duration(n, p));
+    if let (Some((n, p)), Some(timeout), Some(bound)) =
+        (&timeout_field, timeout, ctx.execution_timeout)
+        && timeout > bound
+    {
+        ctx.warning(
+            &n.origin,
+            p,
+            format!(
+                "{} is longer than execution.timeout ({}), which bounds every call: \
+                 this task's calls are cut at {}; raise execution.timeout or lower timeout",
+                humantime::format_duration(timeout),
+                humantime::format_duration(bound),
+                humantime::format_duration(bound)
+            ),
+        );
+    }
     let retries = optional(&fields, "retries", |n, p| ctx.count(n, p, 0));
     let config = required(ctx, &fields, "config", "endpoint and method are needed")
         .and_then(|(n, p)| read_config(ctx, n, &p, timeout));
