@@ -532,6 +532,29 @@ fn a_task_timeout_longer_than_execution_timeout_is_a_warning() {
 }
 
 #[test]
+fn a_payload_template_is_read_as_json() {
+    let with_payload = TASKS.replace(
+        "      max_duration: 4m\n",
+        "      max_duration: 4m\n      payload:\n        user: \"{{user_id}}\"\n        token: \"${PAYLOAD_TOKEN}\"\n        tags: [a, 1, true]\n",
+    );
+    let loaded = check(
+        Setup::tasks(with_payload.clone()).env(&[("PAYLOAD_TOKEN", "t0k")]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.tasks[0].config.payload,
+        Some(serde_json::json!({"user": "{{user_id}}", "token": "t0k", "tags": ["a", 1, true]}))
+    );
+    check(
+        Setup::tasks(with_payload.replace("method: POST", "method: GET"))
+            .env(&[("PAYLOAD_TOKEN", "t0k")]),
+        &["tasks.yaml:18:9: warning: task daily_report: config.payload: ignored: GET and DELETE calls carry no body"],
+    )
+    .unwrap();
+}
+
+#[test]
 fn misspelt_section_and_field() {
     check_service(
         "schedular:\n  batch_size: 10\nredis:\n  pool_sise: 3\n",
