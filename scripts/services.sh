@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Real Redis and RabbitMQ on 127.0.0.1 for tests, benchmarks and CI.
 #
-#   scripts/services.sh start              install when missing, start both, wait until they answer
-#   scripts/services.sh stop               stop both, leave no process behind
+#   scripts/services.sh start              install when missing, start all, wait until they answer
+#   scripts/services.sh stop               stop all, leave no process behind
 #   scripts/services.sh restart redis|rabbitmq
 #   scripts/services.sh status
+#
+# Besides Redis and RabbitMQ, a Redis Sentinel (redis-server --sentinel) on
+# $SENTINEL_PORT (default 26379) monitors the Redis as master `taskqueue`,
+# for `redis.mode: sentinel`.
 #
 # Data lives in a throwaway directory ($TASKQUEUE_SERVICES_DIR, default
 # .services/ in the repo), wiped on start, so nothing survives a previous run.
@@ -53,6 +57,44 @@ stop_redis() {
   for _ in $(seq 1 50); do redis_up || break; sleep 0.1; done
   pkill -f "redis-server 127.0.0.1:$redis_port" 2>/dev/null || true
 }
+
+# --- Redis Sentinel: monitors the Redis above as master "taskqueue" ----------
+sentinel_port=${SENTINEL_PORT:-26379}
+sentinel_master=${SENTINEL_MASTER:-taskqueue}
+
+sentinel_up() {
+  redis-cli -h 127.0.0.1 -p "$sentinel_port" sentinel get-master-addr-by-name "$sentinel_master" 2>/dev/null \
+    | grep -q .
+}
+
+start_sentinel() {
+  if sentinel_up; then log "sentinel already answering on $sentinel_port"; return; fi
+  rm -rf "$dir/sentinel" && mkdir -p "$dir/sentinel"
+  # Sentinel rewrites its configuration file, so it gets one of its own.
+  cat > "$dir/sentinel/sentinel.conf" <<CONF
+bind 127.0.0.1
+port $sentinel_port
+daemonize yes
+pidfile $dir/sentinel/sentinel.pid
+logfile $dir/sentinel/sentinel.log
+dir $dir/sentinel
+sentinel monitor $sentinel_master 127.0.0.1 $redis_port 1
+sentinel down-after-milliseconds $sentinel_master 5000
+CONF
+  redis-server "$dir/sentinel/sentinel.conf" --sentinel
+  for _ in $(seq 1 100); do sentinel_up && { log "sentinel up on 127.0.0.1:$sentinel_port (master $sentinel_master)"; return; }; sleep 0.1; done
+  log "sentinel did not answer"; cat "$dir/sentinel/sentinel.log" >&2 || true; return 1
+}
+
+stop_sentinel() {
+  redis-cli -h 127.0.0.1 -p "$sentinel_port" shutdown nosave >/dev/null 2>&1 || true
+  for _ in $(seq 1 50); do sentinel_up || break; sleep 0.1; done
+}
+
+sentinel_status() {
+  if sentinel_up; then echo "sentinel: up (127.0.0.1:$sentinel_port, master $sentinel_master)"; else echo "sentinel: down"; fi
+}
+# -----------------------------------------------------------------------------
 
 write_rabbit_env() {
   mkdir -p "$dir/rabbitmq"
@@ -120,8 +162,8 @@ status() {
 }
 
 case "${1:-}" in
-  start) install_missing; start_redis; start_rabbit ;;
-  stop) stop_redis; stop_rabbit; log "stopped" ;;
+  start) install_missing; start_redis; start_sentinel; start_rabbit ;;
+  stop) stop_sentinel; stop_redis; stop_rabbit; log "stopped" ;;
   restart)
     case "${2:-}" in
       redis) stop_redis; mkdir -p "$dir/redis"; redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$dir/redis" --save '' --appendonly no --daemonize yes --pidfile "$dir/redis/redis.pid" --logfile "$dir/redis/redis.log"
@@ -129,6 +171,6 @@ case "${1:-}" in
       rabbitmq) restart_rabbit ;;
       *) echo "usage: $0 restart redis|rabbitmq" >&2; exit 2 ;;
     esac ;;
-  status) status ;;
+  status) status; sentinel_status ;;
   *) echo "usage: $0 start|stop|restart <redis|rabbitmq>|status" >&2; exit 2 ;;
 esac

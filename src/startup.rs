@@ -40,7 +40,7 @@ use actors::{
     store::{
         Keys, PreferenceWrite, StateStore,
         memory::MemoryStore,
-        redis::{RedisOptions, RedisStore},
+        redis::{RedisOptions, RedisStore, RedisTarget},
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
 };
@@ -49,7 +49,7 @@ use chrono::Utc;
 
 use crate::{
     cli::Role,
-    configuration::{self, Backend, QueueType, RedisConfig, ServiceConfig},
+    configuration::{self, Backend, QueueType, RedisConfig, RedisMode, ServiceConfig},
     routes::{
         self,
         auth::{ApiToken, ProtectReads},
@@ -362,30 +362,19 @@ async fn connect_backends(
             dependencies: Vec::new(),
         },
         Backend::External => {
-            let options = RedisOptions {
-                metrics_retention: config.monitoring.metrics_retention,
-                ..RedisOptions::default()
-            };
-            let url = redis_url(&config.redis);
-            let address = config.redis.addresses.first().cloned().unwrap_or_default();
+            let options = redis_options(config);
+            let target = redis_target(&config.redis);
+            let address = config.redis.addresses.join(",");
             let store = wait_for("Redis", &address, || {
-                RedisStore::connect(
-                    &url,
+                RedisStore::connect_to(
+                    &target,
                     Keys::new(config.redis.prefix.clone()),
                     options.clone(),
                 )
             })
             .await
             .with_quarantine(quarantine.clone());
-            let options = AmqpOptions {
-                exchange: config.queue.exchange.clone(),
-                queue_type: match config.queue.queue_type {
-                    QueueType::Classic => AmqpQueueType::Classic,
-                    QueueType::Quorum => AmqpQueueType::Quorum,
-                },
-                prefetch: config.queue.prefetch,
-                ..AmqpOptions::default()
-            };
+            let options = amqp_options(config);
             let url = amqp_url(&config.queue.url);
             let address = amqp_address(&url);
             let broker = wait_for("RabbitMQ", &address, || {
@@ -421,6 +410,50 @@ pub fn check_exposure(bind: SocketAddr, token: Option<&str>) -> anyhow::Result<(
         "the API would listen on {bind}, beyond loopback, without api.token: \
          set api.token (TASKQUEUE_API__TOKEN) or bind to 127.0.0.1"
     )
+}
+
+/// The Redis client's tuning from the configuration.
+pub fn redis_options(config: &ServiceConfig) -> RedisOptions {
+    RedisOptions {
+        metrics_retention: config.monitoring.metrics_retention,
+        max_retries: config.redis.max_retries as usize,
+        ..RedisOptions::default()
+    }
+}
+
+/// The AMQP broker's settings from the configuration.
+pub fn amqp_options(config: &ServiceConfig) -> AmqpOptions {
+    AmqpOptions {
+        exchange: config.queue.exchange.clone(),
+        queue_type: match config.queue.queue_type {
+            QueueType::Classic => AmqpQueueType::Classic,
+            QueueType::Quorum => AmqpQueueType::Quorum,
+        },
+        prefetch: config.queue.prefetch,
+        durable: config.queue.durable,
+        ..AmqpOptions::default()
+    }
+}
+
+/// The server `redis` names: its one address (`standalone`), or the
+/// master its Sentinels name (`sentinel`).
+pub fn redis_target(redis: &RedisConfig) -> RedisTarget {
+    match redis.mode {
+        RedisMode::Standalone => RedisTarget::Url(redis_url(redis)),
+        RedisMode::Sentinel => RedisTarget::Sentinel {
+            sentinels: redis
+                .addresses
+                .iter()
+                .filter_map(|address| {
+                    let (host, port) = address.rsplit_once(':')?;
+                    Some((host.to_owned(), port.parse().ok()?))
+                })
+                .collect(),
+            master_name: redis.master_name.clone(),
+            password: redis.password.clone(),
+            db: redis.db,
+        },
+    }
 }
 
 /// `redis://[:password@]host:port/db` of the first configured address, the

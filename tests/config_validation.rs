@@ -5,7 +5,8 @@
 use std::{collections::BTreeMap, path::PathBuf, process::Command};
 
 use taskqueue::configuration::{
-    ConfigErrors, ConfigProblem, LoadedConfig, RateLimitConfig, load_tasks_with, load_with,
+    ConfigErrors, ConfigProblem, LoadedConfig, RateLimitConfig, RedisMode, load_tasks_with,
+    load_with,
 };
 
 /// A valid tasks file; cases break one line of it.
@@ -454,6 +455,106 @@ fn per_task_limit_for_an_unknown_task_is_a_warning() {
 }
 
 #[test]
+fn transient_queues_are_a_warning_and_refused_with_quorum() {
+    let loaded = check_service(
+        "queue:\n  durable: false\n",
+        &["service.yaml:2:12: warning: queue.durable: false declares transient queues and non-persistent messages: a RabbitMQ restart loses every queued job"],
+    )
+    .unwrap();
+    assert!(!loaded.service.queue.durable);
+    check_service("queue:\n  durable: true\n", &[]).unwrap();
+    assert!(
+        check_service(
+            "queue:\n  type: quorum\n  durable: false\n",
+            &["service.yaml:3:12: queue.durable: quorum queues are always durable"],
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn several_redis_addresses_need_sentinel_mode() {
+    let two = "redis:\n  addresses:\n    - a:26379\n    - b:26379\n";
+    assert!(
+        check_service(
+            two,
+            &["service.yaml:3:5: redis.addresses: 2 addresses need mode: sentinel"]
+        )
+        .is_none()
+    );
+    assert!(
+        check_service(
+            &format!("{two}  mode: sentinel\n"),
+            &["service.yaml:5:9: redis.mode: mode: sentinel needs master_name"],
+        )
+        .is_none()
+    );
+    let loaded =
+        check_service(&format!("{two}  mode: sentinel\n  master_name: tq\n"), &[]).unwrap();
+    assert_eq!(loaded.service.redis.mode, RedisMode::Sentinel);
+    assert_eq!(loaded.service.redis.master_name, "tq");
+    assert!(
+        check_service(
+            "redis:\n  mode: cluster\n",
+            &["service.yaml:2:9: redis.mode: Redis Cluster is not supported: every Lua script touches several keys of one task"],
+        )
+        .is_none()
+    );
+    assert!(
+        check_service(
+            "redis:\n  mode: replicas\n",
+            &["service.yaml:2:9: redis.mode: unknown Redis mode"],
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn redis_pool_size_other_than_one_is_a_warning() {
+    let loaded = check_service(
+        "redis:\n  pool_size: 10\n",
+        &["service.yaml:2:14: warning: redis.pool_size: 10 is ignored: one multiplexed connection carries every call"],
+    )
+    .unwrap();
+    assert_eq!(loaded.service.redis.pool_size, 10);
+    check_service("redis:\n  pool_size: 1\n", &[]).unwrap();
+}
+
+#[test]
+fn a_task_timeout_longer_than_execution_timeout_is_a_warning() {
+    let loaded = check_service(
+        "execution:\n  timeout: 2m\n",
+        &["tasks.yaml:9:14: warning: task daily_report: timeout: 5m is longer than execution.timeout (2m), which bounds every call: this task's calls are cut at 2m"],
+    )
+    .unwrap();
+    assert_eq!(loaded.tasks[0].timeout.as_secs(), 300);
+    check_service("execution:\n  timeout: 5m\n", &[]).unwrap();
+}
+
+#[test]
+fn a_payload_template_is_read_as_json() {
+    let with_payload = TASKS.replace(
+        "      max_duration: 4m\n",
+        "      max_duration: 4m\n      payload:\n        user: \"{{user_id}}\"\n        token: \"${PAYLOAD_TOKEN}\"\n        tags: [a, 1, true]\n",
+    );
+    let loaded = check(
+        Setup::tasks(with_payload.clone()).env(&[("PAYLOAD_TOKEN", "t0k")]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded.tasks[0].config.payload,
+        Some(serde_json::json!({"user": "{{user_id}}", "token": "t0k", "tags": ["a", 1, true]}))
+    );
+    check(
+        Setup::tasks(with_payload.replace("method: POST", "method: GET"))
+            .env(&[("PAYLOAD_TOKEN", "t0k")]),
+        &["tasks.yaml:18:9: warning: task daily_report: config.payload: ignored: GET and DELETE calls carry no body"],
+    )
+    .unwrap();
+}
+
+#[test]
 fn misspelt_section_and_field() {
     check_service(
         "schedular:\n  batch_size: 10\nredis:\n  pool_sise: 3\n",
@@ -593,12 +694,14 @@ fn environment_overrides_beat_files() {
             ("TASKQUEUE_SCHEDULER__BATCH_SIZE", "42"),
             ("TASKQUEUE_SCHEDULER__DISTRIBUTION_WINDOW", "10m"),
             ("TASKQUEUE_REDIS__ADDRESSES", "a:6379, b:6380"),
+            ("TASKQUEUE_REDIS__MODE", "sentinel"),
+            ("TASKQUEUE_REDIS__MASTER_NAME", "taskqueue"),
             ("TASKQUEUE_QUEUE__DURABLE", "false"),
             ("TASKQUEUE_RATE_LIMIT__PER_TASK__DAILY_REPORT", "7"),
             ("TASKQUEUE_CONFIG", "ignored.yaml"),
             ("TASKQUEUE_TEST_REDIS_URL", "redis://ignored/"),
         ]),
-        &[],
+        &["$TASKQUEUE_QUEUE__DURABLE: warning: queue.durable: false declares transient queues"],
     )
     .unwrap();
     let s = &loaded.service;

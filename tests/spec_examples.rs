@@ -28,6 +28,8 @@ fn reference(name: &str) -> Value {
 /// written with their defaults when a document omits them).
 const EXTENSIONS: &[&str] = &[
     "redis.prefix",
+    "redis.mode",
+    "redis.master_name",
     "queue.type",
     "execution.max_retry_delay",
     "execution.max_token_wait",
@@ -189,4 +191,106 @@ fn example_configs_are_the_spec_documents_verbatim() {
         let spec = std::fs::read_to_string(fixture(name)).unwrap();
         assert_eq!(shipped, spec, "config/{name} differs from the spec");
     }
+}
+
+/// Every field of the spec's example configuration reaches the component
+/// that uses it: the actor tree's settings, the Redis client, the broker,
+/// the executor's call timeouts, the logger; and `pool_size`, which has no
+/// component, is reported as ignored.
+#[test]
+fn every_example_field_reaches_its_component() {
+    use std::time::Duration;
+
+    use actors::{executor::call_timeout, store::redis::RedisTarget};
+    use taskqueue::{
+        cli::Role,
+        startup::{amqp_options, amqp_url, pipeline_config, redis_options, redis_target},
+    };
+
+    let loaded = load_with(
+        &[fixture("scheduler.yaml"), fixture("worker.yaml")],
+        &no_env(),
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let service = &loaded.service;
+    let minutes = |m: u64| Duration::from_secs(60 * m);
+
+    // scheduler, tasks, worker, rate_limit, execution, monitoring, queue.prefetch
+    let pipeline = pipeline_config(service, Role::All);
+    assert_eq!(pipeline.check_interval, minutes(1));
+    assert_eq!(pipeline.distribution_window, minutes(30));
+    assert_eq!(pipeline.batch_size, 1000);
+    assert_eq!(pipeline.reload_interval, minutes(5));
+    assert_eq!(pipeline.pool_size, 10);
+    assert_eq!(pipeline.shutdown_timeout, Duration::from_secs(30));
+    assert_eq!(pipeline.prefetch, 10);
+    assert_eq!(pipeline.global_rate, Some(100));
+    let per_task: Vec<(String, u32)> = pipeline
+        .per_task_rate
+        .iter()
+        .map(|(task, limit)| (task.to_string(), *limit))
+        .collect();
+    assert_eq!(
+        per_task,
+        [
+            ("api_heavy".to_owned(), 10),
+            ("report_generation".to_owned(), 50)
+        ]
+    );
+    assert_eq!(pipeline.execution.timeout, minutes(5));
+    assert_eq!(pipeline.execution.max_retries, 3);
+    assert_eq!(pipeline.execution.retry_delay, minutes(1));
+    assert_eq!(pipeline.metrics_interval, Duration::from_secs(10));
+    assert_eq!(service.monitoring.log_level, "info");
+    assert!(tracing_subscriber::EnvFilter::try_new(&service.monitoring.log_level).is_ok());
+
+    // redis: the address, password and db make the client's target.
+    assert_eq!(
+        redis_target(&service.redis),
+        RedisTarget::Url("redis://localhost:6379/0".to_owned())
+    );
+    assert_eq!(redis_options(service).max_retries, 3);
+    let pool_warning = loaded
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .find(|w| w.contains("redis.pool_size"))
+        .expect("pool_size reported");
+    assert!(pool_warning.contains("10 is ignored"), "{pool_warning}");
+
+    // queue
+    assert_eq!(
+        amqp_url(&service.queue.url),
+        "amqp://guest:guest@localhost:5672/%2f"
+    );
+    let broker = amqp_options(service);
+    assert_eq!(broker.exchange, "taskqueue");
+    assert!(broker.durable);
+    assert_eq!(broker.prefetch, 10);
+
+    // tasks.yaml, found through tasks.config_file: what the executor uses.
+    assert_eq!(loaded.tasks_file, fixture("tasks.yaml"));
+    let task = |id: &str| {
+        loaded
+            .tasks
+            .iter()
+            .find(|t| t.id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} loaded"))
+    };
+    let daily = task("daily_report");
+    assert_eq!(call_timeout(daily, &pipeline.execution), minutes(4));
+    assert_eq!(daily.retries, Some(3));
+    assert_eq!(daily.config.method, "POST");
+    assert_eq!(
+        daily.config.endpoint,
+        "https://api.example.com/reports/daily"
+    );
+    assert_eq!(
+        daily.config.headers.get("Content-Type").map(String::as_str),
+        Some("application/json")
+    );
+    let hourly = task("hourly_sync");
+    assert_eq!(call_timeout(hourly, &pipeline.execution), minutes(2));
+    assert_eq!(hourly.retries, Some(2));
+    assert_eq!(hourly.config.method, "GET");
 }

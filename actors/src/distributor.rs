@@ -695,7 +695,12 @@ pub fn job_envelope(
             execute_after,
             attempt: 1,
             priority: task.priority(),
-            payload: Vec::new(),
+            payload: task
+                .config
+                .payload
+                .as_ref()
+                .map(|template| crate::domain::payload::render_payload(template, user))
+                .unwrap_or_default(),
             created_at: Utc::now(),
         },
         JobMetadata {

@@ -870,8 +870,10 @@ pub enum CallResult {
 /// Calls the endpoint of `task` for `job`: the task's method and headers,
 /// `Idempotency-Key: <job id>`, `X-Taskqueue-Attempt: <n>`,
 /// `X-Taskqueue-Execute-After: <RFC 3339 instant the job was due>` (so an
-/// endpoint can tell how late it runs), and the job as a JSON body (query
-/// parameters for GET and DELETE).
+/// endpoint can tell how late it runs), and as the body the job's payload
+/// (the task's `config.payload` template, its `{{param.NAME}}` filled from
+/// `parameters`) or, without one, the job as JSON (query parameters for GET
+/// and DELETE).
 pub async fn call_endpoint(
     client: &reqwest::Client,
     task: &TaskType,
@@ -911,6 +913,21 @@ pub async fn call_endpoint(
         ];
         query.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
         request = request.query(&query);
+    } else if !job.payload.is_empty() {
+        // The task's payload template, rendered for the user (or a payload
+        // the message brought): the body as it stands.
+        if !task
+            .config
+            .headers
+            .keys()
+            .any(|name| name.eq_ignore_ascii_case("content-type"))
+        {
+            request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
+        }
+        request = request.body(crate::domain::payload::fill_parameters(
+            &job.payload,
+            parameters,
+        ));
     } else {
         request = request.json(&CallBody {
             job_id: job.id,

@@ -662,3 +662,61 @@ async fn after_close_streams_end_and_publishing_fails() {
     }
     assert_eq!(back, 3);
 }
+
+/// `durable` decides the queues' durability and the messages' delivery
+/// mode: a transient topology refuses a durable redeclare (and the other
+/// way round), and its messages are not persistent.
+#[tokio::test]
+async fn durable_sets_queue_durability_and_delivery_mode() {
+    for durable in [true, false] {
+        let vhost = Vhost::new(if durable { "durable" } else { "transient" }).await;
+        let options = AmqpOptions {
+            durable,
+            delay_pump: false,
+            ..AmqpOptions::default()
+        };
+        let broker = vhost.broker(options).await;
+        broker
+            .publish(&[envelope(1, Priority::High, Utc::now())])
+            .await
+            .unwrap();
+        let raw = vhost.raw().await;
+        let taken = take_all(&raw, QUEUE_HIGH).await;
+        assert_eq!(taken.len(), 1, "durable={durable}");
+        let expected_mode = if durable { 2 } else { 1 };
+        assert_eq!(
+            *taken[0].0.delivery_mode(),
+            Some(expected_mode),
+            "durable={durable}"
+        );
+        // The same durability redeclares; the other one is refused.
+        let arguments = || {
+            let mut arguments = FieldTable::default();
+            arguments.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("classic".into()),
+            );
+            arguments
+        };
+        let same = QueueDeclareOptions {
+            durable,
+            ..QueueDeclareOptions::default()
+        };
+        raw.queue_declare(QUEUE_FAILED.into(), same, arguments())
+            .await
+            .unwrap();
+        let opposite = QueueDeclareOptions {
+            durable: !durable,
+            ..QueueDeclareOptions::default()
+        };
+        let refused = raw
+            .queue_declare(QUEUE_FAILED.into(), opposite, arguments())
+            .await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.to_string().contains("PRECONDITION_FAILED")),
+            "durable={durable}: {refused:?}"
+        );
+    }
+}

@@ -1121,7 +1121,10 @@ async fn index_matches_enabled_users_after_concurrent_writes(fx: Arc<Fixture>) {
 async fn lock_acquire_renew_release(fx: Arc<Fixture>) {
     let store = &*fx.store;
     let ttl = Duration::from_secs(10);
-    for lock in [LockName::Schedule(task("report")), LockName::Distribution] {
+    for lock in [
+        LockName::Schedule(task("report")),
+        LockName::Schedule(task("sync")),
+    ] {
         let first = store.acquire_lock(&lock, ttl).await.unwrap().unwrap();
         assert_eq!(store.acquire_lock(&lock, ttl).await.unwrap(), None);
         assert!(store.renew_lock(&lock, &first, ttl).await.unwrap());

@@ -30,7 +30,7 @@ use actors::{
     domain::{TaskType, TaskTypeId, UserPreference},
     store::{
         Keys, PreferenceWrite, StateStore, StoreError,
-        redis::{RedisOptions, RedisStore},
+        redis::{RedisOptions, RedisStore, RedisTarget},
     },
 };
 use chrono::{DateTime, Utc};
@@ -41,7 +41,7 @@ use crate::{
     cli::ConfigArgs,
     configuration::{self, RateLimitConfig},
     routes::preferences::check_interval,
-    startup::redis_url,
+    startup::redis_target,
 };
 
 /// Arguments of `taskqueue users import`.
@@ -70,7 +70,7 @@ pub struct ImportArgs {
 
 /// Where an import writes, and what it checks lines against.
 struct ImportTarget {
-    redis_url: String,
+    redis: RedisTarget,
     prefix: String,
     catalog: Option<TaskCatalog>,
 }
@@ -93,10 +93,10 @@ impl ImportTarget {
             (None, Some(loaded)) => Some(TaskCatalog::new(loaded.tasks.clone())),
             (None, None) => None,
         };
-        let redis_url = match (&args.redis_url, &loaded) {
-            (Some(url), _) => url.clone(),
-            (None, Some(loaded)) => redis_url(&loaded.service.redis),
-            (None, None) => "redis://127.0.0.1:6379/".to_owned(),
+        let redis = match (&args.redis_url, &loaded) {
+            (Some(url), _) => RedisTarget::Url(url.clone()),
+            (None, Some(loaded)) => redis_target(&loaded.service.redis),
+            (None, None) => RedisTarget::Url("redis://127.0.0.1:6379/".to_owned()),
         };
         let prefix = match (&args.prefix, &loaded) {
             (Some(prefix), _) => prefix.clone(),
@@ -104,7 +104,7 @@ impl ImportTarget {
             (None, None) => "taskqueue".to_owned(),
         };
         Ok(ImportTarget {
-            redis_url,
+            redis,
             prefix,
             catalog,
         })
@@ -172,7 +172,7 @@ async fn run(args: ImportArgs) -> ExitCode {
     };
     let catalog = target.catalog;
     let keys = Keys::new(target.prefix);
-    let store = match RedisStore::connect(&target.redis_url, keys, RedisOptions::default()).await {
+    let store = match RedisStore::connect_to(&target.redis, keys, RedisOptions::default()).await {
         Ok(store) => Arc::new(store),
         Err(err) => {
             // The URL may hold a password: name the server only by its role.

@@ -54,6 +54,7 @@ pub fn load_with(paths: &[PathBuf], env: &dyn EnvSource) -> Result<LoadedConfig,
     let mut ctx = Ctx {
         env,
         problems: Problems::default(),
+        execution_timeout: None,
     };
     let defaults_origin = Origin::file(&Arc::from(
         paths.last().map_or(Path::new(""), PathBuf::as_path),
@@ -96,6 +97,7 @@ pub fn load_with(paths: &[PathBuf], env: &dyn EnvSource) -> Result<LoadedConfig,
     }
 
     let service = read_service(&root, &mut ctx);
+    ctx.execution_timeout = Some(service.config.execution.timeout);
     let (tasks, tasks_file) = match inline_tasks {
         Some((list, path)) => (read_tasks(&list, &mut ctx), path),
         None => {
@@ -138,6 +140,7 @@ pub fn load_tasks_with(
     let mut ctx = Ctx {
         env,
         problems: Problems::default(),
+        execution_timeout: None,
     };
     let tasks = read_tasks_file(&mut ctx, path, TasksFile::MayHoldSections);
     let origin = Origin::file(&Arc::from(path));

@@ -112,7 +112,8 @@ impl Default for SchedulerConfig {
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `host:port` of the server (the first is used; cluster is future work).
+    /// `host:port` of the server (`standalone`, exactly one) or of each
+    /// Sentinel (`sentinel`).
     pub addresses: Vec<String>,
     /// Password; write `${ENV_NAME}` to read it from the environment.
     pub password: String,
@@ -124,6 +125,22 @@ pub struct RedisConfig {
     pub pool_size: u32,
     /// Prefix of every key (extension; default `taskqueue`).
     pub prefix: String,
+    /// `standalone` or `sentinel` (extension; default `standalone`).
+    pub mode: RedisMode,
+    /// With `mode: sentinel`, the master's name in the Sentinels'
+    /// configuration (extension; required then).
+    pub master_name: String,
+}
+
+/// How `redis.addresses` are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One Redis server (the default).
+    #[default]
+    Standalone,
+    /// Redis Sentinels, which name the master.
+    Sentinel,
 }
 
 impl Default for RedisConfig {
@@ -135,6 +152,8 @@ impl Default for RedisConfig {
             max_retries: 3,
             pool_size: 10,
             prefix: "taskqueue".to_owned(),
+            mode: RedisMode::Standalone,
+            master_name: String::new(),
         }
     }
 }
@@ -373,6 +392,8 @@ impl fmt::Debug for RedisConfig {
             .field("max_retries", &self.max_retries)
             .field("pool_size", &self.pool_size)
             .field("prefix", &self.prefix)
+            .field("mode", &self.mode)
+            .field("master_name", &self.master_name)
             .finish()
     }
 }

@@ -16,6 +16,9 @@ pub(crate) struct Ctx<'a> {
     pub env: &'a dyn EnvSource,
     /// Everything found so far.
     pub problems: Problems,
+    /// `execution.timeout` of the service configuration, when the tasks
+    /// are read with it (a task's longer `timeout` is then a warning).
+    pub execution_timeout: Option<std::time::Duration>,
 }
 
 /// A mapping whose unknown keys have been reported.

@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use actors::domain::TaskTypeId;
 
 use super::{
-    Backend, QueueType, ServiceConfig,
+    Backend, QueueType, RedisMode, ServiceConfig,
     node::{Node, Origin},
     read::{Ctx, Fields},
 };
@@ -83,9 +83,8 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
         if let Some((n, p)) = s.get("max_retries") {
             set(&mut c.max_retries, ctx.count(n, &p, 0));
         }
-        if let Some((n, p)) = s.get("pool_size") {
-            set(&mut c.pool_size, ctx.count(n, &p, 1));
-        }
+        let pool_size_read = s.get("pool_size").and_then(|(n, p)| ctx.count(n, &p, 1));
+        set(&mut c.pool_size, pool_size_read);
         if let Some((n, p)) = s.get("prefix") {
             let prefix = ctx.text(n, &p).and_then(|text| {
                 TaskTypeId::parse(text.clone())
@@ -94,6 +93,78 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
                     .map(|_| text)
             });
             set(&mut c.prefix, prefix);
+        }
+        if let Some((n, p)) = s.get("mode") {
+            if matches!(&n.value, super::node::Value::Str(text) if text.trim() == "cluster") {
+                ctx.error(
+                    &n.origin,
+                    &p,
+                    "Redis Cluster is not supported: every Lua script touches several keys of \
+                     one task (lock, fence, run, slot lists), which Cluster needs in one hash \
+                     slot, and the spec's key names carry no hash tags; use standalone or sentinel",
+                );
+            } else {
+                let mode = ctx.choice(
+                    n,
+                    &p,
+                    "Redis mode",
+                    &[
+                        ("standalone", RedisMode::Standalone),
+                        ("sentinel", RedisMode::Sentinel),
+                    ],
+                );
+                set(&mut c.mode, mode);
+            }
+        }
+        if let Some((n, p)) = s.get("master_name") {
+            set(&mut c.master_name, ctx.text(n, &p));
+        }
+        match c.mode {
+            RedisMode::Standalone if c.addresses.len() > 1 => {
+                let (origin, path) = s
+                    .get("addresses")
+                    .map_or((s.node.origin.clone(), s.path.clone()), |(n, p)| {
+                        (n.origin.clone(), p)
+                    });
+                ctx.error(
+                    &origin,
+                    &path,
+                    format!(
+                        "{} addresses need mode: sentinel (the addresses of the Sentinels, \
+                         with master_name); standalone takes exactly one",
+                        c.addresses.len()
+                    ),
+                );
+            }
+            RedisMode::Sentinel if c.master_name.is_empty() => {
+                let (origin, path) = s
+                    .get("master_name")
+                    .or_else(|| s.get("mode"))
+                    .map_or((s.node.origin.clone(), s.path.clone()), |(n, p)| {
+                        (n.origin.clone(), p)
+                    });
+                ctx.error(
+                    &origin,
+                    &path,
+                    "mode: sentinel needs master_name, the master's name in the Sentinels' \
+                     configuration (sentinel monitor <name> ...)",
+                );
+            }
+            _ => {}
+        }
+        if let Some((n, p)) = s.get("pool_size")
+            && pool_size_read.is_some_and(|size| size != 1)
+        {
+            ctx.warning(
+                &n.origin,
+                &p,
+                format!(
+                    "{} is ignored: one multiplexed connection carries every call, pipelined \
+                     (Redis runs commands on one thread; no measurement yet shows a pool \
+                     helping); set 1 to silence this",
+                    c.pool_size
+                ),
+            );
         }
     }
 
@@ -148,6 +219,24 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
                 ],
             );
             set(&mut c.queue_type, kind);
+        }
+        if let Some((n, p)) = s.get("durable")
+            && !c.durable
+        {
+            if c.queue_type == QueueType::Quorum {
+                ctx.error(
+                    &n.origin,
+                    &p,
+                    "quorum queues are always durable; remove durable: false or use type: classic",
+                );
+            } else {
+                ctx.warning(
+                    &n.origin,
+                    &p,
+                    "false declares transient queues and non-persistent messages: \
+                     a RabbitMQ restart loses every queued job; use true in production",
+                );
+            }
         }
     }
 
@@ -327,13 +416,15 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
 }
 
 const SCHEDULER: [&str; 3] = ["check_interval", "distribution_window", "batch_size"];
-const REDIS: [&str; 6] = [
+const REDIS: [&str; 8] = [
     "addresses",
     "password",
     "db",
     "max_retries",
     "pool_size",
     "prefix",
+    "mode",
+    "master_name",
 ];
 const QUEUE: [&str; 5] = ["url", "exchange", "durable", "prefetch", "type"];
 const TASKS: [&str; 2] = ["config_file", "reload_interval"];

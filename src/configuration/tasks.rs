@@ -39,7 +39,7 @@ const INTERVAL: &[&str] = &[
     "weekday",
     "day_of_month",
 ];
-const CONFIG: &[&str] = &["endpoint", "method", "headers", "max_duration"];
+const CONFIG: &[&str] = &["endpoint", "method", "headers", "max_duration", "payload"];
 
 /// Reads the `tasks:` list.
 pub(crate) fn read_tasks(list: &Node, ctx: &mut Ctx<'_>) -> Vec<TaskType> {
@@ -128,13 +128,31 @@ fn read_task(
     };
     let interval = required(ctx, &fields, "interval", "e.g. {type: daily, value: 1}")
         .and_then(|(n, p)| read_interval(ctx, n, &p));
-    let timeout = required(
+    let timeout_field = required(
         ctx,
         &fields,
         "timeout",
         "a duration longer than zero, e.g. 5m",
-    )
-    .and_then(|(n, p)| ctx.positive_duration(n, &p));
+    );
+    let timeout = timeout_field
+        .as_ref()
+        .and_then(|(n, p)| ctx.positive_duration(n, p));
+    if let (Some((n, p)), Some(timeout), Some(bound)) =
+        (&timeout_field, timeout, ctx.execution_timeout)
+        && timeout > bound
+    {
+        ctx.warning(
+            &n.origin,
+            p,
+            format!(
+                "{} is longer than execution.timeout ({}), which bounds every call: \
+                 this task's calls are cut at {}; raise execution.timeout or lower timeout",
+                humantime::format_duration(timeout),
+                humantime::format_duration(bound),
+                humantime::format_duration(bound)
+            ),
+        );
+    }
     let retries = optional(&fields, "retries", |n, p| ctx.count(n, p, 0));
     let config = required(ctx, &fields, "config", "endpoint and method are needed")
         .and_then(|(n, p)| read_config(ctx, n, &p, timeout));
@@ -392,11 +410,67 @@ fn read_config(
             _ => Some(max),
         }
     });
+    let payload = optional(&fields, "payload", |n, p| {
+        let payload = read_payload(ctx, n, p)?;
+        if matches!(method.as_deref(), Some("GET" | "DELETE")) {
+            ctx.warning(
+                &n.origin,
+                p,
+                "ignored: GET and DELETE calls carry no body (the job goes in the query)",
+            );
+        }
+        Some(payload)
+    });
     Some(TaskConfig {
         endpoint: endpoint?,
         method: method?,
         headers: headers?,
         max_duration: max_duration?,
+        payload: payload?,
+    })
+}
+
+/// A payload template as JSON: any YAML value; texts may hold
+/// `${ENV_NAME}` (resolved now) and `{{user_id}}`, `{{param.NAME}}` (filled
+/// per job).
+fn read_payload(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<serde_json::Value> {
+    use serde_json::Value as Json;
+    Some(match &node.value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Int(i) => Json::from(*i),
+        Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+        Value::Str(_) => Json::String(ctx.text(node, path)?),
+        Value::Seq(items) => {
+            let mut values = Vec::with_capacity(items.len());
+            let mut ok = true;
+            for (index, item) in items.iter().enumerate() {
+                match read_payload(ctx, item, &format!("{path}[{index}]")) {
+                    Some(value) => values.push(value),
+                    None => ok = false,
+                }
+            }
+            if !ok {
+                return None;
+            }
+            Json::Array(values)
+        }
+        Value::Map(entries) => {
+            let mut fields = serde_json::Map::new();
+            let mut ok = true;
+            for (key, item) in entries {
+                match read_payload(ctx, item, &format!("{path}.{}", key.name)) {
+                    Some(value) => {
+                        fields.insert(key.name.clone(), value);
+                    }
+                    None => ok = false,
+                }
+            }
+            if !ok {
+                return None;
+            }
+            Json::Object(fields)
+        }
     })
 }
 

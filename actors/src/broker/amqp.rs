@@ -3,7 +3,7 @@
 //! The design (topology, priority consumption, the delay ladder, dead
 //! letters, reconnects) is written up in `docs/broker.md`. In short:
 //!
-//! - one durable direct exchange; every queue is bound under its own name,
+//! - one direct exchange (durable unless `queue.durable: false`); every queue is bound under its own name,
 //!   so the routing key of a message is the name of the queue it goes to;
 //! - publishes go through a small pool of confirm-mode channels, many
 //!   messages in flight per batch, `mandatory` set, retried across
@@ -135,6 +135,17 @@ pub struct AmqpOptions {
     pub delay_hold: Duration,
     /// Prefetch of the delay pump (bounds the jobs it holds in memory).
     pub delay_prefetch: u16,
+    /// Durable exchange and queues, persistent messages (`queue.durable`,
+    /// default true). False declares transient queues and publishes
+    /// non-persistent messages: a broker restart loses every queued job.
+    pub durable: bool,
+}
+
+impl AmqpOptions {
+    /// AMQP `delivery_mode`: 2 (persistent) when durable, else 1.
+    fn delivery_mode(&self) -> u8 {
+        if self.durable { 2 } else { 1 }
+    }
 }
 
 impl Default for AmqpOptions {
@@ -151,6 +162,7 @@ impl Default for AmqpOptions {
             delay_pump: true,
             delay_hold: Duration::from_millis(250),
             delay_prefetch: 1000,
+            durable: true,
         }
     }
 }
@@ -450,20 +462,25 @@ fn priority_queue(priority: Priority) -> &'static str {
     }
 }
 
-/// The message for `envelope`: JSON body, persistent, `message-id` = job
-/// id. A job due now goes straight to its priority queue as that lean
-/// message, all the consumer needs (the body carries the whole job), so
-/// the broker does the work of a bare publish; a job due later goes to the
-/// delay stage with `correlation-id`, `timestamp` and the headers the
-/// delay pump reads (task type, attempt, due time, target queue).
-fn outgoing(envelope: &JobEnvelope, now_ms: i64) -> Result<Outgoing, BrokerError> {
+/// The message for `envelope`: JSON body, `delivery_mode` (2: persistent,
+/// 1: transient when `queue.durable` is off), `message-id` = job id. A job
+/// due now goes straight to its priority queue as that lean message, all
+/// the consumer needs (the body carries the whole job), so the broker does
+/// the work of a bare publish; a job due later goes to the delay stage with
+/// `correlation-id`, `timestamp` and the headers the delay pump reads (task
+/// type, attempt, due time, target queue).
+fn outgoing(
+    envelope: &JobEnvelope,
+    now_ms: i64,
+    delivery_mode: u8,
+) -> Result<Outgoing, BrokerError> {
     let job = &envelope.job;
     let body = serde_json::to_vec(envelope).map_err(|error| BrokerError::Amqp(encode(error)))?;
     let due_ms = job.execute_after.timestamp_millis();
     let target = priority_queue(job.priority);
     let properties = BasicProperties::default()
         .with_content_type("application/json".into())
-        .with_delivery_mode(2)
+        .with_delivery_mode(delivery_mode)
         .with_message_id(job.id.to_string().into());
     if due_ms <= now_ms {
         return Ok(Outgoing {
@@ -506,10 +523,11 @@ fn encode(error: serde_json::Error) -> lapin::Error {
 async fn declare_queue(
     channel: &Channel,
     queue: &str,
+    durable: bool,
     arguments: FieldTable,
 ) -> Result<(), BrokerError> {
     let options = QueueDeclareOptions {
-        durable: true,
+        durable,
         ..QueueDeclareOptions::default()
     };
     match channel
@@ -543,7 +561,7 @@ impl JobBroker for AmqpBroker {
                 inner.exchange(),
                 ExchangeKind::Direct,
                 ExchangeDeclareOptions {
-                    durable: true,
+                    durable: inner.options.durable,
                     ..ExchangeDeclareOptions::default()
                 },
                 FieldTable::default(),
@@ -595,7 +613,7 @@ impl JobBroker for AmqpBroker {
             queues.push((ladder_queue(ms), arguments));
         }
         for (queue, arguments) in queues {
-            declare_queue(&channel, &queue, arguments).await?;
+            declare_queue(&channel, &queue, inner.options.durable, arguments).await?;
             channel
                 .queue_bind(
                     queue.as_str().into(),
@@ -615,9 +633,10 @@ impl JobBroker for AmqpBroker {
 
     async fn publish(&self, jobs: &[JobEnvelope]) -> Result<(), BrokerError> {
         let now_ms = Utc::now().timestamp_millis();
+        let delivery_mode = self.inner.options.delivery_mode();
         let messages = jobs
             .iter()
-            .map(|job| outgoing(job, now_ms))
+            .map(|job| outgoing(job, now_ms, delivery_mode))
             .collect::<Result<Vec<_>, _>>()?;
         self.inner.publish_all(&messages).await
     }
@@ -921,7 +940,7 @@ async fn reject_poison(
         properties: delivery
             .properties
             .clone()
-            .with_delivery_mode(2)
+            .with_delivery_mode(inner.options.delivery_mode())
             .with_headers(headers),
     };
     inner.publish_all(std::slice::from_ref(&message)).await?;

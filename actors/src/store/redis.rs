@@ -1,7 +1,9 @@
 //! Redis implementation of the state-store port.
 //!
 //! One [`ConnectionManager`] (a multiplexed connection that reconnects by
-//! itself after Redis restarts or drops it) carries every call. Each port
+//! itself after Redis restarts or drops it) carries every call. The server
+//! is one address or the master named by Redis Sentinels
+//! ([`RedisTarget`]). Each port
 //! method is one command, one Lua script or one pipeline, whatever the size
 //! of its batch. Scripts live in `actors/lua/` and run by `EVALSHA`, loaded
 //! again on `NOSCRIPT`.
@@ -109,6 +111,11 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Longest wait for a (re)connection (default 2 s).
     pub connection_timeout: Duration,
+    /// Attempts of a lost connection's reconnect, with a doubling delay,
+    /// before calls see the error (`redis.max_retries`, default 3). A
+    /// command is never sent twice: a script whose reply was lost may
+    /// have run, so the caller decides (every actor retries its round).
+    pub max_retries: usize,
 }
 
 impl Default for RedisOptions {
@@ -118,6 +125,7 @@ impl Default for RedisOptions {
             metrics_max_samples: DEFAULT_METRICS_MAX_SAMPLES,
             response_timeout: Duration::from_secs(5),
             connection_timeout: Duration::from_secs(2),
+            max_retries: 3,
         }
     }
 }
@@ -142,6 +150,73 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Where the Redis server is.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One server, `redis://[:password@]host:port/db`.
+    Url(String),
+    /// The master that Redis Sentinels name, asked of them at connect.
+    Sentinel {
+        /// `(host, port)` of each Sentinel; the first that answers is used.
+        sentinels: Vec<(String, u16)>,
+        /// The master's name in the Sentinels' configuration.
+        master_name: String,
+        /// `AUTH` password of the master (empty for none).
+        password: String,
+        /// Database number on the master.
+        db: i64,
+    },
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Url(_) => f.write_str("Url([redacted])"),
+            RedisTarget::Sentinel {
+                sentinels,
+                master_name,
+                db,
+                ..
+            } => f
+                .debug_struct("Sentinel")
+                .field("sentinels", sentinels)
+                .field("master_name", master_name)
+                .field("db", db)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+impl RedisTarget {
+    /// The client of the server to use: the URL's, or the master's
+    /// address as the first Sentinel that answers reports it.
+    async fn client(&self) -> Result<redis::Client, StoreError> {
+        match self {
+            RedisTarget::Url(url) => Ok(redis::Client::open(url.as_str())?),
+            RedisTarget::Sentinel {
+                sentinels,
+                master_name,
+                password,
+                db,
+            } => {
+                let addresses = sentinels
+                    .iter()
+                    .map(|(host, port)| redis::ConnectionAddr::Tcp(host.clone(), *port));
+                let mut builder = redis::sentinel::SentinelClientBuilder::new(
+                    addresses,
+                    master_name,
+                    redis::sentinel::SentinelServerType::Master,
+                )?
+                .set_client_to_redis_db(*db);
+                if !password.is_empty() {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                Ok(builder.build()?.async_get_client().await?)
+            }
+        }
+    }
+}
+
 impl RedisStore {
     /// Connects to `url` (`redis://[:password@]host:port/db`); the
     /// connection re-establishes itself whenever it is lost.
@@ -150,11 +225,23 @@ impl RedisStore {
         keys: Keys,
         options: RedisOptions,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)?;
+        RedisStore::connect_to(&RedisTarget::Url(url.to_owned()), keys, options).await
+    }
+
+    /// Connects to `target`. With Sentinels, the master is the one they
+    /// name at connect; the connection then re-establishes itself to that
+    /// address whenever it is lost (after a failover the service must be
+    /// restarted to follow the new master: see `docs/configuration.md`).
+    pub async fn connect_to(
+        target: &RedisTarget,
+        keys: Keys,
+        options: RedisOptions,
+    ) -> Result<RedisStore, StoreError> {
+        let client = target.client().await?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(options.response_timeout))
             .set_connection_timeout(Some(options.connection_timeout))
-            .set_number_of_retries(3);
+            .set_number_of_retries(options.max_retries);
         let connection = ConnectionManager::new_with_config(client, config).await?;
         Ok(RedisStore {
             connection,
