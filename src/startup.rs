@@ -7,8 +7,8 @@
 //! routes of the sides that run.
 //!
 //! At start-up a backend that cannot be reached is waited for (containers
-//! start in any order): each attempt that fails is logged with what is
-//! awaited, and the next comes after a doubling pause (at most
+//! start in any order): the first failure is logged once with the address
+//! and what to do, the next attempt comes after a doubling pause (at most
 //! [`CONNECT_BACKOFF_MAX`]).
 //!
 //! Shutdown (SIGTERM/SIGINT): the scheduler stops ticking and triggers are
@@ -39,6 +39,7 @@ use actors::{
     scheduler::{TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
+        dead_letters::{DeadLetterStore, MemoryDeadLetters},
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
     },
@@ -148,9 +149,11 @@ impl Application {
         let quarantine = Quarantine::default();
         let Backends {
             store,
+            dead_letters,
             broker,
             dependencies,
         } = connect_backends(&config, &quarantine).await?;
+        let api_broker = broker.clone();
         let catalog = TaskCatalog::new(tasks);
         let pipeline = Pipeline::start(
             pipeline_config(&config, role),
@@ -161,6 +164,7 @@ impl Application {
                 clock: clock.clone(),
                 task_source,
                 quarantine,
+                dead_letters: dead_letters.clone(),
             },
         )
         .await
@@ -175,6 +179,9 @@ impl Application {
             scheduler: pipeline.scheduler.clone(),
             distribution: pipeline.distribution.clone(),
             metrics: pipeline.metrics.clone(),
+            families: pipeline.families.clone(),
+            broker: api_broker,
+            dead_letters,
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
             dependencies,
@@ -191,6 +198,7 @@ impl Application {
         let catalog_data = web::Data::new(catalog);
         let token = web::Data::new(ApiToken(config.api.token.clone()));
         let protect_reads = web::Data::new(ProtectReads(config.api.protect_reads));
+        let scrape_cache = web::Data::new(routes::metrics::ScrapeCache::default());
         let sink = config
             .api
             .sink
@@ -202,13 +210,16 @@ impl Application {
                 .app_data(catalog_data.clone())
                 .app_data(token.clone())
                 .app_data(protect_reads.clone())
+                .app_data(scrape_cache.clone())
                 .app_data(routes::error::json_config())
                 .app_data(routes::error::path_config())
                 .wrap(actix_web::middleware::from_fn(routes::auth::guard_reads))
                 .wrap(routes::error::json_errors())
                 .default_service(web::to(routes::error::no_route))
                 .service(routes::health::health)
-                .configure(routes::preferences::configure);
+                .service(routes::metrics::metrics)
+                .configure(routes::preferences::configure)
+                .configure(routes::dead_letters::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
             }
@@ -311,12 +322,14 @@ pub const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// The backends the configuration asks for, and what `/health` probes.
 struct Backends {
     store: Arc<dyn StateStore>,
+    dead_letters: Arc<dyn DeadLetterStore>,
     broker: Arc<dyn JobBroker>,
     dependencies: Vec<Arc<dyn Dependency>>,
 }
 
-/// Calls `connect` until it succeeds, logging each failure with `what`
-/// is awaited and pausing a doubling delay in between.
+/// Calls `connect` until it succeeds, pausing a doubling delay in
+/// between. The first failure is logged once, naming the address and what
+/// to do; later ones only at debug level, and the success once reached.
 async fn wait_for<T, E, F, Fut>(what: &str, address: &str, mut connect: F) -> T
 where
     E: std::fmt::Display,
@@ -334,19 +347,34 @@ where
                 return connected;
             }
             Err(err) => {
-                tracing::warn!(
-                    %address,
-                    attempt,
-                    retry_in_ms = delay.as_millis() as u64,
-                    error = %err,
-                    "waiting for {what}"
-                );
+                let error = without_repeats(&err.to_string());
+                if attempt == 1 {
+                    tracing::warn!(
+                        %address,
+                        %error,
+                        "{what} at {address} cannot be reached; waiting for it. Start it (scripts/services.sh start runs Redis and RabbitMQ on this machine), point the configuration at yours, or run `taskqueue serve` with no configuration for the in-memory quick start"
+                    );
+                } else {
+                    tracing::debug!(%address, attempt, retry_in_ms = delay.as_millis() as u64, %error, "still waiting for {what}");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(CONNECT_BACKOFF_MAX);
                 attempt += 1;
             }
         }
     }
+}
+
+/// `text` with consecutive repeats of a `: `-separated part dropped (error
+/// chains often say the same cause three times).
+fn without_repeats(text: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in text.split(": ") {
+        if parts.last().is_none_or(|last| last.trim() != part.trim()) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
 }
 
 /// The store and broker the configuration asks for, waiting for each to
@@ -358,6 +386,7 @@ async fn connect_backends(
     Ok(match config.backend {
         Backend::Embedded => Backends {
             store: Arc::new(MemoryStore::new()),
+            dead_letters: Arc::new(MemoryDeadLetters::default()),
             broker: Arc::new(MemoryBroker::new()),
             dependencies: Vec::new(),
         },
@@ -385,6 +414,7 @@ async fn connect_backends(
             let broker = Arc::new(broker);
             Backends {
                 dependencies: vec![store.clone(), broker.clone()],
+                dead_letters: store.clone(),
                 store,
                 broker,
             }
@@ -648,6 +678,21 @@ mod tests {
             }
         }
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn repeated_causes_are_said_once() {
+        let cases = [
+            (
+                "redis: Connection refused (os error 111): Connection refused (os error 111): Connection refused (os error 111)",
+                "redis: Connection refused (os error 111)",
+            ),
+            ("amqp: timeout", "amqp: timeout"),
+            ("a: b: a", "a: b: a"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(without_repeats(input), expected, "{input}");
+        }
     }
 
     #[test]

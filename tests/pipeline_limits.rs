@@ -84,6 +84,7 @@ async fn start(
             clock: Arc::new(SystemClock),
             task_source: None,
             quarantine: Default::default(),
+            dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
         },
     )
     .await

@@ -282,6 +282,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             clock: Arc::new(SystemClock),
             task_source: None,
             quarantine: Default::default(),
+            dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
         },
     )
     .await
@@ -357,6 +358,7 @@ async fn start_both(store: Arc<Faulty>, endpoint: String) -> (Pipeline, actors::
             clock: Arc::new(SystemClock),
             task_source: None,
             quarantine: Default::default(),
+            dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
         },
     )
     .await
@@ -488,6 +490,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
             clock: Arc::new(SystemClock),
             task_source: None,
             quarantine: Default::default(),
+            dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
         },
     )
     .await

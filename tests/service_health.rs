@@ -250,8 +250,8 @@ async fn a_replica_started_before_redis_waits_for_it() {
     let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut replica = serve(&file, address);
 
-    // Two failed attempts logged, each saying what it waits for.
-    let line = wait_twice(&mut replica, "waiting for Redis");
+    // The failed attempt is logged once, naming Redis and its address.
+    let line = wait_for_line(&mut replica, "Redis at");
     assert!(line.contains(&port.to_string()), "{line}");
 
     let _redis = PrivateRedis::start_on(port);
@@ -263,8 +263,8 @@ async fn a_replica_started_before_redis_waits_for_it() {
     let _ = replica.wait();
 }
 
-/// Reads the replica's log until two lines contain `text`; the second.
-fn wait_twice(replica: &mut Child, text: &str) -> String {
+/// Reads the replica's log until a line contains `text`; that line.
+fn wait_for_line(replica: &mut Child, text: &str) -> String {
     let stderr = replica.stderr.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -272,17 +272,14 @@ fn wait_twice(replica: &mut Child, text: &str) -> String {
             let _ = lines_tx.send(line);
         }
     });
-    let mut seen = 0;
     loop {
         let line = lines_rx
             .recv_timeout(Duration::from_secs(30))
             .expect("the replica logs while it waits");
         if line.contains(text) {
-            seen += 1;
-            if seen == 2 {
-                assert!(replica.try_wait().unwrap().is_none(), "the replica exited");
-                return line;
-            }
+            assert!(line.contains("cannot be reached"), "{line}");
+            assert!(replica.try_wait().unwrap().is_none(), "the replica exited");
+            return line;
         }
     }
 }
@@ -298,7 +295,7 @@ async fn a_replica_started_before_its_rabbitmq_vhost_waits_for_it() {
     let address: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut replica = serve(&file, address);
 
-    let line = wait_twice(&mut replica, "waiting for RabbitMQ");
+    let line = wait_for_line(&mut replica, "RabbitMQ at");
     assert!(line.contains(&late), "{line}");
     assert!(
         !line.contains("guest:guest"),

@@ -743,6 +743,9 @@ mod tests {
         async fn consume(&self, prefetch: u16) -> Result<Box<dyn JobStream>, BrokerError> {
             self.inner.consume(prefetch).await
         }
+        async fn queue_depths(&self) -> Result<Vec<(&'static str, u64)>, BrokerError> {
+            self.inner.queue_depths().await
+        }
     }
 
     const USERS: u64 = 103;

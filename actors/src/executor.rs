@@ -61,6 +61,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use futures::FutureExt;
 use tokio::sync::mpsc::UnboundedSender;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::{
@@ -72,10 +73,13 @@ use crate::{
         TaskType, TaskTypeId, UserId,
     },
     error::PipelineError,
-    messages::RecordExecution,
-    metrics::{MetricsRecorder, Skip},
+    messages::{ExecutionOutcome, RecordExecution},
+    metrics::{Deferral, MetricsRecorder, Skip},
     rate_limiter::{RateLimit, TaskPauses},
-    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle},
+    store::{
+        ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle,
+        dead_letters::{DeadLetterRecord, DeadLetterStore},
+    },
 };
 
 /// Pause before requeueing a job whose outcome could not be recorded.
@@ -187,6 +191,9 @@ pub struct ExecutorEnv {
     pub store: Arc<dyn StateStore>,
     /// Where retries and dead letters go.
     pub broker: Arc<dyn JobBroker>,
+    /// Where jobs that failed for good are recorded (for listing and
+    /// replay), before the broker's copy goes to the failed queue.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Task definitions in force.
     pub catalog: TaskCatalog,
     /// Rate limits.
@@ -378,13 +385,16 @@ impl Handler<ExecuteJob> for ExecutorActor {
         self.env.active.fetch_add(1, Ordering::Relaxed);
         self.generation += 1;
         let generation = self.generation;
+        // Every log line of the job carries its id, task, user and attempt.
+        let span = tracing::info_span!("job", %job_id, task = %task_type_id, user = %user_id, attempt = envelope.job.attempt);
         let job = run_job(
             self.env.clone(),
             self.batcher.clone(),
             envelope,
             held.clone(),
             execution,
-        );
+        )
+        .instrument(span);
         let spawned = ctx.spawn(AssertUnwindSafe(job).catch_unwind().into_actor(self).map(
             move |result, act, ctx| {
                 if act.generation != generation || act.current.is_none() {
@@ -476,12 +486,12 @@ async fn execute(
     // A task paused by a `Retry-After` (known here) defers its jobs
     // without spending a token.
     if let Some(pause) = env.limiters.pauses.remaining(&task.id) {
-        return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+        return defer(env, envelope, held, pause, Deferral::RetryAfter).await;
     }
     if let Some(limit) = env.limiters.for_task(&task.id)
         && let Some(wait) = limit.acquire_within(env.settings.max_token_wait).await?
     {
-        return defer(env, envelope, held, wait, "no token in time").await;
+        return defer(env, envelope, held, wait, Deferral::RateLimit).await;
     }
 
     // One round trip before the call (`claim_execution`): a recorded
@@ -538,7 +548,7 @@ async fn execute(
         ClaimOutcome::Paused(pause) => {
             // Another replica's throttle: this one obeys it too.
             env.limiters.pauses.pause(&task.id, pause);
-            return defer(env, envelope, held, pause, "task paused by Retry-After").await;
+            return defer(env, envelope, held, pause, Deferral::RetryAfter).await;
         }
         ClaimOutcome::UserBusy => {
             tracing::info!(job_id = %job.id, user = %job.user_id, "a run for this user is under way; skipping (overlap: skip)");
@@ -589,13 +599,14 @@ async fn defer(
     envelope: &JobEnvelope,
     held: &HeldDelivery,
     wait: Duration,
-    why: &'static str,
+    why: Deferral,
 ) -> Result<(), PipelineError> {
     let delay = defer_delay(wait, rand::random::<f64>());
-    tracing::debug!(job_id = %envelope.job.id, delay_ms = delay.as_millis() as u64, why, "deferring");
+    tracing::debug!(job_id = %envelope.job.id, delay_ms = delay.as_millis() as u64, why = why.as_str(), "deferring");
     env.broker
         .publish(&[deferred(envelope, Utc::now(), delay)])
         .await?;
+    env.metrics.deferred(&envelope.job.task_type_id, why, delay);
     held.ack().await
 }
 
@@ -674,12 +685,15 @@ async fn attempt(
         response: None,
         next_attempt: None,
     };
-    let record = |status: Status| RecordExecution {
+    let record = |outcome: ExecutionOutcome| RecordExecution {
         task_type_id: task.id.clone(),
         job_id: job.id,
-        status,
+        outcome,
         completed_at,
         duration,
+        lateness: (started_at - job.execute_after)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
     };
     // The outcome is recorded (success marker) and the claims released in
     // one round trip, before the delivery is settled. A retry or throttle
@@ -702,7 +716,7 @@ async fn attempt(
         Step::Succeed => {
             finish.success_ttl = Some(settings.success_ttl);
             finish_with_retries(batcher, finish).await?;
-            env.metrics.record(record(Status::Success));
+            env.metrics.record(record(ExecutionOutcome::Success));
             held.ack().await
         }
         Step::Throttle(wait) => {
@@ -711,7 +725,7 @@ async fn attempt(
             env.broker.publish(&[again]).await?;
             finish.next = Some(next);
             finish_with_retries(batcher, finish).await?;
-            env.metrics.record(record(Status::Retrying));
+            env.metrics.record(record(ExecutionOutcome::Throttle));
             held.ack().await
         }
         Step::Retry { attempt, delay } => {
@@ -720,7 +734,7 @@ async fn attempt(
             env.broker.publish(&[again]).await?;
             finish.next = Some(next);
             finish_with_retries(batcher, finish).await?;
-            env.metrics.record(record(Status::Retrying));
+            env.metrics.record(record(ExecutionOutcome::Retry));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
@@ -733,12 +747,14 @@ async fn attempt(
             {
                 result.response = Some(body.clone());
             }
+            record_dead_letter(env, envelope, reason, result.error.clone()).await?;
             held.dead_letter(DeadLetter {
                 reason: reason.to_owned(),
                 result: Some(result),
             })
             .await?;
-            env.metrics.record(record(Status::Failed));
+            env.metrics
+                .record(record(ExecutionOutcome::DeadLetter(reason)));
             Ok(())
         }
     }
@@ -766,12 +782,15 @@ async fn defer_unknown_task(
     let age = (now - job.created_at).to_std().unwrap_or(Duration::ZERO);
     if age >= UNKNOWN_TASK_GRACE {
         tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type past its grace period; dead-lettering");
-        return held
-            .dead_letter(DeadLetter {
-                reason: "unknown_task_type".to_owned(),
-                result: None,
-            })
-            .await;
+        record_dead_letter(env, envelope, "unknown_task_type", None).await?;
+        held.dead_letter(DeadLetter {
+            reason: "unknown_task_type".to_owned(),
+            result: None,
+        })
+        .await?;
+        env.metrics
+            .dead_lettered(&job.task_type_id, "unknown_task_type");
+        return Ok(());
     }
     let wait = age.clamp(Duration::from_secs(1), UNKNOWN_TASK_DEFER_MAX);
     tracing::info!(job_id = %job.id, task = %job.task_type_id, wait_ms = wait.as_millis() as u64, "unknown task type; deferring (a reload may bring it)");
@@ -779,6 +798,25 @@ async fn defer_unknown_task(
         .publish(&[again(envelope, job.attempt, now, wait)])
         .await?;
     held.ack().await
+}
+
+/// Records the dead letter of `envelope`'s job (listed and replayed
+/// through the API), before the broker's copy is sent.
+async fn record_dead_letter(
+    env: &ExecutorEnv,
+    envelope: &JobEnvelope,
+    reason: &str,
+    last_error: Option<ErrorDetail>,
+) -> Result<(), PipelineError> {
+    let record = DeadLetterRecord {
+        envelope: envelope.clone(),
+        reason: reason.to_owned(),
+        last_error,
+        attempts: envelope.job.attempt,
+        dead_lettered_at: Utc::now(),
+    };
+    env.dead_letters.record_dead_letter(&record).await?;
+    Ok(())
 }
 
 /// The envelope of the next try of `envelope`'s job: attempt `attempt`,

@@ -15,6 +15,7 @@
 //! - [`store`]: the state-store port; Redis and in-process adapters.
 //! - [`broker`]: the job-broker port; RabbitMQ and in-process adapters.
 //! - [`health`]: dependency probes, actor heartbeats, quarantined records.
+//! - [`prometheus`]: the Prometheus families `/metrics` exposes.
 //! - [`clock`]: where "now" comes from (injectable for tests).
 //! - [`messages`]: messages shared by several actors; [`error`] their
 //!   error type.
@@ -38,6 +39,7 @@ pub mod fanout;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod prometheus;
 pub mod rate_limiter;
 pub mod schedule;
 pub mod scheduler;

@@ -18,10 +18,44 @@ pub struct RecordExecution {
     pub task_type_id: TaskTypeId,
     /// The job that ran.
     pub job_id: Uuid,
-    /// `Success`, `Retrying` (will run again) or `Failed` (dead-lettered).
-    pub status: Status,
+    /// What became of it.
+    pub outcome: ExecutionOutcome,
     /// When the attempt ended.
     pub completed_at: DateTime<Utc>,
     /// How long the call took.
     pub duration: Duration,
+    /// How late the attempt started: its start minus the job's
+    /// `execute_after` (zero when it started on time).
+    pub lateness: Duration,
+}
+
+impl RecordExecution {
+    /// `Success`, `Retrying` (will run again) or `Failed` (dead-lettered).
+    pub fn status(&self) -> Status {
+        self.outcome.status()
+    }
+}
+
+/// What became of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// 2xx: the job is done.
+    Success,
+    /// A retryable failure: the next attempt is published.
+    Retry,
+    /// 429/503 with `Retry-After`: the same attempt is published later.
+    Throttle,
+    /// Failed for good, with the dead letter's reason.
+    DeadLetter(&'static str),
+}
+
+impl ExecutionOutcome {
+    /// The execution status this outcome leaves the job in.
+    pub fn status(self) -> Status {
+        match self {
+            ExecutionOutcome::Success => Status::Success,
+            ExecutionOutcome::Retry | ExecutionOutcome::Throttle => Status::Retrying,
+            ExecutionOutcome::DeadLetter(_) => Status::Failed,
+        }
+    }
 }

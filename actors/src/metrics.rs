@@ -14,9 +14,13 @@
 //! task or no longer has it, the job already succeeded (a duplicate copy),
 //! a stale copy of a try already retried, or a run for the user under way
 //! (`overlap: skip`).
+//!
+//! The same recorder feeds the Prometheus families ([`Families`]): under
+//! the lock it already takes, it bumps the task's cached members (shared
+//! atomics), so `/metrics` costs the hot path no extra lock or message.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -26,7 +30,8 @@ use chrono::NaiveDate;
 
 use crate::{
     domain::{Status, TaskTypeId},
-    messages::RecordExecution,
+    messages::{ExecutionOutcome, RecordExecution},
+    prometheus::{DeferralLabel, DeferralLabels, Families, ReasonLabels, TaskLabels, TaskMembers},
     store::{DurationSample, MetricsBatch, StateStore, StoreError},
 };
 
@@ -114,9 +119,49 @@ struct Counters {
     recent: VecDeque<Instant>,
     /// Not yet flushed.
     pending: MetricsBatch,
+    /// The Prometheus families.
+    families: Families,
+    /// Each task's members of the outcome families, looked up once.
+    members: HashMap<TaskTypeId, TaskMembers>,
 }
 
 impl Counters {
+    fn count_families(&mut self, msg: &RecordExecution) {
+        let families = &self.families;
+        let members = self
+            .members
+            .entry(msg.task_type_id.clone())
+            .or_insert_with(|| families.task(msg.task_type_id.as_str()));
+        match msg.outcome {
+            ExecutionOutcome::Success => {
+                members.success.inc();
+            }
+            ExecutionOutcome::Retry => {
+                members.retry.inc();
+                members.retries.inc();
+                members.failures.inc();
+            }
+            ExecutionOutcome::Throttle => {
+                members.throttle.inc();
+                members.throttles.inc();
+                members.failures.inc();
+            }
+            ExecutionOutcome::DeadLetter(reason) => {
+                members.dead_letter.inc();
+                members.failures.inc();
+                families
+                    .dead_letters
+                    .get_or_create(&ReasonLabels {
+                        task: msg.task_type_id.as_str().to_owned(),
+                        reason: reason.to_owned(),
+                    })
+                    .inc();
+            }
+        }
+        members.duration.observe(msg.duration.as_secs_f64());
+        members.lateness.observe(msg.lateness.as_secs_f64());
+    }
+
     fn prune(&mut self, now: Instant) {
         while let Some(front) = self.recent.front() {
             if now.duration_since(*front) > RATE_WINDOW {
@@ -129,7 +174,8 @@ impl Counters {
 
     fn count(&mut self, msg: RecordExecution, now: Instant) {
         self.processed += 1;
-        let failed = msg.status != Status::Success;
+        let failed = msg.status() != Status::Success;
+        self.count_families(&msg);
         if failed {
             self.failed += 1;
         }
@@ -160,6 +206,7 @@ impl Counters {
 #[derive(Clone)]
 pub struct MetricsRecorder {
     counters: Arc<Mutex<Counters>>,
+    families: Families,
 }
 
 impl MetricsRecorder {
@@ -171,6 +218,60 @@ impl MetricsRecorder {
     /// Counts a job settled without a call.
     pub fn skipped(&self, skip: Skip) {
         lock(&self.counters).skipped.add(skip);
+    }
+
+    /// Counts a job put back uncalled for `wait` (a rate-limit wait).
+    pub fn deferred(&self, task: &TaskTypeId, why: Deferral, wait: Duration) {
+        let task = task.as_str().to_owned();
+        self.families
+            .rate_limit_wait
+            .get_or_create(&TaskLabels { task: task.clone() })
+            .observe(wait.as_secs_f64());
+        self.families
+            .deferrals
+            .get_or_create(&DeferralLabels {
+                task,
+                reason: why.label(),
+            })
+            .inc();
+    }
+
+    /// Counts a job dead-lettered without an attempt (its task is
+    /// unknown).
+    pub fn dead_lettered(&self, task: &TaskTypeId, reason: &'static str) {
+        self.families
+            .dead_letters
+            .get_or_create(&ReasonLabels {
+                task: task.as_str().to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Why a job was put back without being called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// No rate-limit token within `execution.max_token_wait`.
+    RateLimit,
+    /// The task is paused by an endpoint's `Retry-After`.
+    RetryAfter,
+}
+
+impl Deferral {
+    /// For logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deferral::RateLimit => "no token in time",
+            Deferral::RetryAfter => "task paused by Retry-After",
+        }
+    }
+
+    fn label(self) -> DeferralLabel {
+        match self {
+            Deferral::RateLimit => DeferralLabel::rate_limit,
+            Deferral::RetryAfter => DeferralLabel::retry_after,
+        }
     }
 }
 
@@ -187,6 +288,7 @@ pub struct MetricsActor {
     interval: Duration,
     started: Instant,
     counters: Arc<Mutex<Counters>>,
+    families: Families,
     /// A flush is under way; another one waits for the next interval.
     flushing: bool,
 }
@@ -194,6 +296,7 @@ pub struct MetricsActor {
 impl MetricsActor {
     /// A metrics actor flushing to `store` every `interval`.
     pub fn new(store: Arc<dyn StateStore>, interval: Duration) -> Self {
+        let families = Families::new();
         MetricsActor {
             store,
             interval,
@@ -205,7 +308,10 @@ impl MetricsActor {
                 skipped: Skipped::default(),
                 recent: VecDeque::new(),
                 pending: MetricsBatch::default(),
+                families: families.clone(),
+                members: HashMap::new(),
             })),
+            families,
             flushing: false,
         }
     }
@@ -214,7 +320,13 @@ impl MetricsActor {
     pub fn recorder(&self) -> MetricsRecorder {
         MetricsRecorder {
             counters: self.counters.clone(),
+            families: self.families.clone(),
         }
+    }
+
+    /// The Prometheus families this actor's recorders count into.
+    pub fn families(&self) -> Families {
+        self.families.clone()
     }
 
     fn stats(&mut self) -> Stats {

@@ -60,10 +60,12 @@ use crate::{
     executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters, http_client},
     health::{HealthBoard, Quarantine},
     metrics::{FlushMetrics, MetricsActor},
+    prometheus::Families,
     rate_limiter::{BucketLease, RateLimit},
     scheduler::{
         ReloadHealth, SCHEDULER, SchedulerActor, SchedulerSettings, StopScheduling, TaskSource,
     },
+    store::dead_letters::DeadLetterStore,
     store::{Bucket, BucketName, StateStore},
 };
 
@@ -118,6 +120,8 @@ pub struct PipelineDeps {
     pub task_source: Option<TaskSource>,
     /// Where unreadable records are set aside (shared with the store).
     pub quarantine: Quarantine,
+    /// Where jobs that failed for good are recorded.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
 }
 
 /// The worker side's live numbers, for `/health`.
@@ -178,6 +182,8 @@ fn lane_prefetch(prefetch: u16, size: usize, pool: usize) -> u16 {
 pub struct Pipeline {
     /// Counts outcomes; `/stats` asks it.
     pub metrics: Addr<MetricsActor>,
+    /// The Prometheus families of this process.
+    pub families: Families,
     /// Present when the scheduler side runs.
     pub scheduler: Option<Addr<SchedulerActor>>,
     /// Present when the scheduler side runs.
@@ -211,6 +217,7 @@ impl Pipeline {
         deps.broker.declare().await?;
         let metrics_actor = MetricsActor::new(deps.store.clone(), config.metrics_interval);
         let recorder = metrics_actor.recorder();
+        let families = metrics_actor.families();
         let metrics = metrics_actor.start();
 
         let mut task_rates = BTreeMap::new();
@@ -244,6 +251,7 @@ impl Pipeline {
         let board = HealthBoard::default();
         let mut pipeline = Pipeline {
             metrics: metrics.clone(),
+            families,
             scheduler: None,
             distributor: None,
             executors: Vec::new(),
@@ -280,6 +288,7 @@ impl Pipeline {
                 let env = Arc::new(ExecutorEnv {
                     store: deps.store.clone(),
                     broker: deps.broker.clone(),
+                    dead_letters: deps.dead_letters.clone(),
                     catalog: deps.catalog.clone(),
                     limiters: limiters.clone(),
                     client: http_client(size)?,

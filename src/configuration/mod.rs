@@ -198,6 +198,17 @@ pub enum QueueType {
     Quorum,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One readable line per event, coloured only on a terminal.
+    #[default]
+    Pretty,
+    /// One JSON object per line, the event's fields at the top level.
+    Json,
+}
+
 /// `tasks:` section.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -310,6 +321,8 @@ pub struct MonitoringConfig {
     pub metrics_interval: Duration,
     /// `trace`, `debug`, `info`, `warn` or `error` (or a tracing filter).
     pub log_level: String,
+    /// How log lines are written (extension; default `pretty`).
+    pub log_format: LogFormat,
     /// How long Redis metrics are kept (extension; default 30 days).
     #[serde(with = "humantime_serde")]
     pub metrics_retention: Duration,
@@ -320,6 +333,7 @@ impl Default for MonitoringConfig {
         MonitoringConfig {
             metrics_interval: Duration::from_secs(10),
             log_level: "info".to_owned(),
+            log_format: LogFormat::Pretty,
             metrics_retention: Duration::from_secs(30 * 86_400),
         }
     }

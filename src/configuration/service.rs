@@ -7,7 +7,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use actors::domain::TaskTypeId;
 
 use super::{
-    Backend, QueueType, RedisMode, ServiceConfig,
+    Backend, LogFormat, QueueType, RedisMode, ServiceConfig,
     node::{Node, Origin},
     read::{Ctx, Fields},
 };
@@ -354,6 +354,15 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
             });
             set(&mut c.log_level, level);
         }
+        if let Some((n, p)) = s.get("log_format") {
+            let format = ctx.choice(
+                n,
+                &p,
+                "log format",
+                &[("pretty", LogFormat::Pretty), ("json", LogFormat::Json)],
+            );
+            set(&mut c.log_format, format);
+        }
         if let Some((n, p)) = s.get("metrics_retention") {
             set(&mut c.metrics_retention, ctx.positive_duration(n, &p));
         }
@@ -439,7 +448,12 @@ const EXECUTION: [&str; 7] = [
     "throttles_per_attempt",
     "max_throttled_age",
 ];
-const MONITORING: [&str; 3] = ["metrics_interval", "log_level", "metrics_retention"];
+const MONITORING: [&str; 4] = [
+    "metrics_interval",
+    "log_level",
+    "log_format",
+    "metrics_retention",
+];
 const API: [&str; 5] = ["bind", "token", "protect_reads", "sink", "demo_users"];
 
 fn section<'n>(

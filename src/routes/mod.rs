@@ -1,8 +1,10 @@
 //! The internal HTTP API: one module per area, errors in one place.
 
 pub mod auth;
+pub mod dead_letters;
 pub mod error;
 pub mod health;
+pub mod metrics;
 pub mod preferences;
 pub mod schedule;
 pub mod sink;

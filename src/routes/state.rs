@@ -8,13 +8,15 @@ use std::{
 
 use actix::Addr;
 use actors::{
+    broker::JobBroker,
     catalog::TaskCatalog,
     clock::SharedClock,
     distributor::DistributionSettings,
     health::{Dependency, HealthBoard, Quarantine},
     metrics::MetricsActor,
+    prometheus::Families,
     scheduler::{ReloadHealth, SchedulerActor},
-    store::StateStore,
+    store::{StateStore, dead_letters::DeadLetterStore},
     supervisor::WorkerGauge,
 };
 
@@ -36,6 +38,12 @@ pub struct ApiState {
     pub distribution: Arc<DistributionSettings>,
     /// Outcome counters.
     pub metrics: Addr<MetricsActor>,
+    /// The Prometheus families of this process.
+    pub families: Families,
+    /// The job broker (queue depths, replays).
+    pub broker: Arc<dyn JobBroker>,
+    /// Jobs that failed for good.
+    pub dead_letters: Arc<dyn DeadLetterStore>,
     /// Present when this process runs the worker side.
     pub worker: Option<WorkerGauge>,
     /// Outcome of the last tasks reload.

@@ -631,6 +631,40 @@ impl JobBroker for AmqpBroker {
         Ok(())
     }
 
+    async fn queue_depths(&self) -> Result<Vec<(&'static str, u64)>, BrokerError> {
+        let link = self.inner.link().await?;
+        let channel = link.connection.create_channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let mut depths = Vec::new();
+        for queue in [
+            QUEUE_HIGH,
+            QUEUE_NORMAL,
+            QUEUE_LOW,
+            QUEUE_DELAYED,
+            QUEUE_FAILED,
+        ] {
+            let mut names = vec![queue.to_owned()];
+            if queue == QUEUE_DELAYED {
+                names.extend(ladder_steps().map(ladder_queue));
+            }
+            let mut count = 0u64;
+            for name in names {
+                let declared =
+                    channel.queue_declare(name.as_str().into(), passive, FieldTable::default());
+                let state = tokio::time::timeout(SETTLE_TIMEOUT, declared)
+                    .await
+                    .map_err(|_| BrokerError::Closed)??;
+                count += u64::from(state.message_count());
+            }
+            depths.push((queue, count));
+        }
+        let _ = channel.close(200, "OK".into()).await;
+        Ok(depths)
+    }
+
     async fn publish(&self, jobs: &[JobEnvelope]) -> Result<(), BrokerError> {
         let now_ms = Utc::now().timestamp_millis();
         let delivery_mode = self.inner.options.delivery_mode();

@@ -26,7 +26,10 @@ use chrono::Utc;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{BrokerError, DeadLetter, Delivery, DeliveryHandle, JobBroker, JobStream};
+use super::{
+    BrokerError, DeadLetter, Delivery, DeliveryHandle, JobBroker, JobStream, QUEUE_DELAYED,
+    QUEUE_FAILED, QUEUE_HIGH, QUEUE_LOW, QUEUE_NORMAL,
+};
 use crate::domain::{ENVELOPE_VERSION, JobEnvelope, Priority};
 
 /// The in-process broker. Cloning gives another handle to the same queues.
@@ -164,6 +167,24 @@ impl Shared {
 impl JobBroker for MemoryBroker {
     async fn declare(&self) -> Result<(), BrokerError> {
         Ok(())
+    }
+
+    async fn queue_depths(&self) -> Result<Vec<(&'static str, u64)>, BrokerError> {
+        let state = self.shared.lock();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Ok(vec![
+            (
+                QUEUE_HIGH,
+                count(state.ready[Priority::High as usize].len()),
+            ),
+            (
+                QUEUE_NORMAL,
+                count(state.ready[Priority::Normal as usize].len()),
+            ),
+            (QUEUE_LOW, count(state.ready[Priority::Low as usize].len())),
+            (QUEUE_DELAYED, count(state.delayed.len())),
+            (QUEUE_FAILED, count(state.dead.len())),
+        ])
     }
 
     async fn publish(&self, jobs: &[JobEnvelope]) -> Result<(), BrokerError> {

@@ -73,6 +73,10 @@ pub trait JobBroker: Send + Sync + 'static {
     /// Opens a consumer over the priority queues (high before normal
     /// before low) with `prefetch` unacknowledged deliveries at most.
     async fn consume(&self, prefetch: u16) -> Result<Box<dyn JobStream>, BrokerError>;
+    /// Messages waiting in each queue (ready, not counting deliveries in
+    /// hand), by queue name: the three priority queues, the delay stage
+    /// ([`QUEUE_DELAYED`], its ladder included) and [`QUEUE_FAILED`].
+    async fn queue_depths(&self) -> Result<Vec<(&'static str, u64)>, BrokerError>;
 }
 
 /// A stream of deliveries. Malformed messages never come out of it: the

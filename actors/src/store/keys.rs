@@ -184,6 +184,28 @@ impl Keys {
         format!("{}:job:{job}:throttles", self.prefix)
     }
 
+    /// `{p}:dead:{job id}` (extension): STRING, the JSON record of a job
+    /// that failed for good.
+    pub fn dead_letter(&self, job: Uuid) -> String {
+        format!("{}:dead:{job}", self.prefix)
+    }
+
+    /// `{p}:dead:index` (all tasks) or `{p}:dead:index:{task}` (extension):
+    /// ZSET of members `<dead-lettered at, epoch ms, 13 digits>:<job id>`,
+    /// all scored 0, paged in lexical (= time) order.
+    pub fn dead_letter_index(&self, task: Option<&TaskTypeId>) -> String {
+        match task {
+            Some(task) => format!("{}:dead:index:{task}", self.prefix),
+            None => format!("{}:dead:index", self.prefix),
+        }
+    }
+
+    /// `{p}:dead:{job id}:replay` (extension): STRING held while one
+    /// replica replays the job (`SET NX PX`).
+    pub fn dead_letter_replay(&self, job: Uuid) -> String {
+        format!("{}:dead:{job}:replay", self.prefix)
+    }
+
     /// `{p}:pause:{task}` (extension): STRING set while the task is
     /// paused by a `Retry-After`, expiring when the pause ends; every
     /// replica obeys it.

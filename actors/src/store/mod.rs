@@ -5,6 +5,7 @@
 //! pass the same conformance suite. Key names live in [`keys::Keys`], the
 //! one place that spells the spec's key patterns.
 
+pub mod dead_letters;
 pub mod keys;
 pub mod memory;
 pub mod redis;
