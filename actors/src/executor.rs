@@ -908,10 +908,10 @@ pub enum CallResult {
 /// Calls the endpoint of `task` for `job`: the task's method and headers,
 /// `Idempotency-Key: <job id>`, `X-Taskqueue-Attempt: <n>`,
 /// `X-Taskqueue-Execute-After: <RFC 3339 instant the job was due>` (so an
-/// endpoint can tell how late it runs), and as the body the job's payload
-/// (the task's `config.payload` template, its `{{param.NAME}}` filled from
-/// `parameters`) or, without one, the job as JSON (query parameters for GET
-/// and DELETE).
+/// endpoint can tell how late it runs), and as the body, when the task has
+/// a `config.payload` template, the job's payload with its
+/// `{{param.NAME}}` filled from `parameters`, else the job as JSON (query
+/// parameters for GET and DELETE).
 pub async fn call_endpoint(
     client: &reqwest::Client,
     task: &TaskType,
@@ -951,9 +951,15 @@ pub async fn call_endpoint(
         ];
         query.extend(parameters.iter().map(|(k, v)| (k.clone(), v.clone())));
         request = request.query(&query);
-    } else if !job.payload.is_empty() {
-        // The task's payload template, rendered for the user (or a payload
-        // the message brought): the body as it stands.
+    } else if let Some(template) = &task.config.payload {
+        // The task has a payload template: the job's payload (rendered for
+        // the user when the job was made, or brought by the message) is the
+        // body; a job made before the template was added renders it now.
+        let payload = if job.payload.is_empty() {
+            crate::domain::payload::render_payload(template, &job.user_id)
+        } else {
+            job.payload.clone()
+        };
         if !task
             .config
             .headers
@@ -963,8 +969,7 @@ pub async fn call_endpoint(
             request = request.header(reqwest::header::CONTENT_TYPE, "application/json");
         }
         request = request.body(crate::domain::payload::fill_parameters(
-            &job.payload,
-            parameters,
+            &payload, parameters,
         ));
     } else {
         request = request.json(&CallBody {
