@@ -735,7 +735,7 @@ impl Pass {
         let tolerance = self.settings.check_interval.saturating_mul(2);
         let mut records = Vec::new();
         for (zone, state) in zones.groups {
-            let schedule = Schedule::new(&zoned_interval(&task.interval, zone));
+            let schedule = Schedule::new(&task.interval.in_zone(zone));
             let last_fired = state.map_or_else(
                 || now - chrono::Duration::from_std(tolerance).unwrap_or_default(),
                 |state| state.last_fired,
@@ -923,14 +923,6 @@ impl Pass {
     }
 }
 
-/// The task's interval read in `zone` (a zone group's schedule).
-pub fn zoned_interval(interval: &TaskInterval, zone: Tz) -> TaskInterval {
-    TaskInterval {
-        timezone: Some(zone),
-        ..interval.clone()
-    }
-}
-
 /// Whether a custom-interval fire at `fire` still runs at `now`.
 fn fresh_enough(
     task: &TaskType,
@@ -1079,7 +1071,7 @@ pub async fn schedule_status(
             source: "user",
             users,
             last_execution: last,
-            next_execution: Schedule::new(&zoned_interval(&task.interval, zone)).next_after(from),
+            next_execution: Schedule::new(&task.interval.in_zone(zone)).next_after(from),
         });
     }
     Ok(ScheduleStatus {
