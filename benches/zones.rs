@@ -131,7 +131,7 @@ async fn bench(args: BenchArgs, users: usize, zone_count: usize) -> Result<()> {
         let groups = store.zone_groups(&task_id).await?;
         let mut due = 0;
         for (zone, zone_state) in
-            std::iter::once((task.interval.tz(), Some(state))).chain(groups.groups.into_iter())
+            std::iter::once((task.interval.tz(), Some(state))).chain(groups.groups)
         {
             let last = zone_state.map_or(now, |s| s.last_fired);
             let schedule = Schedule::new(&task.interval.in_zone(zone));
