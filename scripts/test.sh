@@ -12,6 +12,6 @@ if [ ! -d benches/bullmq/node_modules/bullmq ] && command -v npm >/dev/null 2>&1
   (cd benches/bullmq && npm ci --no-audit --no-fund --loglevel=error) \
     || echo "[test] npm ci failed; the BullMQ row of the tiny W1 run is skipped" >&2
 fi
-for bench in execution fanout ratelimit spread memory; do
+for bench in execution fanout ratelimit spread memory zones; do
   cargo bench --profile dev --bench "$bench" -- --tiny
 done

@@ -322,3 +322,103 @@ async fn mutations_need_the_bearer_token_when_one_is_configured() {
     assert_eq!(status, StatusCode::NO_CONTENT);
     app.cleanup().await;
 }
+
+#[actix_rt::test]
+async fn time_zones_per_task_and_per_user_are_validated_and_kept() {
+    let app = spawn_app().await;
+    // A zone in the task's settings round-trips.
+    let (status, body) = app
+        .put_task(
+            "user_tz",
+            "daily_report",
+            &json!({"enabled": true, "settings": {"timezone": "Asia/Tokyo"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["task_settings"]["daily_report"],
+        json!({"timezone": "Asia/Tokyo"})
+    );
+    // An unknown settings field, and an unknown zone, are 400s naming them.
+    let (status, body) = app
+        .put_raw(
+            "user_tz",
+            "daily_report",
+            r#"{"enabled":true,"settings":{"time_zone":"Asia/Tokyo"}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("time_zone"),
+        "{body}"
+    );
+    let (status, body) = app
+        .put_raw(
+            "user_tz",
+            "daily_report",
+            r#"{"enabled":true,"settings":{"timezone":"Mars/Olympus"}}"#,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mars/Olympus"),
+        "{body}"
+    );
+
+    // The user's default zone: PUT, GET, unknown zone refused, null clears.
+    let put_user = |body: &'static str| {
+        let request = app
+            .client
+            .put(app.url("/users/user_tz"))
+            .header("content-type", "application/json")
+            .body(body);
+        app.authorize(request).send()
+    };
+    let response = put_user(r#"{"timezone":"Europe/Paris"}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        json_body(response).await,
+        json!({"user_id": "user_tz", "timezone": "Europe/Paris"})
+    );
+    let response = app
+        .client
+        .get(app.url("/users/user_tz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(response).await,
+        json!({"user_id": "user_tz", "timezone": "Europe/Paris"})
+    );
+    let (_, prefs) = app.get_preferences("user_tz").await;
+    assert_eq!(prefs["timezone"], "Europe/Paris");
+    let response = put_user(r#"{"timezone":"Europe/Parris"}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body = json_body(response).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Europe/Parris"),
+        "{body}"
+    );
+    let response = put_user(r#"{"timezone":null}"#).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = app
+        .client
+        .get(app.url("/users/user_tz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_body(response).await,
+        json!({"user_id": "user_tz", "timezone": null})
+    );
+    app.cleanup().await;
+}

@@ -165,3 +165,30 @@ fn configured_task_and_user_interval() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_zone_reads_the_interval_in_the_users_time_zone() {
+    // New York's 02:30 read in St. John's (NST -03:30 -> NDT -02:30 on
+    // 2026-03-08): the gap's 02:30 is read as NST.
+    check(
+        &[
+            "--interval",
+            NEW_YORK_0230,
+            "--zone",
+            "America/St_Johns",
+            "--after",
+            "2026-03-07T00:00:00Z",
+            "--count",
+            "3",
+        ],
+        0,
+        "2026-03-07T06:00:00Z\n2026-03-08T06:00:00Z\n2026-03-09T05:00:00Z\n",
+        &[],
+    );
+    check(
+        &["--interval", NEW_YORK_0230, "--zone", "Mars/Olympus"],
+        2,
+        "",
+        &["--zone", "Mars/Olympus"],
+    );
+}

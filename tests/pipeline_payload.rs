@@ -21,6 +21,7 @@ async fn the_payload_template_is_the_body_of_each_users_call() {
     let settings = Settings {
         custom_interval: None,
         parameters: BTreeMap::from([("lang".to_owned(), "de \"AT\"".to_owned())]),
+        timezone: None,
     };
     enable_user_with(&store, "sync", "user_param", settings, Utc::now()).await;
 

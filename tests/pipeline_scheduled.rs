@@ -45,12 +45,14 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     let custom_fire = fire + TimeDelta::seconds(2);
     let kolkata: Tz = "Asia/Kolkata".parse().unwrap();
     let in_kolkata = Settings {
+        timezone: None,
         custom_interval: Some(daily_at(custom_fire.with_timezone(&kolkata))),
         parameters: Default::default(),
     };
     enable_user_with(&store, "sync", "kolkata_user", in_kolkata, t0).await;
     let new_york: Tz = "America/New_York".parse().unwrap();
     let later = Settings {
+        timezone: None,
         custom_interval: Some(daily_at(
             (fire + TimeDelta::hours(3)).with_timezone(&new_york),
         )),
@@ -166,6 +168,7 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
         planned: 0,
         cursor: None,
         custom_offset: None,
+        zone_walk: Default::default(),
         planning_done: false,
         next_slot: 0,
         released: 0,

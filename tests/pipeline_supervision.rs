@@ -26,12 +26,13 @@ use actors::{
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
         MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-        StoreError, Throttle, memory::MemoryStore,
+        StoreError, Throttle, TimezoneWrite, ZoneGroups, memory::MemoryStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde_json::json;
 use support::*;
 use uuid::Uuid;
@@ -99,6 +100,35 @@ impl StateStore for Faulty {
     }
     async fn enabled_user_count(&self, t: &TaskTypeId) -> Result<u64, StoreError> {
         self.inner.enabled_user_count(t).await
+    }
+    async fn write_user_timezones(&self, w: &[TimezoneWrite]) -> Result<(), StoreError> {
+        self.inner.write_user_timezones(w).await
+    }
+    async fn user_timezone(&self, u: &UserId) -> Result<Option<Tz>, StoreError> {
+        self.inner.user_timezone(u).await
+    }
+    async fn zone_groups(&self, t: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
+        self.inner.zone_groups(t).await
+    }
+    async fn zone_sizes(&self, t: &TaskTypeId, z: &[Tz]) -> Result<Vec<u64>, StoreError> {
+        self.inner.zone_sizes(t, z).await
+    }
+    async fn zone_users_in_spread_order(
+        &self,
+        t: &TaskTypeId,
+        z: Tz,
+        a: Option<&SpreadCursor>,
+        l: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        self.inner.zone_users_in_spread_order(t, z, a, l).await
+    }
+    async fn record_zone_fires(
+        &self,
+        t: &TaskTypeId,
+        f: &[(Tz, DateTime<Utc>)],
+        l: &LockLease,
+    ) -> Result<bool, StoreError> {
+        self.inner.record_zone_fires(t, f, l).await
     }
     async fn enabled_users_in_spread_order(
         &self,

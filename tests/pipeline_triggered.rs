@@ -23,6 +23,7 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
     enable_users(&store, "report", &users[1..]).await;
     let parameters = BTreeMap::from([("lang".to_owned(), "fr".to_owned())]);
     let settings = Settings {
+        timezone: None,
         custom_interval: None,
         parameters: parameters.clone(),
     };

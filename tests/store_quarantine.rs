@@ -105,6 +105,7 @@ async fn bad_custom_interval_entries_are_moved_on_and_good_users_run() {
     let now = Utc::now();
     for user in ["good", "garbled", "bare"] {
         let settings = Settings {
+            timezone: None,
             custom_interval: Some(hourly.clone()),
             parameters: Default::default(),
         };

@@ -364,20 +364,39 @@ impl Distribution {
             }
             Audience::Enabled { with_custom } => match run.custom_offset {
                 None => {
-                    let page = self
-                        .store
-                        .enabled_users_in_spread_order(&task.id, run.cursor.as_ref(), batch)
-                        .await?;
-                    if page.len() < batch {
-                        if with_custom {
+                    let page = match run.zone_walk.current() {
+                        Some(None) => {
+                            self.store
+                                .enabled_users_in_spread_order(&task.id, run.cursor.as_ref(), batch)
+                                .await?
+                        }
+                        Some(Some(zone)) => {
+                            self.store
+                                .zone_users_in_spread_order(
+                                    &task.id,
+                                    zone,
+                                    run.cursor.as_ref(),
+                                    batch,
+                                )
+                                .await?
+                        }
+                        None => Vec::new(),
+                    };
+                    let short = page.len() < batch;
+                    let users = page.iter().map(|cursor| cursor.user.clone()).collect();
+                    if let Some(last) = page.into_iter().last() {
+                        run.cursor = Some(last);
+                    }
+                    if short {
+                        // This group is done: on to the next, from its start.
+                        run.zone_walk.position += 1;
+                        if run.zone_walk.current().is_some() {
+                            run.cursor = None;
+                        } else if with_custom {
                             run.custom_offset = Some(0);
                         } else {
                             run.planning_done = true;
                         }
-                    }
-                    let users = page.iter().map(|cursor| cursor.user.clone()).collect();
-                    if let Some(last) = page.into_iter().last() {
-                        run.cursor = Some(last);
                     }
                     users
                 }
@@ -547,6 +566,7 @@ impl Distribution {
             planned: msg.users.len() as u64,
             cursor: None,
             custom_offset: None,
+            zone_walk: Default::default(),
             planning_done: true,
             next_slot: 0,
             released: 0,
@@ -786,6 +806,7 @@ mod tests {
             planned: 0,
             cursor: None,
             custom_offset: None,
+            zone_walk: Default::default(),
             planning_done: false,
             next_slot: 0,
             released: 0,

@@ -19,6 +19,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -96,6 +97,10 @@ pub struct Run {
     /// enabled index is done (only with `with_custom`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_offset: Option<u64>,
+    /// Which indexes of users on the task's own interval the run walks,
+    /// and where it is (audience `Enabled` only).
+    #[serde(default, skip_serializing_if = "ZoneWalk::is_default")]
+    pub zone_walk: ZoneWalk,
     /// Every user is planned.
     pub planning_done: bool,
     /// Slots below this one are released (their jobs are confirmed in the
@@ -107,6 +112,46 @@ pub struct Run {
     pub correlation_id: String,
     /// When the run was made.
     pub created_at: DateTime<Utc>,
+}
+
+/// The groups of users on the task's own interval that a run of audience
+/// [`Audience::Enabled`] walks, one after the other, each in spread order:
+/// `None` stands for the enabled index (users without a zone, on the
+/// task's `interval.timezone`), `Some(zone)` for the zone group of `zone`.
+/// Ranks count on across groups, so the run's users share its window.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ZoneWalk {
+    /// The groups, in walk order; empty: the enabled index alone (runs of
+    /// older releases).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Option<Tz>>,
+    /// The group the run's cursor is in (an index into `groups`).
+    #[serde(default)]
+    pub position: usize,
+}
+
+impl ZoneWalk {
+    /// A walk of `groups` from the start.
+    pub fn of(groups: Vec<Option<Tz>>) -> Self {
+        ZoneWalk {
+            groups,
+            position: 0,
+        }
+    }
+
+    /// True for the walk of the enabled index alone, from its start.
+    pub fn is_default(&self) -> bool {
+        *self == ZoneWalk::default()
+    }
+
+    /// The group being walked; `None` past the last.
+    pub fn current(&self) -> Option<Option<Tz>> {
+        if self.groups.is_empty() {
+            (self.position == 0).then_some(None)
+        } else {
+            self.groups.get(self.position).copied()
+        }
+    }
 }
 
 /// The run id: `scheduled_at` in epoch milliseconds (one run per task and
@@ -218,6 +263,7 @@ mod tests {
             planned: 0,
             cursor: None,
             custom_offset: None,
+            zone_walk: ZoneWalk::default(),
             planning_done: false,
             next_slot: 0,
             released: 0,

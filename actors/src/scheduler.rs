@@ -43,6 +43,7 @@ use std::{
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use futures::FutureExt;
 use serde::Serialize;
 
@@ -52,7 +53,7 @@ use crate::{
     distributor::{AdvanceRun, DistributorActor, PlanListed},
     domain::{MisfirePolicy, TaskInterval, TaskType, TaskTypeId, UserId},
     error::PipelineError,
-    fanout::{Audience, Run, RunSource, run_slots},
+    fanout::{Audience, Run, RunSource, ZoneWalk, run_slots},
     health::{HealthBoard, Quarantine},
     schedule::{self, Schedule},
     store::{LockLease, LockName, StateStore, StoreError},
@@ -436,6 +437,16 @@ async fn make_trigger_run(
         }
         None => {
             let (default, custom) = store.index_sizes(&task.id).await?;
+            let zones: Vec<Tz> = store
+                .zone_groups(&task.id)
+                .await?
+                .groups
+                .into_iter()
+                .map(|(zone, _)| zone)
+                .collect();
+            let zoned: u64 = store.zone_sizes(&task.id, &zones).await?.iter().sum();
+            let mut groups = vec![None];
+            groups.extend(zones.into_iter().map(Some));
             loop {
                 let run = Run {
                     task_type_id: task.id.clone(),
@@ -444,10 +455,11 @@ async fn make_trigger_run(
                     audience: Audience::Enabled { with_custom: true },
                     immediate: msg.immediate,
                     slots: run_slots(window, msg.immediate),
-                    users: default + custom,
+                    users: default + custom + zoned,
                     planned: 0,
                     cursor: None,
                     custom_offset: None,
+                    zone_walk: ZoneWalk::of(groups.clone()),
                     planning_done: false,
                     next_slot: 0,
                     released: 0,
@@ -680,37 +692,144 @@ impl Pass {
                 .flatten()
                 .filter(|at| *at > state.last_fired)
         });
+        // Fire instant -> the groups due then (`None`: the enabled index).
+        let mut due_groups: BTreeMap<DateTime<Utc>, Vec<Option<Tz>>> = BTreeMap::new();
         if let Some(fire) = due.fire {
-            let (default, _) = self.store.index_sizes(&task.id).await?;
-            let run = Run {
-                task_type_id: task.id.clone(),
-                scheduled_at: fire,
-                source: RunSource::Scheduler,
-                audience: Audience::Enabled { with_custom: false },
-                immediate: false,
-                slots: run_slots(self.settings.window, false),
-                users: default,
-                planned: 0,
-                cursor: None,
-                custom_offset: None,
-                planning_done: false,
-                next_slot: 0,
-                released: 0,
-                correlation_id: format!("{}:{}", task.id, fire.timestamp()),
-                created_at: now,
-            };
-            if self
-                .store
-                .create_run(&run, &[], Duration::from_secs(1), Some(lease.fence))
-                .await?
-            {
-                tracing::info!(task = %task.id, scheduled_at = %fire, users = default, "period due; fanning out");
-            }
+            due_groups.entry(fire).or_default().push(None);
+        }
+        let zone_records = self.zone_periods(task, now, &mut due_groups).await?;
+        for (fire, groups) in due_groups {
+            self.make_period_run(task, lease, now, fire, groups).await?;
         }
         if let Some(at) = record
             && !self.store.record_fire(&task.id, at, lease).await?
         {
             return Err(PipelineError::LockLost(task.id.clone()));
+        }
+        if !self
+            .store
+            .record_zone_fires(&task.id, &zone_records, lease)
+            .await?
+        {
+            return Err(PipelineError::LockLost(task.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// What is due of each zone group of the task: the task's interval
+    /// read in the group's zone, with the same misfire rules. Adds the due
+    /// groups to `due_groups` by fire instant; answers with the fires to
+    /// record. O(zones): one store round trip and one calculus step per
+    /// group. A group never scheduled before starts as if its last fire
+    /// had been handled two ticks ago (so a fire on time still runs).
+    async fn zone_periods(
+        &self,
+        task: &TaskType,
+        now: DateTime<Utc>,
+        due_groups: &mut BTreeMap<DateTime<Utc>, Vec<Option<Tz>>>,
+    ) -> Result<Vec<(Tz, DateTime<Utc>)>, PipelineError> {
+        let zones = self.store.zone_groups(&task.id).await?;
+        for entry in &zones.unreadable {
+            self.quarantine.add(entry, "unreadable zone group");
+        }
+        let tolerance = self.settings.check_interval.saturating_mul(2);
+        let mut records = Vec::new();
+        for (zone, state) in zones.groups {
+            let schedule = Schedule::new(&task.interval.in_zone(zone));
+            let last_fired = state.map_or_else(
+                || now - chrono::Duration::from_std(tolerance).unwrap_or_default(),
+                |state| state.last_fired,
+            );
+            let due = schedule::due_with_tolerance(
+                &schedule,
+                last_fired,
+                now,
+                task.catchup_window(),
+                task.misfire(),
+                tolerance,
+            );
+            if due.missed > 0 {
+                tracing::warn!(task = %task.id, zone = zone.name(), missed = due.missed, "fires missed while no scheduler ran were skipped");
+            }
+            let record = due.fire.or_else(|| {
+                (due.missed > 0)
+                    .then(|| schedule.latest_at_or_before(now))
+                    .flatten()
+                    .filter(|at| *at > last_fired)
+            });
+            if let Some(fire) = due.fire {
+                due_groups.entry(fire).or_default().push(Some(zone));
+            }
+            match (record, state) {
+                (Some(at), _) => records.push((zone, at)),
+                (None, None) => records.push((zone, last_fired)),
+                (None, Some(_)) => {}
+            }
+        }
+        Ok(records)
+    }
+
+    /// Makes the run of the groups due at `fire`: one run per instant,
+    /// walking the groups one after the other. Zone groups without users
+    /// are left out; the enabled index is always walked when due.
+    async fn make_period_run(
+        &self,
+        task: &TaskType,
+        lease: &LockLease,
+        now: DateTime<Utc>,
+        fire: DateTime<Utc>,
+        groups: Vec<Option<Tz>>,
+    ) -> Result<(), PipelineError> {
+        let zones: Vec<Tz> = groups.iter().filter_map(|group| *group).collect();
+        let sizes = self.store.zone_sizes(&task.id, &zones).await?;
+        let mut walk: Vec<Option<Tz>> = Vec::with_capacity(groups.len());
+        let mut users = 0;
+        if groups.contains(&None) {
+            walk.push(None);
+            users += self.store.index_sizes(&task.id).await?.0;
+        }
+        for (zone, size) in zones.into_iter().zip(sizes) {
+            if size > 0 {
+                walk.push(Some(zone));
+                users += size;
+            }
+        }
+        if walk.is_empty() {
+            return Ok(());
+        }
+        let zone_names: Vec<&str> = walk
+            .iter()
+            .map(|group| group.map_or("(task)", |zone| zone.name()))
+            .collect();
+        let zone_walk = if walk == [None] {
+            ZoneWalk::default()
+        } else {
+            ZoneWalk::of(walk.clone())
+        };
+        let run = Run {
+            task_type_id: task.id.clone(),
+            scheduled_at: fire,
+            source: RunSource::Scheduler,
+            audience: Audience::Enabled { with_custom: false },
+            immediate: false,
+            slots: run_slots(self.settings.window, false),
+            users,
+            planned: 0,
+            cursor: None,
+            custom_offset: None,
+            zone_walk,
+            planning_done: false,
+            next_slot: 0,
+            released: 0,
+            correlation_id: format!("{}:{}", task.id, fire.timestamp()),
+            created_at: now,
+        };
+        if self
+            .store
+            .create_run(&run, &[], Duration::from_secs(1), Some(lease.fence))
+            .await?
+        {
+            tracing::info!(task = %task.id, scheduled_at = %fire, users, zones = ?zone_names, "period due; fanning out");
         }
         Ok(())
     }
@@ -884,10 +1003,30 @@ pub struct ScheduleStatus {
     /// The last finished run, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunStatus>,
+    /// The groups of users on the task's own interval (extension): first
+    /// the users without a zone (on the task's `interval.timezone`), then
+    /// one group per user zone, each with its next fire.
+    pub zone_groups: Vec<ZoneGroupStatus>,
     /// Problems worth knowing (e.g. the window cannot fit the users at the
     /// rate limit); omitted when there are none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// One zone group in `/schedule/status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoneGroupStatus {
+    /// The zone the task's interval is read in for the group.
+    pub timezone: String,
+    /// `task`: users without a zone of their own (the task's zone);
+    /// `user`: users whose own zone (per task, else their default) it is.
+    pub source: &'static str,
+    /// Users in the group.
+    pub users: u64,
+    /// The last fire handled for the group, if any.
+    pub last_execution: Option<DateTime<Utc>>,
+    /// The group's next fire.
+    pub next_execution: DateTime<Utc>,
 }
 
 /// Builds the status of `task` at `now`; `rate` is its effective limit.
@@ -913,6 +1052,28 @@ pub async fn schedule_status(
     }
     let runs = store.runs(&task.id).await?;
     let last_run = store.last_run(&task.id).await?;
+    let (default_users, _) = store.index_sizes(&task.id).await?;
+    let mut zone_groups = vec![ZoneGroupStatus {
+        timezone: task.interval.tz().name().to_owned(),
+        source: "task",
+        users: default_users,
+        last_execution,
+        next_execution,
+    }];
+    let zones = store.zone_groups(&task.id).await?;
+    let names: Vec<Tz> = zones.groups.iter().map(|(zone, _)| *zone).collect();
+    let sizes = store.zone_sizes(&task.id, &names).await?;
+    for ((zone, state), users) in zones.groups.into_iter().zip(sizes) {
+        let last = state.map(|state| state.last_fired);
+        let from = last.map_or(now, |last| last.max(now));
+        zone_groups.push(ZoneGroupStatus {
+            timezone: zone.name().to_owned(),
+            source: "user",
+            users,
+            last_execution: last,
+            next_execution: Schedule::new(&task.interval.in_zone(zone)).next_after(from),
+        });
+    }
     Ok(ScheduleStatus {
         task_type_id: task.id.clone(),
         last_execution,
@@ -921,6 +1082,7 @@ pub async fn schedule_status(
         interval: task.interval.clone(),
         runs: runs.runs.iter().map(RunStatus::from).collect(),
         last_run: last_run.as_ref().map(RunStatus::from),
+        zone_groups,
         warnings,
     })
 }

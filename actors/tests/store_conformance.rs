@@ -20,7 +20,7 @@ use actors::{
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
         LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
-        Throttle,
+        Throttle, TimezoneWrite,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
     },
@@ -253,6 +253,10 @@ conformance!(
     claims_check_that_the_user_still_has_the_task_enabled,
     metrics_batches,
     index_matches_enabled_users_after_concurrent_writes,
+    zone_groups_follow_the_per_task_zone_then_the_default,
+    a_default_zone_change_moves_only_tasks_that_follow_it,
+    zone_groups_page_in_spread_order_and_leave_on_delete,
+    zone_fires_are_fenced,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -290,6 +294,7 @@ fn enable(user_id: &str, task_id: &str, modified: &str) -> PreferenceWrite {
 fn custom(user_id: &str, task_id: &str, next: &str) -> PreferenceWrite {
     PreferenceWrite {
         settings: Some(Settings {
+            timezone: None,
             custom_interval: Some(daily()),
             parameters: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
         }),
@@ -1062,6 +1067,7 @@ async fn index_matches_enabled_users_after_concurrent_writes(fx: Arc<Fixture>) {
                     4..=6 => write.enabled = false,
                     7..=8 => {
                         write.settings = Some(Settings {
+                            timezone: None,
                             custom_interval: Some(daily()),
                             parameters: BTreeMap::new(),
                         });
@@ -1443,6 +1449,7 @@ fn run_at(task_id: &str, at_text: &str, users: u64, slots: u32) -> Run {
         planned: 0,
         cursor: None,
         custom_offset: None,
+        zone_walk: Default::default(),
         planning_done: false,
         next_slot: 0,
         released: 0,
@@ -2028,6 +2035,7 @@ async fn execution_claim_reads_the_task_parameters(fx: Arc<Fixture>) {
     let store = &*fx.store;
     let with_params = |task_id: &str, params: &[(&str, &str)]| PreferenceWrite {
         settings: Some(Settings {
+            timezone: None,
             custom_interval: None,
             parameters: params
                 .iter()
@@ -2204,6 +2212,7 @@ async fn batched_claims_and_finishes_keep_per_job_semantics(fx: Arc<Fixture>) {
     store
         .write_preferences(&[PreferenceWrite {
             settings: Some(Settings {
+                timezone: None,
                 custom_interval: None,
                 parameters: BTreeMap::from([("lang".to_owned(), "fr".to_owned())]),
             }),
@@ -2699,5 +2708,316 @@ async fn a_fire_is_not_recorded_by_a_holder_fenced_out_before_any_write(fx: Arc<
             .record_fire(&report, at("2024-01-15T10:00:00Z"), &second)
             .await
             .unwrap()
+    );
+}
+
+// ---------------------------------------------------------------- zones
+
+fn zoned(user_id: &str, task_id: &str, zone: chrono_tz::Tz) -> PreferenceWrite {
+    PreferenceWrite {
+        settings: Some(Settings {
+            timezone: Some(zone),
+            ..Settings::default()
+        }),
+        ..enable(user_id, task_id, "2024-01-15T00:00:00Z")
+    }
+}
+
+fn default_zone(user_id: &str, zone: Option<chrono_tz::Tz>) -> TimezoneWrite {
+    TimezoneWrite {
+        user_id: user(user_id),
+        timezone: zone,
+    }
+}
+
+/// Every group of `task` and its members (sorted), the enabled index
+/// first under the name "-".
+async fn groups_of(store: &dyn StateStore, task_id: &str) -> BTreeMap<String, Vec<String>> {
+    let task = task(task_id);
+    let mut groups = BTreeMap::new();
+    let users = |page: Vec<SpreadCursor>| {
+        let mut ids: Vec<String> = page.into_iter().map(|c| c.user.to_string()).collect();
+        ids.sort();
+        ids
+    };
+    let default = store
+        .enabled_users_in_spread_order(&task, None, 1000)
+        .await
+        .unwrap();
+    if !default.is_empty() {
+        groups.insert("-".to_owned(), users(default));
+    }
+    let zones = store.zone_groups(&task).await.unwrap();
+    assert!(zones.unreadable.is_empty(), "{:?}", zones.unreadable);
+    let names: Vec<chrono_tz::Tz> = zones.groups.iter().map(|(zone, _)| *zone).collect();
+    let sizes = store.zone_sizes(&task, &names).await.unwrap();
+    for (zone, size) in names.into_iter().zip(sizes) {
+        let page = store
+            .zone_users_in_spread_order(&task, zone, None, 1000)
+            .await
+            .unwrap();
+        assert_eq!(page.len() as u64, size, "{zone}");
+        if !page.is_empty() {
+            groups.insert(zone.name().to_owned(), users(page));
+        }
+    }
+    groups
+}
+
+fn expect(groups: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+    groups
+        .iter()
+        .map(|(name, users)| {
+            (
+                (*name).to_owned(),
+                users.iter().map(|u| (*u).to_owned()).collect(),
+            )
+        })
+        .collect()
+}
+
+async fn zone_groups_follow_the_per_task_zone_then_the_default(f: Arc<Fixture>) {
+    use chrono_tz::{America, Asia, Europe};
+    let store = f.store.as_ref();
+    store
+        .write_user_timezones(&[default_zone("bob", Some(Europe::Paris))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_timezone(&user("bob")).await.unwrap(),
+        Some(Europe::Paris)
+    );
+    store
+        .write_preferences(&[
+            enable("alice", "t", "2024-01-15T00:00:00Z"),
+            enable("bob", "t", "2024-01-15T00:00:00Z"),
+            zoned("carol", "t", Asia::Kathmandu),
+            zoned("bob", "u", America::St_Johns),
+            custom("dave", "t", "2024-01-16T07:30:00Z"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        groups_of(store, "t").await,
+        expect(&[
+            ("-", &["alice"]),
+            ("Europe/Paris", &["bob"]),
+            ("Asia/Kathmandu", &["carol"]),
+        ])
+    );
+    assert_eq!(
+        groups_of(store, "u").await,
+        expect(&[("America/St_Johns", &["bob"])])
+    );
+    assert_eq!(store.enabled_user_count(&task("t")).await.unwrap(), 4);
+    // The per-task zone round-trips in the settings, the default in the
+    // preference.
+    let bob = store.preferences(&user("bob")).await.unwrap().unwrap();
+    assert_eq!(bob.timezone, Some(Europe::Paris));
+    assert_eq!(
+        bob.task_settings[&task("u")].timezone,
+        Some(America::St_Johns)
+    );
+    // A custom interval wins over every zone; dropping the per-task zone
+    // goes back to the default; disabling leaves every group.
+    store
+        .write_preferences(&[
+            custom("carol", "t", "2024-01-16T07:30:00Z"),
+            enable("bob", "u", "2024-01-15T00:00:00Z"),
+            PreferenceWrite {
+                enabled: false,
+                ..enable("alice", "t", "2024-01-15T00:00:00Z")
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        groups_of(store, "t").await,
+        expect(&[("Europe/Paris", &["bob"])])
+    );
+    assert_eq!(
+        groups_of(store, "u").await,
+        expect(&[("Europe/Paris", &["bob"])])
+    );
+    // The same user and task twice in one batch: the last write wins.
+    store
+        .write_preferences(&[
+            zoned("erin", "t", Asia::Kathmandu),
+            zoned("erin", "t", America::St_Johns),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        groups_of(store, "t").await,
+        expect(&[("Europe/Paris", &["bob"]), ("America/St_Johns", &["erin"])])
+    );
+}
+
+async fn a_default_zone_change_moves_only_tasks_that_follow_it(f: Arc<Fixture>) {
+    use chrono_tz::{Asia, Australia, Europe};
+    let store = f.store.as_ref();
+    store
+        .write_preferences(&[
+            enable("amy", "t", "2024-01-15T00:00:00Z"),
+            enable("amy", "u", "2024-01-15T00:00:00Z"),
+            zoned("amy", "v", Asia::Kathmandu),
+            custom("amy", "w", "2024-01-16T07:30:00Z"),
+            PreferenceWrite {
+                enabled: false,
+                ..enable("amy", "x", "2024-01-15T00:00:00Z")
+            },
+        ])
+        .await
+        .unwrap();
+    store
+        .write_user_timezones(&[default_zone("amy", Some(Australia::Adelaide))])
+        .await
+        .unwrap();
+    for t in ["t", "u"] {
+        assert_eq!(
+            groups_of(store, t).await,
+            expect(&[("Australia/Adelaide", &["amy"])]),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        groups_of(store, "v").await,
+        expect(&[("Asia/Kathmandu", &["amy"])])
+    );
+    assert!(groups_of(store, "w").await.is_empty());
+    assert!(groups_of(store, "x").await.is_empty());
+    // Moving again leaves the old group empty; removing the default
+    // brings the tasks back to the enabled index.
+    store
+        .write_user_timezones(&[default_zone("amy", Some(Europe::Berlin))])
+        .await
+        .unwrap();
+    assert_eq!(
+        groups_of(store, "t").await,
+        expect(&[("Europe/Berlin", &["amy"])])
+    );
+    store
+        .write_user_timezones(&[default_zone("amy", None)])
+        .await
+        .unwrap();
+    assert_eq!(store.user_timezone(&user("amy")).await.unwrap(), None);
+    assert_eq!(groups_of(store, "t").await, expect(&[("-", &["amy"])]));
+    assert_eq!(
+        groups_of(store, "v").await,
+        expect(&[("Asia/Kathmandu", &["amy"])])
+    );
+}
+
+async fn zone_groups_page_in_spread_order_and_leave_on_delete(f: Arc<Fixture>) {
+    let store = f.store.as_ref();
+    let zone = chrono_tz::Asia::Kathmandu;
+    let writes: Vec<PreferenceWrite> = (0..25)
+        .map(|i| zoned(&format!("k{i}"), "t", zone))
+        .collect();
+    store.write_preferences(&writes).await.unwrap();
+    let mut walked = Vec::new();
+    let mut cursor: Option<SpreadCursor> = None;
+    loop {
+        let page = store
+            .zone_users_in_spread_order(&task("t"), zone, cursor.as_ref(), 4)
+            .await
+            .unwrap();
+        walked.extend(page.iter().cloned());
+        if page.len() < 4 {
+            break;
+        }
+        cursor = page.last().cloned();
+    }
+    let mut expected: Vec<SpreadCursor> = (0..25)
+        .map(|i| {
+            let u = user(&format!("k{i}"));
+            SpreadCursor {
+                key: spread_key(&task("t"), &u),
+                user: u,
+            }
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(walked, expected);
+    assert!(
+        store
+            .delete_preference(&user("k3"), &task("t"))
+            .await
+            .unwrap()
+    );
+    let sizes = store.zone_sizes(&task("t"), &[zone]).await.unwrap();
+    assert_eq!(sizes, vec![24]);
+    // A user following a default zone leaves that group on delete too.
+    store
+        .write_user_timezones(&[default_zone("k4", Some(chrono_tz::Europe::Paris))])
+        .await
+        .unwrap();
+    store
+        .write_preferences(&[enable("k4", "t", "2024-01-15T00:00:00Z")])
+        .await
+        .unwrap();
+    assert!(
+        store
+            .delete_preference(&user("k4"), &task("t"))
+            .await
+            .unwrap()
+    );
+    let sizes = store
+        .zone_sizes(&task("t"), &[zone, chrono_tz::Europe::Paris])
+        .await
+        .unwrap();
+    assert_eq!(sizes, vec![23, 0]);
+}
+
+async fn zone_fires_are_fenced(f: Arc<Fixture>) {
+    let store = f.store.as_ref();
+    let zone = chrono_tz::Asia::Kathmandu;
+    store
+        .write_preferences(&[zoned("a", "t", zone)])
+        .await
+        .unwrap();
+    let lock = LockName::Schedule(task("t"));
+    let first = store
+        .acquire_lock(&lock, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let groups = store.zone_groups(&task("t")).await.unwrap();
+    assert_eq!(groups.groups, vec![(zone, None)]);
+    assert!(
+        store
+            .record_zone_fires(&task("t"), &[(zone, at("2024-01-15T02:15:00Z"))], &first)
+            .await
+            .unwrap()
+    );
+    let groups = store.zone_groups(&task("t")).await.unwrap();
+    assert_eq!(
+        groups.groups[0].1.unwrap().last_fired,
+        at("2024-01-15T02:15:00Z")
+    );
+    assert_eq!(groups.groups[0].1.unwrap().fence, first.fence);
+    store.release_lock(&lock, &first).await.unwrap();
+    let second = store
+        .acquire_lock(&lock, Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        !store
+            .record_zone_fires(&task("t"), &[(zone, at("2024-01-16T02:15:00Z"))], &first)
+            .await
+            .unwrap(),
+        "a stale holder is fenced out"
+    );
+    assert!(
+        store
+            .record_zone_fires(&task("t"), &[(zone, at("2024-01-16T02:15:00Z"))], &second)
+            .await
+            .unwrap()
+    );
+    let groups = store.zone_groups(&task("t")).await.unwrap();
+    assert_eq!(
+        groups.groups[0].1.unwrap().last_fired,
+        at("2024-01-16T02:15:00Z")
     );
 }

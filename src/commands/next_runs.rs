@@ -2,7 +2,8 @@
 //!
 //! Prints the next fire instants of an interval given as JSON, or of a
 //! configured task (optionally with a user's `custom_interval`, which
-//! replaces the task's interval entirely, time zone included). Invalid
+//! replaces the task's interval entirely, time zone included), or of an
+//! interval read in a user's time zone (`--zone`). Invalid
 //! input exits 2 with a message naming the bad flag and field.
 
 use std::{io::Write, path::PathBuf, process::ExitCode};
@@ -39,6 +40,11 @@ pub struct NextRunsArgs {
     /// entirely, time zone included.
     #[arg(long, requires = "task")]
     pub user_interval: Option<String>,
+    /// A user's time zone (IANA name): the interval (the task's, or
+    /// `--interval`) is read in it, as for a user whose own zone it is.
+    /// A `--user-interval` carries its own zone, so the two conflict.
+    #[arg(long, conflicts_with = "user_interval")]
+    pub zone: Option<String>,
 }
 
 /// Prints the fires, one RFC 3339 UTC instant per line.
@@ -87,6 +93,15 @@ fn fires(args: &NextRunsArgs) -> Result<Vec<DateTime<Utc>>, String> {
             }
         }
         (None, None, _) => return Err("--interval or --config with --task is required".to_owned()),
+    };
+    let schedule = match &args.zone {
+        Some(name) => {
+            let zone: Tz = name
+                .parse()
+                .map_err(|error| format!("--zone: {name:?} is not an IANA time zone: {error}"))?;
+            Schedule::new(&schedule.interval().in_zone(zone))
+        }
+        None => schedule,
     };
     Ok(schedule.fires_after(after).take(args.count).collect())
 }

@@ -29,7 +29,7 @@ use actors::{
     catalog::TaskCatalog,
     domain::{TaskType, TaskTypeId, UserPreference},
     store::{
-        Keys, PreferenceWrite, StateStore, StoreError,
+        Keys, PreferenceWrite, StateStore, StoreError, TimezoneWrite,
         redis::{RedisOptions, RedisStore, RedisTarget},
     },
 };
@@ -259,6 +259,7 @@ pub async fn import_file(
     let mut summary = ImportSummary::default();
     let mut in_flight = FuturesUnordered::new();
     let mut writes = Vec::with_capacity(batch * 2);
+    let mut zones = Vec::new();
     let mut users_in_batch = 0u64;
     let mut line = String::new();
     let mut number = 0u64;
@@ -274,7 +275,8 @@ pub async fn import_file(
             continue;
         }
         match parse_line(&line, tasks.as_deref(), now) {
-            Ok(user_writes) => {
+            Ok((zone, user_writes)) => {
+                zones.extend(zone);
                 writes.extend(user_writes);
                 users_in_batch += 1;
             }
@@ -285,7 +287,8 @@ pub async fn import_file(
         }
         if users_in_batch as usize >= batch {
             let full = std::mem::replace(&mut writes, Vec::with_capacity(batch * 2));
-            in_flight.push(write_batch(store, full, users_in_batch));
+            let full_zones = std::mem::take(&mut zones);
+            in_flight.push(write_batch(store, full_zones, full, users_in_batch));
             users_in_batch = 0;
             // Polls the new batch once, which sends it.
             while let Some(Some(done)) = in_flight.next().now_or_never() {
@@ -304,7 +307,7 @@ pub async fn import_file(
         }
     }
     if users_in_batch > 0 {
-        in_flight.push(write_batch(store, writes, users_in_batch));
+        in_flight.push(write_batch(store, zones, writes, users_in_batch));
     }
     while let Some(done) = in_flight.next().await {
         count(done, &mut summary)?;
@@ -315,9 +318,13 @@ pub async fn import_file(
 /// Writes one batch; yields its user count.
 async fn write_batch(
     store: &dyn StateStore,
+    zones: Vec<TimezoneWrite>,
     writes: Vec<PreferenceWrite>,
     users: u64,
 ) -> Result<u64, StoreError> {
+    // Zones first: the preference writes place each user in the group of
+    // the default zone the store holds.
+    store.write_user_timezones(&zones).await?;
     store.write_preferences(&writes).await?;
     Ok(users)
 }
@@ -343,7 +350,7 @@ fn parse_line(
     line: &str,
     tasks: Option<&BTreeMap<TaskTypeId, TaskType>>,
     now: DateTime<Utc>,
-) -> Result<Vec<PreferenceWrite>, String> {
+) -> Result<(Option<TimezoneWrite>, Vec<PreferenceWrite>), String> {
     let preference: UserPreference =
         serde_json::from_str(line).map_err(|err| format!("not a UserPreference: {err}"))?;
     let named = preference
@@ -370,7 +377,13 @@ fn parse_line(
     if writes.is_empty() {
         return Err("names no task: nothing to import".to_owned());
     }
-    Ok(writes)
+    // A line's `timezone` sets the user's default zone; without one, a
+    // default set earlier is kept.
+    let zone = preference.timezone.map(|zone| TimezoneWrite {
+        user_id: preference.user_id.clone(),
+        timezone: Some(zone),
+    });
+    Ok((zone, writes))
 }
 
 #[cfg(test)]
@@ -393,7 +406,7 @@ mod tests {
         let now = "2024-01-15T00:00:00Z".parse().unwrap();
         let tasks = catalog();
         match (parse_line(line, Some(&tasks), now), expected) {
-            (Ok(writes), Ok(count)) => assert_eq!(writes.len(), count, "{line}"),
+            (Ok((_, writes)), Ok(count)) => assert_eq!(writes.len(), count, "{line}"),
             (Err(reason), Err(fragment)) => {
                 assert!(reason.contains(fragment), "{line}: {reason}")
             }
@@ -426,5 +439,27 @@ mod tests {
             r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"task_settings":{"daily_report":{"custom_interval":{"type":"daily","value":0}}},"last_modified":"2024-01-15T10:00:00Z"}"#,
             Err("at least 1"),
         );
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"timezone":"Mars/Olympus","last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("Mars/Olympus"),
+        );
+        check(
+            r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"task_settings":{"daily_report":{"timezone":"Asia/Tokyo","colour":"red"}},"last_modified":"2024-01-15T10:00:00Z"}"#,
+            Err("colour"),
+        );
+    }
+
+    #[test]
+    fn a_line_with_a_timezone_sets_the_users_default_zone() {
+        let now = "2024-01-15T00:00:00Z".parse().unwrap();
+        let tasks = catalog();
+        let line = r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"timezone":"Asia/Kathmandu","last_modified":"2024-01-15T10:00:00Z"}"#;
+        let (zone, writes) = parse_line(line, Some(&tasks), now).unwrap();
+        let zone = zone.expect("a zone write");
+        assert_eq!(zone.user_id.as_str(), "u1");
+        assert_eq!(zone.timezone, Some(chrono_tz::Asia::Kathmandu));
+        assert_eq!(writes.len(), 1);
+        let without = r#"{"user_id":"u1","enabled_tasks":{"daily_report":true},"last_modified":"2024-01-15T10:00:00Z"}"#;
+        assert_eq!(parse_line(without, Some(&tasks), now).unwrap().0, None);
     }
 }

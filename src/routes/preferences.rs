@@ -1,5 +1,6 @@
-//! User preferences: `PUT`/`DELETE /users/{user_id}/tasks/{task_id}` and
-//! `GET /users/{user_id}/preferences`.
+//! User preferences: `PUT`/`DELETE /users/{user_id}/tasks/{task_id}`,
+//! `GET /users/{user_id}/preferences`, and the user's default time zone
+//! (extension): `PUT`/`GET /users/{user_id}` with `{"timezone": "..."}`.
 //!
 //! Writes go through the state store, which updates the preference, the
 //! settings and the scheduler's indexes atomically. `PUT` replaces the
@@ -13,9 +14,10 @@ use actix_web::{HttpResponse, web};
 use actors::{
     catalog::TaskCatalog,
     domain::{IntervalType, Settings, TaskInterval, TaskTypeId, UserId},
-    store::{PreferenceWrite, StateStore, StoreError},
+    store::{PreferenceWrite, StateStore, StoreError, TimezoneWrite},
 };
 use chrono::Utc;
+use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, auth::Authorized};
@@ -31,6 +33,25 @@ pub struct PreferenceBody {
     pub settings: Option<Settings>,
 }
 
+/// Body of `PUT /users/{user_id}` (extension): the user's default time
+/// zone, used by every task the user has not given a `timezone` of its
+/// own; `null` removes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    /// IANA time zone name, or `null`.
+    pub timezone: Option<Tz>,
+}
+
+/// Answer of `GET`/`PUT /users/{user_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UserView {
+    /// The user.
+    pub user_id: UserId,
+    /// The user's default time zone, `null` when none.
+    pub timezone: Option<Tz>,
+}
+
 /// Registers the preference routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -38,7 +59,42 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(put_preference))
             .route(web::delete().to(delete_preference)),
     )
-    .service(web::resource("/users/{user_id}/preferences").route(web::get().to(get_preferences)));
+    .service(web::resource("/users/{user_id}/preferences").route(web::get().to(get_preferences)))
+    .service(
+        web::resource("/users/{user_id}")
+            .route(web::put().to(put_user))
+            .route(web::get().to(get_user)),
+    );
+}
+
+/// Sets or removes a user's default time zone; every task the user runs
+/// on its own interval without a zone of its own moves with it.
+async fn put_user(
+    _authorized: Authorized,
+    path: web::Path<String>,
+    body: web::Json<UserBody>,
+    store: web::Data<Arc<dyn StateStore>>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(path.into_inner())?;
+    let timezone = body.into_inner().timezone;
+    store
+        .write_user_timezones(&[TimezoneWrite {
+            user_id: user_id.clone(),
+            timezone,
+        }])
+        .await
+        .map_err(store_error)?;
+    Ok(HttpResponse::Ok().json(UserView { user_id, timezone }))
+}
+
+/// A user's default time zone (`null` when none is set).
+async fn get_user(
+    path: web::Path<String>,
+    store: web::Data<Arc<dyn StateStore>>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = parse_user(path.into_inner())?;
+    let timezone = store.user_timezone(&user_id).await.map_err(store_error)?;
+    Ok(HttpResponse::Ok().json(UserView { user_id, timezone }))
 }
 
 /// Sets a user's preference for a task; answers with all the user's

@@ -151,6 +151,16 @@ impl TaskInterval {
         self.timezone.unwrap_or(Tz::UTC)
     }
 
+    /// This interval read in `zone` instead of its own time zone: the
+    /// schedule of a user whose zone (per task, else the user's default)
+    /// is `zone`. Every other field stays the task's.
+    pub fn in_zone(&self, zone: Tz) -> TaskInterval {
+        TaskInterval {
+            timezone: Some(zone),
+            ..self.clone()
+        }
+    }
+
     /// The time of day in force.
     pub fn at(&self) -> AtTime {
         self.at_time.unwrap_or_default()

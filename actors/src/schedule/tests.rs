@@ -443,6 +443,144 @@ fn daily_and_weekly_counts_from_the_epoch() {
     );
 }
 
+/// `task` (its own zone Europe/Paris) read in `zone`, as a zone group
+/// runs it, fires at `expected` after `after`; the same holds for the
+/// interval written with `zone` directly.
+fn check_in_zone(task: &str, zone: &str, after: &str, expected: &[&str]) {
+    let zone: Tz = zone.parse().unwrap();
+    let task_interval = interval(task);
+    assert_eq!(task_interval.tz(), chrono_tz::Europe::Paris, "{task}");
+    let zoned = task_interval.in_zone(zone);
+    assert_eq!(zoned.tz(), zone);
+    assert_eq!(
+        (
+            zoned.kind,
+            zoned.value,
+            zoned.at_time,
+            zoned.weekday,
+            zoned.day_of_month
+        ),
+        (
+            task_interval.kind,
+            task_interval.value,
+            task_interval.at_time,
+            task_interval.weekday,
+            task_interval.day_of_month
+        )
+    );
+    let json = serde_json::to_string(&zoned).unwrap();
+    check(&json, after, expected);
+}
+
+#[test]
+fn a_task_interval_in_each_user_zone() {
+    let daily = r#"{"type":"daily","value":1,"timezone":"Europe/Paris","at_time":"02:30"}"#;
+    // Northern spring gap (New York, 2026-03-08 02:00 EST -> 03:00 EDT):
+    // 02:30 is read as EST.
+    check_in_zone(
+        daily,
+        "America/New_York",
+        "2026-03-07T00:00:00Z",
+        &[
+            "2026-03-07T07:30:00Z",
+            "2026-03-08T07:30:00Z",
+            "2026-03-09T06:30:00Z",
+        ],
+    );
+    // Half-hour zone with DST (St. John's, NST -03:30 -> NDT -02:30 at
+    // 02:00 on 2026-03-08): the gap's 02:30 is read as NST.
+    check_in_zone(
+        daily,
+        "America/St_Johns",
+        "2026-03-07T00:00:00Z",
+        &[
+            "2026-03-07T06:00:00Z",
+            "2026-03-08T06:00:00Z",
+            "2026-03-09T05:00:00Z",
+        ],
+    );
+    // Southern spring gap (Adelaide, ACST +09:30 -> ACDT +10:30 at 02:00
+    // on 2026-10-04).
+    check_in_zone(
+        daily,
+        "Australia/Adelaide",
+        "2026-10-02T00:00:00Z",
+        &[
+            "2026-10-02T17:00:00Z",
+            "2026-10-03T17:00:00Z",
+            "2026-10-04T16:00:00Z",
+        ],
+    );
+    // Southern autumn overlap (Adelaide, 03:00 ACDT -> 02:00 ACST on
+    // 2026-04-05): 02:30 fires once, at its first (ACDT) occurrence.
+    check_in_zone(
+        daily,
+        "Australia/Adelaide",
+        "2026-04-03T00:00:00Z",
+        &[
+            "2026-04-03T16:00:00Z",
+            "2026-04-04T16:00:00Z",
+            "2026-04-05T17:00:00Z",
+        ],
+    );
+    // Quarter-hour zone without DST (Kathmandu, +05:45): 02:30 local is
+    // 20:45Z the day before.
+    check_in_zone(
+        daily,
+        "Asia/Kathmandu",
+        "2026-01-01T00:00:00Z",
+        &["2026-01-01T20:45:00Z", "2026-01-02T20:45:00Z"],
+    );
+    // Northern autumn overlap (London, 02:00 BST -> 01:00 GMT on
+    // 2026-10-25): 01:30 fires once, as BST.
+    let at_0130 = r#"{"type":"daily","value":1,"timezone":"Europe/Paris","at_time":"01:30"}"#;
+    check_in_zone(
+        at_0130,
+        "Europe/London",
+        "2026-10-24T00:00:00Z",
+        &[
+            "2026-10-24T00:30:00Z",
+            "2026-10-25T00:30:00Z",
+            "2026-10-26T01:30:00Z",
+        ],
+    );
+    // Weekly on Monday 09:00 in Chatham's summer (+13:45): Sunday 19:15Z.
+    let weekly = r#"{"type":"weekly","value":1,"timezone":"Europe/Paris","weekday":"mon","at_time":"09:00"}"#;
+    check_in_zone(
+        weekly,
+        "Pacific/Chatham",
+        "2026-01-01T00:00:00Z",
+        &["2026-01-04T19:15:00Z", "2026-01-11T19:15:00Z"],
+    );
+    // Monthly on the 31st at 00:30 in Kathmandu: clamped to February's
+    // last day, the day before in UTC.
+    let monthly = r#"{"type":"monthly","value":1,"timezone":"Europe/Paris","day_of_month":31,"at_time":"00:30"}"#;
+    check_in_zone(
+        monthly,
+        "Asia/Kathmandu",
+        "2026-01-15T00:00:00Z",
+        &[
+            "2026-01-30T18:45:00Z",
+            "2026-02-27T18:45:00Z",
+            "2026-03-30T18:45:00Z",
+        ],
+    );
+    // Hourly at :15 in Kathmandu is :30 in UTC; in India (+05:30) :45.
+    let hourly = r#"{"type":"hourly","value":1,"timezone":"Europe/Paris","at_time":"00:15"}"#;
+    check_in_zone(
+        hourly,
+        "Asia/Kathmandu",
+        "2026-01-01T00:00:00Z",
+        &["2026-01-01T00:30:00Z", "2026-01-01T01:30:00Z"],
+    );
+    check_in_zone(
+        hourly,
+        "Asia/Kolkata",
+        "2026-01-01T00:00:00Z",
+        &["2026-01-01T00:45:00Z", "2026-01-01T01:45:00Z"],
+    );
+}
+
 #[test]
 fn invalid_intervals_name_the_field() {
     let refuse = |json: &str| Schedule::try_new(&interval(json)).unwrap_err().to_string();

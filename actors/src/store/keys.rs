@@ -139,6 +139,63 @@ impl Keys {
         format!("{}:index:enabled:{task}", self.prefix)
     }
 
+    /// `{p}:index:zone:{task}:{zone}` (extension): ZSET of users with the
+    /// task enabled on its own interval read in time zone `zone` (their
+    /// per-task `timezone`, else their default zone), scored by their
+    /// [`crate::slot::spread_key`]; users without a zone stay in
+    /// [`Keys::enabled_index`].
+    pub fn zone_index(&self, task: &TaskTypeId, zone: &str) -> String {
+        format!("{}:index:zone:{task}:{zone}", self.prefix)
+    }
+
+    /// [`Keys::zone_index`] as a template for Lua scripts: `{T}` stands for
+    /// the task id, `{Z}` for the zone.
+    pub fn zone_index_template(&self) -> String {
+        format!("{}:index:zone:{{T}}:{{Z}}", self.prefix)
+    }
+
+    /// `{p}:index:zones:{task}` (extension): SET of the zones that have
+    /// had a [`Keys::zone_index`] for the task (the scheduler's zone
+    /// groups; an emptied group stays listed and costs one calculus step
+    /// per tick).
+    pub fn zone_set(&self, task: &TaskTypeId) -> String {
+        format!("{}:index:zones:{task}", self.prefix)
+    }
+
+    /// [`Keys::zone_set`] as a template for Lua scripts (`{T}`: task id).
+    pub fn zone_set_template(&self) -> String {
+        format!("{}:index:zones:{{T}}", self.prefix)
+    }
+
+    /// [`Keys::enabled_index`] as a template for Lua scripts (`{T}`).
+    pub fn enabled_index_template(&self) -> String {
+        format!("{}:index:enabled:{{T}}", self.prefix)
+    }
+
+    /// [`Keys::user_settings`] of one user as a template for Lua scripts
+    /// (`{T}`: task id).
+    pub fn user_settings_template(&self, user: &UserId) -> String {
+        format!("{}:users:{user}:settings:{{T}}", self.prefix)
+    }
+
+    /// `{p}:schedule:zones:{task}` (extension): HASH zone -> the last fire
+    /// handled for the task's zone group `zone`, encoded as
+    /// [`Keys::schedule`]'s value (`<RFC 3339>|fence=<n>`).
+    pub fn zone_schedule(&self, task: &TaskTypeId) -> String {
+        format!("{}:schedule:zones:{task}", self.prefix)
+    }
+
+    /// `{p}:users:timezone:{bucket}` (extension): HASH user -> the user's
+    /// default time zone (IANA name), for the users of one bucket (the
+    /// buckets of [`Keys::user_modified`]).
+    pub fn user_timezone(&self, user: &UserId) -> String {
+        format!(
+            "{}:users:timezone:{}",
+            self.prefix,
+            Keys::modified_bucket(user)
+        )
+    }
+
     /// `{p}:index:custom:{task}` (extension): ZSET of users with the task
     /// enabled on a custom interval, scored by next fire (epoch ms).
     pub fn custom_index(&self, task: &TaskTypeId) -> String {
@@ -288,6 +345,16 @@ mod tests {
                 "taskqueue:users:user_12345:last_modified",
             ),
             (keys.user_modified(&user), "taskqueue:users:modified:2196"),
+            (keys.user_timezone(&user), "taskqueue:users:timezone:2196"),
+            (
+                keys.zone_index(&task, "Asia/Kathmandu"),
+                "taskqueue:index:zone:daily_report:Asia/Kathmandu",
+            ),
+            (keys.zone_set(&task), "taskqueue:index:zones:daily_report"),
+            (
+                keys.zone_schedule(&task),
+                "taskqueue:schedule:zones:daily_report",
+            ),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);

@@ -15,12 +15,13 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use uuid::Uuid;
 
 use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
     LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
-    StateStore, StoreError, Throttle,
+    StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
 };
 use crate::{
     domain::{Settings, TaskTypeId, UserId, UserPreference},
@@ -116,6 +117,17 @@ struct State {
     user_modified: HashMap<UserId, DateTime<Utc>>,
     /// task -> users enabled on the default interval, by spread key.
     enabled_index: HashMap<TaskTypeId, EnabledIndex>,
+    /// user -> default time zone.
+    user_zone: HashMap<UserId, Tz>,
+    /// (task, zone name) -> users of the zone group, by spread key.
+    zone_index: HashMap<(TaskTypeId, String), EnabledIndex>,
+    /// (user, task) -> the zone group holding the user (the Redis store
+    /// finds it from the settings and the default zone).
+    zone_of: HashMap<(UserId, TaskTypeId), Tz>,
+    /// task -> zone name -> zone: the zones that had a group.
+    zone_sets: HashMap<TaskTypeId, BTreeMap<String, Tz>>,
+    /// (task, zone name) -> last fire handled of the zone group.
+    zone_schedule: HashMap<(TaskTypeId, String), ScheduleState>,
     /// task -> user -> next fire (epoch ms) of users on a custom interval.
     custom_index: HashMap<TaskTypeId, BTreeMap<UserId, i64>>,
     /// lock key -> (token, expiry).
@@ -288,6 +300,13 @@ impl State {
         if let Some(index) = self.enabled_index.get_mut(task) {
             index.remove(user);
         }
+        if let Some(zone) = self.zone_of.remove(&(user.clone(), task.clone()))
+            && let Some(index) = self
+                .zone_index
+                .get_mut(&(task.clone(), zone.name().to_owned()))
+        {
+            index.remove(user);
+        }
         if let Some(index) = self.custom_index.get_mut(task) {
             index.remove(user);
         }
@@ -325,12 +344,73 @@ impl State {
                         .insert(user.clone(), next.timestamp_millis());
                 }
                 None => {
-                    self.enabled_index
-                        .entry(task.clone())
-                        .or_default()
-                        .insert(user, crate::slot::spread_key(task, user));
+                    let zone = write
+                        .settings
+                        .as_ref()
+                        .and_then(|settings| settings.timezone)
+                        .or_else(|| self.user_zone.get(user).copied());
+                    self.index_on_own_interval(user, task, zone);
                 }
             }
+        }
+    }
+
+    /// Puts `user` into the task's group of `zone` (the enabled index
+    /// without one).
+    fn index_on_own_interval(&mut self, user: &UserId, task: &TaskTypeId, zone: Option<Tz>) {
+        let key = crate::slot::spread_key(task, user);
+        match zone {
+            None => self
+                .enabled_index
+                .entry(task.clone())
+                .or_default()
+                .insert(user, key),
+            Some(zone) => {
+                self.zone_sets
+                    .entry(task.clone())
+                    .or_default()
+                    .insert(zone.name().to_owned(), zone);
+                self.zone_of.insert((user.clone(), task.clone()), zone);
+                self.zone_index
+                    .entry((task.clone(), zone.name().to_owned()))
+                    .or_default()
+                    .insert(user, key);
+            }
+        }
+    }
+
+    /// Sets a user's default zone and moves the tasks that follow it.
+    fn write_user_timezone(&mut self, write: &TimezoneWrite) {
+        let user = &write.user_id;
+        match write.timezone {
+            Some(zone) => self.user_zone.insert(user.clone(), zone),
+            None => self.user_zone.remove(user),
+        };
+        let tasks: Vec<TaskTypeId> = self
+            .user_tasks
+            .get(user)
+            .map(|tasks| {
+                tasks
+                    .iter()
+                    .filter(|(_, enabled)| **enabled)
+                    .map(|(task, _)| task.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for task in tasks {
+            let custom = self
+                .custom_index
+                .get(&task)
+                .is_some_and(|index| index.contains_key(user));
+            let overridden = self
+                .settings
+                .get(&(user.clone(), task.clone()))
+                .is_some_and(|(settings, _)| settings.timezone.is_some());
+            if custom || overridden {
+                continue;
+            }
+            self.unindex(user, &task);
+            self.index_on_own_interval(user, &task, write.timezone);
         }
     }
 
@@ -396,6 +476,99 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
+    async fn write_user_timezones(&self, writes: &[TimezoneWrite]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        for write in writes {
+            state.write_user_timezone(write);
+        }
+        Ok(())
+    }
+
+    async fn user_timezone(&self, user: &UserId) -> Result<Option<Tz>, StoreError> {
+        Ok(self.lock().user_zone.get(user).copied())
+    }
+
+    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
+        let state = self.lock();
+        let groups = state
+            .zone_sets
+            .get(task)
+            .map(|zones| {
+                zones
+                    .iter()
+                    .map(|(name, zone)| {
+                        let stored = state.zone_schedule.get(&(task.clone(), name.clone()));
+                        (*zone, stored.copied())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ZoneGroups {
+            groups,
+            unreadable: Vec::new(),
+        })
+    }
+
+    async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError> {
+        let state = self.lock();
+        Ok(zones
+            .iter()
+            .map(|zone| {
+                state
+                    .zone_index
+                    .get(&(task.clone(), zone.name().to_owned()))
+                    .map_or(0, |index| index.keys.len() as u64)
+            })
+            .collect())
+    }
+
+    async fn zone_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        zone: Tz,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .zone_index
+            .get(&(task.clone(), zone.name().to_owned()))
+            .map(|index| index.page(after, limit))
+            .unwrap_or_default())
+    }
+
+    async fn record_zone_fires(
+        &self,
+        task: &TaskTypeId,
+        fires: &[(Tz, DateTime<Utc>)],
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let handed_out = lock_key(&LockName::Schedule(task.clone()));
+        if state.fences.get(&handed_out).copied().unwrap_or(0) > lease.fence {
+            return Ok(false);
+        }
+        let stale = fires.iter().any(|(zone, _)| {
+            state
+                .zone_schedule
+                .get(&(task.clone(), zone.name().to_owned()))
+                .is_some_and(|stored| stored.fence > lease.fence)
+        });
+        if stale {
+            return Ok(false);
+        }
+        for (zone, last_fired) in fires {
+            state.zone_schedule.insert(
+                (task.clone(), zone.name().to_owned()),
+                ScheduleState {
+                    last_fired: *last_fired,
+                    fence: lease.fence,
+                },
+            );
+        }
+        Ok(true)
+    }
+
     async fn delete_preference(
         &self,
         user: &UserId,
@@ -442,6 +615,7 @@ impl StateStore for MemoryStore {
             enabled_tasks: tasks.clone(),
             task_settings,
             last_modified,
+            timezone: state.user_zone.get(user).copied(),
         }))
     }
 
@@ -452,7 +626,13 @@ impl StateStore for MemoryStore {
             .get(task)
             .map_or(0, |index| index.keys.len());
         let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
-        Ok((default + custom) as u64)
+        let zoned: usize = state
+            .zone_index
+            .iter()
+            .filter(|((zone_task, _), _)| zone_task == task)
+            .map(|(_, index)| index.keys.len())
+            .sum();
+        Ok((default + custom + zoned) as u64)
     }
 
     async fn enabled_users_in_spread_order(

@@ -14,6 +14,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 use uuid::Uuid;
 
 use crate::{
@@ -113,6 +114,26 @@ impl PreferenceWrite {
             })
             .collect()
     }
+}
+
+/// A change of one user's default time zone (the zone of every task the
+/// user has not given a `timezone` of its own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimezoneWrite {
+    /// Whose zone.
+    pub user_id: UserId,
+    /// The new default; `None` removes it (the tasks' own zones apply).
+    pub timezone: Option<Tz>,
+}
+
+/// The zone groups of a task: every zone with an index of users, and the
+/// last fire handled for each (see [`StateStore::zone_groups`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ZoneGroups {
+    /// Each zone and its last fire handled (`None`: never scheduled yet).
+    pub groups: Vec<(Tz, Option<ScheduleState>)>,
+    /// Stored zone names or states that could not be read (skipped).
+    pub unreadable: Vec<String>,
 }
 
 /// A user's place in a walk of a task's enabled index in spread order
@@ -355,6 +376,36 @@ pub trait StateStore: Send + Sync + 'static {
     -> Result<bool, StoreError>;
     /// A user's preferences, `None` for an unknown user.
     async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError>;
+    /// Sets or removes users' default time zones. Atomically with each
+    /// change, every task a user has enabled on its own interval without a
+    /// `timezone` of its own moves to the user's new zone group (custom
+    /// intervals stay where they are).
+    async fn write_user_timezones(&self, writes: &[TimezoneWrite]) -> Result<(), StoreError>;
+    /// A user's default time zone, if set.
+    async fn user_timezone(&self, user: &UserId) -> Result<Option<Tz>, StoreError>;
+    /// The zone groups of a task, with the last fire handled for each: one
+    /// round trip, O(zones).
+    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError>;
+    /// Users in each of `zones`' groups of the task, in the same order.
+    async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError>;
+    /// Users of the task's zone group `zone` in spread order, strictly
+    /// after `after`; at most `limit`. One round trip, O(log N + limit).
+    async fn zone_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        zone: Tz,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError>;
+    /// Records the last fire handled of zone groups, fenced as
+    /// [`StateStore::record_fire`]: false (nothing written) when a later
+    /// holder took the task's schedule lock.
+    async fn record_zone_fires(
+        &self,
+        task: &TaskTypeId,
+        fires: &[(Tz, DateTime<Utc>)],
+        lease: &LockLease,
+    ) -> Result<bool, StoreError>;
     /// Users with the task enabled (default and custom intervals together).
     async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError>;
     /// Users with the task enabled on its default interval, in the index's
@@ -601,10 +652,12 @@ mod tests {
     #[test]
     fn only_enabled_custom_intervals_enter_the_due_index() {
         let custom = Settings {
+            timezone: None,
             custom_interval: Some(interval()),
             parameters: BTreeMap::new(),
         };
         let params_only = Settings {
+            timezone: None,
             custom_interval: None,
             parameters: BTreeMap::from([("a".to_owned(), "b".to_owned())]),
         };

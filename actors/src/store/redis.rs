@@ -42,13 +42,14 @@ use std::{
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
 use redis::{Pipeline, Script, Value, aio::ConnectionManager};
 use uuid::Uuid;
 
 use super::{
     Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
     MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-    StoreError, Throttle,
+    StoreError, Throttle, TimezoneWrite, ZoneGroups,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
 };
 use crate::{
@@ -87,9 +88,18 @@ static RECORD_THROTTLE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/record_throttle.lua")));
 static ENABLED_PAGE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/enabled_page.lua")));
+static USER_TIMEZONE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/user_timezone.lua")));
+static RECORD_ZONE_FIRES: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/record_zone_fires.lua")));
+/// `zone_place.lua`, sent whole (`EVAL`) because it runs inside a `MULTI`,
+/// where a `NOSCRIPT` could not be retried.
+const ZONE_PLACE: &str = include_str!("../../lua/zone_place.lua");
 
 /// Settings-hash field holding the custom interval (JSON).
 const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
+/// Settings-hash field holding the per-task time zone (IANA name).
+const FIELD_TIMEZONE: &str = "timezone";
 /// Settings-hash field holding when the settings were written.
 const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
@@ -295,8 +305,7 @@ impl RedisStore {
         let mut settings_hashes = Vec::new();
         #[derive(Default)]
         struct IndexChanges<'a> {
-            enabled_add: Vec<(u64, &'a str)>,
-            enabled_rem: Vec<&'a str>,
+            placed: Vec<&'a PreferenceWrite>,
             custom_add: Vec<(i64, &'a str)>,
             custom_rem: Vec<&'a str>,
         }
@@ -316,24 +325,20 @@ impl RedisStore {
             }
             stale_keys.push(settings_key);
             let changes = indexes.entry(task).or_default();
+            changes.placed.push(write);
             match (write.enabled, write.custom_next_fire) {
                 (true, Some(next)) => {
-                    changes.enabled_rem.push(user.as_str());
                     changes
                         .custom_add
                         .push((next.timestamp_millis(), user.as_str()));
                 }
-                (true, None) => {
-                    changes.custom_rem.push(user.as_str());
-                    changes
-                        .enabled_add
-                        .push((crate::slot::spread_key(task, user), user.as_str()));
-                }
-                (false, _) => {
-                    changes.enabled_rem.push(user.as_str());
-                    changes.custom_rem.push(user.as_str());
-                }
+                (true, None) | (false, _) => changes.custom_rem.push(user.as_str()),
             }
+        }
+        // First: the zone groups are left by the old per-task zone, read
+        // from the settings hashes replaced below.
+        for (task, changes) in &indexes {
+            self.push_zone_place(pipe, task, &changes.placed);
         }
         for (user, fields) in &tasks_by_user {
             pipe.hset_multiple(keys.user_tasks(user), fields).ignore();
@@ -355,17 +360,9 @@ impl RedisStore {
             pipe.hset_multiple(key, fields).ignore();
         }
         for (task, changes) in &indexes {
-            let enabled_index = keys.enabled_index(task);
             let custom_index = keys.custom_index(task);
-            if !changes.enabled_rem.is_empty() {
-                pipe.zrem(&enabled_index, &changes.enabled_rem).ignore();
-            }
             if !changes.custom_rem.is_empty() {
                 pipe.zrem(&custom_index, &changes.custom_rem).ignore();
-            }
-            if !changes.enabled_add.is_empty() {
-                pipe.zadd_multiple(&enabled_index, &changes.enabled_add)
-                    .ignore();
             }
             if !changes.custom_add.is_empty() {
                 pipe.zadd_multiple(&custom_index, &changes.custom_add)
@@ -389,12 +386,11 @@ impl RedisStore {
     /// page still means the end of the index.
     async fn enabled_page(
         &self,
-        task: &TaskTypeId,
+        key: &str,
         start: Option<(u64, &str)>,
         by_member: bool,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
-        let key = self.keys.enabled_index(task);
         let mut page = Vec::new();
         let mut cursor: Option<(u64, String)> =
             start.map(|(score, member)| (score, member.to_owned()));
@@ -403,7 +399,7 @@ impl RedisStore {
             let wanted = limit - page.len();
             let raw = self
                 .enabled_page_raw(
-                    task,
+                    key,
                     cursor
                         .as_ref()
                         .map(|(score, member)| (*score, member.as_str())),
@@ -413,8 +409,8 @@ impl RedisStore {
                 .await?;
             let mut last = None;
             for (member, score) in &raw {
-                let entry = parse_spread_key(&key, score)
-                    .and_then(|spread| Ok((spread, parse_user(&key, member)?)));
+                let entry = parse_spread_key(key, score)
+                    .and_then(|spread| Ok((spread, parse_user(key, member)?)));
                 match entry {
                     Ok((spread, user)) => page.push(SpreadCursor { key: spread, user }),
                     Err(err) => self
@@ -431,7 +427,7 @@ impl RedisStore {
             };
             // Every entry after the page's good ones was bad: go on after
             // the last one read.
-            let spread = match parse_spread_key(&key, score) {
+            let spread = match parse_spread_key(key, score) {
                 Ok(spread) => spread,
                 Err(_) => score.parse::<f64>().map_or(0, |s| s.max(0.0) as u64),
             };
@@ -443,7 +439,7 @@ impl RedisStore {
     /// [`RedisStore::enabled_page`] before parsing: (member, score) pairs.
     async fn enabled_page_raw(
         &self,
-        task: &TaskTypeId,
+        key: &str,
         start: Option<(u64, &str)>,
         by_member: bool,
         limit: usize,
@@ -451,21 +447,20 @@ impl RedisStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let key = self.keys.enabled_index(task);
         let Some((score, member)) = start else {
             let mut connection = self.connection.clone();
             let flat: Vec<String> = redis::cmd("ZRANGE")
-                .arg(&key)
+                .arg(key)
                 .arg(0)
                 .arg(limit - 1)
                 .arg("WITHSCORES")
                 .query_async(&mut connection)
                 .await?;
-            return index_pairs(&key, flat);
+            return index_pairs(key, flat);
         };
         let mut pipe = redis::pipe();
         pipe.cmd("ZRANGE")
-            .arg(&key)
+            .arg(key)
             .arg(score)
             .arg(score)
             .arg("BYSCORE")
@@ -474,7 +469,7 @@ impl RedisStore {
             .arg(EQUAL_KEYS_INLINE + 1)
             .arg("WITHSCORES");
         pipe.cmd("ZRANGE")
-            .arg(&key)
+            .arg(key)
             .arg(format!("({score}"))
             .arg("+inf")
             .arg("BYSCORE")
@@ -482,7 +477,7 @@ impl RedisStore {
             .arg(0)
             .arg(limit)
             .arg("WITHSCORES");
-        pipe.zscore(&key, member).zcount(&key, 0, 0);
+        pipe.zscore(key, member).zcount(key, 0, 0);
         let (equal, greater, stored, legacy): (Vec<String>, Vec<String>, Option<f64>, u64) =
             self.query(&pipe).await?;
         let placed = !by_member
@@ -491,24 +486,54 @@ impl RedisStore {
                 None => legacy == 0,
             };
         if placed && equal.len() <= 2 * EQUAL_KEYS_INLINE {
-            let mut page: Vec<(String, String)> = index_pairs(&key, equal)?
+            let mut page: Vec<(String, String)> = index_pairs(key, equal)?
                 .into_iter()
                 .filter(|(user, _)| user.as_bytes() > member.as_bytes())
                 .collect();
-            page.extend(index_pairs(&key, greater)?);
+            page.extend(index_pairs(key, greater)?);
             page.truncate(limit);
             return Ok(page);
         }
         let mut connection = self.connection.clone();
         let flat: Vec<String> = ENABLED_PAGE
-            .key(&key)
+            .key(key)
             .arg(score.to_string())
             .arg(member)
             .arg(limit)
             .arg(if by_member { "1" } else { "0" })
             .invoke_async(&mut connection)
             .await?;
-        index_pairs(&key, flat)
+        index_pairs(key, flat)
+    }
+
+    /// Appends `zone_place.lua` for `writes` (all of `task`) to an atomic
+    /// pipeline: each user leaves the groups and indexes of its old place
+    /// and, when on the task's own interval, enters the group of its zone.
+    fn push_zone_place(&self, pipe: &mut Pipeline, task: &TaskTypeId, writes: &[&PreferenceWrite]) {
+        if writes.is_empty() {
+            return;
+        }
+        let keys = &self.keys;
+        let cmd = pipe.cmd("EVAL").arg(ZONE_PLACE).arg(2 + 2 * writes.len());
+        cmd.arg(keys.enabled_index(task)).arg(keys.zone_set(task));
+        for write in writes {
+            cmd.arg(keys.user_settings(&write.user_id, task))
+                .arg(keys.user_timezone(&write.user_id));
+        }
+        cmd.arg(keys.zone_index(task, "{Z}"));
+        for write in writes {
+            let own = write.enabled && write.custom_next_fire.is_none();
+            let zone = write
+                .settings
+                .as_ref()
+                .and_then(|settings| settings.timezone)
+                .map_or("", |zone| zone.name());
+            cmd.arg(write.user_id.as_str())
+                .arg(crate::slot::spread_key(task, &write.user_id))
+                .arg(if own { "1" } else { "0" })
+                .arg(zone);
+        }
+        cmd.ignore();
     }
 
     /// Appends the commands of one preference write to an atomic pipeline.
@@ -517,6 +542,7 @@ impl RedisStore {
         let user = &write.user_id;
         let task = &write.task_type_id;
         let modified = rfc3339(write.modified_at);
+        self.push_zone_place(pipe, task, &[write]);
         pipe.hset(
             keys.user_tasks(user),
             task.as_str(),
@@ -536,25 +562,13 @@ impl RedisStore {
             write.modified_at.timestamp_millis(),
         )
         .ignore();
-        let enabled_index = keys.enabled_index(task);
         let custom_index = keys.custom_index(task);
         match (write.enabled, write.custom_next_fire) {
             (true, Some(next)) => {
-                pipe.zrem(&enabled_index, user.as_str()).ignore();
                 pipe.zadd(&custom_index, user.as_str(), next.timestamp_millis())
                     .ignore();
             }
-            (true, None) => {
-                pipe.zrem(&custom_index, user.as_str()).ignore();
-                pipe.zadd(
-                    &enabled_index,
-                    user.as_str(),
-                    crate::slot::spread_key(task, user),
-                )
-                .ignore();
-            }
-            (false, _) => {
-                pipe.zrem(&enabled_index, user.as_str()).ignore();
+            (true, None) | (false, _) => {
                 pipe.zrem(&custom_index, user.as_str()).ignore();
             }
         }
@@ -736,6 +750,9 @@ fn settings_fields(settings: &Settings, modified: &str) -> Vec<(String, String)>
         let json = serde_json::to_string(interval).unwrap_or_default();
         fields.push((FIELD_CUSTOM_INTERVAL.to_owned(), json));
     }
+    if let Some(zone) = settings.timezone {
+        fields.push((FIELD_TIMEZONE.to_owned(), zone.name().to_owned()));
+    }
     for (name, value) in &settings.parameters {
         fields.push((format!("{FIELD_PARAM_PREFIX}{name}"), value.clone()));
     }
@@ -750,6 +767,8 @@ fn parse_settings(key: &str, fields: Vec<(String, String)>) -> Result<Settings, 
             let interval: TaskInterval = serde_json::from_str(&value)
                 .map_err(|err| corrupt(key, format!("custom_interval: {err}")))?;
             settings.custom_interval = Some(interval);
+        } else if field == FIELD_TIMEZONE {
+            settings.timezone = Some(parse_zone(key, &value)?);
         } else if let Some(name) = field.strip_prefix(FIELD_PARAM_PREFIX) {
             settings.parameters.insert(name.to_owned(), value);
         }
@@ -776,6 +795,12 @@ fn decode_schedule_state(key: &str, value: &str) -> Result<ScheduleState, StoreE
         .map_err(|err| corrupt(key, format!("instant {instant:?}: {err}")))?
         .with_timezone(&Utc);
     Ok(ScheduleState { last_fired, fence })
+}
+
+fn parse_zone(key: &str, value: &str) -> Result<Tz, StoreError> {
+    value
+        .parse::<Tz>()
+        .map_err(|err| corrupt(key, format!("time zone {value:?}: {err}")))
 }
 
 fn parse_user(key: &str, value: &str) -> Result<UserId, StoreError> {
@@ -838,6 +863,124 @@ impl StateStore for RedisStore {
         self.query::<()>(&pipe).await
     }
 
+    async fn write_user_timezones(&self, writes: &[TimezoneWrite]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let keys = &self.keys;
+        let mut pipe = redis::pipe();
+        for write in writes {
+            let user = &write.user_id;
+            pipe.cmd("EVALSHA")
+                .arg(USER_TIMEZONE.get_hash())
+                .arg(2)
+                .arg(keys.user_timezone(user))
+                .arg(keys.user_tasks(user))
+                .arg(user.as_str())
+                .arg(write.timezone.map_or("", |zone| zone.name()))
+                .arg(keys.user_settings_template(user))
+                .arg(keys.enabled_index_template())
+                .arg(keys.zone_index_template())
+                .arg(keys.zone_set_template())
+                .ignore();
+        }
+        self.query_scripts::<()>(&pipe, &USER_TIMEZONE).await
+    }
+
+    async fn user_timezone(&self, user: &UserId) -> Result<Option<Tz>, StoreError> {
+        let key = self.keys.user_timezone(user);
+        let mut connection = self.connection.clone();
+        let zone: Option<String> = redis::cmd("HGET")
+            .arg(&key)
+            .arg(user.as_str())
+            .query_async(&mut connection)
+            .await?;
+        zone.map(|zone| parse_zone(&key, &zone)).transpose()
+    }
+
+    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
+        let set_key = self.keys.zone_set(task);
+        let schedule_key = self.keys.zone_schedule(task);
+        let mut pipe = redis::pipe();
+        pipe.smembers(&set_key).hgetall(&schedule_key);
+        let (mut names, states): (Vec<String>, BTreeMap<String, String>) =
+            self.query(&pipe).await?;
+        names.sort_unstable();
+        let mut groups = ZoneGroups::default();
+        for name in names {
+            let Ok(zone) = name.parse::<Tz>() else {
+                groups.unreadable.push(format!("{set_key} member {name:?}"));
+                continue;
+            };
+            let state = match states.get(&name) {
+                None => None,
+                Some(value) => match decode_schedule_state(&schedule_key, value) {
+                    Ok(state) => Some(state),
+                    Err(err) => {
+                        groups
+                            .unreadable
+                            .push(format!("{schedule_key} {name}: {err}"));
+                        None
+                    }
+                },
+            };
+            groups.groups.push((zone, state));
+        }
+        Ok(groups)
+    }
+
+    async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError> {
+        if zones.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for zone in zones {
+            pipe.zcard(self.keys.zone_index(task, zone.name()));
+        }
+        self.query(&pipe).await
+    }
+
+    async fn zone_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        zone: Tz,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
+        self.enabled_page(
+            &self.keys.zone_index(task, zone.name()),
+            start,
+            false,
+            limit,
+        )
+        .await
+    }
+
+    async fn record_zone_fires(
+        &self,
+        task: &TaskTypeId,
+        fires: &[(Tz, DateTime<Utc>)],
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        if fires.is_empty() {
+            return Ok(true);
+        }
+        let mut invocation = RECORD_ZONE_FIRES.prepare_invoke();
+        invocation
+            .key(self.keys.zone_schedule(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
+            .arg(lease.fence);
+        for (zone, at) in fires {
+            invocation
+                .arg(zone.name())
+                .arg(encode_schedule_state(*at, lease.fence));
+        }
+        let mut connection = self.connection.clone();
+        let written: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(written == 1)
+    }
+
     async fn delete_preference(
         &self,
         user: &UserId,
@@ -852,8 +995,10 @@ impl StateStore for RedisStore {
             .key(keys.custom_index(task))
             .key(keys.user_modified(user))
             .key(keys.legacy_user_modified(user))
+            .key(keys.user_timezone(user))
             .arg(task.as_str())
             .arg(user.as_str())
+            .arg(keys.zone_index(task, "{Z}"))
             .invoke_async(&mut connection)
             .await?;
         Ok(removed == 1)
@@ -864,12 +1009,19 @@ impl StateStore for RedisStore {
         let tasks_key = keys.user_tasks(user);
         let modified_key = keys.user_modified(user);
         let legacy_key = keys.legacy_user_modified(user);
+        let zone_key = keys.user_timezone(user);
         let mut pipe = redis::pipe();
         pipe.hgetall(&tasks_key)
             .hget(&modified_key, user.as_str())
-            .get(&legacy_key);
-        let (tasks, modified, legacy): (Vec<(String, String)>, Option<String>, Option<String>) =
-            self.query(&pipe).await?;
+            .get(&legacy_key)
+            .hget(&zone_key, user.as_str());
+        #[allow(clippy::type_complexity)]
+        let (tasks, modified, legacy, zone): (
+            Vec<(String, String)>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ) = self.query(&pipe).await?;
         if tasks.is_empty() {
             return Ok(None);
         }
@@ -907,6 +1059,7 @@ impl StateStore for RedisStore {
             enabled_tasks,
             task_settings,
             last_modified,
+            timezone: zone.map(|zone| parse_zone(&zone_key, &zone)).transpose()?,
         }))
     }
 
@@ -914,8 +1067,18 @@ impl StateStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.zcard(self.keys.enabled_index(task))
             .zcard(self.keys.custom_index(task));
-        let (default, custom): (u64, u64) = self.query(&pipe).await?;
-        Ok(default + custom)
+        pipe.smembers(self.keys.zone_set(task));
+        let (default, custom, zones): (u64, u64, Vec<String>) = self.query(&pipe).await?;
+        let mut pipe = redis::pipe();
+        for zone in &zones {
+            pipe.zcard(self.keys.zone_index(task, zone));
+        }
+        let zoned: Vec<u64> = if zones.is_empty() {
+            Vec::new()
+        } else {
+            self.query(&pipe).await?
+        };
+        Ok(default + custom + zoned.iter().sum::<u64>())
     }
 
     async fn enabled_users_in_spread_order(
@@ -925,7 +1088,8 @@ impl StateStore for RedisStore {
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError> {
         let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
-        self.enabled_page(task, start, false, limit).await
+        self.enabled_page(&self.keys.enabled_index(task), start, false, limit)
+            .await
     }
 
     async fn enabled_users_after(
@@ -935,7 +1099,9 @@ impl StateStore for RedisStore {
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError> {
         let start = after.map(|user| (crate::slot::spread_key(task, user), user.as_str()));
-        let page = self.enabled_page(task, start, true, limit).await?;
+        let page = self
+            .enabled_page(&self.keys.enabled_index(task), start, true, limit)
+            .await?;
         Ok(page.into_iter().map(|cursor| cursor.user).collect())
     }
 
@@ -1500,6 +1666,7 @@ mod tests {
         let cases = [
             Settings::default(),
             Settings {
+                timezone: None,
                 custom_interval: Some(interval),
                 parameters: BTreeMap::from([
                     ("lang".to_owned(), "fr".to_owned()),
