@@ -125,14 +125,19 @@ pub fn serve_on(config: &Path, address: SocketAddr) -> Child {
 
 /// `taskqueue serve --config config --bind address --role role`.
 pub fn serve_as(config: &Path, address: SocketAddr, role: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+    serve_command(config, address, role).spawn().unwrap()
+}
+
+/// The command of [`serve_as`], for callers that add to its environment.
+fn serve_command(config: &Path, address: SocketAddr, role: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_taskqueue"));
+    command
         .args(["serve", "--config"])
         .arg(config)
         .args(["--bind", &address.to_string(), "--role", role])
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+        .stderr(Stdio::inherit());
+    command
 }
 
 /// [`serve_as`] with the wall clock moved by `offset` (`+30s`), through
@@ -152,15 +157,10 @@ pub fn serve_skewed(config: &Path, address: SocketAddr, role: &str, offset: &str
         Path::new(&library).exists(),
         "{library} missing: scripts/services.sh start installs libfaketime"
     );
-    Command::new(env!("CARGO_BIN_EXE_taskqueue"))
+    serve_command(config, address, role)
         .env("LD_PRELOAD", library)
         .env("FAKETIME", offset)
         .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-        .args(["serve", "--config"])
-        .arg(config)
-        .args(["--bind", &address.to_string(), "--role", role])
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap()
 }
