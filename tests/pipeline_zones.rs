@@ -227,7 +227,10 @@ async fn a_daily_task_calls_each_user_at_their_own_local_time_and_follows_a_new_
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        if at_time == earlier {
+        // The status writes a time on a whole minute as `HH:MM`.
+        let shown = chrono::NaiveTime::parse_from_str(&at_time, "%H:%M:%S")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(&at_time, "%H:%M"));
+        if shown.ok() == chrono::NaiveTime::parse_from_str(&earlier, "%H:%M:%S").ok() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no reload: {body}");
