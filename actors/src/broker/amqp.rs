@@ -17,7 +17,7 @@
 //!   [`AmqpOptions::delay_hold`] remains, holds it in memory and publishes
 //!   it to its priority queue when due.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -701,6 +701,8 @@ struct Session {
     /// deliveries then go back to their queues).
     channels: [Channel; 3],
     consumers: [Consumer; 3],
+    /// Per rank: the acks and requeues of the channel's deliveries.
+    settlers: [Arc<Settler>; 3],
 }
 
 /// What the queues above a priority hold.
@@ -733,6 +735,8 @@ struct AmqpStream {
 struct Received {
     envelope: JobEnvelope,
     delivery: LapinDelivery,
+    /// The settler of the channel it came on.
+    settler: Arc<Settler>,
 }
 
 impl AmqpStream {
@@ -741,9 +745,13 @@ impl AmqpStream {
         let (high_channel, high) = self.open_consumer(&link, QUEUE_HIGH).await?;
         let (normal_channel, normal) = self.open_consumer(&link, QUEUE_NORMAL).await?;
         let (low_channel, low) = self.open_consumer(&link, QUEUE_LOW).await?;
+        let hold = usize::from(self.prefetch / 4).max(1);
+        let settlers = [&high_channel, &normal_channel, &low_channel]
+            .map(|channel| Arc::new(Settler::new(channel.clone(), hold)));
         Ok(Session {
             channels: [high_channel, normal_channel, low_channel],
             consumers: [high, normal, low],
+            settlers,
         })
     }
 
@@ -805,15 +813,26 @@ impl AmqpStream {
     /// Files one raw delivery: parsed ones into the stash, poison ones to
     /// the failed queue.
     async fn file(&mut self, rank_hint: usize, delivery: LapinDelivery) {
+        let Some(session) = self.session.as_ref() else {
+            return;
+        };
+        let settler = Arc::clone(&session.settlers[rank_hint]);
+        settler.track(delivery.delivery_tag);
         match parse(&delivery.data) {
             Ok(envelope) => {
                 self.known_empty[rank_hint] = false;
-                self.stash[rank_hint].push_back(Received { envelope, delivery });
+                self.stash[rank_hint].push_back(Received {
+                    envelope,
+                    delivery,
+                    settler,
+                });
             }
             Err((reason, detail)) => {
                 tracing::warn!(reason, %detail, "poison message moved to the failed queue");
                 if let Err(error) = reject_poison(&self.inner, &delivery, reason, &detail).await {
                     tracing::warn!(%error, "could not move a poison message; it stays unacked");
+                } else if let Err(error) = settler.ack(delivery.delivery_tag).await {
+                    tracing::warn!(%error, "poison message moved, its ack failed; it comes back and is moved again");
                 }
             }
         }
@@ -923,7 +942,11 @@ impl AmqpStream {
     }
 
     fn hand_out(&self, received: Received, permit: OwnedSemaphorePermit) -> Delivery {
-        let Received { envelope, delivery } = received;
+        let Received {
+            envelope,
+            delivery,
+            settler,
+        } = received;
         Delivery {
             redelivered: delivery.redelivered,
             handle: Box::new(AmqpHandle {
@@ -931,6 +954,7 @@ impl AmqpStream {
                 job_id: envelope.job.id,
                 attempt: envelope.job.attempt,
                 delivery,
+                settler,
                 permit: Mutex::new(Some(permit)),
             }),
             envelope,
@@ -957,7 +981,7 @@ fn parse(body: &[u8]) -> Result<JobEnvelope, (&'static str, String)> {
 }
 
 /// Publishes a poison message unchanged to the failed queue with the
-/// reason, then acks it.
+/// reason (the caller acks it).
 async fn reject_poison(
     inner: &Inner,
     delivery: &LapinDelivery,
@@ -977,9 +1001,7 @@ async fn reject_poison(
             .with_delivery_mode(inner.options.delivery_mode())
             .with_headers(headers),
     };
-    inner.publish_all(std::slice::from_ref(&message)).await?;
-    delivery.acker.ack(BasicAckOptions::default()).await?;
-    Ok(())
+    inner.publish_all(std::slice::from_ref(&message)).await
 }
 
 #[async_trait]
@@ -1043,28 +1065,191 @@ impl JobStream for AmqpStream {
             }
         }
         let _ = self.drain_ready(true).await;
-        let requeue = BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        };
         for stash in &mut self.stash {
             for received in stash.drain(..) {
-                let _ = received.delivery.acker.nack(requeue).await;
+                let _ = received
+                    .settler
+                    .requeue(received.delivery.delivery_tag)
+                    .await;
             }
         }
     }
 }
 
-/// The outcome of an ack or nack: lapin answers `false` when the channel
-/// is gone or the delivery was settled already, and a dead connection may
-/// never answer at all.
-fn settled(
-    outcome: Result<Result<bool, lapin::Error>, tokio::time::error::Elapsed>,
-) -> Result<(), BrokerError> {
-    match outcome {
-        Ok(Ok(true)) => Ok(()),
-        Ok(Ok(false)) | Err(_) => Err(BrokerError::Closed),
-        Ok(Err(error)) => Err(BrokerError::Amqp(error)),
+/// The acks of one consumer channel, coalesced.
+///
+/// An ack marks its delivery done and, unless an ack round is already
+/// queued, queues one: the round runs after the other tasks that are ready
+/// on the thread (the executors answered by the same finish round mark
+/// theirs meanwhile), then sends one `basic.ack` with `multiple` for the
+/// longest run of done deliveries from the oldest one still open, written
+/// straight on the channel (no hop through lapin's internal RPC task). A
+/// delivery still in hand stops the run: the done ones behind it wait for
+/// it, unless they are [`Settler::hold`] or more, when they are acked one
+/// by one (in the same round), so a long job never holds much of the
+/// prefetch. Nothing is acked before its own ack was asked for (after its
+/// outcome was recorded), and a multiple ack never covers a delivery in
+/// hand or one being requeued. Requeues are sent one by one and awaited.
+struct Settler {
+    channel: Channel,
+    /// Done deliveries behind one in hand acked one by one from this many.
+    hold: usize,
+    state: Mutex<SettleState>,
+}
+
+#[derive(Default)]
+struct SettleState {
+    /// Delivery tags received and not yet acked or requeued: `true` once
+    /// their ack was asked for.
+    open: BTreeMap<u64, bool>,
+    /// An ack round is queued; it takes every delivery marked before it
+    /// runs.
+    round_queued: bool,
+}
+
+/// What one ack round sends.
+#[derive(Debug, Default, PartialEq)]
+struct AckRound {
+    /// The last tag of the run of done deliveries from the oldest open one
+    /// (acked with `multiple`).
+    up_to: Option<u64>,
+    /// Done deliveries behind one in hand, acked one by one.
+    singles: Vec<u64>,
+}
+
+impl SettleState {
+    /// Takes the deliveries the next round acks out of `open`.
+    fn take_round(&mut self, hold: usize) -> AckRound {
+        let mut round = AckRound::default();
+        while let Some(entry) = self.open.first_entry() {
+            if !*entry.get() {
+                break;
+            }
+            round.up_to = Some(entry.remove_entry().0);
+        }
+        let waiting = self.open.values().filter(|done| **done).count();
+        if waiting >= hold.max(1) {
+            round.singles = self
+                .open
+                .iter()
+                .filter(|(_, done)| **done)
+                .map(|(tag, _)| *tag)
+                .collect();
+            for tag in &round.singles {
+                self.open.remove(tag);
+            }
+        }
+        round
+    }
+}
+
+/// Sends an ack round's first step if the round is dropped before it runs
+/// (its task was cancelled), so the marked deliveries are not left over.
+struct RoundGuard<'a>(Option<&'a Settler>);
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(settler) = self.0.take() {
+            let _ = settler.send_round();
+        }
+    }
+}
+
+impl Settler {
+    fn new(channel: Channel, hold: usize) -> Settler {
+        Settler {
+            channel,
+            hold,
+            state: Mutex::new(SettleState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SettleState> {
+        match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A delivery received on the channel.
+    fn track(&self, tag: u64) {
+        self.state().open.insert(tag, false);
+    }
+
+    /// Marks `tag` done and sees that an ack round takes it.
+    async fn ack(&self, tag: u64) -> Result<(), BrokerError> {
+        if !self.channel.status().connected() {
+            return Err(BrokerError::Closed);
+        }
+        let lead = {
+            let mut state = self.state();
+            match state.open.get_mut(&tag) {
+                Some(done) if !*done => *done = true,
+                // Settled already.
+                _ => return Err(BrokerError::Closed),
+            }
+            !std::mem::replace(&mut state.round_queued, true)
+        };
+        if !lead {
+            return Ok(());
+        }
+        let mut guard = RoundGuard(Some(self));
+        tokio::task::yield_now().await;
+        guard.0 = None;
+        self.send_round()
+    }
+
+    /// Takes the round and writes its acks on the channel.
+    fn send_round(&self) -> Result<(), BrokerError> {
+        let round = {
+            let mut state = self.state();
+            state.round_queued = false;
+            state.take_round(self.hold)
+        };
+        let acks = round
+            .up_to
+            .map(|tag| (tag, true))
+            .into_iter()
+            .chain(round.singles.iter().map(|tag| (*tag, false)));
+        let mut outcome = Ok(());
+        for (tag, multiple) in acks {
+            // The frame is queued on the first poll; the answer (the frame
+            // written) is not awaited.
+            let sent = self
+                .channel
+                .basic_ack(tag, BasicAckOptions { multiple })
+                .now_or_never();
+            if let Some(Err(error)) = sent {
+                outcome = Err(BrokerError::Amqp(error));
+            }
+        }
+        outcome
+    }
+
+    /// Requeues `tag` (awaited), then lets the deliveries behind it be
+    /// acked.
+    async fn requeue(&self, tag: u64) -> Result<(), BrokerError> {
+        let nacked = self.channel.basic_nack(
+            tag,
+            BasicNackOptions {
+                multiple: false,
+                requeue: true,
+            },
+        );
+        let outcome = match tokio::time::timeout(SETTLE_TIMEOUT, nacked).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(BrokerError::Amqp(error)),
+            Err(_) => Err(BrokerError::Closed),
+        };
+        let lead = {
+            let mut state = self.state();
+            state.open.remove(&tag);
+            !std::mem::replace(&mut state.round_queued, true)
+        };
+        if lead {
+            let _ = self.send_round();
+        }
+        outcome
     }
 }
 
@@ -1074,6 +1259,7 @@ struct AmqpHandle {
     job_id: Uuid,
     attempt: u32,
     delivery: LapinDelivery,
+    settler: Arc<Settler>,
     /// The stream's slot, freed when the delivery is settled.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
 }
@@ -1089,18 +1275,13 @@ impl AmqpHandle {
 #[async_trait]
 impl DeliveryHandle for AmqpHandle {
     async fn ack(&self) -> Result<(), BrokerError> {
-        let acked = self.delivery.acker.ack(BasicAckOptions::default());
-        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, acked).await);
+        let outcome = self.settler.ack(self.delivery.delivery_tag).await;
         self.release();
         outcome
     }
 
     async fn requeue(&self) -> Result<(), BrokerError> {
-        let nacked = self.delivery.acker.nack(BasicNackOptions {
-            multiple: false,
-            requeue: true,
-        });
-        let outcome = settled(tokio::time::timeout(SETTLE_TIMEOUT, nacked).await);
+        let outcome = self.settler.requeue(self.delivery.delivery_tag).await;
         self.release();
         outcome
     }
@@ -1349,5 +1530,52 @@ mod tests {
         );
         assert_eq!(reason(br#"{"version":"1.0"}"#), Some("malformed"));
         assert_eq!(reason(br#"{"job":{}}"#), Some("malformed"));
+    }
+
+    fn state(open: &[(u64, bool)]) -> SettleState {
+        SettleState {
+            open: open.iter().copied().collect(),
+            round_queued: true,
+        }
+    }
+
+    #[test]
+    fn an_ack_round_covers_the_done_run_and_never_a_delivery_in_hand() {
+        // 1 and 2 done, 3 in hand, 4 done: one multiple ack up to 2; 4
+        // waits for 3 (fewer than the hold).
+        let mut open = state(&[(1, true), (2, true), (3, false), (4, true)]);
+        assert_eq!(
+            open.take_round(4),
+            AckRound {
+                up_to: Some(2),
+                singles: vec![]
+            }
+        );
+        assert_eq!(open.open.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+        // 3 done: it and 4 go together.
+        open.open.insert(3, true);
+        assert_eq!(
+            open.take_round(4),
+            AckRound {
+                up_to: Some(4),
+                singles: vec![]
+            }
+        );
+        assert!(open.open.is_empty());
+    }
+
+    #[test]
+    fn done_deliveries_behind_a_long_one_are_acked_singly_at_the_hold() {
+        let mut open = state(&[(7, false), (8, true), (9, false), (10, true)]);
+        assert_eq!(
+            open.take_round(2),
+            AckRound {
+                up_to: None,
+                singles: vec![8, 10]
+            }
+        );
+        assert_eq!(open.open.keys().copied().collect::<Vec<_>>(), vec![7, 9]);
+        // Nothing done: nothing sent.
+        assert_eq!(open.take_round(2), AckRound::default());
     }
 }
