@@ -11,6 +11,9 @@
 //! - a consumer holds one channel per priority queue and hands out high
 //!   before normal before low (strict: a lower-priority message is handed
 //!   out only once the higher queues are known to hold nothing ready);
+//! - acks are coalesced per consumer channel (`Settler`): one
+//!   `basic.ack` with `multiple` per burst over the run of done
+//!   deliveries, never covering one still in hand;
 //! - delayed jobs enter `taskqueue.jobs.delayed`, whose consumer (the
 //!   delay pump) moves each one through fixed-TTL queues
 //!   `taskqueue.jobs.delayed.<ms>` and, once less than
