@@ -2,7 +2,7 @@
 //! task's next fires (in its zone or another), and for a user the jobs
 //! the scheduler then really makes: their fire, their zone (task zone,
 //! default zone, custom interval) and their slot offset, checked against
-//! the `execute_after` of the jobs the endpoint receives.
+//! the slot lists of the run the scheduler makes at that fire.
 
 mod support;
 
@@ -15,7 +15,7 @@ use actors::{
     store::{StateStore, TimezoneWrite},
 };
 use chrono::{DateTime, TimeDelta, Utc};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::*;
 
 fn at(text: &str) -> DateTime<Utc> {
@@ -131,7 +131,6 @@ async fn the_preview_matches_the_jobs_the_scheduler_makes() {
             custom_slot,
         ),
     );
-    let mut previewed: BTreeMap<String, Value> = BTreeMap::new();
     for (user, (source, zone, fire, slot)) in &expected {
         let (status, body) = get(
             app.address,
@@ -153,7 +152,6 @@ async fn the_preview_matches_the_jobs_the_scheduler_makes() {
             json!(at(fire) + TimeDelta::days(1)),
             "{user}"
         );
-        previewed.insert((*user).to_owned(), runs[0]["execute_after"].clone());
     }
 
     // Bad requests.
@@ -171,21 +169,39 @@ async fn the_preview_matches_the_jobs_the_scheduler_makes() {
         assert!(body["error"]["message"].is_string(), "{path}: {body}");
     }
 
-    // The scheduler's run of 02:30Z: each job is due when the preview said.
-    clock.set(at("2026-01-15T02:30:00Z") + TimeDelta::seconds(150));
-    let calls = sink
-        .wait_for("/ok/digest", 4, Duration::from_secs(30))
-        .await;
-    let mut got: BTreeMap<String, Value> = BTreeMap::new();
-    for call in calls {
-        got.insert(
-            call.body["user_id"].as_str().unwrap().to_owned(),
-            call.body["execute_after"].clone(),
-        );
+    // The scheduler's run of 02:30Z, with the clock held at its fire:
+    // slot 0 is released (its user called), every other user waits in
+    // the slot list the preview named.
+    let fire = at("2026-01-15T02:30:00Z");
+    clock.set(fire);
+    let mut run = None;
+    for _ in 0..300 {
+        let runs = store.runs(&task_id).await.unwrap().runs;
+        if let Some(found) = runs
+            .into_iter()
+            .find(|r| r.scheduled_at == fire && r.planning_done)
+        {
+            run = Some(found);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let want: BTreeMap<String, Value> = previewed
-        .into_iter()
-        .filter(|(user, _)| user != "kol" && user != "cus")
-        .collect();
-    assert_eq!(got, want);
+    let run = run.expect("the run of 02:30Z is planned");
+    assert_eq!(run.users, 4, "{run:?}");
+    for (user, (_, _, fire_text, slot)) in &expected {
+        if *fire_text != "2026-01-15T02:30:00Z" {
+            continue;
+        }
+        if *slot == 0 {
+            let calls = sink
+                .wait_for("/ok/digest", 1, Duration::from_secs(30))
+                .await;
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].body["user_id"], *user);
+            assert_eq!(calls[0].body["scheduled_at"], json!(fire));
+        } else {
+            let listed = store.slot_users(&run, *slot, 10).await.unwrap();
+            assert_eq!(listed, vec![UserId::parse(*user).unwrap()], "slot {slot}");
+        }
+    }
 }
