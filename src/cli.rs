@@ -22,7 +22,8 @@ Examples:
   taskqueue serve --config config/taskqueue.yaml --role worker --bind 127.0.0.1:8081
   taskqueue validate --config config/taskqueue.yaml
   taskqueue next-runs --interval '{\"type\":\"daily\",\"value\":1,\"timezone\":\"America/New_York\",\"at_time\":\"02:30\"}' --after 2026-03-07T00:00:00Z
-  taskqueue users import users.jsonl --config config/taskqueue.yaml";
+  taskqueue users import users.jsonl --config config/taskqueue.yaml
+  taskqueue forecast --config config/taskqueue.yaml --hours 24";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -33,6 +34,9 @@ pub enum Command {
     Validate(ConfigArgs),
     /// Print the next fire instants of an interval or a configured task.
     NextRuns(commands::next_runs::NextRunsArgs),
+    /// Forecast the jobs a configuration would dispatch per 5-minute bucket,
+    /// for the users in Redis, flagging buckets above the rate limits.
+    Forecast(commands::forecast::ForecastArgs),
     /// Manage user preferences.
     Users {
         /// What to do with users.
@@ -105,6 +109,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve(args) => commands::serve::run(args),
         Command::Validate(args) => commands::validate::run(args),
         Command::NextRuns(args) => commands::next_runs::run(args),
+        Command::Forecast(args) => commands::forecast::run(args),
         Command::Users {
             command: UsersCommand::Import(args),
         } => commands::users::import(args),

@@ -188,6 +188,7 @@ impl Application {
             board: pipeline.board.clone(),
             quarantine: pipeline.quarantine.clone(),
             stopping: pipeline.stopping.clone(),
+            pauses: pipeline.pauses.clone(),
         };
         if config.backend == Backend::Embedded && config.api.demo_users > 0 {
             seed_demo_users(&state, config.api.demo_users).await?;
@@ -219,7 +220,9 @@ impl Application {
                 .service(routes::health::health)
                 .service(routes::metrics::metrics)
                 .configure(routes::preferences::configure)
-                .configure(routes::dead_letters::configure);
+                .configure(routes::dead_letters::configure)
+                .configure(routes::tasks::configure)
+                .configure(routes::preview::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
             }

@@ -19,7 +19,7 @@ use actors::{
     catalog::TaskCatalog,
     clock::SystemClock,
     distributor::job_envelope,
-    domain::{TaskTypeId, UserId, UserPreference},
+    domain::{TaskInterval, TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     fanout::Run,
     scheduler::Trigger,
@@ -245,6 +245,34 @@ impl StateStore for Faulty {
     }
     async fn index_sizes(&self, t: &TaskTypeId) -> Result<(u64, u64), StoreError> {
         self.inner.index_sizes(t).await
+    }
+    async fn spread_rank(
+        &self,
+        t: &TaskTypeId,
+        z: Option<Tz>,
+        u: &UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        self.inner.spread_rank(t, z, u).await
+    }
+    async fn custom_intervals_page(
+        &self,
+        t: &TaskTypeId,
+        o: u64,
+        l: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
+        self.inner.custom_intervals_page(t, o, l).await
+    }
+    async fn set_task_paused(
+        &self,
+        t: &TaskTypeId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        self.inner.set_task_paused(t, since).await
+    }
+    async fn paused_tasks(
+        &self,
+    ) -> Result<std::collections::BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError> {
+        self.inner.paused_tasks().await
     }
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         self.inner.succeeded(jobs).await

@@ -164,6 +164,8 @@ pub struct Limiters {
     pub per_task: Arc<BTreeMap<TaskTypeId, RateLimit>>,
     /// This replica's copy of the tasks' `Retry-After` pauses.
     pub pauses: Arc<TaskPauses>,
+    /// This replica's copy of the operator pauses (`POST /tasks/{id}/pause`).
+    pub held: Arc<crate::pause::OperatorPauses>,
 }
 
 impl Limiters {
@@ -487,6 +489,12 @@ async fn execute(
     // without spending a token.
     if let Some(pause) = env.limiters.pauses.remaining(&task.id) {
         return defer(env, envelope, held, pause, Deferral::RetryAfter).await;
+    }
+    // A task paused by an operator leaves its jobs queued: deferred, same
+    // attempt (see `crate::pause`).
+    if let Some(since) = env.limiters.held.since(&task.id) {
+        let wait = crate::pause::defer_wait(since, Utc::now());
+        return defer(env, envelope, held, wait, Deferral::Paused).await;
     }
     if let Some(limit) = env.limiters.for_task(&task.id)
         && let Some(wait) = limit.acquire_within(env.settings.max_token_wait).await?

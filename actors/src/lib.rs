@@ -17,6 +17,8 @@
 //! - [`health`]: dependency probes, actor heartbeats, quarantined records.
 //! - [`prometheus`]: the Prometheus families `/metrics` exposes.
 //! - [`clock`]: where "now" comes from (injectable for tests).
+//! - [`pause`]: operator pauses of a task, and each replica's copy.
+//! - [`preview`]: a task's next fires and one user's coming jobs.
 //! - [`messages`]: messages shared by several actors; [`error`] their
 //!   error type.
 //! - The actors, one file each: [`scheduler`], [`distributor`],
@@ -39,6 +41,8 @@ pub mod fanout;
 pub mod health;
 pub mod messages;
 pub mod metrics;
+pub mod pause;
+pub mod preview;
 pub mod prometheus;
 pub mod rate_limiter;
 pub mod schedule;

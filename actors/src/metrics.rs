@@ -256,6 +256,8 @@ pub enum Deferral {
     RateLimit,
     /// The task is paused by an endpoint's `Retry-After`.
     RetryAfter,
+    /// The task is paused by an operator.
+    Paused,
 }
 
 impl Deferral {
@@ -264,6 +266,7 @@ impl Deferral {
         match self {
             Deferral::RateLimit => "no token in time",
             Deferral::RetryAfter => "task paused by Retry-After",
+            Deferral::Paused => "task paused by an operator",
         }
     }
 
@@ -271,6 +274,7 @@ impl Deferral {
         match self {
             Deferral::RateLimit => DeferralLabel::rate_limit,
             Deferral::RetryAfter => DeferralLabel::retry_after,
+            Deferral::Paused => DeferralLabel::paused,
         }
     }
 }

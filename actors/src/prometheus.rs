@@ -41,6 +41,8 @@ pub enum DeferralLabel {
     rate_limit,
     /// The task is paused by an endpoint's `Retry-After`.
     retry_after,
+    /// The task is paused by an operator (`POST /tasks/{id}/pause`).
+    paused,
 }
 
 /// `task`.
@@ -181,6 +183,12 @@ pub struct Families {
     /// `taskqueue_last_run_timestamp_seconds{task}`: the last finished
     /// run's `scheduled_at`.
     pub last_run: Family<TaskLabels, Gauge>,
+    /// `taskqueue_missed_fires_total{task}`: fires the misfire policy
+    /// skipped (counted by the scheduler that handled them).
+    pub missed_fires: Family<TaskLabels, Counter>,
+    /// `taskqueue_task_paused{task}`: 1 while an operator pause holds the
+    /// task, else 0.
+    pub task_paused: Family<TaskLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Families {
@@ -216,6 +224,8 @@ impl Families {
         let fanout_jobs = Family::default();
         let runs_in_progress = Family::default();
         let last_run = Family::default();
+        let missed_fires = Family::default();
+        let task_paused = Family::default();
         registry.register(
             "executions",
             "Attempts that reached an outcome, per task and outcome",
@@ -286,6 +296,16 @@ impl Families {
             "scheduled_at of the last finished run",
             last_run.clone(),
         );
+        registry.register(
+            "missed_fires",
+            "Fires the misfire policy skipped (never run)",
+            missed_fires.clone(),
+        );
+        registry.register(
+            "task_paused",
+            "1 while the task is paused by an operator",
+            task_paused.clone(),
+        );
         Families {
             registry: Arc::new(registry),
             executions,
@@ -302,6 +322,8 @@ impl Families {
             fanout_jobs,
             runs_in_progress,
             last_run,
+            missed_fires,
+            task_paused,
         }
     }
 
@@ -338,7 +360,12 @@ impl Families {
             task: task.to_owned(),
         };
         let _ = self.rate_limit_wait.get_or_create(&labels);
-        for reason in [DeferralLabel::rate_limit, DeferralLabel::retry_after] {
+        let _ = self.missed_fires.get_or_create(&labels);
+        for reason in [
+            DeferralLabel::rate_limit,
+            DeferralLabel::retry_after,
+            DeferralLabel::paused,
+        ] {
             let _ = self.deferrals.get_or_create(&DeferralLabels {
                 task: task.to_owned(),
                 reason,

@@ -55,6 +55,7 @@ use crate::{
     error::PipelineError,
     fanout::{Audience, Run, RunSource, ZoneWalk, run_slots},
     health::{HealthBoard, Quarantine},
+    prometheus::{Families, TaskLabels},
     schedule::{self, Schedule},
     store::{LockLease, LockName, StateStore, StoreError},
 };
@@ -154,6 +155,8 @@ pub struct SchedulerSettings {
     pub batch_size: usize,
     /// `scheduler.distribution_window`.
     pub window: Duration,
+    /// Where missed fires are counted (`taskqueue_missed_fires_total`).
+    pub families: Families,
 }
 
 /// One task's pass under way, and what arrived meanwhile.
@@ -531,6 +534,28 @@ struct Held {
 
 impl Pass {
     async fn run(&self, task: &TaskType, tick: bool) -> PassOutcome {
+        // An operator pause (see `crate::pause`): no fan-out, no release,
+        // no fire recorded, until the resume.
+        match self.store.paused_tasks().await {
+            Ok(paused) if paused.contains_key(&task.id) => {
+                tracing::debug!(task = %task.id, "task paused; pass skipped");
+                return PassOutcome {
+                    published: 0,
+                    next_wake: None,
+                    error: Ok(()),
+                    panicked: false,
+                };
+            }
+            Ok(_) => {}
+            Err(err) => {
+                return PassOutcome {
+                    published: 0,
+                    next_wake: None,
+                    error: Err(err.into()),
+                    panicked: false,
+                };
+            }
+        }
         let lock = LockName::Schedule(task.id.clone());
         let lease = match self.store.acquire_lock(&lock, self.settings.lock_ttl).await {
             Ok(Some(lease)) => lease,
@@ -630,6 +655,20 @@ impl Pass {
         }
     }
 
+    /// Counts fires the misfire policy skipped.
+    fn count_missed(&self, task: &TaskType, missed: u64) {
+        if missed == 0 {
+            return;
+        }
+        self.settings
+            .families
+            .missed_fires
+            .get_or_create(&TaskLabels {
+                task: task.id.as_str().to_owned(),
+            })
+            .inc_by(missed);
+    }
+
     /// Extends the lease once a third of its life has gone.
     async fn renew(&self, task: &TaskType, held: &mut Held) -> Result<(), PipelineError> {
         if held.renewed.elapsed() < self.settings.lock_ttl / 3 {
@@ -685,6 +724,7 @@ impl Pass {
         );
         if due.missed > 0 {
             tracing::warn!(task = %task.id, missed = due.missed, "fires missed while no scheduler ran were skipped");
+            self.count_missed(task, due.missed);
         }
         let record = due.fire.or_else(|| {
             (due.missed > 0)
@@ -750,6 +790,7 @@ impl Pass {
             );
             if due.missed > 0 {
                 tracing::warn!(task = %task.id, zone = zone.name(), missed = due.missed, "fires missed while no scheduler ran were skipped");
+                self.count_missed(task, due.missed);
             }
             let record = due.fire.or_else(|| {
                 (due.missed > 0)
@@ -870,6 +911,14 @@ impl Pass {
                     .latest_at_or_before(now)
                     .filter(|latest| *latest > user.scheduled_at)
                 {
+                    // The fires from the stored one up to the latest,
+                    // exclusive, never run.
+                    let skipped = schedule::fires_between(
+                        &schedule,
+                        user.scheduled_at - chrono::Duration::milliseconds(1),
+                        latest,
+                    ) - 1;
+                    self.count_missed(task, skipped);
                     user.scheduled_at = latest;
                 }
                 if fresh_enough(
@@ -882,6 +931,7 @@ impl Pass {
                     run.entry(user.scheduled_at).or_default().push(user.user_id);
                 } else {
                     tracing::info!(task = %task.id, user = %user.user_id, fire = %user.scheduled_at, "missed custom-interval fire skipped");
+                    self.count_missed(task, 1);
                 }
             }
             for (scheduled_at, users) in run {
@@ -996,6 +1046,12 @@ pub struct ScheduleStatus {
     pub next_execution: DateTime<Utc>,
     /// Users with the task enabled.
     pub enabled_users: u64,
+    /// Paused by an operator (`POST /tasks/{id}/pause`, extension): no
+    /// fan-out, no release, its queued jobs deferred.
+    pub paused: bool,
+    /// When the pause began, while paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<DateTime<Utc>>,
     /// The task's interval.
     pub interval: TaskInterval,
     /// Runs in progress (planned, released, remaining), oldest first.
@@ -1039,6 +1095,7 @@ pub async fn schedule_status(
 ) -> Result<ScheduleStatus, StoreError> {
     let state = store.schedule_state(&task.id).await?;
     let enabled_users = store.enabled_user_count(&task.id).await?;
+    let paused_at = store.paused_tasks().await?.get(&task.id).copied();
     let last_execution = state.map(|s| s.last_fired);
     let from = last_execution.map_or(now, |last| last.max(now));
     let next_execution = Schedule::new(&task.interval).next_after(from);
@@ -1079,6 +1136,8 @@ pub async fn schedule_status(
         last_execution,
         next_execution,
         enabled_users,
+        paused: paused_at.is_some(),
+        paused_at,
         interval: task.interval.clone(),
         runs: runs.runs.iter().map(RunStatus::from).collect(),
         last_run: last_run.as_ref().map(RunStatus::from),

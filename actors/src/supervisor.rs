@@ -60,6 +60,7 @@ use crate::{
     executor::{ExecutionSettings, ExecutorActor, ExecutorEnv, Limiters, http_client},
     health::{HealthBoard, Quarantine},
     metrics::{FlushMetrics, MetricsActor},
+    pause::{self, OperatorPauses},
     prometheus::Families,
     rate_limiter::{BucketLease, RateLimit},
     scheduler::{
@@ -149,6 +150,7 @@ fn start_limiters(
     global_rate: Option<u32>,
     task_rates: &BTreeMap<TaskTypeId, u32>,
     store: &Arc<dyn StateStore>,
+    held: Arc<OperatorPauses>,
 ) -> Limiters {
     let bucket = |name: BucketName, rate: u32| Bucket {
         name,
@@ -168,6 +170,7 @@ fn start_limiters(
         global: global.map(|lease| RateLimit::start(None, Some(lease), store.clone())),
         per_task: Arc::new(per_task),
         pauses: Arc::default(),
+        held,
     }
 }
 
@@ -202,6 +205,8 @@ pub struct Pipeline {
     pub quarantine: Quarantine,
     /// Set as soon as [`Pipeline::shutdown`] starts.
     pub stopping: Arc<AtomicBool>,
+    /// This process's copy of the operator pauses (refreshed every tick).
+    pub pauses: Arc<OperatorPauses>,
     reload: mpsc::UnboundedSender<()>,
     stop: watch::Sender<bool>,
     dispatchers_done: Vec<oneshot::Receiver<()>>,
@@ -248,6 +253,13 @@ impl Pipeline {
                 stop.subscribe(),
             );
         }
+        let pauses = Arc::new(OperatorPauses::default());
+        pause::spawn_refresher(
+            deps.store.clone(),
+            pauses.clone(),
+            config.check_interval,
+            stop.subscribe(),
+        );
         let board = HealthBoard::default();
         let mut pipeline = Pipeline {
             metrics: metrics.clone(),
@@ -261,6 +273,7 @@ impl Pipeline {
             board: board.clone(),
             quarantine: deps.quarantine.clone(),
             stopping: Arc::new(AtomicBool::new(false)),
+            pauses: pauses.clone(),
             reload,
             stop,
             dispatchers_done: Vec::new(),
@@ -268,7 +281,12 @@ impl Pipeline {
         };
 
         if config.worker {
-            let limiters = start_limiters(global_rate, &distribution.task_rates, &deps.store);
+            let limiters = start_limiters(
+                global_rate,
+                &distribution.task_rates,
+                &deps.store,
+                pauses.clone(),
+            );
             let active = Arc::new(AtomicUsize::new(0));
             let pool = config.pool_size.max(1);
             let threads = match config.arbiters {
@@ -366,6 +384,7 @@ impl Pipeline {
                 lock_ttl: config.lock_ttl,
                 batch_size: config.batch_size.max(1),
                 window: config.distribution_window,
+                families: pipeline.families.clone(),
             };
             let for_scheduler = distributor.clone();
             let for_board = board.clone();

@@ -257,6 +257,8 @@ conformance!(
     a_default_zone_change_moves_only_tasks_that_follow_it,
     zone_groups_page_in_spread_order_and_leave_on_delete,
     zone_fires_are_fenced,
+    operator_pauses_are_shared_and_idempotent,
+    spread_ranks_and_custom_interval_pages,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3019,5 +3021,117 @@ async fn zone_fires_are_fenced(f: Arc<Fixture>) {
     assert_eq!(
         groups.groups[0].1.unwrap().last_fired,
         at("2024-01-16T02:15:00Z")
+    );
+}
+
+async fn operator_pauses_are_shared_and_idempotent(f: Arc<Fixture>) {
+    let store = f.store.as_ref();
+    let first = at("2024-01-15T10:00:00Z");
+    assert!(store.paused_tasks().await.unwrap().is_empty());
+    assert!(
+        store
+            .set_task_paused(&task("a"), Some(first))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_task_paused(&task("a"), Some(at("2024-01-15T11:00:00Z")))
+            .await
+            .unwrap(),
+        "a second pause changes nothing"
+    );
+    assert!(
+        store
+            .set_task_paused(&task("b"), Some(first))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.paused_tasks().await.unwrap(),
+        BTreeMap::from([(task("a"), first), (task("b"), first)])
+    );
+    assert!(store.set_task_paused(&task("a"), None).await.unwrap());
+    assert!(!store.set_task_paused(&task("a"), None).await.unwrap());
+    assert_eq!(
+        store.paused_tasks().await.unwrap(),
+        BTreeMap::from([(task("b"), first)])
+    );
+}
+
+async fn spread_ranks_and_custom_interval_pages(f: Arc<Fixture>) {
+    let store = f.store.as_ref();
+    let zone = chrono_tz::Asia::Kathmandu;
+    let plain = ["p1", "p2", "p3", "p4"];
+    let mut writes: Vec<PreferenceWrite> = plain
+        .iter()
+        .map(|id| enable(id, "t", "2024-01-15T00:00:00Z"))
+        .collect();
+    writes.push(zoned("z1", "t", zone));
+    writes.push(custom("c1", "t", "2024-01-16T00:00:00Z"));
+    writes.push(custom("c2", "t", "2024-01-17T00:00:00Z"));
+    store.write_preferences(&writes).await.unwrap();
+    let mut order: Vec<(u64, &str)> = plain
+        .iter()
+        .map(|id| (spread_key(&task("t"), &user(id)), *id))
+        .collect();
+    order.sort();
+    for (rank, (_, id)) in order.iter().enumerate() {
+        assert_eq!(
+            store
+                .spread_rank(&task("t"), None, &user(id))
+                .await
+                .unwrap(),
+            Some(rank as u64),
+            "{id}"
+        );
+    }
+    assert_eq!(
+        store
+            .spread_rank(&task("t"), Some(zone), &user("z1"))
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        store
+            .spread_rank(&task("t"), None, &user("z1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .spread_rank(&task("t"), None, &user("c1"))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .spread_rank(&task("other"), None, &user("p1"))
+            .await
+            .unwrap(),
+        None
+    );
+    let page = store
+        .custom_intervals_page(&task("t"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        page,
+        vec![(user("c1"), Some(daily())), (user("c2"), Some(daily()))]
+    );
+    let page = store
+        .custom_intervals_page(&task("t"), 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(page, vec![(user("c2"), Some(daily()))]);
+    assert!(
+        store
+            .custom_intervals_page(&task("t"), 2, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }

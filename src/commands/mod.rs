@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod forecast;
 pub mod next_runs;
 pub mod serve;
 pub mod users;

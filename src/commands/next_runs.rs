@@ -10,6 +10,7 @@ use std::{io::Write, path::PathBuf, process::ExitCode};
 
 use actors::{
     domain::{AtTime, IntervalType, TaskInterval, TaskType, Weekday},
+    preview,
     schedule::Schedule,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -94,16 +95,14 @@ fn fires(args: &NextRunsArgs) -> Result<Vec<DateTime<Utc>>, String> {
         }
         (None, None, _) => return Err("--interval or --config with --task is required".to_owned()),
     };
-    let schedule = match &args.zone {
-        Some(name) => {
-            let zone: Tz = name
-                .parse()
-                .map_err(|error| format!("--zone: {name:?} is not an IANA time zone: {error}"))?;
-            Schedule::new(&schedule.interval().in_zone(zone))
-        }
-        None => schedule,
+    let zone = match &args.zone {
+        Some(name) => Some(
+            name.parse::<Tz>()
+                .map_err(|error| format!("--zone: {name:?} is not an IANA time zone: {error}"))?,
+        ),
+        None => None,
     };
-    Ok(schedule.fires_after(after).take(args.count).collect())
+    Ok(preview::next_fires(&schedule, zone, after, args.count))
 }
 
 /// Parses a `TaskInterval` given as JSON with `flag`, field by field, so

@@ -77,9 +77,24 @@ async fn refresh(state: &ApiState) {
             })
             .set(i64::try_from(value).unwrap_or(i64::MAX));
     };
+    let paused = match state.store.paused_tasks().await {
+        Ok(paused) => Some(paused),
+        Err(err) => {
+            tracing::warn!(error = %err, "metrics: paused tasks not read");
+            None
+        }
+    };
     for task in state.catalog.snapshot().keys() {
         let name = task.as_str();
         families.touch(name);
+        if let Some(paused) = &paused {
+            families
+                .task_paused
+                .get_or_create(&TaskLabels {
+                    task: name.to_owned(),
+                })
+                .set(i64::from(paused.contains_key(task)));
+        }
         match state.store.last_run(task).await {
             Ok(Some(run)) => {
                 gauge(name, RunLabel::last, StageLabel::due, run.users);

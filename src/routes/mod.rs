@@ -6,9 +6,11 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod preferences;
+pub mod preview;
 pub mod schedule;
 pub mod sink;
 pub mod state;
+pub mod tasks;
 pub mod worker;
 
 pub use error::ApiError;

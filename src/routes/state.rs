@@ -14,6 +14,7 @@ use actors::{
     distributor::DistributionSettings,
     health::{Dependency, HealthBoard, Quarantine},
     metrics::MetricsActor,
+    pause::OperatorPauses,
     prometheus::Families,
     scheduler::{ReloadHealth, SchedulerActor},
     store::{StateStore, dead_letters::DeadLetterStore},
@@ -56,4 +57,7 @@ pub struct ApiState {
     pub quarantine: Quarantine,
     /// Set once shutdown has started: triggers are refused.
     pub stopping: Arc<AtomicBool>,
+    /// This process's copy of the operator pauses (updated at once by the
+    /// pause and resume routes).
+    pub pauses: Arc<OperatorPauses>,
 }

@@ -96,6 +96,12 @@ pub fn due_with_tolerance(
 }
 
 /// Number of fires in (`after`, `last`], where `last` is a fire after
+/// `after` (at least 1): the count [`Due::missed`] is made of.
+pub fn fires_between(schedule: &Schedule, after: DateTime<Utc>, last: DateTime<Utc>) -> u64 {
+    count_fires(schedule, after, last)
+}
+
+/// Number of fires in (`after`, `last`], where `last` is a fire after
 /// `after` (so the answer is at least 1).
 fn count_fires(schedule: &Schedule, after: DateTime<Utc>, last: DateTime<Utc>) -> u64 {
     let mut count = 0;

@@ -38,7 +38,7 @@ use chrono_tz::Tz;
 
 use crate::domain::{IntervalType, TaskInterval};
 
-pub use misfire::{DEFAULT_ON_TIME_TOLERANCE, Due, due, due_with_tolerance};
+pub use misfire::{DEFAULT_ON_TIME_TOLERANCE, Due, due, due_with_tolerance, fires_between};
 
 const HOUR: i64 = 3_600;
 const DAY: i64 = 86_400;

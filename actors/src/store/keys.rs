@@ -270,6 +270,15 @@ impl Keys {
         format!("{}:pause:{task}", self.prefix)
     }
 
+    /// `{p}:tasks:paused` (extension): HASH task -> when an operator
+    /// paused it (RFC 3339), for the tasks paused through
+    /// `POST /tasks/{id}/pause` until their resume. Distinct from
+    /// [`Keys::task_pause`], the endpoint's `Retry-After` pauses, which
+    /// expire by themselves.
+    pub fn operator_pauses(&self) -> String {
+        format!("{}:tasks:paused", self.prefix)
+    }
+
     /// `{p}:running:{task}:{user}` (extension): STRING job id of the run
     /// in progress (overlap guard).
     pub fn running(&self, task: &TaskTypeId, user: &UserId) -> String {
@@ -351,6 +360,7 @@ mod tests {
                 "taskqueue:index:zone:daily_report:Asia/Kathmandu",
             ),
             (keys.zone_set(&task), "taskqueue:index:zones:daily_report"),
+            (keys.operator_pauses(), "taskqueue:tasks:paused"),
             (
                 keys.zone_schedule(&task),
                 "taskqueue:schedule:zones:daily_report",

@@ -24,7 +24,7 @@ use super::{
     StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
 };
 use crate::{
-    domain::{Settings, TaskTypeId, UserId, UserPreference},
+    domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
     fanout::Run,
 };
 
@@ -153,6 +153,8 @@ struct State {
     throttles: HashMap<Uuid, (u32, Instant)>,
     /// task -> end of its `Retry-After` pause.
     pauses: HashMap<TaskTypeId, Instant>,
+    /// task -> when an operator paused it.
+    held: BTreeMap<TaskTypeId, DateTime<Utc>>,
     /// (task, user or job claimant) -> (holder, expiry): run claims and
     /// execution claims, as the Redis `running` keys hold them.
     running: HashMap<(TaskTypeId, String), (Uuid, Instant)>,
@@ -975,6 +977,75 @@ impl StateStore for MemoryStore {
             .map_or(0, |index| index.keys.len());
         let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
         Ok((default as u64, custom as u64))
+    }
+
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        let state = self.lock();
+        let index = match zone {
+            Some(zone) => state
+                .zone_index
+                .get(&(task.clone(), zone.name().to_owned())),
+            None => state.enabled_index.get(task),
+        };
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let Some(key) = index.keys.get(user) else {
+            return Ok(None);
+        };
+        let entry = SpreadCursor {
+            key: *key,
+            user: user.clone(),
+        };
+        Ok(Some(index.order.range(..entry).count() as u64))
+    }
+
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
+        let users = self.custom_users_page(task, offset, limit).await?;
+        let state = self.lock();
+        Ok(users
+            .into_iter()
+            .map(|user| {
+                let interval = state
+                    .settings
+                    .get(&(user.clone(), task.clone()))
+                    .and_then(|(settings, _)| settings.custom_interval.clone());
+                (user, interval)
+            })
+            .collect())
+    }
+
+    async fn set_task_paused(
+        &self,
+        task: &TaskTypeId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        Ok(match since {
+            Some(at) => {
+                if state.held.contains_key(task) {
+                    false
+                } else {
+                    state.held.insert(task.clone(), at);
+                    true
+                }
+            }
+            None => state.held.remove(task).is_some(),
+        })
+    }
+
+    async fn paused_tasks(&self) -> Result<BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError> {
+        Ok(self.lock().held.clone())
     }
 
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {

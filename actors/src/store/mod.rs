@@ -18,7 +18,7 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 use crate::{
-    domain::{Settings, TaskTypeId, UserId, UserPreference},
+    domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
     fanout::Run,
 };
 
@@ -448,6 +448,39 @@ pub trait StateStore: Send + Sync + 'static {
         moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
         fence: u64,
     ) -> Result<bool, StoreError>;
+
+    /// The user's rank in the spread order of the task's zone group `zone`
+    /// (`None`: the users on the task's own zone), `None` when the group
+    /// does not hold the user. One round trip, O(log N).
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Users of the task's custom-interval index by rank, with their
+    /// custom interval (`None` when it cannot be read): at most `limit`
+    /// from `offset`. One round trip.
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError>;
+
+    // --- operator pauses ---
+
+    /// Pauses `task` (`Some(since)`) or resumes it (`None`) for every
+    /// replica; true when that changed its state (an earlier pause keeps
+    /// its time).
+    async fn set_task_paused(
+        &self,
+        task: &TaskTypeId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError>;
+    /// The tasks paused by an operator, with when each was paused. One
+    /// round trip.
+    async fn paused_tasks(&self) -> Result<BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError>;
 
     // --- locks ---
 

@@ -1450,6 +1450,93 @@ impl StateStore for RedisStore {
         self.query(&pipe).await
     }
 
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = match zone {
+            Some(zone) => self.keys.zone_index(task, zone.name()),
+            None => self.keys.enabled_index(task),
+        };
+        let mut connection = self.connection.clone();
+        let rank: Option<u64> = redis::cmd("ZRANK")
+            .arg(&key)
+            .arg(user.as_str())
+            .query_async(&mut connection)
+            .await?;
+        Ok(rank)
+    }
+
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
+        let users = self.custom_users_page(task, offset, limit).await?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in &users {
+            pipe.hget(self.keys.user_settings(user, task), FIELD_CUSTOM_INTERVAL);
+        }
+        let intervals: Vec<Option<String>> = self.query(&pipe).await?;
+        Ok(users
+            .into_iter()
+            .zip(intervals)
+            .map(|(user, json)| {
+                let interval = json.and_then(|json| serde_json::from_str(&json).ok());
+                (user, interval)
+            })
+            .collect())
+    }
+
+    async fn set_task_paused(
+        &self,
+        task: &TaskTypeId,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<bool, StoreError> {
+        let key = self.keys.operator_pauses();
+        let mut connection = self.connection.clone();
+        let changed: u64 = match since {
+            Some(at) => {
+                redis::cmd("HSETNX")
+                    .arg(&key)
+                    .arg(task.as_str())
+                    .arg(rfc3339(at))
+                    .query_async(&mut connection)
+                    .await?
+            }
+            None => {
+                redis::cmd("HDEL")
+                    .arg(&key)
+                    .arg(task.as_str())
+                    .query_async(&mut connection)
+                    .await?
+            }
+        };
+        Ok(changed > 0)
+    }
+
+    async fn paused_tasks(&self) -> Result<BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError> {
+        let key = self.keys.operator_pauses();
+        let mut connection = self.connection.clone();
+        let entries: BTreeMap<String, String> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        let mut paused = BTreeMap::new();
+        for (task, since) in entries {
+            let id = TaskTypeId::parse(task.clone())
+                .map_err(|err| corrupt(&key, format!("task id {task:?}: {err}")))?;
+            paused.insert(id, parse_instant(&key, &since)?);
+        }
+        Ok(paused)
+    }
+
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         if jobs.is_empty() {
             return Ok(Vec::new());

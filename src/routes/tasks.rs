@@ -1,0 +1,96 @@
+//! `POST /tasks/{task_type_id}/pause` and `POST /tasks/{task_type_id}/resume`:
+//! an operator's pause of one task type, obeyed by every replica.
+//!
+//! A pause is stored in Redis (`{prefix}:tasks:paused`); while it holds,
+//! the scheduler makes no new fan-out of the task and releases none of its
+//! planned slots, and executors leave its queued jobs in the broker
+//! (deferred, same attempt). Other tasks are untouched. The resume lets
+//! the next tick catch up under the task's misfire policy. See
+//! `actors::pause` and docs/operations.md.
+//!
+//! Both answer 200 with the task's pause state:
+//! `{"task_type_id", "paused", "paused_at", "changed"}` (`changed`:
+//! false when the task was already in that state, so a retried request is
+//! harmless). Unknown task: 404. Both are mutating routes: the bearer
+//! token applies.
+
+use actix_web::{HttpResponse, web};
+use actors::domain::{TaskType, TaskTypeId};
+use serde_json::json;
+
+use super::{ApiError, auth::Authorized, state::ApiState};
+
+/// Registers the pause routes.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .route("/tasks/{task_type_id}/pause", web::post().to(pause))
+        .route("/tasks/{task_type_id}/resume", web::post().to(resume));
+}
+
+fn known_task(state: &ApiState, id: &str) -> Result<TaskType, ApiError> {
+    TaskTypeId::parse(id)
+        .ok()
+        .and_then(|id| state.catalog.get(&id))
+        .ok_or_else(|| ApiError::NotFound(format!("no task type {id:?}")))
+}
+
+fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    ApiError::Unavailable(err.to_string())
+}
+
+/// Pauses the task for every replica.
+async fn pause(
+    _authorized: Authorized,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let task = known_task(&state, &path.into_inner())?;
+    let now = state.clock.now();
+    let changed = state
+        .store
+        .set_task_paused(&task.id, Some(now))
+        .await
+        .map_err(unavailable)?;
+    let since = state
+        .store
+        .paused_tasks()
+        .await
+        .map_err(unavailable)?
+        .get(&task.id)
+        .copied()
+        .unwrap_or(now);
+    state.pauses.pause(&task.id, since);
+    if changed {
+        tracing::info!(task = %task.id, "task paused by an operator");
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "task_type_id": task.id,
+        "paused": true,
+        "paused_at": since,
+        "changed": changed,
+    })))
+}
+
+/// Resumes the task; its missed fires follow its misfire policy.
+async fn resume(
+    _authorized: Authorized,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let task = known_task(&state, &path.into_inner())?;
+    let changed = state
+        .store
+        .set_task_paused(&task.id, None)
+        .await
+        .map_err(unavailable)?;
+    state.pauses.resume(&task.id);
+    if changed {
+        tracing::info!(task = %task.id, "task resumed by an operator");
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "task_type_id": task.id,
+        "paused": false,
+        "paused_at": null,
+        "changed": changed,
+    })))
+}
