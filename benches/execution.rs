@@ -80,6 +80,7 @@ fn envelope(n: usize) -> JobEnvelope {
             // skipped at the claim).
             source: "trigger".into(),
             distribution_slot: None,
+            origin: None,
         },
     )
 }

@@ -110,6 +110,7 @@ fn sample_body(n: usize) -> Result<Vec<u8>> {
             correlation_id: format!("trigger:{TASK}:{}", now.timestamp_millis()),
             source: "trigger".into(),
             distribution_slot: None,
+            origin: None,
         },
     );
     Ok(serde_json::to_vec(&envelope)?)

@@ -178,6 +178,7 @@ fn envelopes(
                     correlation_id: format!("bench:{n}"),
                     source: "trigger".into(),
                     distribution_slot: None,
+                    origin: None,
                 },
             ))
         })

@@ -66,6 +66,7 @@ fn jobs(count: usize) -> Result<Vec<JobEnvelope>> {
                     correlation_id: format!("bench:{n}"),
                     source: "trigger".into(),
                     distribution_slot: None,
+                    origin: None,
                 },
             ))
         })

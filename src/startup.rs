@@ -40,6 +40,7 @@ use actors::{
     store::{
         Keys, PreferenceWrite, StateStore,
         dead_letters::{DeadLetterStore, MemoryDeadLetters},
+        durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
     },
@@ -150,6 +151,7 @@ impl Application {
         let Backends {
             store,
             dead_letters,
+            durations,
             broker,
             dependencies,
         } = connect_backends(&config, &quarantine).await?;
@@ -182,6 +184,7 @@ impl Application {
             families: pipeline.families.clone(),
             broker: api_broker,
             dead_letters,
+            durations,
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
             dependencies,
@@ -222,7 +225,8 @@ impl Application {
                 .configure(routes::preferences::configure)
                 .configure(routes::dead_letters::configure)
                 .configure(routes::tasks::configure)
-                .configure(routes::preview::configure);
+                .configure(routes::preview::configure)
+                .configure(routes::durations::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
             }
@@ -326,6 +330,7 @@ pub const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(10);
 struct Backends {
     store: Arc<dyn StateStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
+    durations: Arc<dyn DurationStore>,
     broker: Arc<dyn JobBroker>,
     dependencies: Vec<Arc<dyn Dependency>>,
 }
@@ -387,12 +392,16 @@ async fn connect_backends(
     quarantine: &Quarantine,
 ) -> anyhow::Result<Backends> {
     Ok(match config.backend {
-        Backend::Embedded => Backends {
-            store: Arc::new(MemoryStore::new()),
-            dead_letters: Arc::new(MemoryDeadLetters::default()),
-            broker: Arc::new(MemoryBroker::new()),
-            dependencies: Vec::new(),
-        },
+        Backend::Embedded => {
+            let store = Arc::new(MemoryStore::new());
+            Backends {
+                durations: store.clone(),
+                store,
+                dead_letters: Arc::new(MemoryDeadLetters::default()),
+                broker: Arc::new(MemoryBroker::new()),
+                dependencies: Vec::new(),
+            }
+        }
         Backend::External => {
             let options = redis_options(config);
             let target = redis_target(&config.redis);
@@ -418,6 +427,7 @@ async fn connect_backends(
             Backends {
                 dependencies: vec![store.clone(), broker.clone()],
                 dead_letters: store.clone(),
+                durations: store.clone(),
                 store,
                 broker,
             }

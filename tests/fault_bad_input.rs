@@ -180,6 +180,7 @@ fn envelope(task: &str, user: &str) -> JobEnvelope {
             correlation_id: "fault-suite".into(),
             source: "trigger".into(),
             distribution_slot: None,
+            origin: None,
         },
     )
 }

@@ -254,6 +254,7 @@ fn poison_record() -> DeadLetterRecord {
                 correlation_id: "test".into(),
                 source: "scheduler".into(),
                 distribution_slot: None,
+                origin: None,
             },
         ),
         reason: "unknown_task_type".into(),

@@ -3,7 +3,8 @@
 //! holding its executor, so the jobs of other tasks go ahead; throttles
 //! have their own budget; a `Retry-After` pauses its own task only; a
 //! duplicate copy of a retried job does not start a second retry chain; a
-//! user who disabled the task after the fan-out is not called.
+//! user who disabled the task after the fan-out is not called, neither by
+//! the scheduled job nor by its retry.
 
 mod support;
 
@@ -352,5 +353,61 @@ async fn a_user_who_disabled_the_task_or_is_gone_after_the_fan_out_is_not_called
         .await
         .unwrap();
     assert_eq!(stats.skipped.disabled, 2, "{stats:?}");
+    pipeline.shutdown().await;
+}
+
+#[actix_rt::test]
+async fn the_retry_of_a_scheduled_job_skips_a_user_who_dropped_the_task_meanwhile() {
+    let sink = Sink::start();
+    // Attempt 1 is answered (500) 2 s after it arrives: the preferences
+    // change while it runs, before its retry is claimed.
+    let report = sink_task("report", sink.url("/slowfail/2000/report"));
+    let (pipeline, store, broker) = start(config(&[]), vec![report.clone()]).await;
+    enable_users(store.as_ref(), "report", &["grace".to_owned()]).await;
+    let now = Utc::now();
+    let grace = job_envelope(
+        &report,
+        &UserId::parse("grace").unwrap(),
+        now,
+        now,
+        None,
+        "scheduler",
+        "test",
+    );
+    broker.publish(std::slice::from_ref(&grace)).await.unwrap();
+    let first = sink
+        .wait_for("/slowfail/", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(first.len(), 1, "attempt 1 arrived");
+    // Grace removes the task from her preferences while attempt 1 runs.
+    assert!(
+        store
+            .delete_preference(&UserId::parse("grace").unwrap(), &report.id)
+            .await
+            .unwrap()
+    );
+    // The retry is published, then claimed and skipped.
+    let mut skipped = 0;
+    for _ in 0..400 {
+        let stats = pipeline
+            .metrics
+            .send(actors::metrics::GetStats)
+            .await
+            .unwrap();
+        skipped = stats.skipped.disabled;
+        if skipped > 0 || sink.received_at("/slowfail/").len() > 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let attempts: Vec<u32> = sink
+        .received_at("/slowfail/")
+        .iter()
+        .map(|c| c.attempt())
+        .collect();
+    assert_eq!(attempts, vec![1], "the retry did not call the endpoint");
+    assert_eq!(skipped, 1, "the retry counted in skipped.disabled");
+    assert_eq!(store.succeeded(&[grace.job.id]).await.unwrap(), vec![false]);
+    assert!(broker.dead_letters().is_empty());
     pipeline.shutdown().await;
 }

@@ -46,6 +46,7 @@ fn envelope(n: usize) -> JobEnvelope {
             correlation_id: Uuid::new_v4().to_string(),
             source: "scheduler".into(),
             distribution_slot: Some(12),
+            origin: None,
         },
     )
 }

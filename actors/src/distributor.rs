@@ -727,6 +727,7 @@ pub fn job_envelope(
             correlation_id: correlation_id.to_owned(),
             source: source.to_owned(),
             distribution_slot: slot,
+            origin: None,
         },
     )
 }

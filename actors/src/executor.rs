@@ -520,12 +520,9 @@ async fn execute(
         run_ttl: guarded.then(|| timeout.saturating_mul(2) + Duration::from_secs(30)),
         attempt: job.attempt,
         execute_after_ms: job.execute_after.timestamp_millis(),
-        // Jobs of a scheduled fan-out were made for enabled users; a
-        // trigger may name users of its own.
-        require_enabled: matches!(
-            envelope.metadata.source.as_str(),
-            "scheduler" | "custom_interval"
-        ),
+        // Jobs of a scheduled fan-out (and their retries) were made for
+        // enabled users; a trigger may name users of its own.
+        require_enabled: envelope.metadata.planned(),
     };
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
@@ -839,6 +836,7 @@ fn again(envelope: &JobEnvelope, attempt: u32, now: DateTime<Utc>, delay: Durati
         },
         JobMetadata {
             source: "retry".to_owned(),
+            origin: Some(envelope.metadata.first_source().to_owned()),
             ..envelope.metadata.clone()
         },
     )

@@ -143,6 +143,7 @@ fn envelope(n: usize, priority: Priority, execute_after: DateTime<Utc>) -> JobEn
             correlation_id: format!("c{n}"),
             source: "scheduler".into(),
             distribution_slot: Some(u32::try_from(n % 60).unwrap()),
+            origin: None,
         },
     )
 }

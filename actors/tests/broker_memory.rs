@@ -28,6 +28,7 @@ fn envelope(n: u32, priority: Priority, delay: Duration) -> JobEnvelope {
             correlation_id: format!("c{n}"),
             source: "scheduler".into(),
             distribution_slot: None,
+            origin: None,
         },
     )
 }

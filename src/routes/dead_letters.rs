@@ -263,6 +263,7 @@ async fn replay_one(
         },
         JobMetadata {
             source: "replay".to_owned(),
+            origin: Some(record.envelope.metadata.first_source().to_owned()),
             ..record.envelope.metadata.clone()
         },
     );

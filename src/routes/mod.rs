@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod dead_letters;
+pub mod durations;
 pub mod error;
 pub mod health;
 pub mod metrics;

@@ -17,7 +17,7 @@ use actors::{
     pause::OperatorPauses,
     prometheus::Families,
     scheduler::{ReloadHealth, SchedulerActor},
-    store::{StateStore, dead_letters::DeadLetterStore},
+    store::{StateStore, dead_letters::DeadLetterStore, durations::DurationStore},
     supervisor::WorkerGauge,
 };
 
@@ -45,6 +45,8 @@ pub struct ApiState {
     pub broker: Arc<dyn JobBroker>,
     /// Jobs that failed for good.
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// The execution duration samples.
+    pub durations: Arc<dyn DurationStore>,
     /// Present when this process runs the worker side.
     pub worker: Option<WorkerGauge>,
     /// Outcome of the last tasks reload.

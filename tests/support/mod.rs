@@ -80,7 +80,9 @@ impl Received {
 /// `/ok/..` 200; `/flaky/..` 500 until attempt 3, then 200; `/fail/..`
 /// 500; `/missing/..` 404; `/throttle/..` 429 with `Retry-After: 1` on
 /// the first call of each job, then 200; `/always429/{secs}/..` 429 with
-/// `Retry-After: {secs}` every time; `/slow/{ms}/..` waits, then 200.
+/// `Retry-After: {secs}` every time; `/slow/{ms}/..` waits, then 200;
+/// `/slowfail/{ms}/..` (recorded on arrival) waits, then 500 for attempt
+/// 1 and 200 after.
 #[derive(Clone)]
 pub struct Sink {
     /// Where it listens.
@@ -195,6 +197,17 @@ async fn record(
                     .insert_header(("Retry-After", "1"))
                     .finish()
             }
+        }
+        Some("slowfail") => {
+            let ms = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
+            entry.answered_ok = attempt > 1;
+            received.lock().unwrap().push(entry);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            return if attempt > 1 {
+                HttpResponse::Ok().finish()
+            } else {
+                HttpResponse::InternalServerError().body("slow boom")
+            };
         }
         Some("slow") => {
             let ms = segments.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);

@@ -160,6 +160,28 @@ pub struct JobMetadata {
     /// for jobs that were not spread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution_slot: Option<u32>,
+    /// The `source` of the job's first try, kept by its retries (whose
+    /// `source` is `retry`), so a retry is held to the same rules as the
+    /// try it repeats (extension; absent on a first try and on messages of
+    /// older releases).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+impl JobMetadata {
+    /// Where the job's first try came from: `origin` for a retry, else
+    /// `source`.
+    pub fn first_source(&self) -> &str {
+        self.origin.as_deref().unwrap_or(&self.source)
+    }
+
+    /// Whether the job was planned by a scheduled fan-out (`scheduler` or
+    /// `custom_interval`), on its first try or a retry of one: such a job
+    /// was made for a user who had the task enabled, and is skipped when
+    /// the user no longer has.
+    pub fn planned(&self) -> bool {
+        matches!(self.first_source(), "scheduler" | "custom_interval")
+    }
 }
 
 /// Base64 (standard alphabet, padded) for byte fields.

@@ -6,6 +6,7 @@
 //! one place that spells the spec's key patterns.
 
 pub mod dead_letters;
+pub mod durations;
 pub mod keys;
 pub mod memory;
 pub mod redis;
