@@ -9,7 +9,7 @@
 //!
 //! - the most calls in any sliding 1 s window, per limit (must never
 //!   exceed limit + burst; the burst of every bucket equals its rate, see
-//!   `actors::supervisor` and `docs/configuration.md`);
+//!   `actors::pipeline` and `docs/configuration.md`);
 //! - utilisation = calls / (limit × seconds) (must be ≥ 0.95).
 //!
 //! CPU per job: the three workers together, RabbitMQ, Redis and the sink.

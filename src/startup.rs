@@ -36,6 +36,7 @@ use actors::{
     domain::{TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
     health::{Dependency, Quarantine},
+    pipeline::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
     scheduler::{TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
@@ -44,7 +45,6 @@ use actors::{
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
     },
-    supervisor::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
 };
 use anyhow::Context;
 use chrono::Utc;

@@ -1,9 +1,9 @@
 //! The fault suite, scenario 3: RabbitMQ restarted (with
 //! `scripts/services.sh restart rabbitmq`, data kept) while a replica
 //! publishes and consumes a run. Nothing is lost, nothing succeeds twice.
-//! The restart touches the whole broker, so this scenario is a test binary
-//! of its own: cargo runs test binaries one after another, and no other
-//! test meets the restart (as for `actors/tests/broker_amqp.rs`).
+//! The restart touches the whole broker, so this scenario holds the
+//! shared servers exclusively (`tests/support/server_lock.rs`): no other
+//! test process, under cargo or cargo-nextest, meets the restart.
 
 mod support;
 
@@ -26,6 +26,9 @@ fn services_dir() -> Option<String> {
 
 #[actix_rt::test]
 async fn s3_a_rabbitmq_restart_during_publish_and_consume_loses_nothing() {
+    // Runs alone on the shared servers: every other test process waits
+    // (tests/support/server_lock.rs).
+    restarting_servers();
     let run = RestartRun::start(
         RunShape {
             users: 3_000,

@@ -17,8 +17,8 @@ use actors::{
     distributor::job_envelope,
     domain::{JobEnvelope, TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
+    pipeline::{Pipeline, PipelineConfig, PipelineDeps},
     store::{StateStore, memory::MemoryStore},
-    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
 use chrono::Utc;
 use serde_json::json;

@@ -22,13 +22,13 @@ use actors::{
     domain::{TaskInterval, TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     fanout::Run,
+    pipeline::{Pipeline, PipelineConfig, PipelineDeps},
     scheduler::Trigger,
     store::{
         Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
         MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
         StoreError, Throttle, TimezoneWrite, ZoneGroups, memory::MemoryStore,
     },
-    supervisor::{Pipeline, PipelineConfig, PipelineDeps},
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -8,11 +8,16 @@ use lapin::{
 };
 use redis::AsyncCommands;
 
+#[path = "support/server_lock.rs"]
+mod server_lock;
+
 fn redis_url() -> String {
+    server_lock::shared_servers();
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
 fn amqp_url() -> String {
+    server_lock::shared_servers();
     std::env::var("TASKQUEUE_TEST_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
 }

@@ -23,7 +23,7 @@
 //!   error type.
 //! - The actors, one file each: [`scheduler`], [`distributor`],
 //!   [`rate_limiter`], [`executor`], [`metrics`]; [`dispatcher`] feeds the
-//!   executors from the broker; [`supervisor`] starts the tree.
+//!   executors from the broker; [`pipeline`] starts the tree (the `Pipeline`).
 //!
 //! **Invariant:** this crate knows nothing about HTTP serving (no
 //! actix-web); the service crate adapts its messages to the API.
@@ -42,6 +42,7 @@ pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod pause;
+pub mod pipeline;
 pub mod preview;
 pub mod prometheus;
 pub mod rate_limiter;
@@ -49,4 +50,3 @@ pub mod schedule;
 pub mod scheduler;
 pub mod slot;
 pub mod store;
-pub mod supervisor;

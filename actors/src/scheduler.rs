@@ -26,7 +26,7 @@
 //!
 //! Time comes from an injected [`crate::clock::Clock`], so tests move it
 //! instead of waiting. The task definitions are reloaded by the pipeline
-//! (every role, see [`crate::supervisor`]); passes read the catalog in
+//! (every role, see [`crate::pipeline`]); passes read the catalog in
 //! force.
 //!
 //! Every tick beats the scheduler's heartbeat on the [`HealthBoard`]. A

@@ -28,6 +28,11 @@ use uuid::Uuid;
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
 
+/// The cross-process lock on the shared servers (`tests/support`): this
+/// binary's restart test holds it exclusively, the rest shared.
+#[path = "../../tests/support/server_lock.rs"]
+mod server_lock;
+
 /// Taken shared by every test and exclusively by the one that restarts
 /// RabbitMQ, so no test of this file meets the restart by surprise.
 static BROKER_RESTART: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
@@ -48,6 +53,7 @@ struct Turn {
 impl Vhost {
     /// A vhost for a test that leaves the broker running.
     async fn new(test: &str) -> Vhost {
+        server_lock::shared_servers();
         let turn = Turn {
             _shared: Some(BROKER_RESTART.read().await),
             _alone: None,
@@ -61,6 +67,8 @@ impl Vhost {
             _shared: None,
             _alone: Some(BROKER_RESTART.write().await),
         };
+        // Restarts the shared RabbitMQ: every other test process waits.
+        server_lock::restarting_servers();
         Vhost::create(test, turn)
     }
 

@@ -114,7 +114,12 @@ impl Probe for RedisProbe {
     }
 }
 
+/// The cross-process lock on the shared servers (`tests/support`).
+#[path = "../../tests/support/server_lock.rs"]
+mod server_lock;
+
 fn redis_url() -> String {
+    server_lock::shared_servers();
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 

@@ -1,8 +1,8 @@
 //! A Redis restart heals without restarting taskqueue: the store's managed
 //! connection reconnects by itself. This test restarts the real server with
-//! `scripts/services.sh restart redis`, so it lives in a test binary of its
-//! own (cargo runs test binaries one after another; no other test sees the
-//! restart).
+//! `scripts/services.sh restart redis`, so it holds the shared servers
+//! exclusively (`tests/support/server_lock.rs`): no other test process,
+//! under cargo or cargo-nextest, sees the restart.
 
 use std::{
     process::Command,
@@ -17,6 +17,10 @@ use actors::{
     },
 };
 use chrono::Utc;
+
+/// The cross-process lock on the shared servers (`tests/support`).
+#[path = "../../tests/support/server_lock.rs"]
+mod server_lock;
 
 fn redis_url() -> String {
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
@@ -33,6 +37,8 @@ fn restart_redis() {
 
 #[tokio::test]
 async fn the_store_heals_after_a_redis_restart() {
+    // Restarts the shared Redis: every other test process waits.
+    server_lock::restarting_servers();
     let prefix = format!("tqrestart-{}", uuid::Uuid::new_v4().simple());
     let store = RedisStore::connect(&redis_url(), Keys::new(prefix), RedisOptions::default())
         .await

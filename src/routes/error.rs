@@ -2,6 +2,11 @@
 //! routed or not: a path no route takes gets [`no_route`]'s JSON 404, and
 //! [`json_errors`] gives the same shape to any other error the framework
 //! answers by itself (a 405, a 413, ...).
+//!
+//! A backend failure ([`ApiError::Unavailable`]) or an internal one
+//! ([`ApiError::Internal`]) carries its detail (backend error text, key
+//! names) for the log only: the detail is logged when the response is
+//! made, and the client gets a stable code and message.
 
 use actix_web::{
     HttpRequest, HttpResponse, ResponseError,
@@ -23,13 +28,22 @@ pub enum ApiError {
     /// Missing or wrong bearer token (401).
     #[error("a valid bearer token is required")]
     Unauthorized,
-    /// A backend failed (503).
+    /// A backend failed (503). The detail is logged, never sent.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
-    /// Anything else (500).
+    /// This process refuses the request for now (503), for a reason that
+    /// is safe to tell the client (shutting down, no scheduler here).
+    #[error("{0}")]
+    Refused(&'static str),
+    /// Anything else (500). The detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What a client is told of a backend failure.
+pub const UNAVAILABLE_MESSAGE: &str = "a backend is unavailable; try again later";
+/// What a client is told of an internal failure.
+pub const INTERNAL_MESSAGE: &str = "internal error";
 
 impl ApiError {
     fn code(&self) -> &'static str {
@@ -37,8 +51,24 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::NotFound(_) => "not_found",
             ApiError::Unauthorized => "unauthorized",
-            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Unavailable(_) | ApiError::Refused(_) => "unavailable",
             ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The message the client sees; the detail of a backend or internal
+    /// failure is logged here instead.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Unavailable(detail) => {
+                tracing::warn!(%detail, "request failed: backend unavailable");
+                UNAVAILABLE_MESSAGE.to_owned()
+            }
+            ApiError::Internal(detail) => {
+                tracing::error!(%detail, "request failed: internal error");
+                INTERNAL_MESSAGE.to_owned()
+            }
+            other => other.to_string(),
         }
     }
 }
@@ -49,14 +79,14 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.to_string()}}))
+            .json(json!({"error": {"code": self.code(), "message": self.public_message()}}))
     }
 }
 
@@ -106,4 +136,86 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
             ServiceResponse::new(request, body).map_into_right_body(),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use actix_web::body::MessageBody;
+
+    use super::*;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log sink").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The response to `error` as (status, body), and what was logged.
+    fn respond(error: &ApiError) -> (StatusCode, serde_json::Value, String) {
+        let log = Captured::default();
+        let sink = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let response = tracing::subscriber::with_default(subscriber, || error.error_response());
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .try_into_bytes()
+            .unwrap_or_else(|_| panic!("a JSON body"));
+        let body = serde_json::from_slice(&bytes).expect("JSON");
+        let logged = String::from_utf8(log.0.lock().expect("log sink").clone()).expect("UTF-8");
+        (status, body, logged)
+    }
+
+    #[test]
+    fn a_backend_failure_is_logged_and_answered_with_a_stable_message() {
+        let detail = "redis: Connection refused (os error 111) at 10.1.2.3:6379";
+        let (status, body, logged) = respond(&ApiError::Unavailable(detail.to_owned()));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "unavailable", "message": UNAVAILABLE_MESSAGE}})
+        );
+        assert!(logged.contains(detail), "not logged: {logged}");
+    }
+
+    #[test]
+    fn an_internal_failure_is_logged_and_answered_with_a_stable_message() {
+        let detail = "corrupt value at taskqueue:users:u1:settings:t";
+        let (status, body, logged) = respond(&ApiError::Internal(detail.to_owned()));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "internal", "message": INTERNAL_MESSAGE}})
+        );
+        assert!(logged.contains(detail), "not logged: {logged}");
+    }
+
+    #[test]
+    fn a_refusal_and_a_bad_request_keep_their_message() {
+        let (status, body, _) = respond(&ApiError::Refused("shutting down: triggers are refused"));
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            json!({"error": {"code": "unavailable", "message": "shutting down: triggers are refused"}})
+        );
+        let (status, body, logged) = respond(&ApiError::BadRequest("user id \"\" is empty".into()));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(body["error"]["message"], "user id \"\" is empty");
+        assert!(logged.is_empty(), "a client error is not logged: {logged}");
+    }
 }

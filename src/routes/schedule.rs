@@ -72,9 +72,7 @@ async fn trigger(
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     if state.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(ApiError::Unavailable(
-            "shutting down: triggers are refused".into(),
-        ));
+        return Err(ApiError::Refused("shutting down: triggers are refused"));
     }
     let TriggerRequest {
         task_type_id,
@@ -103,7 +101,7 @@ async fn trigger(
     let scheduler = state
         .scheduler
         .clone()
-        .ok_or_else(|| ApiError::Unavailable("this process does not run the scheduler".into()))?;
+        .ok_or(ApiError::Refused("this process does not run the scheduler"))?;
     let accepted = scheduler
         .send(Trigger {
             task,

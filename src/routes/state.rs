@@ -15,10 +15,10 @@ use actors::{
     health::{Dependency, HealthBoard, Quarantine},
     metrics::MetricsActor,
     pause::OperatorPauses,
+    pipeline::WorkerGauge,
     prometheus::Families,
     scheduler::{ReloadHealth, SchedulerActor},
     store::{StateStore, dead_letters::DeadLetterStore, durations::DurationStore},
-    supervisor::WorkerGauge,
 };
 
 /// Shared by every handler.

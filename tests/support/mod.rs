@@ -2,6 +2,11 @@
 //! every request, backends of their own on the real Redis and RabbitMQ
 //! (a fresh key prefix and a fresh vhost per test), and the service
 //! started in-process or as a `taskqueue serve` process.
+//!
+//! Every builder that reaches the shared servers takes the shared side of
+//! the cross-process server lock (`server_lock.rs`) first, so no test runs
+//! while another test binary restarts Redis or RabbitMQ; a restart test
+//! calls [`restarting_servers`] before anything else.
 
 #![allow(dead_code)]
 
@@ -26,6 +31,7 @@ use uuid::Uuid;
 mod ledger;
 mod process;
 mod restart;
+mod server_lock;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]
@@ -34,6 +40,8 @@ pub use ledger::*;
 pub use process::*;
 #[allow(unused_imports)]
 pub use restart::*;
+#[allow(unused_imports)]
+pub use server_lock::{restarting_servers, shared_servers};
 
 const CTL: &str = "/usr/sbin/rabbitmqctl";
 
@@ -230,8 +238,10 @@ async fn record(
     response
 }
 
-/// The Redis URL of the tests.
+/// The Redis URL of the tests (the caller is about to use the server:
+/// this takes the shared server lock).
 pub fn redis_url() -> String {
+    shared_servers();
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
@@ -261,6 +271,7 @@ impl Backends {
 
     /// [`Backends::new`] on the Redis server at `redis` (`host:port`).
     pub fn on_redis(test: &str, redis: &str) -> Backends {
+        shared_servers();
         let id = Uuid::new_v4().simple().to_string();
         let vhost = format!("tq-test-pipeline-{test}-{id}");
         ctl(&["add_vhost", &vhost]);
@@ -369,6 +380,7 @@ pub fn delete_prefix_on(url: &str, prefix: &str) {
 /// (tests of one binary create their vhosts in parallel), so a failure is
 /// tried again a few times before the test fails.
 fn ctl(args: &[&str]) {
+    shared_servers();
     for attempt in 1..=5u64 {
         let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
         if status.success() || vhost_created(args) {

@@ -1116,16 +1116,42 @@ impl StateStore for RedisStore {
         }
         let key = self.keys.custom_index(task);
         let mut connection = self.connection.clone();
-        let flat: Vec<Value> = DUE_CUSTOM
-            .key(&key)
+        // The due members first, then their settings in one script that
+        // is handed every key it reads (a member that is no user id has
+        // no settings key: it is parked below).
+        let listed: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(&key)
+            .arg("-inf")
             .arg(now.timestamp_millis())
+            .arg("LIMIT")
+            .arg(0)
             .arg(limit)
-            .arg(format!("{}:users:", self.keys.prefix()))
-            .arg(format!(":settings:{task}"))
-            .invoke_async(&mut connection)
+            .query_async(&mut connection)
             .await?;
-        let mut due = Vec::with_capacity(flat.len() / 3);
+        if listed.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut parked = Vec::new();
+        let mut invocation = DUE_CUSTOM.prepare_invoke();
+        invocation.key(&key).arg(now.timestamp_millis());
+        for member in listed {
+            match parse_user(&key, &member) {
+                Ok(user) => {
+                    invocation
+                        .key(self.keys.user_settings(&user, task))
+                        .arg(member);
+                }
+                Err(err) => {
+                    // Never a user: parked past every fire, so it stops
+                    // taking a place in each page of due users.
+                    self.quarantine
+                        .add(&format!("{key} member {member:?}"), &err.to_string());
+                    parked.push(member);
+                }
+            }
+        }
+        let flat: Vec<Value> = invocation.invoke_async(&mut connection).await?;
+        let mut due = Vec::with_capacity(flat.len() / 3);
         for entry in flat.chunks(3) {
             let [user, score, fields] = entry else {
                 return Err(corrupt(&key, "due_custom.lua returned a partial entry"));
