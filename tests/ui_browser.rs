@@ -158,6 +158,44 @@ impl Browser {
         text.as_str().unwrap_or_default().trim().to_owned()
     }
 
+    /// The text of `css` once `wanted` holds for it (the page a click
+    /// opened may still be loading), within 10 seconds.
+    async fn wait_text(&self, css: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        loop {
+            let found: Value = self
+                .client
+                .post(format!("{}/element", self.session))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(element) = found["value"][ELEMENT].as_str() {
+                let text: Value = self
+                    .client
+                    .get(format!("{}/element/{element}/text", self.session))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(text) = text["value"].as_str() {
+                    last = text.trim().to_owned();
+                    if wanted(&last) {
+                        return last;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "{css}: last text {last:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn click(&self, css: &str) {
         let element = self.find(css).await;
         self.call(
@@ -179,35 +217,75 @@ impl Browser {
     }
 }
 
+fn task_to(id: &str, interval: Value, endpoint: String) -> actors::domain::TaskType {
+    task(json!({
+        "id": id, "name": format!("Task {id}"),
+        "interval": interval,
+        "timeout": "10s", "retries": 0,
+        "config": {"endpoint": endpoint, "method": "POST"}
+    }))
+}
+
+/// Waits until the API lists `count` dead letters.
+async fn wait_dead_letters(app: &RunningApp, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get(app.address, "/dead-letters").await;
+        let listed = body["dead_letters"].as_array().map_or(0, Vec::len);
+        if listed >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} dead letters never listed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[actix_rt::test]
-async fn every_page_shows_the_run_and_pause_works_in_a_real_browser() {
+async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     let sink = Sink::start();
     let backends = Backends::new("ui-browser");
+    let mut config = config(&backends);
+    // The first 429 of a job dead-letters it; the sink answers 200 to the
+    // second call with the same key.
+    config.execution.throttles_per_attempt = 0;
     let app = spawn_app(
-        config(&backends),
-        vec![task(json!({
-            "id": "report", "name": "Daily report",
-            "interval": {"type": "daily", "value": 1, "at_time": "06:30"},
-            "timeout": "10s",
-            "config": {"endpoint": sink.url("/ok/report"), "method": "POST"}
-        }))],
+        config,
+        vec![
+            task_to(
+                "report",
+                json!({"type": "daily", "value": 1, "at_time": "06:30"}),
+                sink.url("/ok/report"),
+            ),
+            task_to(
+                "busy",
+                json!({"type": "hourly", "value": 1}),
+                sink.url("/throttle/busy"),
+            ),
+        ],
         Arc::new(SystemClock),
     )
     .await;
     let store = backends.store().await;
     let users: Vec<String> = (0..4).map(|i| format!("user_{i}")).collect();
     enable_users(&store, "report", &users).await;
-    let (status, body) = post(
-        app.address,
-        "/schedule/trigger",
-        &json!({"task_type_id": "report", "execute_immediately": true}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    enable_users(&store, "busy", &["alice".to_owned()]).await;
+    for task in ["report", "busy"] {
+        let (status, body) = post(
+            app.address,
+            "/schedule/trigger",
+            &json!({"task_type_id": task, "execute_immediately": true}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
     let calls = sink
         .wait_for("/ok/report", 4, Duration::from_secs(60))
         .await;
     assert_eq!(calls.len(), 4);
+    wait_dead_letters(&app, 1).await;
 
     let browser = Browser::start().await;
     let base = format!("http://{}", app.address);
@@ -234,12 +312,11 @@ async fn every_page_shows_the_run_and_pause_works_in_a_real_browser() {
     browser.screenshot("tasks").await;
 
     browser.click(&format!("{row} button")).await;
-    assert!(
-        browser
-            .text(&format!("{row} [data-field=state]"))
-            .await
-            .starts_with("paused")
-    );
+    browser
+        .wait_text(&format!("{row} [data-field=state]"), |text| {
+            text.starts_with("paused")
+        })
+        .await;
     let (_, status) = get(app.address, "/schedule/status/report").await;
     assert_eq!(status["paused"], true, "{status}");
 
@@ -247,10 +324,6 @@ async fn every_page_shows_the_run_and_pause_works_in_a_real_browser() {
     assert_eq!(browser.text("#enabled-users").await, "4");
     assert_eq!(browser.text("#period [data-field=released]").await, "4");
     browser.screenshot("task-detail").await;
-
-    browser.open(&format!("{base}/ui/dead-letters")).await;
-    assert_eq!(browser.text("#no-dead-letters").await, "No dead letters.");
-    browser.screenshot("dead-letters").await;
 
     browser
         .open(&format!("{base}/ui/users?user_id=user_2"))
@@ -262,4 +335,38 @@ async fn every_page_shows_the_run_and_pause_works_in_a_real_browser() {
             .starts_with('+')
     );
     browser.screenshot("user-lookup").await;
+
+    // Replay: tick the dead letter, confirm, and the endpoint is called
+    // again with the same key.
+    browser.open(&format!("{base}/ui/dead-letters")).await;
+    assert!(
+        browser
+            .text("#dead-letters")
+            .await
+            .contains("throttled_too_long")
+    );
+    browser.screenshot("dead-letters").await;
+    browser.click("input[name=job_id]").await;
+    browser.click("button[value=replay]").await;
+    browser
+        .wait_text("#question", |text| {
+            text.starts_with("Replay 1 dead letter?")
+        })
+        .await;
+    assert_eq!(
+        sink.received_at("/throttle/").len(),
+        1,
+        "not before the confirmation"
+    );
+    browser
+        .click("form[action='/ui/dead-letters/apply'] button")
+        .await;
+    browser
+        .wait_text("#outcome", |text| text == "1 dead letter replayed.")
+        .await;
+    let calls = sink
+        .wait_for("/throttle/", 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(calls.len(), 2, "the replay reached the endpoint");
+    assert_eq!(calls[1].key(), calls[0].key(), "same Idempotency-Key");
 }
