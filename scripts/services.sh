@@ -29,6 +29,9 @@ install_missing() {
   [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
   # libfaketime: the fault suite runs a replica with its clock ahead
   command -v faketime >/dev/null 2>&1 || need+=(faketime)
+  # chromium + chromedriver: the dashboard's browser test (tests/ui_browser.rs)
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

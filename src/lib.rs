@@ -11,6 +11,7 @@
 //!   validation that reports every problem with file, path, line, column.
 //! - [`startup`]: builds the application (backends, actors, HTTP server).
 //! - [`routes`]: the internal API's handlers, one module per area.
+//! - [`ui`]: the web dashboard at `/ui` (server-rendered pages).
 //! - [`telemetry`]: structured logs.
 
 pub mod cli;
@@ -19,3 +20,4 @@ pub mod configuration;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod ui;

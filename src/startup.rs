@@ -58,6 +58,7 @@ use crate::{
         sink::SinkCounts,
         state::ApiState,
     },
+    ui,
 };
 
 /// Everything [`Application::build_with`] needs.
@@ -203,6 +204,13 @@ impl Application {
         let token = web::Data::new(ApiToken(config.api.token.clone()));
         let protect_reads = web::Data::new(ProtectReads(config.api.protect_reads));
         let scrape_cache = web::Data::new(routes::metrics::ScrapeCache::default());
+        let throughput = std::sync::Arc::new(ui::throughput::Throughput::default());
+        actix_rt::spawn(ui::throughput::sample(
+            state.metrics.clone(),
+            throughput.clone(),
+        ));
+        let throughput = web::Data::from(throughput);
+        let ui_sessions = web::Data::new(ui::session::UiSessions::default());
         let sink = config
             .api
             .sink
@@ -215,6 +223,8 @@ impl Application {
                 .app_data(token.clone())
                 .app_data(protect_reads.clone())
                 .app_data(scrape_cache.clone())
+                .app_data(throughput.clone())
+                .app_data(ui_sessions.clone())
                 .app_data(routes::error::json_config())
                 .app_data(routes::error::path_config())
                 .wrap(actix_web::middleware::from_fn(routes::auth::guard_reads))
@@ -226,7 +236,8 @@ impl Application {
                 .configure(routes::dead_letters::configure)
                 .configure(routes::tasks::configure)
                 .configure(routes::preview::configure)
-                .configure(routes::durations::configure);
+                .configure(routes::durations::configure)
+                .configure(ui::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
             }

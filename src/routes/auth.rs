@@ -5,7 +5,8 @@
 //! `Authorization: Bearer <token>`, else it is refused with a 401 JSON
 //! error before the handler runs. With `api.protect_reads` the
 //! [`guard_reads`] middleware asks the same of every read (`GET`, `HEAD`)
-//! but `/health`. Without a token the API is open, which start-up allows
+//! but `/health` and the dashboard (`/ui`, guarded by its session cookie,
+//! see `crate::ui::session`). Without a token the API is open, which start-up allows
 //! only on a loopback address.
 
 use std::future::{Ready, ready};
@@ -48,7 +49,10 @@ pub async fn guard_reads(
         .app_data::<web::Data<ProtectReads>>()
         .is_some_and(|protect| protect.0);
     let read = matches!(*req.method(), Method::GET | Method::HEAD);
-    if protect && read && req.path() != "/health" && !token_presented(req.request()) {
+    // The dashboard (`/ui`) has its own guard: a session cookie, since a
+    // browser cannot send the header on navigation.
+    let exempt = req.path() == "/health" || crate::ui::is_dashboard_path(req.path());
+    if protect && read && !exempt && !token_presented(req.request()) {
         return Err(ApiError::Unauthorized.into());
     }
     next.call(req).await
@@ -89,7 +93,7 @@ impl FromRequest for Authorized {
 }
 
 /// Compares in time independent of where the values differ.
-fn same_secret(presented: &str, expected: &str) -> bool {
+pub(crate) fn same_secret(presented: &str, expected: &str) -> bool {
     let (a, b) = (presented.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -90,7 +90,7 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(err.to_string())
 }
 
-fn view(record: &DeadLetterRecord) -> Value {
+pub(crate) fn view(record: &DeadLetterRecord) -> Value {
     let job = &record.envelope.job;
     json!({
         "job_id": job.id,
@@ -150,7 +150,7 @@ fn valid_cursor(cursor: &str) -> bool {
 
 /// The records a selection names: (found, ids named that are not dead
 /// letters, more left for a whole-task selection).
-async fn select(
+pub(crate) async fn select(
     state: &ApiState,
     selection: Selection,
 ) -> Result<(Vec<DeadLetterRecord>, Vec<Uuid>, bool), ApiError> {
@@ -230,7 +230,7 @@ async fn replay(
 }
 
 /// Replays one record; `Some(reason)` when it is refused.
-async fn replay_one(
+pub(crate) async fn replay_one(
     state: &ApiState,
     record: &DeadLetterRecord,
 ) -> Result<Option<&'static str>, ApiError> {

@@ -120,7 +120,10 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.starts_with("application/json"));
+            .is_some_and(|value| {
+                // The dashboard's error pages are HTML on purpose.
+                value.starts_with("application/json") || value.starts_with("text/html")
+            });
         if is_json {
             return Ok(ErrorHandlerResponse::Response(
                 response.map_into_left_body(),

@@ -38,13 +38,26 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(err.to_string())
 }
 
-/// Pauses the task for every replica.
-async fn pause(
-    _authorized: Authorized,
-    path: web::Path<String>,
-    state: web::Data<ApiState>,
-) -> Result<HttpResponse, ApiError> {
-    let task = known_task(&state, &path.into_inner())?;
+/// Pauses (`paused`) or resumes a task for every replica: the task, and
+/// whether its state changed. Shared with the dashboard's buttons.
+pub(crate) async fn set_paused(
+    state: &ApiState,
+    id: &str,
+    paused: bool,
+) -> Result<(TaskType, Option<chrono::DateTime<chrono::Utc>>, bool), ApiError> {
+    let task = known_task(state, id)?;
+    if !paused {
+        let changed = state
+            .store
+            .set_task_paused(&task.id, None)
+            .await
+            .map_err(unavailable)?;
+        state.pauses.resume(&task.id);
+        if changed {
+            tracing::info!(task = %task.id, "task resumed by an operator");
+        }
+        return Ok((task, None, changed));
+    }
     let now = state.clock.now();
     let changed = state
         .store
@@ -63,6 +76,16 @@ async fn pause(
     if changed {
         tracing::info!(task = %task.id, "task paused by an operator");
     }
+    Ok((task, Some(since), changed))
+}
+
+/// Pauses the task for every replica.
+async fn pause(
+    _authorized: Authorized,
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (task, since, changed) = set_paused(&state, &path.into_inner(), true).await?;
     Ok(HttpResponse::Ok().json(json!({
         "task_type_id": task.id,
         "paused": true,
@@ -77,16 +100,7 @@ async fn resume(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
-    let task = known_task(&state, &path.into_inner())?;
-    let changed = state
-        .store
-        .set_task_paused(&task.id, None)
-        .await
-        .map_err(unavailable)?;
-    state.pauses.resume(&task.id);
-    if changed {
-        tracing::info!(task = %task.id, "task resumed by an operator");
-    }
+    let (task, _, changed) = set_paused(&state, &path.into_inner(), false).await?;
     Ok(HttpResponse::Ok().json(json!({
         "task_type_id": task.id,
         "paused": false,

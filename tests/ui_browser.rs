@@ -1,0 +1,372 @@
+//! The dashboard in headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, installed by `scripts/services.sh`), driven over the
+//! W3C WebDriver protocol, against a service on the real Redis and
+//! RabbitMQ after a small run: each page loads and shows the numbers of
+//! the run, the Pause button pauses the task, and a screenshot of each
+//! page is saved under `target/ui-screenshots/`.
+
+mod support;
+
+use std::{
+    net::TcpListener,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use actors::clock::SystemClock;
+use base64::Engine;
+use serde_json::{Value, json};
+use support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A chromedriver process and one browser session on it.
+struct Browser {
+    driver: Child,
+    client: reqwest::Client,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        for binary in [CHROMIUM, CHROMEDRIVER] {
+            assert!(
+                std::path::Path::new(binary).exists(),
+                "{binary} is missing: run scripts/services.sh start (it installs chromium and chromium-driver)"
+            );
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let client = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = match client.get(format!("{base}/status")).send().await {
+                Ok(response) => response
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .map(|s| s["value"]["ready"] == true),
+                Err(_) => None,
+            };
+            if ready == Some(true) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--window-size=1280,800",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let created: Value = client
+            .post(format!("{base}/session"))
+            .json(&json!({"capabilities": {"alwaysMatch": {
+                "goog:chromeOptions": {"binary": CHROMIUM, "args": args}
+            }}}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = created["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no session: {created}"))
+            .to_owned();
+        Browser {
+            driver,
+            client,
+            session: format!("{base}/session/{session}"),
+            _profile: profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.session));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        assert!(answer["value"].get("error").is_none(), "{path}: {answer}");
+        answer["value"].clone()
+    }
+
+    async fn open(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    async fn find(&self, css: &str) -> String {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("{css}: {found}"))
+            .to_owned()
+    }
+
+    async fn text(&self, css: &str) -> String {
+        let element = self.find(css).await;
+        let text = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/element/{element}/text"),
+                None,
+            )
+            .await;
+        text.as_str().unwrap_or_default().trim().to_owned()
+    }
+
+    /// The text of `css` once `wanted` holds for it (the page a click
+    /// opened may still be loading), within 10 seconds.
+    async fn wait_text(&self, css: &str, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut last = String::new();
+        loop {
+            let found: Value = self
+                .client
+                .post(format!("{}/element", self.session))
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(element) = found["value"][ELEMENT].as_str() {
+                let text: Value = self
+                    .client
+                    .get(format!("{}/element/{element}/text", self.session))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if let Some(text) = text["value"].as_str() {
+                    last = text.trim().to_owned();
+                    if wanted(&last) {
+                        return last;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "{css}: last text {last:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        let element = self.find(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let shot = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot.as_str().unwrap())
+            .unwrap();
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+    }
+}
+
+fn task_to(id: &str, interval: Value, endpoint: String) -> actors::domain::TaskType {
+    task(json!({
+        "id": id, "name": format!("Task {id}"),
+        "interval": interval,
+        "timeout": "10s", "retries": 0,
+        "config": {"endpoint": endpoint, "method": "POST"}
+    }))
+}
+
+/// Waits until the API lists `count` dead letters.
+async fn wait_dead_letters(app: &RunningApp, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, body) = get(app.address, "/dead-letters").await;
+        let listed = body["dead_letters"].as_array().map_or(0, Vec::len);
+        if listed >= count {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{count} dead letters never listed: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[actix_rt::test]
+async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
+    let sink = Sink::start();
+    let backends = Backends::new("ui-browser");
+    let mut config = config(&backends);
+    // The first 429 of a job dead-letters it; the sink answers 200 to the
+    // second call with the same key.
+    config.execution.throttles_per_attempt = 0;
+    let app = spawn_app(
+        config,
+        vec![
+            task_to(
+                "report",
+                json!({"type": "daily", "value": 1, "at_time": "06:30"}),
+                sink.url("/ok/report"),
+            ),
+            task_to(
+                "busy",
+                json!({"type": "hourly", "value": 1}),
+                sink.url("/throttle/busy"),
+            ),
+        ],
+        Arc::new(SystemClock),
+    )
+    .await;
+    let store = backends.store().await;
+    let users: Vec<String> = (0..4).map(|i| format!("user_{i}")).collect();
+    enable_users(&store, "report", &users).await;
+    enable_users(&store, "busy", &["alice".to_owned()]).await;
+    for task in ["report", "busy"] {
+        let (status, body) = post(
+            app.address,
+            "/schedule/trigger",
+            &json!({"task_type_id": task, "execute_immediately": true}),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let calls = sink
+        .wait_for("/ok/report", 4, Duration::from_secs(60))
+        .await;
+    assert_eq!(calls.len(), 4);
+    wait_dead_letters(&app, 1).await;
+
+    let browser = Browser::start().await;
+    let base = format!("http://{}", app.address);
+
+    browser.open(&format!("{base}/ui/")).await;
+    assert_eq!(browser.text("h1").await, "Overview");
+    assert!(browser.text("[data-component=redis]").await.contains("up"));
+    browser.screenshot("overview").await;
+
+    browser.open(&format!("{base}/ui/tasks")).await;
+    let row = "tr[data-task=report]";
+    assert_eq!(
+        browser
+            .text(&format!("{row} [data-field=enabled_users]"))
+            .await,
+        "4"
+    );
+    assert_eq!(browser.text(&format!("{row} [data-field=due]")).await, "4");
+    assert_eq!(
+        browser.text(&format!("{row} [data-field=released]")).await,
+        "4"
+    );
+    assert!(browser.text(row).await.contains("every day at 06:30"));
+    browser.screenshot("tasks").await;
+
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait_text(&format!("{row} [data-field=state]"), |text| {
+            text.starts_with("paused")
+        })
+        .await;
+    let (_, status) = get(app.address, "/schedule/status/report").await;
+    assert_eq!(status["paused"], true, "{status}");
+
+    browser.open(&format!("{base}/ui/tasks/report")).await;
+    assert_eq!(browser.text("#enabled-users").await, "4");
+    assert_eq!(browser.text("#period [data-field=released]").await, "4");
+    browser.screenshot("task-detail").await;
+
+    browser
+        .open(&format!("{base}/ui/users?user_id=user_2"))
+        .await;
+    assert!(
+        browser
+            .text("[data-task=report] [data-field=offset]")
+            .await
+            .starts_with('+')
+    );
+    browser.screenshot("user-lookup").await;
+
+    // Replay: tick the dead letter, confirm, and the endpoint is called
+    // again with the same key.
+    browser.open(&format!("{base}/ui/dead-letters")).await;
+    assert!(
+        browser
+            .text("#dead-letters")
+            .await
+            .contains("throttled_too_long")
+    );
+    browser.screenshot("dead-letters").await;
+    browser.click("input[name=job_id]").await;
+    browser.click("button[value=replay]").await;
+    browser
+        .wait_text("#question", |text| {
+            text.starts_with("Replay 1 dead letter?")
+        })
+        .await;
+    assert_eq!(
+        sink.received_at("/throttle/").len(),
+        1,
+        "not before the confirmation"
+    );
+    browser
+        .click("form[action='/ui/dead-letters/apply'] button")
+        .await;
+    browser
+        .wait_text("#outcome", |text| text == "1 dead letter replayed.")
+        .await;
+    let calls = sink
+        .wait_for("/throttle/", 2, Duration::from_secs(60))
+        .await;
+    assert_eq!(calls.len(), 2, "the replay reached the endpoint");
+    assert_eq!(calls[1].key(), calls[0].key(), "same Idempotency-Key");
+}
