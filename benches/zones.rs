@@ -123,7 +123,9 @@ async fn bench(args: BenchArgs, users: usize, zone_count: usize) -> Result<()> {
         .context("lock")?;
     store.record_fire(&task_id, now, &lease).await?;
     let fires: Vec<(Tz, chrono::DateTime<Utc>)> = zones.iter().map(|zone| (*zone, now)).collect();
-    store.record_zone_fires(&task_id, &fires, &lease).await?;
+    store
+        .record_zone_fires(&task_id, &fires, now, &lease)
+        .await?;
     let mut ticks = Vec::new();
     for _ in 0..args.runs.max(3) {
         let started = Instant::now();
