@@ -126,9 +126,10 @@ impl StateStore for Faulty {
         &self,
         t: &TaskTypeId,
         f: &[(Tz, DateTime<Utc>)],
+        c: DateTime<Utc>,
         l: &LockLease,
     ) -> Result<bool, StoreError> {
-        self.inner.record_zone_fires(t, f, l).await
+        self.inner.record_zone_fires(t, f, c, l).await
     }
     async fn enabled_users_in_spread_order(
         &self,

@@ -253,13 +253,15 @@ impl Distribution {
             if !run.planning_done {
                 published += self.publish_pipelined(&task, &mut run, fence).await?;
             }
-        } else {
+        } else if run.immediate {
             for _ in 0..PAGES_PER_STEP {
                 if run.planning_done {
                     break;
                 }
                 published += self.plan_page(&task, &mut run, fence).await?;
             }
+        } else {
+            self.plan_pages(&task, &mut run, fence).await?;
         }
         // Empty slots move `next_slot` in memory only: the next write of
         // the run (a trim, the finish, or one save at the end) carries it.
@@ -349,6 +351,54 @@ impl Distribution {
         Ok(published)
     }
 
+    /// Plans up to [`PAGES_PER_STEP`] pages of a spread run into its slot
+    /// lists, reading each next page while the write of the one before is
+    /// in flight (one round trip per page instead of two, in sequence).
+    /// The write of page k carries the run as it was after page k, so the
+    /// stored cursor never passes a user missing from the lists; a failed
+    /// or fenced write drops the page read ahead.
+    async fn plan_pages(
+        &self,
+        task: &TaskType,
+        run: &mut Run,
+        fence: u64,
+    ) -> Result<(), PipelineError> {
+        let ttl = self.settings.list_ttl();
+        let mut ahead: Option<Vec<UserId>> = None;
+        for step in 0..PAGES_PER_STEP {
+            let users = match ahead.take() {
+                Some(users) => users,
+                None if run.planning_done => break,
+                None => self.next_page(task, run).await?,
+            };
+            let mut slots: BTreeMap<u32, Vec<UserId>> = BTreeMap::new();
+            let planned = run.planned;
+            let count = users.len() as u64;
+            for (i, user) in users.into_iter().enumerate() {
+                let slot = run.slot_for_rank(planned + i as u64);
+                slots.entry(slot).or_default().push(user);
+            }
+            let lists = slot_writes(slots);
+            run.planned += count;
+            if step + 1 < PAGES_PER_STEP && !run.planning_done {
+                // `run` moves on only once both the write and the read
+                // ahead succeeded.
+                let mut next_run = run.clone();
+                let (written, next) = futures::join!(
+                    self.store.save_run(run, &lists, ttl, fence),
+                    self.next_page(task, &mut next_run)
+                );
+                self.fenced(written?, run)?;
+                ahead = Some(next?);
+                *run = next_run;
+            } else {
+                let written = self.store.save_run(run, &lists, ttl, fence).await?;
+                self.fenced(written, run)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Reads the next page of the run's users, moving its cursor (or
     /// custom offset) past them and marking the end of its audience.
     async fn next_page(
@@ -383,10 +433,10 @@ impl Distribution {
                         None => Vec::new(),
                     };
                     let short = page.len() < batch;
-                    let users = page.iter().map(|cursor| cursor.user.clone()).collect();
-                    if let Some(last) = page.into_iter().last() {
-                        run.cursor = Some(last);
+                    if let Some(last) = page.last() {
+                        run.cursor = Some(last.clone());
                     }
+                    let users = page.into_iter().map(|cursor| cursor.user).collect();
                     if short {
                         // This group is done: on to the next, from its start.
                         run.zone_walk.position += 1;

@@ -706,7 +706,13 @@ impl Pass {
             Err(err) => return Err(err.into()),
         };
         let Some(state) = state else {
-            if !self.store.record_fire(&task.id, now, lease).await? {
+            // The zone groups start here too: none has a fire to catch up.
+            if !self.store.record_fire(&task.id, now, lease).await?
+                || !self
+                    .store
+                    .record_zone_fires(&task.id, &[], now, lease)
+                    .await?
+            {
                 return Err(PipelineError::LockLost(task.id.clone()));
             }
             tracing::info!(task = %task.id, next = %schedule.next_after(now), "new task type; it starts at its next fire");
@@ -748,7 +754,7 @@ impl Pass {
         }
         if !self
             .store
-            .record_zone_fires(&task.id, &zone_records, lease)
+            .record_zone_fires(&task.id, &zone_records, now, lease)
             .await?
         {
             return Err(PipelineError::LockLost(task.id.clone()));
@@ -760,8 +766,12 @@ impl Pass {
     /// read in the group's zone, with the same misfire rules. Adds the due
     /// groups to `due_groups` by fire instant; answers with the fires to
     /// record. O(zones): one store round trip and one calculus step per
-    /// group. A group never scheduled before starts as if its last fire
-    /// had been handled two ticks ago (so a fire on time still runs).
+    /// group. A group never scheduled before starts where the previous
+    /// ticking pass left off ([`crate::store::ZoneGroups::checked`]): its
+    /// fires since then are handled like any group's (on time, or missed
+    /// under the misfire policy), and a fire the previous pass handled for
+    /// the groups of that time is not handled again. Without a previous
+    /// pass on record (data of an older release) it starts two ticks ago.
     async fn zone_periods(
         &self,
         task: &TaskType,
@@ -773,13 +783,13 @@ impl Pass {
             self.quarantine.add(entry, "unreadable zone group");
         }
         let tolerance = self.settings.check_interval.saturating_mul(2);
+        let first_seen_from = zones
+            .checked
+            .unwrap_or_else(|| now - chrono::Duration::from_std(tolerance).unwrap_or_default());
         let mut records = Vec::new();
         for (zone, state) in zones.groups {
             let schedule = Schedule::new(&task.interval.in_zone(zone));
-            let last_fired = state.map_or_else(
-                || now - chrono::Duration::from_std(tolerance).unwrap_or_default(),
-                |state| state.last_fired,
-            );
+            let last_fired = state.map_or(first_seen_from, |state| state.last_fired);
             let due = schedule::due_with_tolerance(
                 &schedule,
                 last_fired,
@@ -1144,4 +1154,196 @@ pub async fn schedule_status(
         zone_groups,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        broker::memory::MemoryBroker,
+        clock::{Clock, ManualClock},
+        distributor::DistributionSettings,
+        domain::Settings,
+        store::{PreferenceWrite, memory::MemoryStore},
+    };
+    use chrono_tz::Asia;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        text.parse().unwrap()
+    }
+
+    /// "Daily at 09:00", in UTC for users without a zone.
+    fn digest() -> TaskType {
+        serde_json::from_value(serde_json::json!({
+            "id": "digest", "name": "Digest",
+            "interval": {"type": "daily", "value": 1, "at_time": "09:00"},
+            "timeout": "10s",
+            "config": {"endpoint": "http://127.0.0.1:1/x", "method": "POST"}
+        }))
+        .unwrap()
+    }
+
+    /// A pass over a memory store, ticking every `check_interval`, with
+    /// the clock at `start` and the task's lock held.
+    async fn pass_at(
+        start: DateTime<Utc>,
+        check_interval: Duration,
+    ) -> (Pass, Arc<MemoryStore>, Arc<ManualClock>, LockLease) {
+        let store = Arc::new(MemoryStore::new());
+        let clock = ManualClock::new(start);
+        let distributor = DistributorActor::new(
+            store.clone(),
+            Arc::new(MemoryBroker::new()),
+            DistributionSettings {
+                window: Duration::from_secs(60),
+                batch_size: 100,
+                lock_ttl: Duration::from_secs(60),
+                task_rates: BTreeMap::new(),
+                global_rate: None,
+            },
+            HealthBoard::default(),
+        )
+        .start();
+        let lease = store
+            .acquire_lock(&LockName::Schedule(digest().id), Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+        let pass = Pass {
+            store: store.clone(),
+            clock: clock.clone(),
+            distributor,
+            settings: SchedulerSettings {
+                check_interval,
+                lock_ttl: Duration::from_secs(3600),
+                batch_size: 100,
+                window: Duration::from_secs(60),
+                families: Families::new(),
+            },
+            quarantine: Quarantine::default(),
+        };
+        (pass, store, clock, lease)
+    }
+
+    async fn place(store: &MemoryStore, user: &str, zone: Tz, now: DateTime<Utc>) {
+        let settings = Settings {
+            timezone: Some(zone),
+            ..Settings::default()
+        };
+        store
+            .write_preferences(&[PreferenceWrite::new(
+                UserId::parse(user).unwrap(),
+                digest().id,
+                true,
+                Some(settings),
+                now,
+            )])
+            .await
+            .unwrap();
+    }
+
+    /// The runs in progress that reach users: (scheduled_at, users). (The
+    /// task's own group, without users here, makes empty runs at 09:00Z.)
+    async fn runs(store: &MemoryStore) -> Vec<(DateTime<Utc>, u64)> {
+        let list = store.runs(&digest().id).await.unwrap();
+        list.runs
+            .iter()
+            .filter(|run| run.users > 0)
+            .map(|run| (run.scheduled_at, run.users))
+            .collect()
+    }
+
+    #[actix_rt::test]
+    async fn a_new_zone_groups_first_fire_after_a_clock_jump_runs_once() {
+        let task = digest();
+        // 09:00 in Tokyo (UTC+9) is 00:00Z.
+        let fire = at("2026-03-01T00:00:00Z");
+        let start = at("2026-02-28T23:50:00Z");
+        let (pass, store, clock, lease) = pass_at(start, Duration::from_secs(1)).await;
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        clock.advance(Duration::from_secs(1));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        // The group appears with its first user, ten minutes before its
+        // first fire...
+        place(&store, "tokyo_user", Asia::Tokyo, clock.now()).await;
+        // ... and the next pass comes five minutes after it (a clock jump,
+        // a slow pass): far more than two ticks.
+        clock.set(fire + chrono::Duration::minutes(5));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(
+            runs(&store).await,
+            vec![(fire, 1)],
+            "the first fire runs once (misfire: run_once, inside the catch-up window)"
+        );
+        let groups = store.zone_groups(&task.id).await.unwrap();
+        assert_eq!(groups.groups.len(), 1);
+        assert_eq!(groups.groups[0].1.map(|state| state.last_fired), Some(fire));
+        assert_eq!(groups.checked, Some(clock.now()));
+        // Later passes do not run it again.
+        for _ in 0..3 {
+            clock.advance(Duration::from_secs(1));
+            pass.schedule_periods(&task, &lease).await.unwrap();
+        }
+        assert_eq!(runs(&store).await, vec![(fire, 1)]);
+    }
+
+    #[actix_rt::test]
+    async fn a_new_zone_group_does_not_rerun_a_fire_handled_before_it_appeared() {
+        let task = digest();
+        // 09:00 in Seoul and in Tokyo: both UTC+9, the same instant.
+        let fire = at("2026-03-01T00:00:00Z");
+        // Ticks of 10 s: a fire up to 20 s old is on time.
+        let (pass, store, clock, lease) =
+            pass_at(at("2026-02-28T23:59:00Z"), Duration::from_secs(10)).await;
+        place(&store, "mover", Asia::Seoul, clock.now()).await;
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        clock.set(fire + chrono::Duration::seconds(1));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(runs(&store).await, vec![(fire, 1)], "Seoul's fire");
+        let run = store.runs(&task.id).await.unwrap().runs.remove(0);
+        assert!(store.finish_run(&run, lease.fence).await.unwrap());
+        // The user moves to Tokyo, a group seen for the first time, whose
+        // fire is the very instant just handled for Seoul.
+        place(
+            &store,
+            "mover",
+            Asia::Tokyo,
+            fire + chrono::Duration::seconds(2),
+        )
+        .await;
+        clock.set(fire + chrono::Duration::seconds(5));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(runs(&store).await, vec![], "no second call of the mover");
+        // Tokyo's next fire is tomorrow's.
+        clock.set(fire + chrono::Duration::days(1) + chrono::Duration::seconds(1));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(
+            runs(&store).await,
+            vec![(fire + chrono::Duration::days(1), 1)]
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_zone_group_present_at_the_first_pass_starts_at_its_next_fire() {
+        let task = digest();
+        let fire = at("2026-03-01T00:00:00Z");
+        // The task's first pass comes after Tokyo's fire of the day.
+        let (pass, store, clock, lease) =
+            pass_at(fire + chrono::Duration::minutes(1), Duration::from_secs(10)).await;
+        place(&store, "tokyo_user", Asia::Tokyo, clock.now()).await;
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        clock.advance(Duration::from_secs(10));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(
+            runs(&store).await,
+            vec![],
+            "no fire from before the task's start"
+        );
+        clock.set(fire + chrono::Duration::days(1));
+        pass.schedule_periods(&task, &lease).await.unwrap();
+        assert_eq!(
+            runs(&store).await,
+            vec![(fire + chrono::Duration::days(1), 1)]
+        );
+    }
 }

@@ -2991,9 +2991,15 @@ async fn zone_fires_are_fenced(f: Arc<Fixture>) {
         .unwrap();
     let groups = store.zone_groups(&task("t")).await.unwrap();
     assert_eq!(groups.groups, vec![(zone, None)]);
+    assert_eq!(groups.checked, None, "no pass on record yet");
     assert!(
         store
-            .record_zone_fires(&task("t"), &[(zone, at("2024-01-15T02:15:00Z"))], &first)
+            .record_zone_fires(
+                &task("t"),
+                &[(zone, at("2024-01-15T02:15:00Z"))],
+                at("2024-01-15T02:15:01Z"),
+                &first
+            )
             .await
             .unwrap()
     );
@@ -3001,6 +3007,21 @@ async fn zone_fires_are_fenced(f: Arc<Fixture>) {
     assert_eq!(
         groups.groups[0].1.unwrap().last_fired,
         at("2024-01-15T02:15:00Z")
+    );
+    assert_eq!(groups.checked, Some(at("2024-01-15T02:15:01Z")));
+    assert!(
+        store
+            .record_zone_fires(&task("t"), &[], at("2024-01-15T02:15:02Z"), &first)
+            .await
+            .unwrap(),
+        "the pass instant is recorded without any fire"
+    );
+    let groups = store.zone_groups(&task("t")).await.unwrap();
+    assert_eq!(groups.checked, Some(at("2024-01-15T02:15:02Z")));
+    assert_eq!(
+        groups.groups[0].1.unwrap().last_fired,
+        at("2024-01-15T02:15:00Z"),
+        "a group not written keeps its fire"
     );
     assert_eq!(groups.groups[0].1.unwrap().fence, first.fence);
     store.release_lock(&lock, &first).await.unwrap();
@@ -3011,14 +3032,35 @@ async fn zone_fires_are_fenced(f: Arc<Fixture>) {
         .unwrap();
     assert!(
         !store
-            .record_zone_fires(&task("t"), &[(zone, at("2024-01-16T02:15:00Z"))], &first)
+            .record_zone_fires(
+                &task("t"),
+                &[(zone, at("2024-01-16T02:15:00Z"))],
+                at("2024-01-16T02:15:01Z"),
+                &first
+            )
             .await
             .unwrap(),
         "a stale holder is fenced out"
     );
     assert!(
+        !store
+            .record_zone_fires(&task("t"), &[], at("2024-01-16T02:15:01Z"), &first)
+            .await
+            .unwrap(),
+        "a stale holder is fenced out of the pass instant too"
+    );
+    assert_eq!(
+        store.zone_groups(&task("t")).await.unwrap().checked,
+        Some(at("2024-01-15T02:15:02Z"))
+    );
+    assert!(
         store
-            .record_zone_fires(&task("t"), &[(zone, at("2024-01-16T02:15:00Z"))], &second)
+            .record_zone_fires(
+                &task("t"),
+                &[(zone, at("2024-01-16T02:15:00Z"))],
+                at("2024-01-16T02:15:03Z"),
+                &second
+            )
             .await
             .unwrap()
     );
@@ -3027,6 +3069,8 @@ async fn zone_fires_are_fenced(f: Arc<Fixture>) {
         groups.groups[0].1.unwrap().last_fired,
         at("2024-01-16T02:15:00Z")
     );
+    assert_eq!(groups.checked, Some(at("2024-01-16T02:15:03Z")));
+    assert_eq!(groups.groups.len(), 1, "the pass instant is no zone group");
 }
 
 async fn operator_pauses_are_shared_and_idempotent(f: Arc<Fixture>) {

@@ -128,6 +128,8 @@ struct State {
     zone_sets: HashMap<TaskTypeId, BTreeMap<String, Tz>>,
     /// (task, zone name) -> last fire handled of the zone group.
     zone_schedule: HashMap<(TaskTypeId, String), ScheduleState>,
+    /// [`ZoneGroups::checked`] by task, with the fence that wrote it.
+    zone_checked: HashMap<TaskTypeId, ScheduleState>,
     /// task -> user -> next fire (epoch ms) of users on a custom interval.
     custom_index: HashMap<TaskTypeId, BTreeMap<UserId, i64>>,
     /// lock key -> (token, expiry).
@@ -507,6 +509,7 @@ impl StateStore for MemoryStore {
             .unwrap_or_default();
         Ok(ZoneGroups {
             groups,
+            checked: state.zone_checked.get(task).map(|stored| stored.last_fired),
             unreadable: Vec::new(),
         })
     }
@@ -543,6 +546,7 @@ impl StateStore for MemoryStore {
         &self,
         task: &TaskTypeId,
         fires: &[(Tz, DateTime<Utc>)],
+        checked: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError> {
         let mut state = self.lock();
@@ -555,10 +559,20 @@ impl StateStore for MemoryStore {
                 .zone_schedule
                 .get(&(task.clone(), zone.name().to_owned()))
                 .is_some_and(|stored| stored.fence > lease.fence)
-        });
+        }) || state
+            .zone_checked
+            .get(task)
+            .is_some_and(|stored| stored.fence > lease.fence);
         if stale {
             return Ok(false);
         }
+        state.zone_checked.insert(
+            task.clone(),
+            ScheduleState {
+                last_fired: checked,
+                fence: lease.fence,
+            },
+        );
         for (zone, last_fired) in fires {
             state.zone_schedule.insert(
                 (task.clone(), zone.name().to_owned()),

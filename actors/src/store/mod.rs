@@ -133,6 +133,10 @@ pub struct TimezoneWrite {
 pub struct ZoneGroups {
     /// Each zone and its last fire handled (`None`: never scheduled yet).
     pub groups: Vec<(Tz, Option<ScheduleState>)>,
+    /// The instant up to which the scheduler last evaluated the task's
+    /// zone groups (the `now` of its last ticking pass; `None` before the
+    /// first). A group without a state of its own starts from here.
+    pub checked: Option<DateTime<Utc>>,
     /// Stored zone names or states that could not be read (skipped).
     pub unreadable: Vec<String>,
 }
@@ -398,13 +402,15 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<&SpreadCursor>,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError>;
-    /// Records the last fire handled of zone groups, fenced as
-    /// [`StateStore::record_fire`]: false (nothing written) when a later
-    /// holder took the task's schedule lock.
+    /// Records the last fire handled of zone groups and the instant up to
+    /// which the groups were evaluated ([`ZoneGroups::checked`]), fenced
+    /// as [`StateStore::record_fire`]: false (nothing written) when a
+    /// later holder took the task's schedule lock.
     async fn record_zone_fires(
         &self,
         task: &TaskTypeId,
         fires: &[(Tz, DateTime<Utc>)],
+        checked: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError>;
     /// Users with the task enabled (default and custom intervals together).

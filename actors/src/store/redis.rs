@@ -23,6 +23,10 @@
 //!   no entry for the user, deleted by the user's next write.
 //! - `{p}:schedule:{task}`: STRING `<RFC 3339 instant>|fence=<n>`, e.g.
 //!   `2024-01-15T00:00:00Z|fence=7` (a bare instant reads as fence 0).
+//! - `{p}:schedule:zones:{task}`: HASH zone name -> the zone group's last
+//!   fire handled, encoded as `{p}:schedule:{task}`; the field `@checked`
+//!   holds, in the same encoding, the instant up to which the scheduler
+//!   last evaluated the task's zone groups.
 //! - `{p}:index:enabled:{task}`: ZSET of users enabled on the task's
 //!   default interval, score = the user's spread key (an integer below
 //!   2^52; 0 for entries written before the index was scored, which walk
@@ -100,6 +104,9 @@ const ZONE_PLACE: &str = include_str!("../../lua/zone_place.lua");
 const FIELD_CUSTOM_INTERVAL: &str = "custom_interval";
 /// Settings-hash field holding the per-task time zone (IANA name).
 const FIELD_TIMEZONE: &str = "timezone";
+/// Field of the zone-groups schedule hash (`{p}:schedule:zones:{task}`)
+/// holding [`ZoneGroups::checked`]; no IANA zone name starts with `@`.
+const FIELD_ZONES_CHECKED: &str = "@checked";
 /// Settings-hash field holding when the settings were written.
 const FIELD_LAST_MODIFIED: &str = "last_modified";
 /// Prefix of the settings-hash fields holding parameters.
@@ -907,6 +914,14 @@ impl StateStore for RedisStore {
             self.query(&pipe).await?;
         names.sort_unstable();
         let mut groups = ZoneGroups::default();
+        if let Some(value) = states.get(FIELD_ZONES_CHECKED) {
+            match decode_schedule_state(&schedule_key, value) {
+                Ok(state) => groups.checked = Some(state.last_fired),
+                Err(err) => groups
+                    .unreadable
+                    .push(format!("{schedule_key} {FIELD_ZONES_CHECKED}: {err}")),
+            }
+        }
         for name in names {
             let Ok(zone) = name.parse::<Tz>() else {
                 groups.unreadable.push(format!("{set_key} member {name:?}"));
@@ -961,16 +976,16 @@ impl StateStore for RedisStore {
         &self,
         task: &TaskTypeId,
         fires: &[(Tz, DateTime<Utc>)],
+        checked: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError> {
-        if fires.is_empty() {
-            return Ok(true);
-        }
         let mut invocation = RECORD_ZONE_FIRES.prepare_invoke();
         invocation
             .key(self.keys.zone_schedule(task))
             .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
-            .arg(lease.fence);
+            .arg(lease.fence)
+            .arg(FIELD_ZONES_CHECKED)
+            .arg(encode_schedule_state(checked, lease.fence));
         for (zone, at) in fires {
             invocation
                 .arg(zone.name())
