@@ -43,6 +43,7 @@ use actors::{
         durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
+        results::JobResultStore,
     },
     supervisor::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
 };
@@ -152,6 +153,7 @@ impl Application {
             store,
             dead_letters,
             durations,
+            results,
             broker,
             dependencies,
         } = connect_backends(&config, &quarantine).await?;
@@ -185,6 +187,7 @@ impl Application {
             broker: api_broker,
             dead_letters,
             durations,
+            results,
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
             dependencies,
@@ -226,7 +229,8 @@ impl Application {
                 .configure(routes::dead_letters::configure)
                 .configure(routes::tasks::configure)
                 .configure(routes::preview::configure)
-                .configure(routes::durations::configure);
+                .configure(routes::durations::configure)
+                .configure(routes::jobs::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
             }
@@ -316,6 +320,7 @@ pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
             max_token_wait: config.execution.max_token_wait,
             throttles_per_attempt: config.execution.throttles_per_attempt,
             max_throttled_age: config.execution.max_throttled_age,
+            result_retention: config.monitoring.result_retention,
         },
         metrics_interval: config.monitoring.metrics_interval,
     }
@@ -331,6 +336,7 @@ struct Backends {
     store: Arc<dyn StateStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
     durations: Arc<dyn DurationStore>,
+    results: Arc<dyn JobResultStore>,
     broker: Arc<dyn JobBroker>,
     dependencies: Vec<Arc<dyn Dependency>>,
 }
@@ -396,6 +402,7 @@ async fn connect_backends(
             let store = Arc::new(MemoryStore::new());
             Backends {
                 durations: store.clone(),
+                results: store.clone(),
                 store,
                 dead_letters: Arc::new(MemoryDeadLetters::default()),
                 broker: Arc::new(MemoryBroker::new()),
@@ -428,6 +435,7 @@ async fn connect_backends(
                 dependencies: vec![store.clone(), broker.clone()],
                 dead_letters: store.clone(),
                 durations: store.clone(),
+                results: store.clone(),
                 store,
                 broker,
             }
