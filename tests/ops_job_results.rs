@@ -1,7 +1,8 @@
 //! Job results on the real Redis and RabbitMQ: `GET /jobs/{job_id}` reads
 //! success with its duration and attempts, both attempts of a job that
 //! failed before it succeeded, `failed` with the last error for a
-//! dead-lettered job; `GET /users/{u}/tasks/{t}/runs` lists newest first
+//! dead-lettered job, `retrying` with `next_attempt` for a throttled try;
+//! `GET /users/{u}/tasks/{t}/runs` lists newest first
 //! and honours `limit`; bad ids and limits are 400s, unknown jobs 404s.
 
 mod support;
@@ -59,6 +60,7 @@ async fn job_results_and_runs_are_served_from_the_store() {
         task_to("fine", sink.url("/ok/fine"), 3),
         task_to("flaky", sink.url("/flaky/flaky"), 3),
         task_to("gone", sink.url("/missing/gone"), 3),
+        task_to("busy", sink.url("/throttle/busy"), 3),
     ];
     let app = spawn_app(config, tasks, Arc::new(SystemClock)).await;
 
@@ -111,6 +113,22 @@ async fn job_results_and_runs_are_served_from_the_store() {
     let body = wait_status(&app, &gone, "failed").await;
     assert!(body["result"]["error"]["code"].is_string(), "{body}");
     assert!(body["result"].get("next_attempt").is_none(), "{body}");
+
+    // A throttled job (429 with `Retry-After`, then 200): the throttled
+    // try reads retrying with its next attempt, the same attempt number.
+    trigger(&app, "busy", json!(["erin"])).await;
+    let calls = sink
+        .wait_for("/throttle/busy", 2, Duration::from_secs(60))
+        .await;
+    let busy = calls[0].key();
+    let body = wait_status(&app, &busy, "success").await;
+    let attempts = body["attempts"].as_array().unwrap();
+    assert_eq!(attempts.len(), 2, "{body}");
+    assert_eq!(attempts[0]["attempt"], 1);
+    assert_eq!(attempts[0]["result"]["status"], "retrying", "{body}");
+    assert!(attempts[0]["result"]["next_attempt"].is_string(), "{body}");
+    assert_eq!(attempts[1]["attempt"], 1);
+    assert_eq!(attempts[1]["result"]["status"], "success", "{body}");
 
     // Runs: newest first, limit honoured.
     trigger(&app, "fine", json!(["dave"])).await;
