@@ -44,6 +44,7 @@ use actors::{
         durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
+        results::JobResultStore,
     },
 };
 use anyhow::Context;
@@ -153,6 +154,7 @@ impl Application {
             store,
             dead_letters,
             durations,
+            results,
             broker,
             dependencies,
         } = connect_backends(&config, &quarantine).await?;
@@ -186,6 +188,7 @@ impl Application {
             broker: api_broker,
             dead_letters,
             durations,
+            results,
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
             dependencies,
@@ -237,6 +240,7 @@ impl Application {
                 .configure(routes::tasks::configure)
                 .configure(routes::preview::configure)
                 .configure(routes::durations::configure)
+                .configure(routes::jobs::configure)
                 .configure(ui::configure);
             if role.schedules() {
                 app = app.configure(routes::schedule::configure);
@@ -327,6 +331,7 @@ pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
             max_token_wait: config.execution.max_token_wait,
             throttles_per_attempt: config.execution.throttles_per_attempt,
             max_throttled_age: config.execution.max_throttled_age,
+            result_retention: config.monitoring.result_retention,
         },
         metrics_interval: config.monitoring.metrics_interval,
     }
@@ -342,6 +347,7 @@ struct Backends {
     store: Arc<dyn StateStore>,
     dead_letters: Arc<dyn DeadLetterStore>,
     durations: Arc<dyn DurationStore>,
+    results: Arc<dyn JobResultStore>,
     broker: Arc<dyn JobBroker>,
     dependencies: Vec<Arc<dyn Dependency>>,
 }
@@ -407,6 +413,7 @@ async fn connect_backends(
             let store = Arc::new(MemoryStore::new());
             Backends {
                 durations: store.clone(),
+                results: store.clone(),
                 store,
                 dead_letters: Arc::new(MemoryDeadLetters::default()),
                 broker: Arc::new(MemoryBroker::new()),
@@ -439,6 +446,7 @@ async fn connect_backends(
                 dependencies: vec![store.clone(), broker.clone()],
                 dead_letters: store.clone(),
                 durations: store.clone(),
+                results: store.clone(),
                 store,
                 broker,
             }

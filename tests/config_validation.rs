@@ -609,6 +609,14 @@ fn other_service_values() {
             "execution.max_throttled_age: ",
         ),
         (
+            "monitoring:\n  result_retention: 0s\n",
+            "monitoring.result_retention: ",
+        ),
+        (
+            "monitoring:\n  result_retention: soon\n",
+            "monitoring.result_retention: ",
+        ),
+        (
             "execution:\n  throttles_per_attempt: -1\n",
             "execution.throttles_per_attempt: ",
         ),

@@ -64,6 +64,7 @@ fn config_with(global: Option<u32>, per_task: &[(&str, u32)]) -> PipelineConfig 
             success_ttl: Duration::from_secs(3600),
             throttles_per_attempt: 10,
             max_throttled_age: Duration::from_secs(86_400),
+            result_retention: Duration::from_secs(3600),
             max_token_wait: Duration::from_millis(100),
         },
         metrics_interval: Duration::from_secs(1),
@@ -219,6 +220,7 @@ async fn a_retry_after_pauses_its_task_not_the_others() {
         attempt: 1,
         execute_after_ms: 0,
         require_enabled: false,
+        result: None,
     };
     let mut paused = false;
     for _ in 0..100 {

@@ -393,6 +393,7 @@ fn pipeline_config() -> PipelineConfig {
             success_ttl: Duration::from_secs(3600),
             throttles_per_attempt: 10,
             max_throttled_age: Duration::from_secs(86_400),
+            result_retention: Duration::from_secs(3600),
             max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),

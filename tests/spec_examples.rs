@@ -36,6 +36,7 @@ const EXTENSIONS: &[&str] = &[
     "execution.throttles_per_attempt",
     "execution.max_throttled_age",
     "monitoring.metrics_retention",
+    "monitoring.result_retention",
     "monitoring.log_format",
     "api",
     "backend",

@@ -1,7 +1,8 @@
 -- Claims one execution of a job before its endpoint is called: checks the
 -- job's success marker, takes the per-job execution claim, then (under the
 -- overlap guard) the (task, user) run claim, and reads the user's
--- parameters for the task, all at once.
+-- parameters for the task, and records the attempt as `running` (the
+-- job's result), all at once.
 --
 -- KEYS[1]: {prefix}:job:{job id}:done, the success marker (STRING)
 -- KEYS[2]: {prefix}:running:{task}:job.{job id}, the execution claim (STRING
@@ -14,6 +15,10 @@
 --          eligible)
 -- KEYS[7]: {prefix}:users:{user}:tasks, the user's enabled tasks (HASH
 --          task -> 1/0)
+-- KEYS[8]: {prefix}:job:{job id}:result, the job's latest result (HASH
+--          record, finished)
+-- KEYS[9]: {prefix}:users:{user}:runs:{task}, the user's recent jobs of
+--          the task (LIST of job ids, newest first)
 -- ARGV[1]: the execution id (holder of the execution claim)
 -- ARGV[2]: time to live of the execution claim in milliseconds
 -- ARGV[3]: the job id (holder of the run claim)
@@ -27,6 +32,10 @@
 --          preferences at all: the user is gone) is skipped too; '0' when
 --          only an explicit '0' (disabled) skips (a trigger may name any
 --          user)
+-- ARGV[9]: the job's `running` record (JSON), written when the claim
+--          succeeds; empty to write none
+-- ARGV[10]: time to live of the result records in milliseconds
+-- ARGV[11]: most job ids kept in KEYS[9]
 -- Returns: {'succeeded'} when the marker exists; {'disabled'} when the
 --          user disabled the task, or (ARGV[8] = '1') does not have it
 --          enabled (nothing claimed); {'stale'} when the copy
@@ -76,6 +85,17 @@ end
 if tonumber(ARGV[4]) > 0 and not claim(KEYS[3], ARGV[3], ARGV[4]) then
     redis.call('DEL', KEYS[2])
     return {'user_busy'}
+end
+
+if ARGV[9] ~= '' then
+    -- The first record of a job enters it in the user's runs list.
+    if redis.call('EXISTS', KEYS[8]) == 0 then
+        redis.call('LPUSH', KEYS[9], ARGV[3])
+        redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[11]) - 1)
+    end
+    redis.call('HSET', KEYS[8], 'record', ARGV[9])
+    redis.call('PEXPIRE', KEYS[8], ARGV[10])
+    redis.call('PEXPIRE', KEYS[9], ARGV[10])
 end
 
 local reply = {'claimed'}

@@ -187,6 +187,7 @@ mod tests {
             attempt: 1,
             execute_after_ms: 0,
             require_enabled: false,
+            result: None,
         }
     }
 
@@ -218,6 +219,7 @@ mod tests {
                 run_claimed: false,
                 success_ttl: Some(Duration::from_secs(60)),
                 next: None,
+                result: None,
             })
             .await
             .unwrap();

@@ -79,6 +79,7 @@ use crate::{
     store::{
         ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle,
         dead_letters::{DeadLetterRecord, DeadLetterStore},
+        results::{AttemptRecord, ResultWrite},
     },
 };
 
@@ -152,6 +153,9 @@ pub struct ExecutionSettings {
     /// `execution.max_throttled_age`: no throttled job is tried again
     /// later than this after it was created.
     pub max_throttled_age: Duration,
+    /// `monitoring.result_retention`: how long a job's results (`GET
+    /// /jobs/{id}`) are kept after its last attempt.
+    pub result_retention: Duration,
 }
 
 /// The rate limits of the pool: one per task with a limit of its own (its
@@ -294,6 +298,8 @@ impl Running {
             run_claimed: true,
             success_ttl: None,
             next: None,
+            // The `running` record stays until the requeued copy's claim.
+            result: None,
         };
         if let Err(err) = env.store.finish_execution(&finish).await {
             tracing::warn!(job_id = %self.job_id, error = %err, "claims not released; they expire");
@@ -523,6 +529,20 @@ async fn execute(
         // Jobs of a scheduled fan-out (and their retries) were made for
         // enabled users; a trigger may name users of its own.
         require_enabled: envelope.metadata.planned(),
+        result: Some(result_write(
+            &env.settings,
+            job,
+            ExecutionResult {
+                job_id: job.id,
+                status: Status::Running,
+                started_at: Utc::now(),
+                completed_at: Utc::now(),
+                duration: Duration::ZERO,
+                error: None,
+                response: None,
+                next_attempt: None,
+            },
+        )),
     };
     let parameters = match batcher.claim(claim).await? {
         ClaimOutcome::AlreadySucceeded => {
@@ -570,8 +590,26 @@ async fn execute(
         run_claimed: guarded,
         success_ttl: None,
         next: None,
+        result: None,
     };
     attempt(env, batcher, task, envelope, held, &parameters, finish).await
+}
+
+/// The record of one attempt of `job`, kept for the result retention (the
+/// response body is not kept).
+fn result_write(settings: &ExecutionSettings, job: &Job, result: ExecutionResult) -> ResultWrite {
+    ResultWrite {
+        record: AttemptRecord {
+            task_type_id: job.task_type_id.clone(),
+            user_id: job.user_id.clone(),
+            attempt: job.attempt,
+            result: ExecutionResult {
+                response: None,
+                ..result
+            },
+        },
+        retention: settings.result_retention,
+    }
 }
 
 /// Records an execution's end (`finish_execution`), trying again with
@@ -643,6 +681,12 @@ async fn attempt(
         cap: settings.max_retry_delay,
     };
     let outcome = classify(&call, completed_at);
+    let attempt_error = match &outcome {
+        Outcome::Success => None,
+        Outcome::Throttled(_, error) | Outcome::Transient(error) | Outcome::Permanent(error) => {
+            Some(error.clone())
+        }
+    };
     let mut budget = ThrottleBudget {
         throttles: 0,
         per_attempt: settings.throttles_per_attempt,
@@ -720,6 +764,7 @@ async fn attempt(
     match step {
         Step::Succeed => {
             finish.success_ttl = Some(settings.success_ttl);
+            finish.result = Some(result_write(settings, job, result.clone()));
             finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(ExecutionOutcome::Success));
             held.ack().await
@@ -727,8 +772,15 @@ async fn attempt(
         Step::Throttle(wait) => {
             tracing::info!(job_id = %job.id, wait_ms = wait.as_millis() as u64, throttles = budget.throttles, "endpoint asked to retry later; attempt kept");
             let (again, next) = next_try(job.attempt, wait);
+            let kept = ExecutionResult {
+                status: Status::Retrying,
+                error: attempt_error.clone(),
+                next_attempt: Some(again.job.execute_after),
+                ..result.clone()
+            };
             env.broker.publish(&[again]).await?;
             finish.next = Some(next);
+            finish.result = Some(result_write(settings, job, kept));
             finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(ExecutionOutcome::Throttle));
             held.ack().await
@@ -736,13 +788,26 @@ async fn attempt(
         Step::Retry { attempt, delay } => {
             tracing::info!(job_id = %job.id, attempt, delay_ms = delay.as_millis() as u64, "attempt failed; retrying");
             let (again, next) = next_try(attempt, delay);
+            let kept = ExecutionResult {
+                status: Status::Retrying,
+                error: attempt_error.clone(),
+                next_attempt: Some(again.job.execute_after),
+                ..result.clone()
+            };
             env.broker.publish(&[again]).await?;
             finish.next = Some(next);
+            finish.result = Some(result_write(settings, job, kept));
             finish_with_retries(batcher, finish).await?;
             env.metrics.record(record(ExecutionOutcome::Retry));
             held.ack().await
         }
         Step::DeadLetter { reason, error } => {
+            let kept = ExecutionResult {
+                status: Status::Failed,
+                error: Some(error.clone()),
+                ..result.clone()
+            };
+            finish.result = Some(result_write(settings, job, kept));
             finish_with_retries(batcher, finish).await?;
             tracing::warn!(job_id = %job.id, reason, code = %error.code, "job failed for good; dead-lettering");
             result.status = Status::Failed;

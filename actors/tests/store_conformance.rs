@@ -14,7 +14,7 @@ use std::{
 };
 
 use actors::{
-    domain::{Settings, TaskInterval, TaskTypeId, UserId},
+    domain::{ErrorDetail, ExecutionResult, Settings, Status, TaskInterval, TaskTypeId, UserId},
     fanout::{Audience, Run, RunSource},
     slot::spread_key,
     store::{
@@ -23,6 +23,7 @@ use actors::{
         Throttle, TimezoneWrite,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
+        results::{AttemptRecord, JobResultStore, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
     },
 };
 use async_trait::async_trait;
@@ -50,6 +51,7 @@ trait Probe: Send + Sync {
 
 struct Fixture {
     store: Arc<dyn StateStore>,
+    results: Arc<dyn JobResultStore>,
     probe: Box<dyn Probe>,
 }
 
@@ -170,6 +172,7 @@ where
     let store = Arc::new(MemoryStore::with_metrics_limits(RETENTION, MAX_SAMPLES));
     let fixture = Fixture {
         store: store.clone(),
+        results: store.clone(),
         probe: Box::new(MemoryProbe(store)),
     };
     test(Arc::new(fixture)).await;
@@ -182,12 +185,14 @@ where
 {
     let (store, prefix) = redis_store().await;
     let mut connection = store.connection();
+    let store = Arc::new(store);
     let fixture = Fixture {
         probe: Box::new(RedisProbe {
             connection: store.connection(),
             keys: store.keys().clone(),
         }),
-        store: Arc::new(store),
+        results: store.clone(),
+        store,
     };
     // Run the body as a task so a failing assertion still cleans up.
     let outcome = tokio::spawn(test(Arc::new(fixture))).await;
@@ -264,6 +269,10 @@ conformance!(
     zone_fires_are_fenced,
     operator_pauses_are_shared_and_idempotent,
     spread_ranks_and_custom_interval_pages,
+    job_results_follow_claims_and_finishes,
+    job_results_are_recorded_once_per_execution,
+    job_results_cap_attempts_and_runs,
+    job_results_expire_with_their_retention,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1750,6 +1759,7 @@ fn claim(job: Uuid, execution: Uuid, guarded: bool) -> ExecutionClaim {
         attempt: 1,
         execute_after_ms: 1_000,
         require_enabled: false,
+        result: None,
     }
 }
 
@@ -1763,6 +1773,7 @@ fn finish(claim: &ExecutionClaim, success_ttl: Option<Duration>) -> ExecutionFin
         run_claimed: claim.run_ttl.is_some(),
         success_ttl,
         next: None,
+        result: None,
     }
 }
 
@@ -3183,4 +3194,238 @@ async fn spread_ranks_and_custom_interval_pages(f: Arc<Fixture>) {
             .unwrap()
             .is_empty()
     );
+}
+
+// ---------------------------------------------------------- job results
+
+/// The record of `attempt` of `job` (report, alice) at `status`.
+fn attempt_write(job: Uuid, attempt: u32, status: Status, retention: Duration) -> ResultWrite {
+    let started = at("2024-01-15T10:00:00Z");
+    ResultWrite {
+        record: AttemptRecord {
+            task_type_id: task("report"),
+            user_id: user("alice"),
+            attempt,
+            result: ExecutionResult {
+                job_id: job,
+                status,
+                started_at: started,
+                completed_at: started + chrono::Duration::milliseconds(5),
+                duration: Duration::from_millis(5),
+                error: (status != Status::Success && status != Status::Running).then(|| {
+                    ErrorDetail {
+                        code: "http_500".to_owned(),
+                        message: "HTTP 500".to_owned(),
+                        retry: true,
+                    }
+                }),
+                response: None,
+                next_attempt: (status == Status::Retrying).then(|| at("2024-01-15T10:01:00Z")),
+            },
+        },
+        retention,
+    }
+}
+
+/// Claims and finishes attempt `attempt` of `job`, ending at `status`.
+async fn run_attempt(store: &dyn StateStore, job: Uuid, attempt: u32, status: Status) -> Uuid {
+    let execution = Uuid::new_v4();
+    let hour = Duration::from_secs(3600);
+    let claim = ExecutionClaim {
+        attempt,
+        result: Some(attempt_write(job, attempt, Status::Running, hour)),
+        ..claim(job, execution, false)
+    };
+    assert_eq!(store.claim_execution(&claim).await.unwrap(), claimed(&[]));
+    store
+        .finish_execution(&ExecutionFinish {
+            result: Some(attempt_write(job, attempt, status, hour)),
+            ..finish(&claim, None)
+        })
+        .await
+        .unwrap();
+    execution
+}
+
+fn statuses(records: &[AttemptRecord]) -> Vec<(u32, Status)> {
+    records
+        .iter()
+        .map(|r| (r.attempt, r.result.status))
+        .collect()
+}
+
+async fn job_results_follow_claims_and_finishes(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let job = Uuid::new_v4();
+    assert_eq!(results.job_results(job).await.unwrap(), None);
+
+    // Claimed: running, no finished attempt yet, listed as the user's run.
+    let hour = Duration::from_secs(3600);
+    let first = ExecutionClaim {
+        result: Some(attempt_write(job, 1, Status::Running, hour)),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    assert_eq!(store.claim_execution(&first).await.unwrap(), claimed(&[]));
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Running);
+    assert!(kept.attempts.is_empty());
+    let runs = results
+        .user_runs(&user("alice"), &task("report"), 10)
+        .await
+        .unwrap();
+    assert_eq!(statuses(&runs), vec![(1, Status::Running)]);
+
+    // A busy copy writes nothing.
+    let copy = ExecutionClaim {
+        result: Some(attempt_write(job, 1, Status::Running, hour)),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    assert_eq!(
+        store.claim_execution(&copy).await.unwrap(),
+        ClaimOutcome::JobBusy
+    );
+
+    // Retrying, then success: both attempts, the job listed once.
+    store
+        .finish_execution(&ExecutionFinish {
+            result: Some(attempt_write(job, 1, Status::Retrying, hour)),
+            ..finish(&first, None)
+        })
+        .await
+        .unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Retrying);
+    assert_eq!(
+        kept.latest.result.next_attempt,
+        Some(at("2024-01-15T10:01:00Z"))
+    );
+    run_attempt(store, job, 2, Status::Success).await;
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.attempt, 2);
+    assert_eq!(kept.latest.result.status, Status::Success);
+    assert_eq!(
+        statuses(&kept.attempts),
+        vec![(1, Status::Retrying), (2, Status::Success)]
+    );
+    assert_eq!(kept.latest.task_type_id, task("report"));
+    assert_eq!(kept.latest.user_id, user("alice"));
+
+    // A second job comes first in the runs list; limit honoured; another
+    // task's list is apart.
+    let later = Uuid::new_v4();
+    run_attempt(store, later, 1, Status::Failed).await;
+    let runs = results
+        .user_runs(&user("alice"), &task("report"), 10)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.result.job_id).collect();
+    assert_eq!(ids, vec![later, job]);
+    assert_eq!(runs[0].result.status, Status::Failed);
+    let one = results
+        .user_runs(&user("alice"), &task("report"), 1)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].result.job_id, later);
+    assert!(
+        results
+            .user_runs(&user("alice"), &task("other"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn job_results_are_recorded_once_per_execution(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let job = Uuid::new_v4();
+    let hour = Duration::from_secs(3600);
+    let running = ExecutionClaim {
+        result: Some(attempt_write(job, 1, Status::Running, hour)),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    store.claim_execution(&running).await.unwrap();
+    let done = ExecutionFinish {
+        result: Some(attempt_write(job, 1, Status::Success, hour)),
+        ..finish(&running, None)
+    };
+    // A finish sent twice (a retried round) is one attempt.
+    store.finish_execution(&done).await.unwrap();
+    store.finish_execution(&done).await.unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(statuses(&kept.attempts), vec![(1, Status::Success)]);
+
+    // A finish of an execution that does not hold the job records nothing.
+    let stranger = ExecutionFinish {
+        execution: Uuid::new_v4(),
+        result: Some(attempt_write(job, 7, Status::Failed, hour)),
+        ..finish(&running, None)
+    };
+    store.finish_execution(&stranger).await.unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Success);
+    assert_eq!(kept.attempts.len(), 1);
+}
+
+async fn job_results_cap_attempts_and_runs(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let job = Uuid::new_v4();
+    let total = MAX_ATTEMPTS_KEPT as u32 + 3;
+    for attempt in 1..=total {
+        run_attempt(store, job, attempt, Status::Retrying).await;
+    }
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    let attempts: Vec<u32> = kept.attempts.iter().map(|r| r.attempt).collect();
+    assert_eq!(
+        attempts,
+        (4..=total).collect::<Vec<_>>(),
+        "the newest, oldest first"
+    );
+
+    let mut jobs = Vec::new();
+    for _ in 0..MAX_RUNS_KEPT + 2 {
+        let job = Uuid::new_v4();
+        run_attempt(store, job, 1, Status::Success).await;
+        jobs.push(job);
+    }
+    let runs = results
+        .user_runs(&user("alice"), &task("report"), MAX_RUNS_KEPT + 50)
+        .await
+        .unwrap();
+    let ids: Vec<Uuid> = runs.iter().map(|r| r.result.job_id).collect();
+    let newest: Vec<Uuid> = jobs.iter().rev().take(MAX_RUNS_KEPT).copied().collect();
+    assert_eq!(ids, newest);
+}
+
+async fn job_results_expire_with_their_retention(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let job = Uuid::new_v4();
+    let brief = Duration::from_millis(100);
+    let running = ExecutionClaim {
+        result: Some(attempt_write(job, 1, Status::Running, brief)),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    store.claim_execution(&running).await.unwrap();
+    store
+        .finish_execution(&ExecutionFinish {
+            result: Some(attempt_write(job, 1, Status::Success, brief)),
+            ..finish(&running, None)
+        })
+        .await
+        .unwrap();
+    assert!(results.job_results(job).await.unwrap().is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while results.job_results(job).await.unwrap().is_some()
+        || !results
+            .user_runs(&user("alice"), &task("report"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "results outlived their retention"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -326,6 +326,10 @@ pub struct MonitoringConfig {
     /// How long Redis metrics are kept (extension; default 30 days).
     #[serde(with = "humantime_serde")]
     pub metrics_retention: Duration,
+    /// How long a job's results (`GET /jobs/{job_id}`, the runs lists) are
+    /// kept after its last attempt (extension; default 7 days).
+    #[serde(with = "humantime_serde")]
+    pub result_retention: Duration,
 }
 
 impl Default for MonitoringConfig {
@@ -335,6 +339,7 @@ impl Default for MonitoringConfig {
             log_level: "info".to_owned(),
             log_format: LogFormat::Pretty,
             metrics_retention: Duration::from_secs(30 * 86_400),
+            result_retention: Duration::from_secs(7 * 86_400),
         }
     }
 }

@@ -366,6 +366,9 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
         if let Some((n, p)) = s.get("metrics_retention") {
             set(&mut c.metrics_retention, ctx.positive_duration(n, &p));
         }
+        if let Some((n, p)) = s.get("result_retention") {
+            set(&mut c.result_retention, ctx.positive_duration(n, &p));
+        }
     }
 
     if let Some(s) = section(ctx, &top, "api", &API) {
@@ -448,11 +451,12 @@ const EXECUTION: [&str; 7] = [
     "throttles_per_attempt",
     "max_throttled_age",
 ];
-const MONITORING: [&str; 4] = [
+const MONITORING: [&str; 5] = [
     "metrics_interval",
     "log_level",
     "log_format",
     "metrics_retention",
+    "result_retention",
 ];
 const API: [&str; 5] = ["bind", "token", "protect_reads", "sink", "demo_users"];
 

@@ -285,6 +285,8 @@ pub(crate) async fn replay_one(
                 eligible_ms: envelope.job.execute_after.timestamp_millis(),
                 ttl: REPLAY_NEXT_TTL,
             }),
+            // The job's results stay `failed` until the replay is claimed.
+            result: None,
         })
         .await
         .map_err(unavailable)?;

@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod durations;
 pub mod error;
 pub mod health;
+pub mod jobs;
 pub mod metrics;
 pub mod preferences;
 pub mod preview;

@@ -18,7 +18,10 @@ use actors::{
     pipeline::WorkerGauge,
     prometheus::Families,
     scheduler::{ReloadHealth, SchedulerActor},
-    store::{StateStore, dead_letters::DeadLetterStore, durations::DurationStore},
+    store::{
+        StateStore, dead_letters::DeadLetterStore, durations::DurationStore,
+        results::JobResultStore,
+    },
 };
 
 /// Shared by every handler.
@@ -47,6 +50,8 @@ pub struct ApiState {
     pub dead_letters: Arc<dyn DeadLetterStore>,
     /// The execution duration samples.
     pub durations: Arc<dyn DurationStore>,
+    /// The jobs' results and each user's recent runs.
+    pub results: Arc<dyn JobResultStore>,
     /// Present when this process runs the worker side.
     pub worker: Option<WorkerGauge>,
     /// Outcome of the last tasks reload.

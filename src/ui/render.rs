@@ -71,9 +71,13 @@ pub enum UiError {
     /// No such page or resource (404).
     #[error("{0}")]
     NotFound(String),
-    /// A backend failed (503).
+    /// A backend failed (503). The detail is logged, never shown.
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// This process refuses the request for now (503), for a reason that is
+    /// safe to show (shutting down, no scheduler here).
+    #[error("{0}")]
+    Refused(&'static str),
     /// A page could not be rendered (500).
     #[error("rendering {0}")]
     Render(String),
@@ -94,6 +98,7 @@ impl From<crate::routes::ApiError> for UiError {
             ApiError::NotFound(message) => UiError::NotFound(message),
             ApiError::Unauthorized => UiError::Forbidden,
             ApiError::Unavailable(message) => UiError::Unavailable(message),
+            ApiError::Refused(message) => UiError::Refused(message),
             ApiError::Internal(message) => UiError::Render(message),
         }
     }
@@ -105,25 +110,45 @@ impl ResponseError for UiError {
             UiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             UiError::Forbidden => StatusCode::FORBIDDEN,
             UiError::NotFound(_) => StatusCode::NOT_FOUND,
-            UiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            UiError::Unavailable(_) | UiError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             UiError::Render(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
+        let message = self.shown_message();
         let context = serde_json::json!({
             "title": status.canonical_reason().unwrap_or("Error"),
             "status": status.as_u16(),
-            "message": self.to_string(),
+            "message": message,
             "csrf": "",
             "authenticated": false,
         });
         let body = render_string("error.html", &context)
-            .unwrap_or_else(|_| format!("{} {}", status.as_u16(), self));
+            .unwrap_or_else(|_| format!("{} {message}", status.as_u16()));
         HttpResponse::build(status)
             .content_type("text/html; charset=utf-8")
             .body(body)
+    }
+}
+
+impl UiError {
+    /// What the page says; the detail of a backend or rendering failure is
+    /// logged here instead, like the API does.
+    fn shown_message(&self) -> String {
+        use crate::routes::error::{INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE};
+        match self {
+            UiError::Unavailable(detail) => {
+                tracing::warn!(detail = %detail, "dashboard: backend unavailable");
+                UNAVAILABLE_MESSAGE.to_owned()
+            }
+            UiError::Render(detail) => {
+                tracing::error!(detail = %detail, "dashboard: page failed");
+                INTERNAL_MESSAGE.to_owned()
+            }
+            other => other.to_string(),
+        }
     }
 }
 

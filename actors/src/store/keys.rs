@@ -235,6 +235,28 @@ impl Keys {
         format!("{}:job:{job}:next", self.prefix)
     }
 
+    /// `{p}:job:{id}:result` (extension): HASH `record` (the job's latest
+    /// [`crate::store::results::AttemptRecord`] as JSON) and `finished`
+    /// (the execution whose finish was last recorded, so a finish sent
+    /// twice is recorded once); kept for `monitoring.result_retention`.
+    pub fn job_result(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:result", self.prefix)
+    }
+
+    /// `{p}:job:{id}:attempts` (extension): LIST of the job's finished
+    /// attempts ([`crate::store::results::AttemptRecord`] JSON), oldest
+    /// first, capped at [`crate::store::results::MAX_ATTEMPTS_KEPT`].
+    pub fn job_attempts(&self, job: Uuid) -> String {
+        format!("{}:job:{job}:attempts", self.prefix)
+    }
+
+    /// `{p}:users:{user}:runs:{task}` (extension): LIST of the ids of the
+    /// user's recent jobs of the task, newest first, capped at
+    /// [`crate::store::results::MAX_RUNS_KEPT`].
+    pub fn user_runs(&self, user: &UserId, task: &TaskTypeId) -> String {
+        format!("{}:users:{user}:runs:{task}", self.prefix)
+    }
+
     /// `{p}:job:{id}:throttles` (extension): STRING count of the job's
     /// throttles (429/503 with `Retry-After`), against its budget.
     pub fn job_throttles(&self, job: Uuid) -> String {
@@ -361,6 +383,18 @@ mod tests {
             ),
             (keys.zone_set(&task), "taskqueue:index:zones:daily_report"),
             (keys.operator_pauses(), "taskqueue:tasks:paused"),
+            (
+                keys.user_runs(&user, &task),
+                "taskqueue:users:user_12345:runs:daily_report",
+            ),
+            (
+                keys.job_result(Uuid::nil()),
+                "taskqueue:job:00000000-0000-0000-0000-000000000000:result",
+            ),
+            (
+                keys.job_attempts(Uuid::nil()),
+                "taskqueue:job:00000000-0000-0000-0000-000000000000:attempts",
+            ),
             (
                 keys.zone_schedule(&task),
                 "taskqueue:schedule:zones:daily_report",

@@ -22,6 +22,7 @@ use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
     LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
     StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
+    results::{AttemptRecord, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -107,6 +108,21 @@ impl EnabledIndex {
     }
 }
 
+/// What is kept of one job's results (see [`super::results`]).
+#[derive(Debug)]
+struct KeptResults {
+    /// The latest record, if written.
+    latest: Option<AttemptRecord>,
+    /// The execution whose finish was last recorded.
+    finished: Option<Uuid>,
+    /// When `latest` expires.
+    latest_expiry: Instant,
+    /// Finished attempts, oldest first.
+    attempts: VecDeque<AttemptRecord>,
+    /// When `attempts` expires.
+    attempts_expiry: Instant,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// user -> task -> enabled.
@@ -151,6 +167,10 @@ struct State {
     done_jobs: HashMap<Uuid, Instant>,
     /// job -> (next try's attempt, its eligible epoch ms, expiry).
     next_tries: HashMap<Uuid, (u32, i64, Instant)>,
+    /// job -> its kept results (`job:{id}:result` and `:attempts`).
+    results: HashMap<Uuid, KeptResults>,
+    /// (user, task) -> recent job ids, newest first, and their expiry.
+    user_runs: HashMap<(UserId, TaskTypeId), (VecDeque<Uuid>, Instant)>,
     /// job -> (throttles, expiry of the count).
     throttles: HashMap<Uuid, (u32, Instant)>,
     /// task -> end of its `Retry-After` pause.
@@ -248,6 +268,32 @@ impl MemoryStore {
             .entry(task.clone())
             .or_default()
             .insert(user, key);
+    }
+
+    /// The kept results of `job` (latest, finished attempts oldest first),
+    /// `None` when none is kept.
+    pub(crate) fn kept_results(&self, job: Uuid) -> Option<(AttemptRecord, Vec<AttemptRecord>)> {
+        let state = self.lock();
+        let now = Instant::now();
+        let kept = state.results.get(&job)?;
+        let latest = kept.latest.clone().filter(|_| kept.latest_expiry > now)?;
+        let attempts = if kept.attempts_expiry > now {
+            kept.attempts.iter().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        Some((latest, attempts))
+    }
+
+    /// The user's recent job ids of `task`, newest first.
+    pub(crate) fn kept_runs(&self, user: &UserId, task: &TaskTypeId) -> Vec<Uuid> {
+        let state = self.lock();
+        state
+            .user_runs
+            .get(&(user.clone(), task.clone()))
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(jobs, _)| jobs.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The duration samples of `task` as (completion epoch ms, member
@@ -441,6 +487,90 @@ impl State {
     }
 
     /// Frees the claim `key` if `holder` has it.
+    /// `claim_execution.lua`'s result write: the `running` record, and
+    /// the job's entry in the user's runs list on its first record.
+    fn record_running(&mut self, claim: &ExecutionClaim, write: &ResultWrite, now: Instant) {
+        let expiry = now + write.retention;
+        let fresh = !self
+            .results
+            .get(&claim.job_id)
+            .is_some_and(|kept| kept.latest_expiry > now || kept.attempts_expiry > now);
+        if fresh {
+            self.results.remove(&claim.job_id);
+            let runs = self
+                .user_runs
+                .entry((claim.user_id.clone(), claim.task_type_id.clone()))
+                .or_insert_with(|| (VecDeque::new(), expiry));
+            if runs.1 <= now {
+                runs.0.clear();
+            }
+            runs.0.push_front(claim.job_id);
+            runs.0.truncate(MAX_RUNS_KEPT);
+        }
+        if let Some(runs) = self
+            .user_runs
+            .get_mut(&(claim.user_id.clone(), claim.task_type_id.clone()))
+        {
+            runs.1 = expiry;
+        }
+        let kept = self
+            .results
+            .entry(claim.job_id)
+            .or_insert_with(|| KeptResults {
+                latest: None,
+                finished: None,
+                latest_expiry: expiry,
+                attempts: VecDeque::new(),
+                attempts_expiry: now,
+            });
+        kept.latest = Some(write.record.clone());
+        kept.latest_expiry = expiry;
+    }
+
+    /// `finish_execution.lua`'s result write: recorded once per
+    /// execution, while it holds the job.
+    fn record_finished(&mut self, finish: &ExecutionFinish, write: &ResultWrite, now: Instant) {
+        let holds = self
+            .running
+            .get(&(
+                finish.task_type_id.clone(),
+                Keys::job_claimant(finish.job_id),
+            ))
+            .is_some_and(|(holder, expiry)| *holder == finish.execution && *expiry > now);
+        if !holds {
+            return;
+        }
+        let expiry = now + write.retention;
+        let kept = self
+            .results
+            .entry(finish.job_id)
+            .or_insert_with(|| KeptResults {
+                latest: None,
+                finished: None,
+                latest_expiry: expiry,
+                attempts: VecDeque::new(),
+                attempts_expiry: expiry,
+            });
+        if kept.latest_expiry <= now {
+            kept.latest = None;
+            kept.finished = None;
+        }
+        if kept.finished == Some(finish.execution) {
+            return;
+        }
+        if kept.attempts_expiry <= now {
+            kept.attempts.clear();
+        }
+        kept.latest = Some(write.record.clone());
+        kept.finished = Some(finish.execution);
+        kept.latest_expiry = expiry;
+        kept.attempts.push_back(write.record.clone());
+        while kept.attempts.len() > MAX_ATTEMPTS_KEPT {
+            kept.attempts.pop_front();
+        }
+        kept.attempts_expiry = expiry;
+    }
+
     fn release(&mut self, key: &(TaskTypeId, String), holder: Uuid) {
         if self
             .running
@@ -1139,6 +1269,9 @@ impl StateStore for MemoryStore {
                 return Ok(ClaimOutcome::UserBusy);
             }
         }
+        if let Some(write) = &claim.result {
+            state.record_running(claim, write, now);
+        }
         let parameters = state
             .settings
             .get(&(claim.user_id.clone(), task.clone()))
@@ -1158,6 +1291,9 @@ impl StateStore for MemoryStore {
                 finish.job_id,
                 (next.attempt, next.eligible_ms, Instant::now() + next.ttl),
             );
+        }
+        if let Some(write) = &finish.result {
+            state.record_finished(finish, write, Instant::now());
         }
         state.release(
             &(task.clone(), Keys::job_claimant(finish.job_id)),

@@ -10,6 +10,7 @@ pub mod durations;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod results;
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -291,6 +292,10 @@ pub struct ExecutionClaim {
     /// disabled the task is always skipped; a trigger's job (`false`) runs
     /// for a user without preferences (a trigger may name any user).
     pub require_enabled: bool,
+    /// The job's `running` record, written with a successful claim (the
+    /// first claim of a job also enters it in the user's runs list);
+    /// `None` writes none.
+    pub result: Option<results::ResultWrite>,
 }
 
 /// What [`StateStore::claim_execution`] found.
@@ -339,6 +344,11 @@ pub struct ExecutionFinish {
     /// When the execution ended in a retry or a throttle: the try it
     /// published, which the job's later claims compare copies with.
     pub next: Option<NextTry>,
+    /// The attempt's outcome, recorded as the job's latest result and
+    /// appended to its attempts, once per execution and only while this
+    /// execution holds the job (a finish sent twice, or after the claim
+    /// expired, records nothing); `None` records none.
+    pub result: Option<results::ResultWrite>,
 }
 
 /// The next try of a job's retry chain, kept with the job (see

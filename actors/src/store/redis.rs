@@ -55,6 +55,7 @@ use super::{
     MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
     StoreError, Throttle, TimezoneWrite, ZoneGroups,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
+    results::{MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -586,7 +587,7 @@ impl RedisStore {
         let keys = &self.keys;
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(CLAIM_EXECUTION.get_hash())
-            .arg(7)
+            .arg(9)
             .arg(keys.job_done(claim.job_id))
             .arg(keys.job_claim(&claim.task_type_id, claim.job_id))
             .arg(keys.running(&claim.task_type_id, &claim.user_id))
@@ -594,6 +595,8 @@ impl RedisStore {
             .arg(keys.task_pause(&claim.task_type_id))
             .arg(keys.job_next(claim.job_id))
             .arg(keys.user_tasks(&claim.user_id))
+            .arg(keys.job_result(claim.job_id))
+            .arg(keys.user_runs(&claim.user_id, &claim.task_type_id))
             .arg(claim.execution.to_string())
             .arg(millis(claim.job_ttl).max(1))
             .arg(claim.job_id.to_string())
@@ -601,7 +604,21 @@ impl RedisStore {
             .arg(claim.attempt)
             .arg(claim.execute_after_ms)
             .arg(claim.task_type_id.as_str())
-            .arg(if claim.require_enabled { "1" } else { "0" });
+            .arg(if claim.require_enabled { "1" } else { "0" })
+            .arg(
+                claim
+                    .result
+                    .as_ref()
+                    .map(ResultWrite::json)
+                    .unwrap_or_default(),
+            )
+            .arg(
+                claim
+                    .result
+                    .as_ref()
+                    .map_or(1, |write| millis(write.retention).max(1)),
+            )
+            .arg(MAX_RUNS_KEPT);
         cmd
     }
 
@@ -652,17 +669,33 @@ impl RedisStore {
         };
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(FINISH_EXECUTION.get_hash())
-            .arg(4)
+            .arg(6)
             .arg(keys.job_done(finish.job_id))
             .arg(keys.job_claim(&finish.task_type_id, finish.job_id))
             .arg(keys.running(&finish.task_type_id, &finish.user_id))
             .arg(keys.job_next(finish.job_id))
+            .arg(keys.job_result(finish.job_id))
+            .arg(keys.job_attempts(finish.job_id))
             .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
             .arg(finish.execution.to_string())
             .arg(run_holder)
             .arg(finish.next.map_or(0, |next| next.attempt))
             .arg(finish.next.map_or(0, |next| next.eligible_ms))
-            .arg(finish.next.map_or(1, |next| millis(next.ttl).max(1)));
+            .arg(finish.next.map_or(1, |next| millis(next.ttl).max(1)))
+            .arg(
+                finish
+                    .result
+                    .as_ref()
+                    .map(ResultWrite::json)
+                    .unwrap_or_default(),
+            )
+            .arg(
+                finish
+                    .result
+                    .as_ref()
+                    .map_or(1, |write| millis(write.retention).max(1)),
+            )
+            .arg(MAX_ATTEMPTS_KEPT);
         cmd
     }
 

@@ -1,0 +1,185 @@
+//! Job results (see [`actors::store::results`]):
+//!
+//! - `GET /jobs/{job_id}`: the job's latest `ExecutionResult` (the spec's
+//!   JSON shape), its task, user and attempt, and its finished attempts so
+//!   far, oldest first (at most 20).
+//! - `GET /users/{user_id}/tasks/{task_type_id}/runs?limit=`: the user's
+//!   recent jobs of the task, newest first, each with its latest result
+//!   (`limit` 1 to 100, default 20).
+//!
+//! Results are written by the executor's claim (`running`) and finish
+//! (`success`, `failed`, `retrying` with `next_attempt`) scripts and kept
+//! for `monitoring.result_retention`. A job that was published but has not
+//! been claimed yet has no record: it answers 404, not `pending` (knowing
+//! it would cost a write per published job).
+
+use actix_web::{HttpResponse, web};
+use actors::{
+    domain::{ExecutionResult, TaskTypeId, UserId},
+    store::results::{AttemptRecord, MAX_RUNS_KEPT},
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiError, state::ApiState};
+
+/// Runs listed without `limit`.
+pub const DEFAULT_RUNS_LIMIT: usize = 20;
+
+/// Registers the routes.
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.route("/jobs/{job_id}", web::get().to(job)).route(
+        "/users/{user_id}/tasks/{task_type_id}/runs",
+        web::get().to(runs),
+    );
+}
+
+/// One attempt of a job, as answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptView {
+    /// The attempt (1 for the first try).
+    pub attempt: u32,
+    /// Its `ExecutionResult`.
+    pub result: ExecutionResult,
+}
+
+/// Answer of `GET /jobs/{job_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job.
+    pub job_id: Uuid,
+    /// Its task.
+    pub task_type_id: TaskTypeId,
+    /// Its user.
+    pub user_id: UserId,
+    /// The attempt of `result`.
+    pub attempt: u32,
+    /// The latest result: the attempt under way (`running`) or the last
+    /// finished one.
+    pub result: ExecutionResult,
+    /// The finished attempts so far, oldest first (at most 20).
+    pub attempts: Vec<AttemptView>,
+}
+
+/// One run in `GET /users/{user_id}/tasks/{task_type_id}/runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunView {
+    /// The job.
+    pub job_id: Uuid,
+    /// The attempt of `result`.
+    pub attempt: u32,
+    /// The job's latest result.
+    pub result: ExecutionResult,
+}
+
+/// Answer of `GET /users/{user_id}/tasks/{task_type_id}/runs`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunsView {
+    /// The user.
+    pub user_id: UserId,
+    /// The task.
+    pub task_type_id: TaskTypeId,
+    /// The runs, newest first.
+    pub runs: Vec<RunView>,
+}
+
+/// Query of the runs route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunsQuery {
+    /// How many runs, 1 to 100.
+    pub limit: Option<String>,
+}
+
+fn attempt_view(record: AttemptRecord) -> AttemptView {
+    AttemptView {
+        attempt: record.attempt,
+        result: record.result,
+    }
+}
+
+async fn job(
+    path: web::Path<String>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let job_id = Uuid::parse_str(id.trim())
+        .map_err(|err| ApiError::BadRequest(format!("job_id {id:?} is not a UUID ({err})")))?;
+    let kept = state
+        .results
+        .job_results(job_id)
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?
+        .ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no result kept for job {job_id} (it has not started yet, or its results are past monitoring.result_retention)"
+            ))
+        })?;
+    let latest = kept.latest;
+    Ok(HttpResponse::Ok().json(JobView {
+        job_id,
+        task_type_id: latest.task_type_id,
+        user_id: latest.user_id,
+        attempt: latest.attempt,
+        result: latest.result,
+        attempts: kept.attempts.into_iter().map(attempt_view).collect(),
+    }))
+}
+
+/// Parses `limit` (1 to [`MAX_RUNS_KEPT`]).
+fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
+    let Some(limit) = limit else {
+        return Ok(DEFAULT_RUNS_LIMIT);
+    };
+    match limit.trim().parse::<usize>() {
+        Ok(n) if (1..=MAX_RUNS_KEPT).contains(&n) => Ok(n),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be a whole number from 1 to {MAX_RUNS_KEPT}, not {limit:?}"
+        ))),
+    }
+}
+
+async fn runs(
+    path: web::Path<(String, String)>,
+    query: web::Query<RunsQuery>,
+    state: web::Data<ApiState>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, task) = path.into_inner();
+    let user_id = UserId::parse(user.clone())
+        .map_err(|err| ApiError::BadRequest(format!("user_id {user:?} {err}")))?;
+    let task_type_id = TaskTypeId::parse(task.clone())
+        .map_err(|err| ApiError::BadRequest(format!("task_type_id {task:?} {err}")))?;
+    let limit = parse_limit(query.limit.as_deref())?;
+    let records = state
+        .results
+        .user_runs(&user_id, &task_type_id, limit)
+        .await
+        .map_err(|err| ApiError::Unavailable(err.to_string()))?;
+    Ok(HttpResponse::Ok().json(RunsView {
+        user_id,
+        task_type_id,
+        runs: records
+            .into_iter()
+            .map(|record| RunView {
+                job_id: record.result.job_id,
+                attempt: record.attempt,
+                result: record.result,
+            })
+            .collect(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_one_to_a_hundred() {
+        assert_eq!(parse_limit(None).unwrap(), DEFAULT_RUNS_LIMIT);
+        assert_eq!(parse_limit(Some("1")).unwrap(), 1);
+        assert_eq!(parse_limit(Some("100")).unwrap(), 100);
+        for bad in ["0", "101", "-1", "ten", ""] {
+            assert!(parse_limit(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
