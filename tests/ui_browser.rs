@@ -325,9 +325,29 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     assert_eq!(browser.text("#period [data-field=released]").await, "4");
     browser.screenshot("task-detail").await;
 
+    // The user's last executions come from the kept job results: wait
+    // until the API has user_2's finished run, then the page shows it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, runs) = get(app.address, "/users/user_2/tasks/report/runs").await;
+        if runs.to_string().contains("\"success\"") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no finished run of user_2: {runs}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     browser
         .open(&format!("{base}/ui/users?user_id=user_2"))
         .await;
+    assert_eq!(
+        browser
+            .text("[data-task=report] [data-table=last] [data-field=status]")
+            .await,
+        "success"
+    );
     assert!(
         browser
             .text("[data-task=report] [data-field=offset]")

@@ -1,7 +1,8 @@
 //! The user lookup page (`GET /ui/users?user_id=`): a user's preferences
 //! and, per enabled task, their next runs with the slot offset inside the
 //! distribution window (the preview calculus of
-//! `GET /schedule/preview/{task}?user_id=`).
+//! `GET /schedule/preview/{task}?user_id=`), and their last executions
+//! (the job results of `GET /users/{user_id}/tasks/{task_id}/runs`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{domain::UserId, preview};
@@ -13,6 +14,9 @@ use crate::routes::state::ApiState;
 
 /// Next runs listed per task.
 const NEXT_RUNS: usize = 5;
+
+/// Last executions listed per task (from the kept job results).
+const LAST_RUNS: usize = 5;
 
 /// Query of the page.
 #[derive(Debug, Deserialize)]
@@ -55,6 +59,24 @@ pub async fn page(
             "known": false,
             "settings": settings,
         });
+        let last: Vec<Value> = state
+            .results
+            .user_runs(&user, task_id, LAST_RUNS)
+            .await
+            .map_err(UiError::unavailable)?
+            .into_iter()
+            .map(|run| {
+                json!({
+                    "job_id": run.result.job_id,
+                    "attempt": run.attempt,
+                    "status": run.result.status,
+                    "started_at": run.result.started_at,
+                    "duration_ms": run.result.duration.as_millis(),
+                    "error": run.result.error.as_ref().map(|error| format!("{}: {}", error.code, error.message)),
+                })
+            })
+            .collect();
+        row["last"] = json!(last);
         if let Some(task) = state.catalog.get(task_id) {
             row["known"] = json!(true);
             if *enabled
