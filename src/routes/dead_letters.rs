@@ -170,7 +170,7 @@ fn view(record: &DeadLetterRecord) -> DeadLetterView {
     get,
     path = "/dead-letters",
     tag = "dead letters",
-    description = "Jobs that failed for good, oldest first, with the reason, the last error and the \\
+    description = "Jobs that failed for good, oldest first, with the reason, the last error and the \
 attempts made; `next_cursor` pages on.",
     params(ListQuery),
     responses(
@@ -284,8 +284,8 @@ async fn select(
     post,
     path = "/dead-letters/replay",
     tag = "dead letters",
-    description = "Publishes the selected dead letters again: same job id (so the same \\
-`Idempotency-Key`), attempt 1, due now. A job is refused with a reason when its task is not \\
+    description = "Publishes the selected dead letters again: same job id (so the same \
+`Idempotency-Key`), attempt 1, due now. A job is refused with a reason when its task is not \
 defined, it succeeded since, another replay of it is under way, or it is not a dead letter.",
     request_body = Selection,
     responses(
@@ -404,7 +404,7 @@ async fn replay_one(
     delete,
     path = "/dead-letters",
     tag = "dead letters",
-    description = "Forgets the selected dead-letter records (the broker's copies in \\
+    description = "Forgets the selected dead-letter records (the broker's copies in \
 `taskqueue.jobs.failed` are left alone).",
     request_body = Selection,
     responses(

@@ -81,7 +81,7 @@ fn parse_since(since: &str) -> Result<DateTime<Utc>, ApiError> {
     get,
     path = "/tasks/{task_type_id}/durations",
     tag = "operations",
-    description = "The execution durations of the task completed since `since` (one hour ago when \\
+    description = "The execution durations of the task completed since `since` (one hour ago when \
 absent), with their nearest-rank p50, p90 and p99. Samples arrive with the metrics flush.",
     params(("task_type_id" = String, Path, description = "A task type of the catalog."), DurationsQuery),
     responses(

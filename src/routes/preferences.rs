@@ -64,7 +64,7 @@ pub struct UserView {
     put,
     path = "/users/{user_id}",
     tag = "preferences",
-    description = "Sets (or with `null` removes) the user's default time zone, used by every task \\
+    description = "Sets (or with `null` removes) the user's default time zone, used by every task \
 the user has not given a `timezone` of its own.",
     params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters.")),
     request_body = UserBody,
@@ -124,7 +124,7 @@ pub async fn get_user(
     put,
     path = "/users/{user_id}/tasks/{task_id}",
     tag = "preferences",
-    description = "Sets the user's choice for a task, whole: `settings` omitted means no settings. \\
+    description = "Sets the user's choice for a task, whole: `settings` omitted means no settings. \
 Answers with all the user's preferences (the spec's `UserPreference`).",
     params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters."), ("task_id" = String, Path, description = "A task type of the catalog.")),
     request_body = PreferenceBody,
@@ -172,7 +172,7 @@ pub async fn put_preference(
     delete,
     path = "/users/{user_id}/tasks/{task_id}",
     tag = "preferences",
-    description = "Removes the user's preference and settings for a task (also one since dropped \\
+    description = "Removes the user's preference and settings for a task (also one since dropped \
 from the catalog).",
     params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters."), ("task_id" = String, Path, description = "A task type of the catalog.")),
     responses(

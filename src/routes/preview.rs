@@ -94,8 +94,8 @@ fn parse_query(request: &HttpRequest) -> Result<PreviewQuery, ApiError> {
     get,
     path = "/schedule/preview/{task_type_id}",
     tag = "scheduling",
-    description = "The task's next `count` fire instants (`fires`, in its own zone or read in `zone`) \\
-and, with `user_id`, that user's schedule and coming jobs (`user`: the interval and zone in force, \\
+    description = "The task's next `count` fire instants (`fires`, in its own zone or read in `zone`) \
+and, with `user_id`, that user's schedule and coming jobs (`user`: the interval and zone in force, \
 each job's fire, slot and `execute_after`).",
     params(
         ("task_type_id" = String, Path, description = "A task type of the catalog."),

@@ -78,9 +78,9 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
     post,
     path = "/schedule/trigger",
     tag = "scheduling",
-    description = "Runs a task now, outside its schedule, for `user_ids` (at most 10,000) or every \\
-user with it enabled; `execute_immediately: true` skips the spread over the distribution window. \\
-Answers as soon as the run is recorded; its progress shows in `/schedule/status`. A repeated \\
+    description = "Runs a task now, outside its schedule, for `user_ids` (at most 10,000) or every \
+user with it enabled; `execute_immediately: true` skips the spread over the distribution window. \
+Answers as soon as the run is recorded; its progress shows in `/schedule/status`. A repeated \
 `Idempotency-Key` (same task, within 24 hours) answers with the earlier run.",
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 256 printable ASCII characters; a retry with the same key is the same run.")),
     request_body = TriggerRequest,
@@ -173,7 +173,7 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
     get,
     path = "/schedule/status/{task_type_id}",
     tag = "scheduling",
-    description = "The task's last and next execution, its enabled users, its interval and the \\
+    description = "The task's last and next execution, its enabled users, its interval and the \
 progress of its runs.",
     params(("task_type_id" = String, Path, description = "A task type of the catalog.")),
     responses(

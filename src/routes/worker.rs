@@ -15,7 +15,7 @@ use super::{ApiError, state::ApiState};
     path = "/stats",
     tag = "service",
     description = "Counters of this process's executions since it started: `processed`, `failed`, \
-`avg_duration_ms`, `current_rate` (attempts per second over the last 10 s), `uptime` (s), and \\
+`avg_duration_ms`, `current_rate` (attempts per second over the last 10 s), `uptime` (s), and \
 `skipped` (jobs settled without a call, by reason).",
     responses(
         (status = 200, description = "The counters.", body = Object,
