@@ -23,7 +23,8 @@ Examples:
   taskqueue validate --config config/taskqueue.yaml
   taskqueue next-runs --interval '{\"type\":\"daily\",\"value\":1,\"timezone\":\"America/New_York\",\"at_time\":\"02:30\"}' --after 2026-03-07T00:00:00Z
   taskqueue users import users.jsonl --config config/taskqueue.yaml
-  taskqueue forecast --config config/taskqueue.yaml --hours 24";
+  taskqueue forecast --config config/taskqueue.yaml --hours 24
+  taskqueue openapi --markdown > docs/api.md";
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
@@ -37,6 +38,9 @@ pub enum Command {
     /// Forecast the jobs a configuration would dispatch per 5-minute bucket,
     /// for the users in Redis, flagging buckets above the rate limits.
     Forecast(commands::forecast::ForecastArgs),
+    /// Print the internal API's OpenAPI document (or, with --markdown,
+    /// docs/api.md rendered from it).
+    Openapi(commands::openapi::OpenApiArgs),
     /// Manage user preferences.
     Users {
         /// What to do with users.
@@ -110,6 +114,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Validate(args) => commands::validate::run(args),
         Command::NextRuns(args) => commands::next_runs::run(args),
         Command::Forecast(args) => commands::forecast::run(args),
+        Command::Openapi(args) => commands::openapi::run(args),
         Command::Users {
             command: UsersCommand::Import(args),
         } => commands::users::import(args),

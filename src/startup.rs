@@ -218,6 +218,11 @@ impl Application {
             .api
             .sink
             .then(|| web::Data::new(SinkCounts::default()));
+        let sides = routes::api::Sides {
+            scheduler: role.schedules(),
+            worker: role.works(),
+            sink: sink.is_some(),
+        };
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(state.clone())
@@ -232,28 +237,12 @@ impl Application {
                 .app_data(routes::error::path_config())
                 .wrap(actix_web::middleware::from_fn(routes::auth::guard_reads))
                 .wrap(routes::error::json_errors())
-                .default_service(web::to(routes::error::no_route))
-                .service(routes::health::health)
-                .service(routes::metrics::metrics)
-                .configure(routes::preferences::configure)
-                .configure(routes::dead_letters::configure)
-                .configure(routes::tasks::configure)
-                .configure(routes::preview::configure)
-                .configure(routes::durations::configure)
-                .configure(routes::jobs::configure)
-                .configure(ui::configure);
-            if role.schedules() {
-                app = app.configure(routes::schedule::configure);
-            }
-            if role.works() {
-                app = app.service(routes::worker::stats);
-            }
+                .default_service(web::to(routes::error::no_route));
             if let Some(sink) = &sink {
-                app = app
-                    .app_data(sink.clone())
-                    .configure(routes::sink::configure);
+                app = app.app_data(sink.clone());
             }
-            app
+            app.configure(|config| routes::api::configure(config, sides))
+                .configure(ui::configure)
         })
         .shutdown_timeout(5)
         .disable_signals()

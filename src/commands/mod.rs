@@ -2,6 +2,7 @@
 
 pub mod forecast;
 pub mod next_runs;
+pub mod openapi;
 pub mod serve;
 pub mod users;
 pub mod validate;

@@ -21,18 +21,18 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use actors::{
-    domain::{Job, JobEnvelope, JobMetadata, TaskTypeId},
+    domain::{ErrorDetail, Job, JobEnvelope, JobMetadata, TaskTypeId, UserId},
     store::{
         ExecutionFinish, NextTry,
         dead_letters::{DeadLetterRecord, MAX_PAGE},
     },
 };
-use chrono::Utc;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{ApiError, auth::Authorized, state::ApiState};
+use super::{ApiError, auth::Authorized, error::ErrorBody, state::ApiState};
 
 /// Page size of `GET /dead-letters` without `limit`.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -51,17 +51,10 @@ const REPLAY_CLAIM: Duration = Duration::from_secs(60);
 /// How long a replayed job's reset retry chain is remembered.
 const REPLAY_NEXT_TTL: Duration = Duration::from_secs(86_400);
 
-/// Registers the routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/dead-letters", web::get().to(list))
-        .route("/dead-letters", web::delete().to(delete))
-        .route("/dead-letters/replay", web::post().to(replay));
-}
-
 /// Query of `GET /dead-letters`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only this task's dead letters.
     pub task_type_id: Option<String>,
@@ -72,7 +65,7 @@ pub struct ListQuery {
 }
 
 /// Body of a replay or a delete: job ids, or a whole task.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Selection {
     /// These jobs.
@@ -90,21 +83,105 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
     ApiError::Unavailable(err.to_string())
 }
 
-pub(crate) fn view(record: &DeadLetterRecord) -> Value {
-    let job = &record.envelope.job;
-    json!({
-        "job_id": job.id,
-        "task_type_id": job.task_type_id,
-        "user_id": job.user_id,
-        "scheduled_at": job.scheduled_at,
-        "reason": record.reason,
-        "last_error": record.last_error,
-        "attempts": record.attempts,
-        "dead_lettered_at": record.dead_lettered_at,
-    })
+/// One dead letter, as listed.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterView {
+    /// The job (its `Idempotency-Key`).
+    pub job_id: Uuid,
+    /// Its task.
+    #[schema(value_type = String)]
+    pub task_type_id: TaskTypeId,
+    /// Its user.
+    #[schema(value_type = String)]
+    pub user_id: UserId,
+    /// The period it belongs to.
+    pub scheduled_at: DateTime<Utc>,
+    /// `retries_exhausted`, `permanent_failure`, `throttled_too_long` or
+    /// `unknown_task_type`.
+    pub reason: String,
+    /// The last attempt's error (`code`, `message`, `retry`), `null` when
+    /// the job never ran.
+    #[schema(value_type = Option<Object>)]
+    pub last_error: Option<ErrorDetail>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When it was dead-lettered.
+    pub dead_lettered_at: DateTime<Utc>,
 }
 
-async fn list(
+/// A page of `GET /dead-letters`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterPage {
+    /// Oldest first.
+    pub dead_letters: Vec<DeadLetterView>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// A job a replay refused.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Refusal {
+    /// The job.
+    pub job_id: Uuid,
+    /// `not_dead_lettered`, `unknown_task_type`, `replay_in_progress` or
+    /// `already_succeeded`.
+    pub reason: &'static str,
+}
+
+/// Answer of `POST /dead-letters/replay`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ReplayOutcome {
+    /// Jobs published again (same id, attempt 1, due now).
+    pub replayed: Vec<Uuid>,
+    /// Jobs refused, with the reason.
+    pub refused: Vec<Refusal>,
+    /// True when a whole-task selection had more than 10,000: ask again.
+    pub more: bool,
+}
+
+/// Answer of `DELETE /dead-letters`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeleteOutcome {
+    /// Records forgotten.
+    pub deleted: Vec<Uuid>,
+    /// Ids named that are not dead letters.
+    pub not_found: Vec<Uuid>,
+    /// True when a whole-task selection had more than 10,000: ask again.
+    pub more: bool,
+}
+
+pub(crate) fn view(record: &DeadLetterRecord) -> DeadLetterView {
+    let job = &record.envelope.job;
+    DeadLetterView {
+        job_id: job.id,
+        task_type_id: job.task_type_id.clone(),
+        user_id: job.user_id.clone(),
+        scheduled_at: job.scheduled_at,
+        reason: record.reason.clone(),
+        last_error: record.last_error.clone(),
+        attempts: record.attempts,
+        dead_lettered_at: record.dead_lettered_at,
+    }
+}
+
+/// Lists dead letters, oldest first.
+#[utoipa::path(
+    get,
+    path = "/dead-letters",
+    tag = "dead letters",
+    description = "Jobs that failed for good, oldest first, with the reason, the last error and the \
+attempts made; `next_cursor` pages on.",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page.", body = DeadLetterPage),
+        (status = 400, description = "Bad `task_type_id`, `limit` not 1 to 1000, a cursor this endpoint did not give, or an unknown query parameter.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -132,12 +209,10 @@ async fn list(
         .dead_letters(task.as_ref(), cursor.as_deref(), limit)
         .await
         .map_err(unavailable)?;
-    let letters: Vec<Value> = page.records.iter().map(view).collect();
-    let mut body = json!({ "dead_letters": letters });
-    if let Some(next) = page.next_cursor {
-        body["next_cursor"] = json!(next);
-    }
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(DeadLetterPage {
+        dead_letters: page.records.iter().map(view).collect(),
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// Whether `cursor` has the shape of an index member (13 digits, `:`, a
@@ -204,29 +279,52 @@ pub(crate) async fn select(
     }
 }
 
-async fn replay(
+/// Replays the selected dead letters.
+#[utoipa::path(
+    post,
+    path = "/dead-letters/replay",
+    tag = "dead letters",
+    description = "Publishes the selected dead letters again: same job id (so the same \
+`Idempotency-Key`), attempt 1, due now. A job is refused with a reason when its task is not \
+defined, it succeeded since, another replay of it is under way, or it is not a dead letter.",
+    request_body = Selection,
+    responses(
+        (status = 200, description = "What was replayed and what was refused.", body = ReplayOutcome),
+        (status = 400, description = "Malformed body, neither or both of `job_ids` and `task_type_id`, 0 or more than 1,000 ids, or an id that is not a UUID.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis or RabbitMQ is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn replay(
     _authorized: Authorized,
     body: web::Json<Selection>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let (records, missing, more) = select(&state, body.into_inner()).await?;
     let mut replayed = Vec::new();
-    let mut refused: Vec<Value> = missing
+    let mut refused: Vec<Refusal> = missing
         .iter()
-        .map(|job| json!({"job_id": job, "reason": "not_dead_lettered"}))
+        .map(|&job_id| Refusal {
+            job_id,
+            reason: "not_dead_lettered",
+        })
         .collect();
     for record in records {
         let job = record.envelope.job.id;
         match replay_one(&state, &record).await? {
             None => replayed.push(job),
-            Some(reason) => refused.push(json!({"job_id": job, "reason": reason})),
+            Some(reason) => refused.push(Refusal {
+                job_id: job,
+                reason,
+            }),
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "replayed": replayed,
-        "refused": refused,
-        "more": more,
-    })))
+    Ok(HttpResponse::Ok().json(ReplayOutcome {
+        replayed,
+        refused,
+        more,
+    }))
 }
 
 /// Replays one record; `Some(reason)` when it is refused.
@@ -303,7 +401,23 @@ pub(crate) async fn replay_one(
     Ok(None)
 }
 
-async fn delete(
+/// Deletes the selected dead-letter records.
+#[utoipa::path(
+    delete,
+    path = "/dead-letters",
+    tag = "dead letters",
+    description = "Forgets the selected dead-letter records (the broker's copies in \
+`taskqueue.jobs.failed` are left alone).",
+    request_body = Selection,
+    responses(
+        (status = 200, description = "What was deleted.", body = DeleteOutcome),
+        (status = 400, description = "Malformed body, neither or both of `job_ids` and `task_type_id`, 0 or more than 1,000 ids, or an id that is not a UUID.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn delete(
     _authorized: Authorized,
     body: web::Json<Selection>,
     state: web::Data<ApiState>,
@@ -320,9 +434,9 @@ async fn delete(
             deleted.push(record.envelope.job.id);
         }
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "deleted": deleted,
-        "not_found": missing,
-        "more": more,
-    })))
+    Ok(HttpResponse::Ok().json(DeleteOutcome {
+        deleted,
+        not_found: missing,
+        more,
+    }))
 }

@@ -15,25 +15,54 @@ use actors::{
     store::durations::{MAX_READ, summarize},
 };
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, state::ApiState};
+use super::{ApiError, error::ErrorBody, state::ApiState};
 
 /// How far back a request without `since` looks.
 pub const DEFAULT_LOOKBACK: Duration = Duration::hours(1);
 
-/// Registers the route.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.route("/tasks/{task_type_id}/durations", web::get().to(durations));
-}
-
 /// Query of `GET /tasks/{task_type_id}/durations`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct DurationsQuery {
     /// RFC 3339 instant: only executions completed at or after it.
     pub since: Option<String>,
+}
+
+/// Answer of `GET /tasks/{task_type_id}/durations`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DurationsView {
+    /// The task.
+    #[schema(value_type = String, example = "daily_report")]
+    pub task_type_id: TaskTypeId,
+    /// The instant read from (RFC 3339, milliseconds).
+    pub since: String,
+    /// Samples read.
+    pub count: usize,
+    /// Nearest-rank median, `null` without samples.
+    pub p50_ms: Option<u64>,
+    /// Nearest-rank 90th percentile.
+    pub p90_ms: Option<u64>,
+    /// Nearest-rank 99th percentile.
+    pub p99_ms: Option<u64>,
+    /// Longest.
+    pub max_ms: Option<u64>,
+    /// Samples that could not be read.
+    pub unreadable: usize,
+    /// The samples, oldest first.
+    pub durations: Vec<DurationSample>,
+}
+
+/// One execution's duration.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DurationSample {
+    /// When it completed (RFC 3339, milliseconds).
+    pub completed_at: String,
+    /// How long it took.
+    pub duration_ms: u64,
 }
 
 /// Parses `since` (RFC 3339, with an offset).
@@ -47,7 +76,24 @@ fn parse_since(since: &str) -> Result<DateTime<Utc>, ApiError> {
         })
 }
 
-async fn durations(
+/// The task's execution durations since an instant.
+#[utoipa::path(
+    get,
+    path = "/tasks/{task_type_id}/durations",
+    tag = "operations",
+    description = "The execution durations of the task completed since `since` (one hour ago when \
+absent), with their nearest-rank p50, p90 and p99. Samples arrive with the metrics flush.",
+    params(("task_type_id" = String, Path, description = "A task type of the catalog."), DurationsQuery),
+    responses(
+        (status = 200, description = "The samples and their summary.", body = DurationsView),
+        (status = 400, description = "Bad task id, `since` not RFC 3339, or an unknown query parameter.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn durations(
     path: web::Path<String>,
     query: web::Query<DurationsQuery>,
     state: web::Data<ApiState>,
@@ -71,22 +117,22 @@ async fn durations(
     let samples: Vec<_> = read
         .points
         .iter()
-        .map(|point| {
-            json!({
-                "completed_at": point.completed_at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                "duration_ms": point.duration_ms,
-            })
+        .map(|point| DurationSample {
+            completed_at: point
+                .completed_at
+                .to_rfc3339_opts(SecondsFormat::Millis, true),
+            duration_ms: point.duration_ms,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "task_type_id": task,
-        "since": since.to_rfc3339_opts(SecondsFormat::Millis, true),
-        "count": read.points.len(),
-        "p50_ms": summary.map(|s| s.p50_ms),
-        "p90_ms": summary.map(|s| s.p90_ms),
-        "p99_ms": summary.map(|s| s.p99_ms),
-        "max_ms": summary.map(|s| s.max_ms),
-        "unreadable": read.unreadable,
-        "durations": samples,
-    })))
+    Ok(HttpResponse::Ok().json(DurationsView {
+        task_type_id: task,
+        since: since.to_rfc3339_opts(SecondsFormat::Millis, true),
+        count: read.points.len(),
+        p50_ms: summary.map(|s| s.p50_ms),
+        p90_ms: summary.map(|s| s.p90_ms),
+        p99_ms: summary.map(|s| s.p99_ms),
+        max_ms: summary.map(|s| s.max_ms),
+        unreadable: read.unreadable,
+        durations: samples,
+    }))
 }

@@ -14,7 +14,40 @@ use actix_web::{
     http::{StatusCode, header},
     middleware::{ErrorHandlerResponse, ErrorHandlers},
 };
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: ErrorDetail,
+}
+
+/// The error of an [`ErrorBody`].
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `bad_request`, `not_found`,
+    /// `unauthorized`, `unavailable`, `internal`, or for errors the
+    /// framework answers by itself the status's reason in snake case
+    /// (`method_not_allowed`, `payload_too_large`, ...).
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A sentence for people.
+    #[schema(example = "no task type \"nightly\"")]
+    pub message: String,
+}
+
+impl ErrorBody {
+    fn new(code: &str, message: String) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message,
+            },
+        }
+    }
+}
 
 /// A failed API request.
 #[derive(Debug, thiserror::Error)]
@@ -86,7 +119,7 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         HttpResponse::build(self.status_code())
-            .json(json!({"error": {"code": self.code(), "message": self.public_message()}}))
+            .json(ErrorBody::new(self.code(), self.public_message()))
     }
 }
 
@@ -133,8 +166,7 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
         let status = old.status();
         let reason = status.canonical_reason().unwrap_or("error");
         let code = reason.to_lowercase().replace([' ', '-'], "_");
-        let body =
-            HttpResponse::build(status).json(json!({"error": {"code": code, "message": reason}}));
+        let body = HttpResponse::build(status).json(ErrorBody::new(&code, reason.to_owned()));
         Ok(ErrorHandlerResponse::Response(
             ServiceResponse::new(request, body).map_into_right_body(),
         ))
@@ -147,6 +179,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use actix_web::body::MessageBody;
+    use serde_json::json;
 
     use super::*;
 

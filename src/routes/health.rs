@@ -30,7 +30,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use actors::metrics::GetStats;
 use serde_json::{Map, Value, json};
 
@@ -44,7 +44,25 @@ pub struct StartedAt(pub Instant);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Liveness and a summary of the service's state.
-#[get("/health")]
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    description = "Liveness and a summary of the process: `status` (`healthy`, `degraded`, `unhealthy`), \
+`version`, `uptime` (s), each backend probed on this request (`dependencies`), each long-lived actor's \
+heartbeat and restarts (`actors`), records skipped as unreadable (`quarantined`) and, when not \
+`healthy`, `errors`. A process that runs executors adds `workers`, `active_jobs` and \
+`rate_limit {current, max}`. Never needs the token.",
+    responses(
+        (status = 200, description = "`healthy`, or `degraded` (a reload failed, an actor is late, records were quarantined, or shutdown has started).", body = Object,
+            example = json!({"status": "healthy", "version": "0.1.0", "uptime": 3600, "workers": 10, "active_jobs": 3,
+                "rate_limit": {"current": 45, "max": 100},
+                "dependencies": {"redis": {"status": "up"}, "rabbitmq": {"status": "up"}},
+                "actors": {"scheduler": {"status": "running", "restarts": 0, "last_heartbeat_ms": 210}},
+                "quarantined": {"count": 0, "records": []}})),
+        (status = 503, description = "`unhealthy`: a backend is down.", body = Object),
+    )
+)]
 pub async fn health(state: web::Data<ApiState>) -> HttpResponse {
     let mut errors = state.reload_health.errors();
     let mut unhealthy = false;

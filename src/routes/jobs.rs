@@ -19,75 +19,78 @@ use actors::{
     store::results::{AttemptRecord, MAX_RUNS_KEPT},
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use super::{ApiError, state::ApiState};
+use super::{ApiError, error::ErrorBody, state::ApiState};
 
 /// Runs listed without `limit`.
 pub const DEFAULT_RUNS_LIMIT: usize = 20;
 
-/// Registers the routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.route("/jobs/{job_id}", web::get().to(job)).route(
-        "/users/{user_id}/tasks/{task_type_id}/runs",
-        web::get().to(runs),
-    );
-}
-
 /// One attempt of a job, as answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptView {
     /// The attempt (1 for the first try).
     pub attempt: u32,
-    /// Its `ExecutionResult`.
+    /// Its `ExecutionResult` (the spec's shape: `job_id`, `status`,
+    /// `started_at`, `completed_at`, `duration` in nanoseconds, `error`,
+    /// `next_attempt`).
+    #[schema(value_type = Object)]
     pub result: ExecutionResult,
 }
 
 /// Answer of `GET /jobs/{job_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobView {
     /// The job.
     pub job_id: Uuid,
     /// Its task.
+    #[schema(value_type = String)]
     pub task_type_id: TaskTypeId,
     /// Its user.
+    #[schema(value_type = String)]
     pub user_id: UserId,
     /// The attempt of `result`.
     pub attempt: u32,
     /// The latest result: the attempt under way (`running`) or the last
-    /// finished one.
+    /// finished one (the spec's `ExecutionResult`).
+    #[schema(value_type = Object)]
     pub result: ExecutionResult,
     /// The finished attempts so far, oldest first (at most 20).
     pub attempts: Vec<AttemptView>,
 }
 
 /// One run in `GET /users/{user_id}/tasks/{task_type_id}/runs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RunView {
     /// The job.
     pub job_id: Uuid,
     /// The attempt of `result`.
     pub attempt: u32,
-    /// The job's latest result.
+    /// The job's latest result (the spec's `ExecutionResult`).
+    #[schema(value_type = Object)]
     pub result: ExecutionResult,
 }
 
 /// Answer of `GET /users/{user_id}/tasks/{task_type_id}/runs`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RunsView {
     /// The user.
+    #[schema(value_type = String)]
     pub user_id: UserId,
     /// The task.
+    #[schema(value_type = String)]
     pub task_type_id: TaskTypeId,
     /// The runs, newest first.
     pub runs: Vec<RunView>,
 }
 
 /// Query of the runs route.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
-    /// How many runs, 1 to 100.
+    /// How many runs, 1 to 100 (default 20).
     pub limit: Option<String>,
 }
 
@@ -98,7 +101,26 @@ fn attempt_view(record: AttemptRecord) -> AttemptView {
     }
 }
 
-async fn job(
+/// A job's latest result and its attempts so far.
+#[utoipa::path(
+    get,
+    path = "/jobs/{job_id}",
+    tag = "jobs",
+    description = "The job's latest `ExecutionResult` (`running`, `success`, `failed`, or `retrying` \
+with `next_attempt`), its task, user and attempt, and its finished attempts so far, oldest first \
+(at most 20). Kept for `monitoring.result_retention`. A job published but not claimed yet has no \
+record (404).",
+    params(("job_id" = String, Path, description = "The job's UUID (its `Idempotency-Key`).")),
+    responses(
+        (status = 200, description = "The job's results.", body = JobView),
+        (status = 400, description = "`job_id` is not a UUID.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No result is kept for the job.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn job(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
@@ -139,7 +161,27 @@ fn parse_limit(limit: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-async fn runs(
+/// A user's recent runs of a task, newest first.
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/tasks/{task_type_id}/runs",
+    tag = "jobs",
+    description = "The user's most recent jobs of the task, newest first, each with its latest \
+result; jobs whose results expired are left out.",
+    params(
+        ("user_id" = String, Path, description = "The user."),
+        ("task_type_id" = String, Path, description = "The task type."),
+        RunsQuery
+    ),
+    responses(
+        (status = 200, description = "The runs.", body = RunsView),
+        (status = 400, description = "Bad user or task id, `limit` not 1 to 100, or an unknown query parameter.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn runs(
     path: web::Path<(String, String)>,
     query: web::Query<RunsQuery>,
     state: web::Data<ApiState>,

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use actix_web::{HttpResponse, get, web};
+use actix_web::{HttpResponse, web};
 use actors::prometheus::{
     CONTENT_TYPE, FanoutLabels, QueueLabels, RunLabel, StageLabel, TaskLabels,
 };
@@ -27,7 +27,19 @@ pub struct ScrapeCache {
 }
 
 /// The Prometheus text exposition of this process.
-#[get("/metrics")]
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    description = "This process's Prometheus families in the text exposition format \
+(`taskqueue_..._total`, `_seconds`); queue depths and fan-out gauges are refreshed at most every 5 s.",
+    responses(
+        (status = 200, description = "The exposition.", content_type = "text/plain; version=0.0.4; charset=utf-8", body = String),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = super::error::ErrorBody),
+        (status = 503, description = "The families could not be encoded.", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
 pub async fn metrics(
     state: web::Data<ApiState>,
     cache: web::Data<ScrapeCache>,

@@ -1,5 +1,6 @@
 //! The internal HTTP API: one module per area, errors in one place.
 
+pub mod api;
 pub mod auth;
 pub mod dead_letters;
 pub mod durations;

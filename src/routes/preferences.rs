@@ -19,57 +19,64 @@ use actors::{
 use chrono::Utc;
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{ApiError, auth::Authorized};
+use super::{ApiError, auth::Authorized, error::ErrorBody};
 
 /// Body of `PUT /users/{user_id}/tasks/{task_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PreferenceBody {
     /// Whether the task runs for the user.
     pub enabled: bool,
-    /// The user's overrides; omitted or `null` removes earlier ones.
+    /// The user's overrides (the spec's `Settings`: `custom_interval`,
+    /// `timezone`, `parameters`); omitted or `null` removes earlier ones.
     #[serde(default)]
+    #[schema(value_type = Option<Object>, example = json!({"timezone": "Asia/Tokyo", "parameters": {"report_type": "summary"}}))]
     pub settings: Option<Settings>,
 }
 
 /// Body of `PUT /users/{user_id}` (extension): the user's default time
 /// zone, used by every task the user has not given a `timezone` of its
 /// own; `null` removes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     /// IANA time zone name, or `null`.
+    #[schema(value_type = Option<String>, example = "Europe/Paris")]
     pub timezone: Option<Tz>,
 }
 
 /// Answer of `GET`/`PUT /users/{user_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct UserView {
     /// The user.
+    #[schema(value_type = String, example = "user_42")]
     pub user_id: UserId,
     /// The user's default time zone, `null` when none.
+    #[schema(value_type = Option<String>, example = "Europe/Paris")]
     pub timezone: Option<Tz>,
-}
-
-/// Registers the preference routes.
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/users/{user_id}/tasks/{task_id}")
-            .route(web::put().to(put_preference))
-            .route(web::delete().to(delete_preference)),
-    )
-    .service(web::resource("/users/{user_id}/preferences").route(web::get().to(get_preferences)))
-    .service(
-        web::resource("/users/{user_id}")
-            .route(web::put().to(put_user))
-            .route(web::get().to(get_user)),
-    );
 }
 
 /// Sets or removes a user's default time zone; every task the user runs
 /// on its own interval without a zone of its own moves with it.
-async fn put_user(
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}",
+    tag = "preferences",
+    description = "Sets (or with `null` removes) the user's default time zone, used by every task \
+the user has not given a `timezone` of its own.",
+    params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters.")),
+    request_body = UserBody,
+    responses(
+        (status = 200, description = "The user's time zone as stored.", body = UserView),
+        (status = 400, description = "Bad user id, unknown time zone or malformed body.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn put_user(
     _authorized: Authorized,
     path: web::Path<String>,
     body: web::Json<UserBody>,
@@ -88,7 +95,21 @@ async fn put_user(
 }
 
 /// A user's default time zone (`null` when none is set).
-async fn get_user(
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}",
+    tag = "preferences",
+    description = "The user's default time zone (`null` when none is set).",
+    params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters.")),
+    responses(
+        (status = 200, description = "The user's time zone.", body = UserView),
+        (status = 400, description = "Bad user id.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn get_user(
     path: web::Path<String>,
     store: web::Data<Arc<dyn StateStore>>,
 ) -> Result<HttpResponse, ApiError> {
@@ -99,7 +120,27 @@ async fn get_user(
 
 /// Sets a user's preference for a task; answers with all the user's
 /// preferences.
-async fn put_preference(
+#[utoipa::path(
+    put,
+    path = "/users/{user_id}/tasks/{task_id}",
+    tag = "preferences",
+    description = "Sets the user's choice for a task, whole: `settings` omitted means no settings. \
+Answers with all the user's preferences (the spec's `UserPreference`).",
+    params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters."), ("task_id" = String, Path, description = "A task type of the catalog.")),
+    request_body = PreferenceBody,
+    responses(
+        (status = 200, description = "All the user's preferences.", body = Object,
+            example = json!({"user_id": "user_42", "enabled_tasks": {"daily_report": true},
+                "task_settings": {"daily_report": {"parameters": {"report_type": "summary"}}},
+                "last_modified": "2024-01-15T10:00:00Z"})),
+        (status = 400, description = "Bad user id, malformed body, or a custom interval the calculus cannot run.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn put_preference(
     _authorized: Authorized,
     path: web::Path<(String, String)>,
     body: web::Json<PreferenceBody>,
@@ -127,7 +168,23 @@ async fn put_preference(
 }
 
 /// Removes a user's preference and settings for a task.
-async fn delete_preference(
+#[utoipa::path(
+    delete,
+    path = "/users/{user_id}/tasks/{task_id}",
+    tag = "preferences",
+    description = "Removes the user's preference and settings for a task (also one since dropped \
+from the catalog).",
+    params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters."), ("task_id" = String, Path, description = "A task type of the catalog.")),
+    responses(
+        (status = 204, description = "Removed."),
+        (status = 400, description = "Bad user id.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "The user has no preference for the task.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn delete_preference(
     _authorized: Authorized,
     path: web::Path<(String, String)>,
     store: web::Data<Arc<dyn StateStore>>,
@@ -150,7 +207,24 @@ async fn delete_preference(
 }
 
 /// A user's preferences, as the spec's `UserPreference`.
-async fn get_preferences(
+#[utoipa::path(
+    get,
+    path = "/users/{user_id}/preferences",
+    tag = "preferences",
+    description = "The user's preferences, as the spec's `UserPreference`.",
+    params(("user_id" = String, Path, description = "The user: no `:`, `*`, whitespace or control characters.")),
+    responses(
+        (status = 200, description = "The user's preferences.", body = Object,
+            example = json!({"user_id": "user_42", "enabled_tasks": {"daily_report": true},
+                "task_settings": {}, "last_modified": "2024-01-15T10:00:00Z"})),
+        (status = 400, description = "Bad user id.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "The user has no preferences.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn get_preferences(
     path: web::Path<String>,
     store: web::Data<Arc<dyn StateStore>>,
 ) -> Result<HttpResponse, ApiError> {

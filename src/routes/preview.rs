@@ -24,21 +24,13 @@ use actors::{
 use chrono_tz::Tz;
 use serde_json::json;
 
-use super::{ApiError, state::ApiState};
+use super::{ApiError, error::ErrorBody, state::ApiState};
 
 /// Most fires one preview lists.
 pub const MAX_COUNT: usize = 100;
 
 /// Fires listed when `count` is not given.
 const DEFAULT_COUNT: usize = 5;
-
-/// Registers the preview route.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config.route(
-        "/schedule/preview/{task_type_id}",
-        web::get().to(preview_task),
-    );
-}
 
 /// The query, checked field by field.
 struct PreviewQuery {
@@ -98,7 +90,30 @@ fn parse_query(request: &HttpRequest) -> Result<PreviewQuery, ApiError> {
 }
 
 /// The task's next fires, and a user's coming jobs.
-async fn preview_task(
+#[utoipa::path(
+    get,
+    path = "/schedule/preview/{task_type_id}",
+    tag = "scheduling",
+    description = "The task's next `count` fire instants (`fires`, in its own zone or read in `zone`) \
+and, with `user_id`, that user's schedule and coming jobs (`user`: the interval and zone in force, \
+each job's fire, slot and `execute_after`).",
+    params(
+        ("task_type_id" = String, Path, description = "A task type of the catalog."),
+        ("user_id" = Option<String>, Query, description = "Also preview this user's jobs; excludes `zone`."),
+        ("count" = Option<usize>, Query, description = "Fires to list, 1 to 100 (default 5)."),
+        ("zone" = Option<String>, Query, description = "IANA zone to read the task's interval in; excludes `user_id`."),
+    ),
+    responses(
+        (status = 200, description = "The preview.", body = Object,
+            example = json!({"task_type_id": "daily_report", "timezone": "UTC", "fires": ["2024-01-16T02:30:00Z"]})),
+        (status = 400, description = "Bad `count`, `zone` or `user_id`, both `zone` and `user_id`, or an unknown query parameter.", body = ErrorBody),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type, or the user does not have it enabled.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn preview_task(
     request: HttpRequest,
     path: web::Path<String>,
     state: web::Data<ApiState>,

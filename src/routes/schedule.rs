@@ -20,10 +20,10 @@ use actors::{
     domain::{TaskType, TaskTypeId, UserId},
     scheduler::{Trigger, schedule_status},
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
-use super::{ApiError, auth::Authorized, state::ApiState};
+use super::{ApiError, auth::Authorized, error::ErrorBody, state::ApiState};
 
 /// Most users one trigger may name.
 pub const MAX_TRIGGER_USERS: usize = 10_000;
@@ -32,12 +32,14 @@ pub const MAX_TRIGGER_USERS: usize = 10_000;
 const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 /// Body of `POST /schedule/trigger`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TriggerRequest {
     /// The task to run.
+    #[schema(example = "daily_report")]
     pub task_type_id: String,
-    /// The users to run it for; omitted means every enabled user.
+    /// The users to run it for (at most 10,000); omitted means every
+    /// enabled user.
     #[serde(default)]
     pub user_ids: Option<Vec<String>>,
     /// Run every job now instead of spreading them over the window.
@@ -45,11 +47,18 @@ pub struct TriggerRequest {
     pub execute_immediately: bool,
 }
 
-/// Registers the scheduler routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/schedule/trigger", web::post().to(trigger))
-        .route("/schedule/status/{task_type_id}", web::get().to(status));
+/// Answer of `POST /schedule/trigger`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TriggerAccepted {
+    /// Users the run reaches.
+    pub jobs_created: u64,
+    /// The window the jobs are spread over (humantime, `0s` when
+    /// immediate).
+    #[schema(example = "1h")]
+    pub distribution_window: String,
+    /// The run's id (the earlier run's when the `Idempotency-Key`
+    /// repeats).
+    pub run_id: String,
 }
 
 fn known_task(state: &ApiState, id: &str) -> Result<TaskType, ApiError> {
@@ -65,7 +74,26 @@ fn unavailable(err: impl std::fmt::Display) -> ApiError {
 
 /// Runs a task now for some or all of its users: 202 with the number of
 /// jobs the run makes, the window they are spread over and the run's id.
-async fn trigger(
+#[utoipa::path(
+    post,
+    path = "/schedule/trigger",
+    tag = "scheduling",
+    description = "Runs a task now, outside its schedule, for `user_ids` (at most 10,000) or every \
+user with it enabled; `execute_immediately: true` skips the spread over the distribution window. \
+Answers as soon as the run is recorded; its progress shows in `/schedule/status`. A repeated \
+`Idempotency-Key` (same task, within 24 hours) answers with the earlier run.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 256 printable ASCII characters; a retry with the same key is the same run.")),
+    request_body = TriggerRequest,
+    responses(
+        (status = 202, description = "The run is recorded.", body = TriggerAccepted),
+        (status = 400, description = "Malformed body, bad user id, more than 10,000 users, or a bad `Idempotency-Key`.", body = ErrorBody),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "Shutting down, or the scheduler or a backend is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn trigger(
     _authorized: Authorized,
     request: HttpRequest,
     body: web::Json<TriggerRequest>,
@@ -113,11 +141,11 @@ async fn trigger(
         .await
         .map_err(unavailable)?
         .map_err(unavailable)?;
-    Ok(HttpResponse::Accepted().json(json!({
-        "jobs_created": accepted.jobs_created,
-        "distribution_window": humantime::format_duration(accepted.distribution_window).to_string(),
-        "run_id": accepted.run_id.to_string(),
-    })))
+    Ok(HttpResponse::Accepted().json(TriggerAccepted {
+        jobs_created: accepted.jobs_created,
+        distribution_window: humantime::format_duration(accepted.distribution_window).to_string(),
+        run_id: accepted.run_id.to_string(),
+    }))
 }
 
 /// The request's `Idempotency-Key`, if any: printable ASCII, at most 256
@@ -139,7 +167,22 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ApiError> {
 }
 
 /// The task's last and next execution, its enabled users and interval.
-async fn status(
+#[utoipa::path(
+    get,
+    path = "/schedule/status/{task_type_id}",
+    tag = "scheduling",
+    description = "The task's last and next execution, its enabled users, its interval and the \
+progress of its runs.",
+    params(("task_type_id" = String, Path, description = "A task type of the catalog.")),
+    responses(
+        (status = 200, description = "The task's status.", body = Object),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "A backend is unavailable.", body = ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn status(
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {

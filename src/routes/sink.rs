@@ -33,18 +33,36 @@ impl SinkCounts {
     }
 }
 
-/// Mounts the sink routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/sink", web::get().to(counts))
-        .route("/sink/{name}", web::route().to(receive));
-}
-
-async fn receive(name: web::Path<String>, sink: web::Data<SinkCounts>) -> HttpResponse {
+/// Counts a call (any method) to the named sink.
+#[utoipa::path(
+    method(get, post, put, patch, delete),
+    path = "/sink/{name}",
+    tag = "sink",
+    description = "The quick start's example endpoint: answers 200 to any call and counts it per name.",
+    params(("name" = String, Path, description = "Any name; calls are counted per name.")),
+    responses(
+        (status = 200, description = "The calls received by this name so far.", body = Object, example = json!({"received": 3})),
+        (status = 401, description = "A `GET` while `api.protect_reads` is on, without the token.", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn receive(name: web::Path<String>, sink: web::Data<SinkCounts>) -> HttpResponse {
     let count = sink.add(&name);
     HttpResponse::Ok().json(serde_json::json!({ "received": count }))
 }
 
-async fn counts(sink: web::Data<SinkCounts>) -> HttpResponse {
+/// The calls received, per sink name.
+#[utoipa::path(
+    get,
+    path = "/sink",
+    tag = "sink",
+    description = "Calls the loopback sink received, per name.",
+    responses(
+        (status = 200, description = "Counts per name.", body = Object, example = json!({"daily_report": 12})),
+        (status = 401, description = "`api.protect_reads` is on and the token is missing or wrong.", body = super::error::ErrorBody),
+    ),
+    security((), ("bearer_token" = []))
+)]
+pub async fn counts(sink: web::Data<SinkCounts>) -> HttpResponse {
     HttpResponse::Ok().json(sink.snapshot())
 }

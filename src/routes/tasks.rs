@@ -16,15 +16,25 @@
 
 use actix_web::{HttpResponse, web};
 use actors::domain::{TaskType, TaskTypeId};
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
 
-use super::{ApiError, auth::Authorized, state::ApiState};
+use super::{ApiError, auth::Authorized, error::ErrorBody, state::ApiState};
 
-/// Registers the pause routes.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/tasks/{task_type_id}/pause", web::post().to(pause))
-        .route("/tasks/{task_type_id}/resume", web::post().to(resume));
+/// Answer of the pause and resume routes.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PauseState {
+    /// The task.
+    #[schema(value_type = String, example = "daily_report")]
+    pub task_type_id: TaskTypeId,
+    /// Whether it is paused now.
+    pub paused: bool,
+    /// Since when (`null` when not paused).
+    pub paused_at: Option<DateTime<Utc>>,
+    /// False when the task was already in that state (a retried request
+    /// is harmless).
+    pub changed: bool,
 }
 
 fn known_task(state: &ApiState, id: &str) -> Result<TaskType, ApiError> {
@@ -80,31 +90,59 @@ pub(crate) async fn set_paused(
 }
 
 /// Pauses the task for every replica.
-async fn pause(
+#[utoipa::path(
+    post,
+    path = "/tasks/{task_type_id}/pause",
+    tag = "operations",
+    description = "Pauses the task for every replica: no new fan-out, no release of planned slots, and executors leave its queued jobs in the broker.",
+    params(("task_type_id" = String, Path, description = "A task type of the catalog.")),
+    responses(
+        (status = 200, description = "The task's pause state.", body = PauseState),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn pause(
     _authorized: Authorized,
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let (task, since, changed) = set_paused(&state, &path.into_inner(), true).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "task_type_id": task.id,
-        "paused": true,
-        "paused_at": since,
-        "changed": changed,
-    })))
+    Ok(HttpResponse::Ok().json(PauseState {
+        task_type_id: task.id,
+        paused: true,
+        paused_at: since,
+        changed,
+    }))
 }
 
 /// Resumes the task; its missed fires follow its misfire policy.
-async fn resume(
+#[utoipa::path(
+    post,
+    path = "/tasks/{task_type_id}/resume",
+    tag = "operations",
+    description = "Resumes the task; its missed fires follow its misfire policy.",
+    params(("task_type_id" = String, Path, description = "A task type of the catalog.")),
+    responses(
+        (status = 200, description = "The task's pause state.", body = PauseState),
+        (status = 401, description = "The bearer token is missing or wrong.", body = ErrorBody),
+        (status = 404, description = "No such task type.", body = ErrorBody),
+        (status = 503, description = "Redis is unavailable.", body = ErrorBody),
+    ),
+    security(("bearer_token" = []))
+)]
+pub async fn resume(
     _authorized: Authorized,
     path: web::Path<String>,
     state: web::Data<ApiState>,
 ) -> Result<HttpResponse, ApiError> {
     let (task, _, changed) = set_paused(&state, &path.into_inner(), false).await?;
-    Ok(HttpResponse::Ok().json(json!({
-        "task_type_id": task.id,
-        "paused": false,
-        "paused_at": null,
-        "changed": changed,
-    })))
+    Ok(HttpResponse::Ok().json(PauseState {
+        task_type_id: task.id,
+        paused: false,
+        paused_at: None,
+        changed,
+    }))
 }

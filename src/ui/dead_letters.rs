@@ -55,7 +55,11 @@ pub async fn page(
         .dead_letters(task.as_ref(), cursor, PAGE.min(MAX_PAGE))
         .await
         .map_err(UiError::unavailable)?;
-    let letters: Vec<Value> = page.records.iter().map(view).collect();
+    let letters: Vec<Value> = page
+        .records
+        .iter()
+        .map(|record| json!(view(record)))
+        .collect();
     let tasks: Vec<String> = state
         .catalog
         .snapshot()

@@ -32,7 +32,7 @@ use actix_web::{HttpResponse, http::header, middleware::from_fn, web};
 pub use render::UiError;
 
 /// The path every dashboard route starts with.
-pub const PREFIX: &str = "/ui";
+pub const PREFIX: &str = crate::routes::api::HTML_PREFIX;
 
 /// Registers the dashboard: one scope, guarded by [`session::guard`].
 pub fn configure(config: &mut web::ServiceConfig) {

@@ -144,7 +144,7 @@ pub async fn page(
         .iter()
         .rev()
         .take(RECENT_ERRORS)
-        .map(view)
+        .map(|record| serde_json::json!(view(record)))
         .collect();
 
     context["task"] = json!({
