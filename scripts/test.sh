@@ -10,7 +10,7 @@ cargo test --workspace "$@"
 
 # The compose topology as processes (scheduler, two workers, demo sink): a
 # fan-out of 2000 users, each called once, both workers working.
-TASKQUEUE_BIN="$PWD/target/debug/taskqueue" TASKQUEUE_CLUSTER_NAME="cluster_ci_$$" \
+TASKQUEUE_BIN="${TASKQUEUE_CLUSTER_BIN:-$PWD/target/debug/taskqueue}" TASKQUEUE_CLUSTER_NAME="cluster_ci_$$" \
   TASKQUEUE_CLUSTER_DIR="${TMPDIR:-/tmp}/taskqueue-cluster-$$" scripts/cluster.sh smoke
 
 # The BullMQ peer of W1 runs when its npm packages can be installed.
