@@ -1,11 +1,17 @@
 #!/usr/bin/env bash
 # Runs every test against real Redis and RabbitMQ on loopback, then the
+# multi-process cluster smoke (scripts/cluster.sh), then the
 # workload benchmarks at a tiny size (counts only, never timings).
 # Starts (and, when missing, installs) both servers first; leaves them running.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/services.sh start
 cargo test --workspace "$@"
+
+# The compose topology as processes (scheduler, two workers, demo sink): a
+# fan-out of 2000 users, each called once, both workers working.
+TASKQUEUE_BIN="${TASKQUEUE_CLUSTER_BIN:-$PWD/target/debug/taskqueue}" TASKQUEUE_CLUSTER_NAME="cluster_ci_$$" \
+  TASKQUEUE_CLUSTER_DIR="${TMPDIR:-/tmp}/taskqueue-cluster-$$" scripts/cluster.sh smoke
 
 # The BullMQ peer of W1 runs when its npm packages can be installed.
 if [ ! -d benches/bullmq/node_modules/bullmq ] && command -v npm >/dev/null 2>&1; then
