@@ -196,6 +196,16 @@ impl Browser {
         }
     }
 
+    /// Runs `script` in the page and returns its value.
+    async fn script(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
     async fn click(&self, css: &str) {
         let element = self.find(css).await;
         self.call(
@@ -389,4 +399,40 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
         .await;
     assert_eq!(calls.len(), 2, "the replay reached the endpoint");
     assert_eq!(calls[1].key(), calls[0].key(), "same Idempotency-Key");
+
+    // Phone width: the tasks page fits the screen (no sideways scrolling)
+    // and its Resume button stays inside it.
+    browser
+        .call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": 390, "height": 844})),
+        )
+        .await;
+    browser.open(&format!("{base}/ui/tasks")).await;
+    let widths = browser
+        .script(
+            "return [document.documentElement.clientWidth, document.documentElement.scrollWidth];",
+        )
+        .await;
+    let (client, scroll) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+    assert!(client <= 420, "the window did not narrow: {widths}");
+    assert!(
+        scroll <= client,
+        "the page scrolls sideways at phone width: {widths}"
+    );
+    let button = browser.find(&format!("{row} button")).await;
+    let rect = browser
+        .call(
+            reqwest::Method::GET,
+            &format!("/element/{button}/rect"),
+            None,
+        )
+        .await;
+    let right = rect["x"].as_f64().unwrap() + rect["width"].as_f64().unwrap();
+    assert!(
+        right <= client as f64,
+        "the button leaves the screen: {rect}"
+    );
+    browser.screenshot("tasks-phone").await;
 }
