@@ -4,7 +4,7 @@
 //! applies, every `$ref` resolves, and docs/api.md is what the document
 //! renders.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -2,7 +2,7 @@
 //! over a real Redis and RabbitMQ, each test in its own key prefix and vhost
 //! (`support::Backends`).
 
-mod support;
+use crate::support;
 
 use std::{net::SocketAddr, path::PathBuf};
 

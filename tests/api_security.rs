@@ -3,7 +3,7 @@
 //! `/health`, for probes); every error, routed or not, is the API's JSON
 //! error body (an empty path segment, an unknown route, a wrong method).
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 

@@ -8,7 +8,10 @@
 //!   exception), never by concatenation;
 //! - only `store/keys.rs` spells Redis key names: no other source of
 //!   `actors/src` or `src` holds a string literal with a key's family after
-//!   a prefix (`"{}:users:"`) or a key's tail (`":settings:{task}"`).
+//!   a prefix (`"{}:users:"`) or a key's tail (`":settings:{task}"`);
+//! - every file in `tests/` is built: the manifest turns Cargo's discovery
+//!   of test files off (`autotests = false`), so each one is a `mod` of
+//!   `tests/suite.rs` or a `[[test]]` of its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -607,4 +610,66 @@ fn the_key_spelling_check_catches_what_it_forbids() {
         "// \"{}:users:\"\nlet a = '\"'; let b: &'static str = r#\"x\"#; let c = \"y\\\"z\";",
     );
     assert_eq!(literals, vec!["x".to_owned(), "y\"z".to_owned()]);
+}
+
+// ---------------------------------------------------------------------------
+// Every test file is built
+
+/// The names of the test files (`tests/NAME.rs`) that neither `suite`
+/// (`mod NAME;`) nor the manifest (`path = "tests/NAME.rs"`) builds.
+fn unbuilt_test_files(names: &[String], suite: &str, manifest: &str) -> Vec<String> {
+    let modules: BTreeSet<&str> = suite
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("mod ")?.strip_suffix(';'))
+        .collect();
+    let targets: BTreeSet<&str> = manifest
+        .lines()
+        .filter_map(|line| {
+            let path = line.trim().strip_prefix("path = \"tests/")?;
+            path.strip_suffix(".rs\"")
+        })
+        .collect();
+    names
+        .iter()
+        .filter(|name| {
+            let name = name.as_str();
+            name != "suite" && !modules.contains(name) && !targets.contains(name)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_test_file_is_a_module_of_the_suite_or_a_target_of_its_own() {
+    let dir = root().join("tests");
+    let names: Vec<String> = fs::read_dir(&dir)
+        .expect("tests/")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.is_file() && path.extension().is_some_and(|ext| ext == "rs"))
+        .map(|path| {
+            path.file_stem()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    assert!(names.len() > 20, "tests/ read: {names:?}");
+    let manifest = read(&root().join("Cargo.toml"));
+    assert!(
+        manifest.contains("autotests = false"),
+        "the manifest lists its tests"
+    );
+    let unbuilt = unbuilt_test_files(&names, &read(&dir.join("suite.rs")), &manifest);
+    assert!(
+        unbuilt.is_empty(),
+        "never compiled: add `mod NAME;` to tests/suite.rs: {unbuilt:?}"
+    );
+}
+
+#[test]
+fn the_unbuilt_test_check_catches_what_it_forbids() {
+    let names = ["suite", "a", "b", "c"].map(String::from);
+    let suite = "//! doc\nmod support;\nmod a;\n";
+    let manifest = "[[test]]\nname = \"b\"\npath = \"tests/b.rs\"\n";
+    assert_eq!(unbuilt_test_files(&names, suite, manifest), ["c"]);
 }

@@ -2,7 +2,7 @@
 //! a known population (users on the task's zone, in two zone groups, on a
 //! custom interval), compared with a table computed by hand.
 
-mod support;
+use crate::support;
 
 use std::process::Command;
 

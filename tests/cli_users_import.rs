@@ -18,7 +18,7 @@ use actors::{
 use support::{delete_prefix, redis_url};
 use uuid::Uuid;
 
-mod support;
+use crate::support;
 
 const TASKS_YAML: &str = r#"
 tasks:

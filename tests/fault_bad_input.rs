@@ -6,7 +6,7 @@
 //! messages of every kind through a running worker (each in the failed
 //! queue with a reason, the worker going on).
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Arc, time::Duration};
 

@@ -4,7 +4,7 @@
 //! when two replicas are asked at the same time; poison refused with a
 //! reason; deleted by selection.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

@@ -4,7 +4,7 @@
 //! percentiles; a bad `since` is a 400 and an unknown task a 404, both
 //! JSON.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

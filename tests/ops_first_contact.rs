@@ -3,7 +3,7 @@
 //! named once with what to do, JSON log lines with the job's fields, and
 //! no colour codes when the output is not a terminal.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead, BufReader},

@@ -5,7 +5,7 @@
 //! `GET /users/{u}/tasks/{t}/runs` lists newest first
 //! and honours `limit`; bad ids and limits are 400s, unknown jobs 404s.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::Arc,

@@ -2,7 +2,7 @@
 //! text parses as the Prometheus format, every family is there, and the
 //! outcome counts match what the sink received.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

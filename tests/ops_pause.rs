@@ -5,7 +5,7 @@
 //! task's misfire policy (`run_once` runs the latest fire, `skip` counts
 //! it as missed).
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 

@@ -4,7 +4,7 @@
 //! default zone, custom interval) and their slot offset, checked against
 //! the slot lists of the run the scheduler makes at that fire.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, time::Duration};
 

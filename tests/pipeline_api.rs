@@ -3,7 +3,7 @@
 //! `/stats` after the quick start's example users ran, the loopback sink,
 //! and a tasks reload that fails and shows as degraded health.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

@@ -2,7 +2,7 @@
 //! with backoff, dead letters with the error detail, `Retry-After` waits
 //! that keep the attempt, and an executor killed mid-job.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

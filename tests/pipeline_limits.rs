@@ -6,7 +6,7 @@
 //! user who disabled the task after the fan-out is not called, neither by
 //! the scheduled job nor by its retry.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

@@ -3,7 +3,7 @@
 //! `{{param.NAME}}` when the call is made, and the result is the body of
 //! the PUT.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

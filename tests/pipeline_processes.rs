@@ -3,7 +3,7 @@
 //! through either replica) with every (user, period) called exactly once,
 //! and a SIGTERM lets in-flight jobs finish, loses none and runs none twice.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

@@ -3,7 +3,7 @@
 //! fire, the period fans out once, and a user whose custom interval lives
 //! in another time zone runs on their own schedule.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

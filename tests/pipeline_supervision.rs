@@ -4,7 +4,7 @@
 //! scheduler and one in a distributor handler fails that message only,
 //! both counted in the health board, and the work goes on.
 
-mod support;
+use crate::support;
 
 use std::{
     sync::{

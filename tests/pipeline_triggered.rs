@@ -2,7 +2,7 @@
 //! enabled user called exactly once, with the right request, spread over
 //! the window; and a per-task rate limit that holds.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

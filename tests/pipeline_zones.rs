@@ -4,7 +4,7 @@
 //! a per-task zone, none: the task's zone), and a new `at_time` moves
 //! every zone group.
 
-mod support;
+use crate::support;
 
 use std::{
     collections::BTreeMap,

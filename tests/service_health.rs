@@ -5,7 +5,7 @@
 //! replica started before its Redis waits for it, saying so, instead of
 //! exiting.
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead, BufReader},

@@ -5,7 +5,7 @@
 //! dead-lettering it, and runs it once its own SIGHUP brought the task
 //! (the interval reload, 5 minutes by default, is not waited for).
 
-mod support;
+use crate::support;
 
 use std::{
     io::{BufRead, BufReader},

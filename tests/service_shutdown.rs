@@ -2,7 +2,7 @@
 //! once SIGTERM arrives, while a slow job is still draining, triggers are
 //! refused with a 503 JSON error and `/health` says it is shutting down.
 
-mod support;
+use crate::support;
 
 use std::{
     net::SocketAddr,

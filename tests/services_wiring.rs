@@ -8,8 +8,7 @@ use lapin::{
 };
 use redis::AsyncCommands;
 
-#[path = "support/server_lock.rs"]
-mod server_lock;
+use crate::support::server_lock;
 
 fn redis_url() -> String {
     server_lock::shared_servers();

@@ -4,7 +4,7 @@
 //! shown in `/health`), every good user still gets its call, and
 //! custom-index entries that cannot run are moved on.
 
-mod support;
+use crate::support;
 
 use std::{sync::Arc, time::Duration};
 

@@ -5,7 +5,7 @@
 //! the run, the Pause button pauses the task, and a screenshot of each
 //! page is saved under `target/ui-screenshots/`.
 
-mod support;
+use crate::support;
 
 use std::{
     net::TcpListener,

@@ -4,7 +4,7 @@
 //! the pages show, a pause from the tasks page, and a dead letter replayed
 //! through the confirmation step reaching the endpoint again.
 
-mod support;
+use crate::support;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 

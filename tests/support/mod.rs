@@ -31,7 +31,7 @@ use uuid::Uuid;
 mod ledger;
 mod process;
 mod restart;
-mod server_lock;
+pub mod server_lock;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]
