@@ -18,6 +18,10 @@
 //! CPU per job: each process's CPU seconds over the row (the publisher or
 //! taskqueue process, Node, RabbitMQ's `beam.smp`, `redis-server`) / N.
 //!
+//! `--no-pending`: the service runs with `monitoring.record_pending: false`
+//! (no `pending` record per published job), to measure what that write
+//! costs the trigger.
+//!
 //! `--tiny`: 300 users, one run, counts checked (every user's job in the
 //! queue exactly once), no timing judged; exits non-zero on a mismatch.
 
@@ -312,7 +316,15 @@ impl Ours {
                 id: TASK.into(),
                 endpoint: "http://127.0.0.1:9/fanout".into(),
             }],
-            "scheduler:\n  check_interval: 1s\n  distribution_window: 30m\n  batch_size: 1000\nrate_limit:\n  global: 1000000\n",
+            &format!(
+                "{}scheduler:\n  check_interval: 1s\n  distribution_window: 30m\n  batch_size: 1000\nrate_limit:\n  global: 1000000\n",
+                // Continues the template's `monitoring:` section.
+                if std::env::args().any(|arg| arg == "--no-pending") {
+                    "  record_pending: false\n"
+                } else {
+                    ""
+                }
+            ),
         );
         let path = self.scratch.write("taskqueue.yaml", &config)?;
         let service = Service::start(&path, "scheduler").await?;

@@ -170,6 +170,7 @@ impl Application {
                 task_source,
                 quarantine,
                 dead_letters: dead_letters.clone(),
+                pending: config.monitoring.record_pending.then(|| results.clone()),
             },
         )
         .await

@@ -198,3 +198,44 @@ async fn job_results_and_runs_are_served_from_the_store() {
     assert_eq!(status, 404, "{body}");
     assert_error(&body, "not_found");
 }
+
+#[actix_rt::test]
+async fn a_published_job_reads_pending_until_a_worker_starts_it() {
+    let sink = Sink::start();
+    let backends = Backends::new("job-pending");
+    // A scheduler alone: the job is published and confirmed, nobody takes it.
+    let app = spawn_app_as(
+        taskqueue::cli::Role::Scheduler,
+        config(&backends),
+        vec![task_to("queued", sink.url("/ok/queued"), 3)],
+        Arc::new(SystemClock),
+    )
+    .await;
+    trigger(&app, "queued", json!(["dora"])).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        let mut messages = backends.take_all("taskqueue.jobs.normal").await;
+        if let Some((_, body)) = messages.pop() {
+            assert!(messages.is_empty(), "one job: {messages:?}");
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the trigger's job was never queued"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let job = message["job"]["id"].as_str().unwrap().to_owned();
+
+    let body = wait_status(&app, &job, "pending").await;
+    assert_eq!(body["task_type_id"], "queued", "{body}");
+    assert_eq!(body["user_id"], "dora", "{body}");
+    assert_eq!(body["attempt"], 1, "{body}");
+    assert_eq!(body["result"]["job_id"], job.as_str(), "{body}");
+    assert_eq!(
+        body["result"]["next_attempt"], message["job"]["execute_after"],
+        "a pending job's next attempt is when it is due: {body}"
+    );
+    assert_eq!(body["attempts"], json!([]), "{body}");
+    assert!(sink.received().is_empty(), "nobody ran it");
+}

@@ -87,6 +87,7 @@ async fn start(
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
+            pending: Some(store.clone()),
         },
     )
     .await

@@ -342,6 +342,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
+            pending: None,
         },
     )
     .await
@@ -419,6 +420,7 @@ async fn start_both(store: Arc<Faulty>, endpoint: String) -> (Pipeline, actors::
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
+            pending: None,
         },
     )
     .await
@@ -551,6 +553,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
+            pending: None,
         },
     )
     .await

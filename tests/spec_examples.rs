@@ -38,6 +38,7 @@ const EXTENSIONS: &[&str] = &[
     "monitoring.metrics_retention",
     "monitoring.result_retention",
     "monitoring.log_format",
+    "monitoring.record_pending",
     "api",
     "backend",
 ];

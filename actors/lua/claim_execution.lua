@@ -16,7 +16,7 @@
 -- KEYS[7]: {prefix}:users:{user}:tasks, the user's enabled tasks (HASH
 --          task -> 1/0)
 -- KEYS[8]: {prefix}:job:{job id}:result, the job's latest result (HASH
---          record, finished)
+--          record, finished; pending until the first claim)
 -- KEYS[9]: {prefix}:users:{user}:runs:{task}, the user's recent jobs of
 --          the task (LIST of job ids, newest first)
 -- ARGV[1]: the execution id (holder of the execution claim)
@@ -88,10 +88,12 @@ if tonumber(ARGV[4]) > 0 and not claim(KEYS[3], ARGV[3], ARGV[4]) then
 end
 
 if ARGV[9] ~= '' then
-    -- The first record of a job enters it in the user's runs list.
-    if redis.call('EXISTS', KEYS[8]) == 0 then
+    -- The first claim of a job enters it in the user's runs list, and
+    -- its record replaces the `pending` one.
+    if redis.call('HEXISTS', KEYS[8], 'record') == 0 then
         redis.call('LPUSH', KEYS[9], ARGV[3])
         redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[11]) - 1)
+        redis.call('HDEL', KEYS[8], 'pending')
     end
     redis.call('HSET', KEYS[8], 'record', ARGV[9])
     redis.call('PEXPIRE', KEYS[8], ARGV[10])

@@ -50,7 +50,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     batcher::ExecutionBatcher,
-    broker::JobBroker,
+    broker::{JobBroker, pending::RecordPending},
     catalog::TaskCatalog,
     clock::SharedClock,
     dispatcher::{Dispatcher, Heartbeats},
@@ -67,6 +67,7 @@ use crate::{
         ReloadHealth, SCHEDULER, SchedulerActor, SchedulerSettings, StopScheduling, TaskSource,
     },
     store::dead_letters::DeadLetterStore,
+    store::results::JobResultStore,
     store::{Bucket, BucketName, StateStore},
 };
 
@@ -123,6 +124,9 @@ pub struct PipelineDeps {
     pub quarantine: Quarantine,
     /// Where jobs that failed for good are recorded.
     pub dead_letters: Arc<dyn DeadLetterStore>,
+    /// Where the distributor records the jobs it publishes as `pending`
+    /// (`monitoring.record_pending`); `None` records nothing.
+    pub pending: Option<Arc<dyn JobResultStore>>,
 }
 
 /// The worker side's live numbers, for `/health`.
@@ -367,7 +371,14 @@ impl Pipeline {
 
         if config.scheduler {
             let store = deps.store.clone();
-            let broker = deps.broker.clone();
+            let broker: Arc<dyn JobBroker> = match &deps.pending {
+                Some(results) => Arc::new(RecordPending::new(
+                    deps.broker.clone(),
+                    results.clone(),
+                    config.execution.result_retention,
+                )),
+                None => deps.broker.clone(),
+            };
             let settings = (*distribution).clone();
             let stale_after = config.check_interval.saturating_mul(3).max(STALE_AFTER);
             board.register(DISTRIBUTOR, STALE_AFTER);

@@ -14,7 +14,10 @@ use std::{
 };
 
 use actors::{
-    domain::{ErrorDetail, ExecutionResult, Settings, Status, TaskInterval, TaskTypeId, UserId},
+    domain::{
+        ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, Priority, Settings, Status,
+        TaskInterval, TaskTypeId, UserId,
+    },
     fanout::{Audience, Run, RunSource},
     slot::spread_key,
     store::{
@@ -23,7 +26,9 @@ use actors::{
         Throttle, TimezoneWrite,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
-        results::{AttemptRecord, JobResultStore, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
+        results::{
+            AttemptRecord, JobResultStore, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite, zero_time,
+        },
     },
 };
 use async_trait::async_trait;
@@ -273,6 +278,7 @@ conformance!(
     job_results_are_recorded_once_per_execution,
     job_results_cap_attempts_and_runs,
     job_results_expire_with_their_retention,
+    job_results_start_pending_and_a_republish_keeps_what_is_kept,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3427,5 +3433,100 @@ async fn job_results_expire_with_their_retention(fx: Arc<Fixture>) {
             "results outlived their retention"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A queued first try of `job` (report, alice), due at `due`.
+fn queued(job: Uuid, due: DateTime<Utc>) -> JobEnvelope {
+    JobEnvelope::new(
+        Job {
+            id: job,
+            task_type_id: task("report"),
+            user_id: user("alice"),
+            scheduled_at: due,
+            execute_after: due,
+            attempt: 1,
+            priority: Priority::Normal,
+            payload: Vec::new(),
+            created_at: due,
+        },
+        JobMetadata {
+            correlation_id: "conformance".to_owned(),
+            source: "scheduler".to_owned(),
+            distribution_slot: None,
+            origin: None,
+        },
+    )
+}
+
+async fn job_results_start_pending_and_a_republish_keeps_what_is_kept(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let hour = Duration::from_secs(3600);
+    let (job, other) = (Uuid::new_v4(), Uuid::new_v4());
+    let due = at("2024-01-15T10:00:00Z");
+    results
+        .record_pending(&[queued(job, due), queued(other, due)], hour)
+        .await
+        .unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Pending);
+    assert_eq!(kept.latest.result.job_id, job);
+    assert_eq!(kept.latest.result.next_attempt, Some(due));
+    assert_eq!(kept.latest.result.started_at, zero_time());
+    assert_eq!((kept.latest.attempt, kept.attempts.len()), (1, 0));
+    // Not a run of the user's until it starts.
+    assert!(
+        results
+            .user_runs(&user("alice"), &task("report"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Claimed: running; published again (a crash before the trim): still running.
+    let first = ExecutionClaim {
+        result: Some(attempt_write(job, 1, Status::Running, hour)),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    assert_eq!(store.claim_execution(&first).await.unwrap(), claimed(&[]));
+    results
+        .record_pending(&[queued(job, due)], hour)
+        .await
+        .unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Running);
+
+    // Finished: the result stays too; the other job is still pending.
+    store
+        .finish_execution(&ExecutionFinish {
+            result: Some(attempt_write(job, 1, Status::Success, hour)),
+            ..finish(&first, None)
+        })
+        .await
+        .unwrap();
+    results
+        .record_pending(&[queued(job, due)], hour)
+        .await
+        .unwrap();
+    let kept = results.job_results(job).await.unwrap().unwrap();
+    assert_eq!(kept.latest.result.status, Status::Success);
+    assert_eq!(statuses(&kept.attempts), vec![(1, Status::Success)]);
+    let waiting = results.job_results(other).await.unwrap().unwrap();
+    assert_eq!(waiting.latest.result.status, Status::Pending);
+
+    // A pending record expires with its retention (Redis counts in seconds).
+    let brief = Uuid::new_v4();
+    results
+        .record_pending(&[queued(brief, due)], Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(results.job_results(brief).await.unwrap().is_some());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while results.job_results(brief).await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "a pending record outlived its retention"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -330,6 +330,10 @@ pub struct MonitoringConfig {
     /// kept after its last attempt (extension; default 7 days).
     #[serde(with = "humantime_serde")]
     pub result_retention: Duration,
+    /// Whether a job the distributor publishes reads `pending` until it
+    /// starts (extension; default true). Off saves a Redis write per
+    /// published job; such a job then has no record until its claim.
+    pub record_pending: bool,
 }
 
 impl Default for MonitoringConfig {
@@ -340,6 +344,7 @@ impl Default for MonitoringConfig {
             log_format: LogFormat::Pretty,
             metrics_retention: Duration::from_secs(30 * 86_400),
             result_retention: Duration::from_secs(7 * 86_400),
+            record_pending: true,
         }
     }
 }

@@ -369,6 +369,9 @@ pub(crate) fn read_service(root: &Node, ctx: &mut Ctx<'_>) -> ServiceRead {
         if let Some((n, p)) = s.get("result_retention") {
             set(&mut c.result_retention, ctx.positive_duration(n, &p));
         }
+        if let Some((n, p)) = s.get("record_pending") {
+            set(&mut c.record_pending, ctx.boolean(n, &p));
+        }
     }
 
     if let Some(s) = section(ctx, &top, "api", &API) {
@@ -451,12 +454,13 @@ const EXECUTION: [&str; 7] = [
     "throttles_per_attempt",
     "max_throttled_age",
 ];
-const MONITORING: [&str; 5] = [
+const MONITORING: [&str; 6] = [
     "metrics_interval",
     "log_level",
     "log_format",
     "metrics_retention",
     "result_retention",
+    "record_pending",
 ];
 const API: [&str; 5] = ["bind", "token", "protect_reads", "sink", "demo_users"];
 

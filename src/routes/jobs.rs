@@ -7,11 +7,12 @@
 //!   recent jobs of the task, newest first, each with its latest result
 //!   (`limit` 1 to 100, default 20).
 //!
-//! Results are written by the executor's claim (`running`) and finish
-//! (`success`, `failed`, `retrying` with `next_attempt`) scripts and kept
-//! for `monitoring.result_retention`. A job that was published but has not
-//! been claimed yet has no record: it answers 404, not `pending` (knowing
-//! it would cost a write per published job).
+//! A job reads `pending` once the distributor has it confirmed in the
+//! broker (`next_attempt` is when it is due), then the executor's claim
+//! (`running`) and finish (`success`, `failed`, `retrying` with
+//! `next_attempt`) scripts write over it; all kept for
+//! `monitoring.result_retention`. A job of a spread fan-out is published
+//! when its slot comes due: before that it has no record (404).
 
 use actix_web::{HttpResponse, web};
 use actors::{
@@ -106,10 +107,11 @@ fn attempt_view(record: AttemptRecord) -> AttemptView {
     get,
     path = "/jobs/{job_id}",
     tag = "jobs",
-    description = "The job's latest `ExecutionResult` (`running`, `success`, `failed`, or `retrying` \
-with `next_attempt`), its task, user and attempt, and its finished attempts so far, oldest first \
-(at most 20). Kept for `monitoring.result_retention`. A job published but not claimed yet has no \
-record (404).",
+    description = "The job's latest `ExecutionResult` (`pending` once it is queued, with \
+`next_attempt` when it is due; `running`; `success`; `failed`; or `retrying` with `next_attempt`), \
+its task, user and attempt, and its finished attempts so far, oldest first (at most 20). Kept for \
+`monitoring.result_retention`. A job of a spread fan-out whose slot is not due yet is not queued \
+and has no record (404).",
     params(("job_id" = String, Path, description = "The job's UUID (its `Idempotency-Key`).")),
     responses(
         (status = 200, description = "The job's results.", body = JobView),
@@ -134,7 +136,7 @@ pub async fn job(
         .map_err(|err| ApiError::Unavailable(err.to_string()))?
         .ok_or_else(|| {
             ApiError::NotFound(format!(
-                "no result kept for job {job_id} (it has not started yet, or its results are past monitoring.result_retention)"
+                "no result kept for job {job_id} (it is not queued yet, or its results are past monitoring.result_retention)"
             ))
         })?;
     let latest = kept.latest;

@@ -528,12 +528,22 @@ pub async fn spawn_app(
     tasks: Vec<TaskType>,
     clock: actors::clock::SharedClock,
 ) -> RunningApp {
+    spawn_app_as(taskqueue::cli::Role::All, config, tasks, clock).await
+}
+
+/// Starts the service in-process in `role` with `tasks` and `clock`.
+pub async fn spawn_app_as(
+    role: taskqueue::cli::Role,
+    config: taskqueue::configuration::ServiceConfig,
+    tasks: Vec<TaskType>,
+    clock: actors::clock::SharedClock,
+) -> RunningApp {
     let app = taskqueue::startup::Application::build_with(taskqueue::startup::Setup {
         bind: config.api.bind,
         config,
         tasks,
         task_source: None,
-        role: taskqueue::cli::Role::All,
+        role,
         clock,
     })
     .await

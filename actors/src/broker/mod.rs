@@ -6,6 +6,7 @@
 
 pub mod amqp;
 pub mod memory;
+pub mod pending;
 
 use async_trait::async_trait;
 

@@ -111,8 +111,10 @@ impl EnabledIndex {
 /// What is kept of one job's results (see [`super::results`]).
 #[derive(Debug)]
 struct KeptResults {
-    /// The latest record, if written.
+    /// The latest record of a claim or finish, if written.
     latest: Option<AttemptRecord>,
+    /// The queued job's record, until its first claim.
+    pending: Option<AttemptRecord>,
     /// The execution whose finish was last recorded.
     finished: Option<Uuid>,
     /// When `latest` expires.
@@ -276,13 +278,48 @@ impl MemoryStore {
         let state = self.lock();
         let now = Instant::now();
         let kept = state.results.get(&job)?;
-        let latest = kept.latest.clone().filter(|_| kept.latest_expiry > now)?;
+        let latest = kept
+            .latest
+            .clone()
+            .or_else(|| kept.pending.clone())
+            .filter(|_| kept.latest_expiry > now)?;
         let attempts = if kept.attempts_expiry > now {
             kept.attempts.iter().cloned().collect()
         } else {
             Vec::new()
         };
         Some((latest, attempts))
+    }
+
+    /// The `pending` records of [`super::results::JobResultStore::record_pending`]:
+    /// each written only where no unexpired record is kept.
+    pub(crate) fn keep_pending(&self, records: Vec<(Uuid, AttemptRecord)>, retention: Duration) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        for (job, record) in records {
+            let kept = state.results.entry(job).or_insert_with(|| KeptResults {
+                latest: None,
+                pending: None,
+                finished: None,
+                latest_expiry: now,
+                attempts: VecDeque::new(),
+                attempts_expiry: now,
+            });
+            if kept.latest_expiry <= now {
+                // The key expired: nothing of it is left.
+                *kept = KeptResults {
+                    latest: None,
+                    pending: None,
+                    finished: None,
+                    latest_expiry: now + retention,
+                    attempts: std::mem::take(&mut kept.attempts),
+                    attempts_expiry: kept.attempts_expiry,
+                };
+            }
+            if kept.latest.is_none() {
+                kept.pending = Some(record);
+            }
+        }
     }
 
     /// The user's recent job ids of `task`, newest first.
@@ -486,15 +523,14 @@ impl State {
         true
     }
 
-    /// Frees the claim `key` if `holder` has it.
     /// `claim_execution.lua`'s result write: the `running` record, and
-    /// the job's entry in the user's runs list on its first record.
+    /// the job's entry in the user's runs list on its first claim (a
+    /// `pending` record alone does not count, and is dropped).
     fn record_running(&mut self, claim: &ExecutionClaim, write: &ResultWrite, now: Instant) {
         let expiry = now + write.retention;
-        let fresh = !self
-            .results
-            .get(&claim.job_id)
-            .is_some_and(|kept| kept.latest_expiry > now || kept.attempts_expiry > now);
+        let fresh = !self.results.get(&claim.job_id).is_some_and(|kept| {
+            kept.latest.is_some() && kept.latest_expiry > now || kept.attempts_expiry > now
+        });
         if fresh {
             self.results.remove(&claim.job_id);
             let runs = self
@@ -518,6 +554,7 @@ impl State {
             .entry(claim.job_id)
             .or_insert_with(|| KeptResults {
                 latest: None,
+                pending: None,
                 finished: None,
                 latest_expiry: expiry,
                 attempts: VecDeque::new(),
@@ -546,6 +583,7 @@ impl State {
             .entry(finish.job_id)
             .or_insert_with(|| KeptResults {
                 latest: None,
+                pending: None,
                 finished: None,
                 latest_expiry: expiry,
                 attempts: VecDeque::new(),

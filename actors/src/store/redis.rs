@@ -702,7 +702,7 @@ impl RedisStore {
     /// Runs a pipeline of `EVALSHA`s of `script`; on `NOSCRIPT` (a Redis
     /// that restarted or flushed its script cache) loads the script and
     /// runs the pipeline once more (every script it holds is idempotent).
-    async fn query_scripts<T: redis::FromRedisValue>(
+    pub(super) async fn query_scripts<T: redis::FromRedisValue>(
         &self,
         pipe: &Pipeline,
         script: &Script,

@@ -6,25 +6,34 @@
 //! by the scripts it already runs, `claim_execution.lua` (the attempt is
 //! `running`) and `finish_execution.lua` (`success`, `failed` or
 //! `retrying` with `next_attempt`), from the [`ResultWrite`] a claim or a
-//! finish carries. This module reads them back ([`JobResultStore`]) for
+//! finish carries. Before that, a job the distributor got confirmed in the
+//! broker is recorded `pending` ([`JobResultStore::record_pending`], one
+//! pipelined round trip per published batch, never over a record already
+//! kept). This module reads them back ([`JobResultStore`]) for
 //! `GET /jobs/{job_id}` and `GET /users/{user_id}/tasks/{task_id}/runs`.
 //!
 //! Layout (see [`super::Keys`]): `{p}:job:{id}:result` (HASH: `record`,
 //! the latest [`AttemptRecord`] as JSON; `finished`, the execution whose
-//! finish was last recorded), `{p}:job:{id}:attempts` (LIST of finished
+//! finish was last recorded; `pending`, the queued job's record until its
+//! first claim, `lua/record_pending.lua`), `{p}:job:{id}:attempts` (LIST of finished
 //! attempts, oldest first, at most [`MAX_ATTEMPTS_KEPT`]) and
 //! `{p}:users:{user}:runs:{task}` (LIST of job ids, newest first, at most
 //! [`MAX_RUNS_KEPT`]), each expiring [`ResultWrite::retention`] after its
 //! last write.
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{StoreError, memory::MemoryStore, redis::RedisStore};
-use crate::domain::{ExecutionResult, TaskTypeId, UserId};
+use crate::domain::{ExecutionResult, JobEnvelope, Status, TaskTypeId, UserId};
+
+static RECORD_PENDING: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../../lua/record_pending.lua")));
 
 /// Default `monitoring.result_retention`: 7 days.
 pub const DEFAULT_RESULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
@@ -47,6 +56,40 @@ pub struct AttemptRecord {
     pub attempt: u32,
     /// Where the job stood after (or, `running`, during) this attempt.
     pub result: ExecutionResult,
+}
+
+impl AttemptRecord {
+    /// A queued job, not started: `pending`, with the instant its first
+    /// attempt is due (`execute_after`) as `next_attempt`. It has not
+    /// started nor completed, so those two instants are the zero time of
+    /// the spec's Go model (`0001-01-01T00:00:00Z`), its duration zero.
+    pub fn pending(envelope: &JobEnvelope) -> Self {
+        let job = &envelope.job;
+        AttemptRecord {
+            task_type_id: job.task_type_id.clone(),
+            user_id: job.user_id.clone(),
+            attempt: job.attempt,
+            result: ExecutionResult {
+                job_id: job.id,
+                status: Status::Pending,
+                started_at: zero_time(),
+                completed_at: zero_time(),
+                duration: Duration::ZERO,
+                error: None,
+                response: None,
+                next_attempt: Some(job.execute_after),
+            },
+        }
+    }
+}
+
+/// Go's zero `time.Time`: what the spec's model holds in an instant that
+/// has not happened.
+pub fn zero_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|day| day.and_hms_opt(0, 0, 0))
+        .expect("0001-01-01 is a date")
+        .and_utc()
 }
 
 /// A result to record with a claim (the `running` attempt) or a finish
@@ -77,9 +120,18 @@ pub struct JobResults {
     pub unreadable: usize,
 }
 
-/// Where job results are read from.
+/// Where job results are kept.
 #[async_trait]
 pub trait JobResultStore: Send + Sync + 'static {
+    /// Records each of `jobs` as [`AttemptRecord::pending`], kept for
+    /// `retention`, unless a record of it is kept already: a job published
+    /// again after it started keeps its `running` or final record. One
+    /// round trip.
+    async fn record_pending(
+        &self,
+        jobs: &[JobEnvelope],
+        retention: Duration,
+    ) -> Result<(), StoreError>;
     /// The records of `job`, `None` when none is kept (never claimed, or
     /// past its retention). One round trip.
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError>;
@@ -103,16 +155,47 @@ fn parse(key: &str, json: &str) -> Result<AttemptRecord, StoreError> {
 
 #[async_trait]
 impl JobResultStore for RedisStore {
+    async fn record_pending(
+        &self,
+        jobs: &[JobEnvelope],
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let keys = self.keys();
+        let ttl = u64::try_from(retention.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let mut pipe = redis::pipe();
+        for envelope in jobs {
+            let json = serde_json::to_string(&AttemptRecord::pending(envelope))
+                .expect("an attempt record serialises");
+            pipe.cmd("EVALSHA")
+                .arg(RECORD_PENDING.get_hash())
+                .arg(1)
+                .arg(keys.job_result(envelope.job.id))
+                .arg(json)
+                .arg(ttl)
+                .ignore();
+        }
+        self.query_scripts(&pipe, &RECORD_PENDING).await
+    }
+
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError> {
         let keys = self.keys();
         let result_key = keys.job_result(job);
         let mut connection = self.connection();
-        let (latest, attempts): (Option<String>, Vec<String>) = redis::pipe()
-            .hget(&result_key, "record")
-            .lrange(keys.job_attempts(job), 0, -1)
-            .query_async(&mut connection)
-            .await?;
-        let Some(latest) = latest else {
+        let ((record, pending), attempts): ((Option<String>, Option<String>), Vec<String>) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&result_key)
+                .arg("record")
+                .arg("pending")
+                .lrange(keys.job_attempts(job), 0, -1)
+                .query_async(&mut connection)
+                .await?;
+        let Some(latest) = record.or(pending) else {
             return Ok(None);
         };
         let latest = parse(&result_key, &latest)?;
@@ -166,6 +249,20 @@ impl JobResultStore for RedisStore {
 
 #[async_trait]
 impl JobResultStore for MemoryStore {
+    async fn record_pending(
+        &self,
+        jobs: &[JobEnvelope],
+        retention: Duration,
+    ) -> Result<(), StoreError> {
+        self.keep_pending(
+            jobs.iter()
+                .map(|envelope| (envelope.job.id, AttemptRecord::pending(envelope)))
+                .collect(),
+            retention,
+        );
+        Ok(())
+    }
+
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError> {
         Ok(self.kept_results(job).map(|(latest, attempts)| JobResults {
             latest,
