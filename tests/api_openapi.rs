@@ -1,8 +1,9 @@
 //! The OpenAPI document against the running service: every route the
 //! table registers is served at the documented path and methods and at no
 //! other method, the bearer rule of each operation is the one the service
-//! applies, every `$ref` resolves, and docs/api.md is what the document
-//! renders.
+//! applies, every `$ref` resolves, the JSON the service writes for its
+//! domain types conforms to their schemas, and docs/api.md is what the
+//! document renders.
 
 use crate::support;
 
@@ -177,6 +178,163 @@ fn every_ref_resolves_and_every_error_is_the_error_shape() {
             }
         }
     }
+}
+
+/// Whether `value` conforms to `schema` (resolving `$ref` in `doc`): the
+/// JSON-schema keywords the document uses (`type`, with `null`; `oneOf`;
+/// `enum`; `properties`, `required` and undeclared properties; `items`).
+fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    // The boolean schemas: `true` admits anything, `false` nothing.
+    if let Value::Bool(admits) = schema {
+        return if *admits {
+            Ok(())
+        } else {
+            Err(format!("{at}: {value} is not admitted here"))
+        };
+    }
+    if let Some(reference) = schema["$ref"].as_str() {
+        let target = doc
+            .pointer(reference.trim_start_matches('#'))
+            .ok_or_else(|| format!("{at}: {reference} does not resolve"))?;
+        return conforms(doc, target, value, at);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        let fits = options
+            .iter()
+            .filter(|option| conforms(doc, option, value, at).is_ok())
+            .count();
+        return if fits == 1 {
+            Ok(())
+        } else {
+            Err(format!("{at}: {value} fits {fits} of {}", schema["oneOf"]))
+        };
+    }
+    if let Some(choices) = schema["enum"].as_array()
+        && !choices.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {choices:?}"));
+    }
+    let kind = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_u64() || n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    let allowed: Vec<&str> = match &schema["type"] {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let fits_type = allowed.is_empty()
+        || allowed.contains(&kind)
+        || (kind == "integer" && allowed.contains(&"number"));
+    if !fits_type {
+        return Err(format!(
+            "{at}: {value} is {kind}, the schema says {allowed:?}"
+        ));
+    }
+    match value {
+        Value::Object(fields) => {
+            let properties = schema["properties"].as_object();
+            for name in schema["required"].as_array().into_iter().flatten() {
+                let name = name.as_str().unwrap_or_default();
+                if !fields.contains_key(name) {
+                    return Err(format!("{at}: required {name} missing from {value}"));
+                }
+            }
+            for (name, field) in fields {
+                let field_at = format!("{at}.{name}");
+                match properties.and_then(|p| p.get(name)) {
+                    Some(property) => conforms(doc, property, field, &field_at)?,
+                    None if schema.get("additionalProperties").is_some() => {
+                        conforms(doc, &schema["additionalProperties"], field, &field_at)?
+                    }
+                    None => return Err(format!("{field_at} is not in the schema")),
+                }
+            }
+            Ok(())
+        }
+        Value::Array(items) if schema.get("items").is_some() => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| conforms(doc, &schema["items"], item, &format!("{at}[{i}]"))),
+        _ => Ok(()),
+    }
+}
+
+#[test]
+fn the_json_of_the_domain_types_conforms_to_their_schemas() {
+    use actors::{
+        domain::{ErrorDetail, ExecutionResult, Settings, Status},
+        store::results::AttemptRecord,
+    };
+    let doc = document();
+    let schema = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    let at = |text: &str| text.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+    let failed = ExecutionResult {
+        job_id: uuid::Uuid::new_v4(),
+        status: Status::Retrying,
+        started_at: at("2026-12-03T09:00:00Z"),
+        completed_at: at("2026-12-03T09:00:01Z"),
+        duration: std::time::Duration::from_millis(1_234),
+        error: Some(ErrorDetail {
+            code: "http_500".into(),
+            message: "HTTP 500".into(),
+            retry: true,
+        }),
+        response: Some(b"{}".to_vec()),
+        next_attempt: Some(at("2026-12-03T09:01:00Z")),
+    };
+    let envelope = actors::distributor::job_envelope(
+        &report_task(),
+        &actors::domain::UserId::parse("alice").unwrap(),
+        at("2026-12-03T09:00:00Z"),
+        at("2026-12-03T09:00:00Z"),
+        None,
+        "scheduler",
+        "test",
+    );
+    let settings: Settings = serde_json::from_value(json!({
+        "custom_interval": {"type": "weekly", "value": 2, "timezone": "Asia/Tokyo",
+                            "at_time": "02:30", "weekday": "fri"},
+        "parameters": {"report_type": "summary"},
+        "timezone": "Europe/Paris"
+    }))
+    .unwrap();
+    let samples = [
+        ("ExecutionResult", serde_json::to_value(&failed).unwrap()),
+        (
+            "ExecutionResult",
+            serde_json::to_value(AttemptRecord::pending(&envelope).result).unwrap(),
+        ),
+        ("Settings", serde_json::to_value(&settings).unwrap()),
+        (
+            "ErrorBody",
+            json!({"error": {"code": "not_found", "message": "no job"}}),
+        ),
+    ];
+    for (name, value) in samples {
+        conforms(&doc, &schema(name), &value, name).unwrap();
+    }
+    // The check refuses what does not fit.
+    let mut wrong = serde_json::to_value(&failed).unwrap();
+    wrong["duration"] = json!("1.234s");
+    assert!(conforms(&doc, &schema("ExecutionResult"), &wrong, "wrong").is_err());
+    let mut extra = serde_json::to_value(&settings).unwrap();
+    extra["color"] = json!("red");
+    assert!(conforms(&doc, &schema("Settings"), &extra, "extra").is_err());
+    assert!(
+        conforms(
+            &doc,
+            &schema("ErrorBody"),
+            &json!({"error": {"code": "x"}}),
+            "short"
+        )
+        .is_err()
+    );
 }
 
 fn collect_refs(value: &Value, refs: &mut Vec<String>) {

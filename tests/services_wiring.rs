@@ -8,18 +8,7 @@ use lapin::{
 };
 use redis::AsyncCommands;
 
-use crate::support::server_lock;
-
-fn redis_url() -> String {
-    server_lock::shared_servers();
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-fn amqp_url() -> String {
-    server_lock::shared_servers();
-    std::env::var("TASKQUEUE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
-}
+use crate::support::{amqp_url, redis_url};
 
 #[tokio::test]
 async fn redis_round_trips_a_key() {

@@ -233,7 +233,7 @@ as optional for that reason.",
     ),
     components(schemas(
         error::ErrorBody,
-        error::ErrorDetail,
+        error::ApiErrorDetail,
         preferences::PreferenceBody,
         preferences::UserBody,
         preferences::UserView,

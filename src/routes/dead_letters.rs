@@ -101,7 +101,6 @@ pub struct DeadLetterView {
     pub reason: String,
     /// The last attempt's error (`code`, `message`, `retry`), `null` when
     /// the job never ran.
-    #[schema(value_type = Option<Object>)]
     pub last_error: Option<ErrorDetail>,
     /// Attempts made.
     pub attempts: u32,

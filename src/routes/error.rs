@@ -21,12 +21,12 @@ use utoipa::ToSchema;
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong.
-    pub error: ErrorDetail,
+    pub error: ApiErrorDetail,
 }
 
 /// The error of an [`ErrorBody`].
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorDetail {
+pub struct ApiErrorDetail {
     /// A stable, machine-readable code: `bad_request`, `not_found`,
     /// `unauthorized`, `unavailable`, `internal`, or for errors the
     /// framework answers by itself the status's reason in snake case
@@ -41,7 +41,7 @@ pub struct ErrorDetail {
 impl ErrorBody {
     fn new(code: &str, message: String) -> ErrorBody {
         ErrorBody {
-            error: ErrorDetail {
+            error: ApiErrorDetail {
                 code: code.to_owned(),
                 message,
             },

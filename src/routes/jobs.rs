@@ -36,7 +36,6 @@ pub struct AttemptView {
     /// Its `ExecutionResult` (the spec's shape: `job_id`, `status`,
     /// `started_at`, `completed_at`, `duration` in nanoseconds, `error`,
     /// `next_attempt`).
-    #[schema(value_type = Object)]
     pub result: ExecutionResult,
 }
 
@@ -55,7 +54,6 @@ pub struct JobView {
     pub attempt: u32,
     /// The latest result: the attempt under way (`running`) or the last
     /// finished one (the spec's `ExecutionResult`).
-    #[schema(value_type = Object)]
     pub result: ExecutionResult,
     /// The finished attempts so far, oldest first (at most 20).
     pub attempts: Vec<AttemptView>,
@@ -69,7 +67,6 @@ pub struct RunView {
     /// The attempt of `result`.
     pub attempt: u32,
     /// The job's latest result (the spec's `ExecutionResult`).
-    #[schema(value_type = Object)]
     pub result: ExecutionResult,
 }
 

@@ -32,7 +32,7 @@ pub struct PreferenceBody {
     /// The user's overrides (the spec's `Settings`: `custom_interval`,
     /// `timezone`, `parameters`); omitted or `null` removes earlier ones.
     #[serde(default)]
-    #[schema(value_type = Option<Object>, example = json!({"timezone": "Asia/Tokyo", "parameters": {"report_type": "summary"}}))]
+    #[schema(example = json!({"timezone": "Asia/Tokyo", "parameters": {"report_type": "summary"}}))]
     pub settings: Option<Settings>,
 }
 

@@ -245,6 +245,14 @@ pub fn redis_url() -> String {
     std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
 }
 
+/// The AMQP URL of the tests' broker, default vhost (the caller is about
+/// to use the server: this takes the shared server lock).
+pub fn amqp_url() -> String {
+    shared_servers();
+    std::env::var("TASKQUEUE_TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
 /// A Redis prefix and a RabbitMQ vhost of one test; both removed on drop.
 pub struct Backends {
     /// Key prefix.
@@ -276,8 +284,7 @@ impl Backends {
         let vhost = format!("tq-test-pipeline-{test}-{id}");
         ctl(&["add_vhost", &vhost]);
         ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-        let base = std::env::var("TASKQUEUE_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+        let base = amqp_url();
         let authority_end = base["amqp://".len()..]
             .find('/')
             .map_or(base.len(), |at| at + "amqp://".len());

@@ -8,6 +8,7 @@ use uuid::Uuid;
 
 /// What happened when a job ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionResult {
     /// The job this is the outcome of.
     pub job_id: Uuid,
@@ -21,6 +22,7 @@ pub struct ExecutionResult {
     /// `time.Duration` serialises (`1234000000` is 1.234 s). Older records
     /// written as text (`"1s 234ms"`) are still read.
     #[serde(with = "duration_nanos")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, example = 1_234_000_000_u64))]
     pub duration: Duration,
     /// Why it failed, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +33,7 @@ pub struct ExecutionResult {
         with = "super::job::base64_bytes_opt",
         skip_serializing_if = "Option::is_none"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Byte))]
     pub response: Option<Vec<u8>>,
     /// When the next attempt is due, for a job that will be retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -40,6 +43,7 @@ pub struct ExecutionResult {
 /// Where a job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Status {
     /// Queued, not started.
     Pending,
@@ -55,6 +59,7 @@ pub enum Status {
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     /// Stable machine-readable code (`http_500`, `timeout`, `connect`, ...).
     pub code: String,

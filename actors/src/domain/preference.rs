@@ -31,6 +31,7 @@ pub struct UserPreference {
 /// A user's overrides for one task. Unknown fields are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Settings {
     /// Replaces the task's interval entirely, time zone included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,6 +44,7 @@ pub struct Settings {
     /// zone and the task's `interval.timezone`. A `custom_interval` wins
     /// over it (it carries its own zone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "Asia/Tokyo"))]
     pub timezone: Option<Tz>,
 }
 

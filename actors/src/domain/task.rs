@@ -123,6 +123,7 @@ impl fmt::Debug for TaskConfig {
 
 /// When a task fires. See the schedule calculus for the exact rules.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskInterval {
     /// Unit of the period.
     #[serde(rename = "type")]
@@ -131,10 +132,12 @@ pub struct TaskInterval {
     pub value: u32,
     /// IANA time zone the wall-clock rules are read in; default `UTC`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "America/New_York"))]
     pub timezone: Option<Tz>,
     /// Local time of day (`HH:MM[:SS]`); hourly intervals use only its
     /// minutes and seconds. Default `00:00`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "02:30"))]
     pub at_time: Option<AtTime>,
     /// Day of the week for weekly intervals (extension; default `mon`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +184,7 @@ impl TaskInterval {
 /// Unit of a [`TaskInterval`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum IntervalType {
     /// Every `value` hours.
     Hourly,
@@ -196,6 +200,7 @@ pub enum IntervalType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[allow(missing_docs)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Weekday {
     Mon,
     Tue,
