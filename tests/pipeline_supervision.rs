@@ -278,21 +278,6 @@ impl StateStore for Faulty {
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         self.inner.succeeded(jobs).await
     }
-    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
-        self.inner.mark_succeeded(jobs, ttl).await
-    }
-    async fn begin_run(
-        &self,
-        t: &TaskTypeId,
-        u: &UserId,
-        j: Uuid,
-        d: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.begin_run(t, u, j, d).await
-    }
-    async fn end_run(&self, t: &TaskTypeId, u: &UserId, j: Uuid) -> Result<(), StoreError> {
-        self.inner.end_run(t, u, j).await
-    }
     async fn claim_execution(&self, c: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
         self.maybe_panic(Fault::ClaimExecution);
         self.inner.claim_execution(c).await

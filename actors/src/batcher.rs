@@ -195,9 +195,24 @@ mod tests {
     async fn concurrent_requests_get_their_own_outcomes() {
         let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
         let batcher = ExecutionBatcher::start(&actix::Arbiter::current(), store.clone());
+        // A job whose success is recorded: claimed and finished once.
         let done = uuid::Uuid::new_v4();
+        let earlier = claim(done);
+        assert!(matches!(
+            store.claim_execution(&earlier).await.unwrap(),
+            ClaimOutcome::Claimed { .. }
+        ));
         store
-            .mark_succeeded(&[done], Duration::from_secs(60))
+            .finish_execution(&ExecutionFinish {
+                task_type_id: earlier.task_type_id.clone(),
+                user_id: earlier.user_id.clone(),
+                job_id: done,
+                execution: earlier.execution,
+                run_claimed: false,
+                success_ttl: Some(Duration::from_secs(60)),
+                next: None,
+                result: None,
+            })
             .await
             .unwrap();
         let fresh = uuid::Uuid::new_v4();

@@ -52,6 +52,9 @@ trait Probe: Send + Sync {
     /// Puts a raw entry in the enabled index (as an older release wrote
     /// it: key 0), touching nothing else.
     async fn index_enabled_at(&self, task: &TaskTypeId, user: &UserId, key: u64);
+    /// The holder of the `running` claim of `task` for `who` (a user, or a
+    /// job's claimant), `None` when free.
+    async fn claim_holder(&self, task: &TaskTypeId, who: &str) -> Option<String>;
 }
 
 struct Fixture {
@@ -75,6 +78,11 @@ impl Probe for MemoryProbe {
     }
     async fn index_enabled_at(&self, task: &TaskTypeId, user: &UserId, key: u64) {
         self.0.insert_enabled_entry(task, user, key);
+    }
+    async fn claim_holder(&self, task: &TaskTypeId, who: &str) -> Option<String> {
+        self.0
+            .claim_holder(task, who)
+            .map(|holder| holder.to_string())
     }
 }
 
@@ -118,6 +126,13 @@ impl Probe for RedisProbe {
             .zadd(self.keys.enabled_index(task), user.as_str(), key)
             .await
             .unwrap();
+    }
+    async fn claim_holder(&self, task: &TaskTypeId, who: &str) -> Option<String> {
+        let mut connection = self.connection.clone();
+        connection
+            .get(self.keys.running(task, &user(who)))
+            .await
+            .unwrap()
     }
 }
 
@@ -255,7 +270,6 @@ conformance!(
     trigger_keys_remember_their_run,
     custom_index_pages_by_rank,
     success_markers,
-    run_claims,
     execution_claim_outcomes,
     execution_claim_reads_the_task_parameters,
     execution_claim_without_overlap_guard,
@@ -1691,14 +1705,9 @@ async fn success_markers(fx: Arc<Fixture>) {
     let jobs: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     assert_eq!(store.succeeded(&jobs).await.unwrap(), vec![false; 4]);
     assert_eq!(store.succeeded(&[]).await.unwrap(), Vec::<bool>::new());
-    store
-        .mark_succeeded(&[jobs[0], jobs[2]], Duration::from_secs(60))
-        .await
-        .unwrap();
-    store
-        .mark_succeeded(&[jobs[3]], Duration::from_millis(50))
-        .await
-        .unwrap();
+    mark_done(store, jobs[0], Duration::from_secs(60)).await;
+    mark_done(store, jobs[2], Duration::from_secs(60)).await;
+    mark_done(store, jobs[3], Duration::from_millis(50)).await;
     assert_eq!(
         store.succeeded(&jobs).await.unwrap(),
         vec![true, false, true, true]
@@ -1707,48 +1716,6 @@ async fn success_markers(fx: Arc<Fixture>) {
     assert_eq!(
         store.succeeded(&jobs).await.unwrap(),
         vec![true, false, true, false]
-    );
-}
-
-async fn run_claims(fx: Arc<Fixture>) {
-    let store = &*fx.store;
-    let (report, alice) = (task("report"), user("alice"));
-    let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
-    let ttl = Duration::from_secs(60);
-    assert!(store.begin_run(&report, &alice, first, ttl).await.unwrap());
-    assert!(
-        store.begin_run(&report, &alice, first, ttl).await.unwrap(),
-        "same job again"
-    );
-    assert!(!store.begin_run(&report, &alice, second, ttl).await.unwrap());
-    assert!(
-        store
-            .begin_run(&task("digest"), &alice, second, ttl)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .begin_run(&report, &user("bob"), second, ttl)
-            .await
-            .unwrap()
-    );
-    store.end_run(&report, &alice, second).await.unwrap();
-    assert!(
-        !store.begin_run(&report, &alice, second, ttl).await.unwrap(),
-        "not freed by another job"
-    );
-    store.end_run(&report, &alice, first).await.unwrap();
-    assert!(
-        store
-            .begin_run(&report, &alice, second, Duration::from_millis(50))
-            .await
-            .unwrap()
-    );
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert!(
-        store.begin_run(&report, &alice, first, ttl).await.unwrap(),
-        "claim expired"
     );
 }
 
@@ -1792,20 +1759,34 @@ fn claimed(parameters: &[(&str, &str)]) -> ClaimOutcome {
     }
 }
 
-/// Whether the execution claim of `job` on report is free (probed through
-/// `begin_run` under the job's pseudo user, which shares its key).
-async fn job_claim_free(store: &dyn StateStore, job: Uuid) -> bool {
-    let claimant = user(&Keys::job_claimant(job));
-    let probe = Uuid::new_v4();
-    let free = store
-        .begin_run(&task("report"), &claimant, probe, Duration::from_secs(60))
+/// Whether the execution claim of `job` on report is free (its
+/// `running` key, under the job's claimant, holds nothing).
+async fn job_claim_free(fx: &Fixture, job: Uuid) -> bool {
+    fx.probe
+        .claim_holder(&task("report"), &Keys::job_claimant(job))
         .await
-        .unwrap();
+        .is_none()
+}
+
+/// The job holding the (report, alice) run claim, if any.
+async fn run_claim_holder(fx: &Fixture) -> Option<String> {
+    fx.probe.claim_holder(&task("report"), "alice").await
+}
+
+/// Records a success of `job`, kept for `ttl`, as the executor does: a
+/// claim, then a finish with the success marker. The claim is made under a
+/// task of its own (the marker is the job's alone), so a pause or a claim
+/// of report that the test set up does not stand in its way.
+async fn mark_done(store: &dyn StateStore, job: Uuid, ttl: Duration) {
+    let running = ExecutionClaim {
+        task_type_id: task("marker"),
+        ..claim(job, Uuid::new_v4(), false)
+    };
+    assert_eq!(store.claim_execution(&running).await.unwrap(), claimed(&[]));
     store
-        .end_run(&task("report"), &claimant, probe)
+        .finish_execution(&finish(&running, Some(ttl)))
         .await
         .unwrap();
-    free
 }
 
 async fn claims_check_that_the_user_still_has_the_task_enabled(fx: Arc<Fixture>) {
@@ -1888,7 +1869,7 @@ async fn copies_older_than_the_next_try_are_stale(fx: Arc<Fixture>) {
         ClaimOutcome::Stale
     );
     assert!(
-        job_claim_free(store, job).await,
+        job_claim_free(&fx, job).await,
         "a stale copy claims nothing"
     );
     // The chain's own try, and a deferral of it, run.
@@ -1947,7 +1928,7 @@ async fn throttles_count_per_job_and_pause_their_task(fx: Arc<Fixture>) {
         ),
         outcome => panic!("a paused task claimed: {outcome:?}"),
     }
-    assert!(job_claim_free(store, held.job_id).await, "nothing claimed");
+    assert!(job_claim_free(&fx, held.job_id).await, "nothing claimed");
     let elsewhere = ExecutionClaim {
         task_type_id: task("digest"),
         ..claim(Uuid::new_v4(), Uuid::new_v4(), true)
@@ -1958,10 +1939,7 @@ async fn throttles_count_per_job_and_pause_their_task(fx: Arc<Fixture>) {
     );
     // A recorded success still wins over the pause (the copy is skipped).
     let done = Uuid::new_v4();
-    store
-        .mark_succeeded(&[done], Duration::from_secs(60))
-        .await
-        .unwrap();
+    mark_done(store, done, Duration::from_secs(60)).await;
     assert_eq!(
         store
             .claim_execution(&claim(done, Uuid::new_v4(), false))
@@ -1980,17 +1958,10 @@ async fn execution_claim_outcomes(fx: Arc<Fixture>) {
         claimed(&[]),
         "no settings: no parameters"
     );
-    assert!(!job_claim_free(store, first).await, "the job is claimed");
-    assert!(
-        !store
-            .begin_run(
-                &task("report"),
-                &user("alice"),
-                second,
-                Duration::from_secs(60)
-            )
-            .await
-            .unwrap(),
+    assert!(!job_claim_free(&fx, first).await, "the job is claimed");
+    assert_eq!(
+        run_claim_holder(&fx).await,
+        Some(first.to_string()),
         "the run claim is held by the job"
     );
     assert_eq!(
@@ -2010,7 +1981,7 @@ async fn execution_claim_outcomes(fx: Arc<Fixture>) {
         "another job of the same (task, user)"
     );
     assert!(
-        job_claim_free(store, second).await,
+        job_claim_free(&fx, second).await,
         "a user-busy claim releases the job claim it took"
     );
     let other_user = ExecutionClaim {
@@ -2022,10 +1993,7 @@ async fn execution_claim_outcomes(fx: Arc<Fixture>) {
         claimed(&[])
     );
 
-    store
-        .mark_succeeded(&[done], Duration::from_secs(60))
-        .await
-        .unwrap();
+    mark_done(store, done, Duration::from_secs(60)).await;
     store
         .finish_execution(&finish(&running, None))
         .await
@@ -2038,19 +2006,12 @@ async fn execution_claim_outcomes(fx: Arc<Fixture>) {
         ClaimOutcome::AlreadySucceeded
     );
     assert!(
-        job_claim_free(store, done).await,
+        job_claim_free(&fx, done).await,
         "already succeeded claims nothing"
     );
-    assert!(
-        store
-            .begin_run(
-                &task("report"),
-                &user("alice"),
-                first,
-                Duration::from_secs(60)
-            )
-            .await
-            .unwrap(),
+    assert_eq!(
+        run_claim_holder(&fx).await,
+        None,
         "already succeeded leaves the run claim alone"
     );
 }
@@ -2103,30 +2064,21 @@ async fn execution_claim_reads_the_task_parameters(fx: Arc<Fixture>) {
 async fn execution_claim_without_overlap_guard(fx: Arc<Fixture>) {
     let store = &*fx.store;
     let (holder, job) = (Uuid::new_v4(), Uuid::new_v4());
-    let ttl = Duration::from_secs(60);
-    assert!(
-        store
-            .begin_run(&task("report"), &user("alice"), holder, ttl)
-            .await
-            .unwrap()
-    );
+    let guarded = claim(holder, Uuid::new_v4(), true);
+    assert_eq!(store.claim_execution(&guarded).await.unwrap(), claimed(&[]));
+    assert_eq!(run_claim_holder(&fx).await, Some(holder.to_string()));
     let allow = claim(job, Uuid::new_v4(), false);
     assert_eq!(
         store.claim_execution(&allow).await.unwrap(),
         claimed(&[]),
         "overlap allow ignores the run claim"
     );
-    assert!(
-        !job_claim_free(store, job).await,
-        "the job is still claimed"
-    );
+    assert!(!job_claim_free(&fx, job).await, "the job is still claimed");
     store.finish_execution(&finish(&allow, None)).await.unwrap();
-    assert!(job_claim_free(store, job).await);
-    assert!(
-        !store
-            .begin_run(&task("report"), &user("alice"), job, ttl)
-            .await
-            .unwrap(),
+    assert!(job_claim_free(&fx, job).await);
+    assert_eq!(
+        run_claim_holder(&fx).await,
+        Some(holder.to_string()),
         "the other job's run claim is untouched"
     );
 }
@@ -2144,7 +2096,7 @@ async fn finish_releases_only_claims_it_holds(fx: Arc<Fixture>) {
     };
     store.finish_execution(&stale).await.unwrap();
     assert!(
-        !job_claim_free(store, job).await,
+        !job_claim_free(&fx, job).await,
         "another execution of the job frees nothing"
     );
     store
@@ -2165,7 +2117,7 @@ async fn finish_releases_only_claims_it_holds(fx: Arc<Fixture>) {
         .finish_execution(&finish(&running, None))
         .await
         .unwrap();
-    assert!(job_claim_free(store, job).await);
+    assert!(job_claim_free(&fx, job).await);
     assert_eq!(
         store
             .claim_execution(&claim(other, Uuid::new_v4(), true))
@@ -2194,7 +2146,7 @@ async fn finish_records_success_with_its_ttl(fx: Arc<Fixture>) {
             .finish_execution(&finish(&running, Some(ttl)))
             .await
             .unwrap();
-        assert!(job_claim_free(store, job).await);
+        assert!(job_claim_free(&fx, job).await);
     }
     assert_eq!(
         store.succeeded(&[kept, brief]).await.unwrap(),
@@ -2229,10 +2181,7 @@ async fn finish_records_success_with_its_ttl(fx: Arc<Fixture>) {
 async fn batched_claims_and_finishes_keep_per_job_semantics(fx: Arc<Fixture>) {
     let store = &*fx.store;
     let (done, fresh, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    store
-        .mark_succeeded(&[done], Duration::from_secs(60))
-        .await
-        .unwrap();
+    mark_done(store, done, Duration::from_secs(60)).await;
     store
         .write_preferences(&[PreferenceWrite {
             settings: Some(Settings {
@@ -2279,7 +2228,7 @@ async fn batched_claims_and_finishes_keep_per_job_semantics(fx: Arc<Fixture>) {
         vec![true, false]
     );
     assert!(
-        job_claim_free(store, bob.job_id).await,
+        job_claim_free(&fx, bob.job_id).await,
         "bob's claim released"
     );
     assert_eq!(

@@ -249,6 +249,18 @@ impl MemoryStore {
         }
     }
 
+    /// Who holds the `running` claim of `task` for `who` (a user id, or
+    /// [`Keys::job_claimant`] for a job's execution claim), as
+    /// `{p}:running:{task}:{who}` holds it: `None` when it is free.
+    pub fn claim_holder(&self, task: &TaskTypeId, who: &str) -> Option<Uuid> {
+        let state = self.lock();
+        state
+            .running
+            .get(&(task.clone(), who.to_owned()))
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(holder, _)| *holder)
+    }
+
     /// The executions counted for `task` on `date`.
     pub fn executions(&self, date: NaiveDate, task: &TaskTypeId) -> u64 {
         let key = (date, task.clone());
@@ -1237,32 +1249,6 @@ impl StateStore for MemoryStore {
             .iter()
             .map(|job| state.done_jobs.get(job).is_some_and(|expiry| *expiry > now))
             .collect())
-    }
-
-    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
-        let mut state = self.lock();
-        let expiry = Instant::now() + ttl;
-        for job in jobs {
-            state.done_jobs.insert(*job, expiry);
-        }
-        Ok(())
-    }
-
-    async fn begin_run(
-        &self,
-        task: &TaskTypeId,
-        user: &UserId,
-        job: Uuid,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let key = (task.clone(), user.as_str().to_owned());
-        Ok(self.lock().claim(key, job, ttl, Instant::now()))
-    }
-
-    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError> {
-        self.lock()
-            .release(&(task.clone(), user.as_str().to_owned()), job);
-        Ok(())
     }
 
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {

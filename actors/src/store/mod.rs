@@ -602,19 +602,6 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// For each job id, whether a success is recorded.
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError>;
-    /// Records successes; kept for `ttl`.
-    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError>;
-    /// Claims the (task, user) run slot for `job`; false when another job
-    /// holds it. The claim expires after `ttl` if never ended.
-    async fn begin_run(
-        &self,
-        task: &TaskTypeId,
-        user: &UserId,
-        job: Uuid,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    /// Frees the run slot if `job` holds it.
-    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError>;
 
     /// Claims one execution of a job, atomically: `AlreadySucceeded` when
     /// its success is recorded; else takes the job's execution claim

@@ -83,8 +83,6 @@ static DUE_CUSTOM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/due_custom.lua")));
 static PREFERENCE_DELETE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/preference_delete.lua")));
-static BEGIN_RUN: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/begin_run.lua")));
 static CLAIM_EXECUTION: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../../lua/claim_execution.lua")));
 static FINISH_EXECUTION: LazyLock<Script> =
@@ -1622,49 +1620,6 @@ impl StateStore for RedisStore {
             .query_async(&mut connection)
             .await?;
         Ok(values.iter().map(Option::is_some).collect())
-    }
-
-    async fn mark_succeeded(&self, jobs: &[Uuid], ttl: Duration) -> Result<(), StoreError> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
-        for job in jobs {
-            pipe.cmd("SET")
-                .arg(self.keys.job_done(*job))
-                .arg(1)
-                .arg("PX")
-                .arg(millis(ttl).max(1))
-                .ignore();
-        }
-        self.query::<()>(&pipe).await
-    }
-
-    async fn begin_run(
-        &self,
-        task: &TaskTypeId,
-        user: &UserId,
-        job: Uuid,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
-        let claimed: i64 = BEGIN_RUN
-            .key(self.keys.running(task, user))
-            .arg(job.to_string())
-            .arg(millis(ttl).max(1))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(claimed == 1)
-    }
-
-    async fn end_run(&self, task: &TaskTypeId, user: &UserId, job: Uuid) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
-        let _released: i64 = LOCK_RELEASE
-            .key(self.keys.running(task, user))
-            .arg(job.to_string())
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(())
     }
 
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
