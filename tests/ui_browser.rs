@@ -305,8 +305,38 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     assert!(browser.text("[data-component=redis]").await.contains("up"));
     browser.screenshot("overview").await;
 
-    browser.open(&format!("{base}/ui/tasks")).await;
+    // The period's tally counts each finish as it is recorded: reload
+    // until the four successes and the dead letter's failure are in.
     let row = "tr[data-task=report]";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        browser.open(&format!("{base}/ui/tasks")).await;
+        let succeeded = browser.text(&format!("{row} [data-field=succeeded]")).await;
+        let failed = browser.text("tr[data-task=busy] [data-field=failed]").await;
+        if succeeded == "4" && failed == "1" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tasks page never showed the run's outcomes: succeeded {succeeded}, busy failed {failed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        browser.text(&format!("{row} [data-field=failed]")).await,
+        "0"
+    );
+    assert!(
+        browser
+            .text(&format!("{row} [data-field=late_p50]"))
+            .await
+            .starts_with('≤'),
+        "a lateness bound"
+    );
+    assert_eq!(
+        browser.text(&format!("{row} [data-field=missed]")).await,
+        "0"
+    );
     assert_eq!(
         browser
             .text(&format!("{row} [data-field=enabled_users]"))

@@ -12,6 +12,8 @@
 --          record, finished)
 -- KEYS[6]: {prefix}:job:{job id}:attempts, its finished attempts (LIST,
 --          oldest first)
+-- KEYS[7]: {prefix}:schedule:period:{task}:{ms}, the tally of the job's
+--          period (HASH succeeded, failed, late:{bucket})
 -- ARGV[1]: time to live of the success marker in milliseconds; 0 when the
 --          job did not succeed (no marker is written)
 -- ARGV[2]: the execution id (holder of the execution claim)
@@ -27,6 +29,10 @@
 --          empty to record none
 -- ARGV[8]: time to live of the result records in milliseconds
 -- ARGV[9]: most attempts kept in KEYS[6]
+-- ARGV[10]: the tally field this finish adds one to (`succeeded` or
+--          `failed`), counted with the result; empty for none
+-- ARGV[11]: the lateness bucket of a first attempt (`late:{n}`), counted
+--          with the result; empty for none
 -- Returns: the number of claims released (0 to 2).
 if tonumber(ARGV[1]) > 0 then
     redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
@@ -42,6 +48,15 @@ if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) == ARGV[2]
     redis.call('RPUSH', KEYS[6], ARGV[7])
     redis.call('LTRIM', KEYS[6], -tonumber(ARGV[9]), -1)
     redis.call('PEXPIRE', KEYS[6], ARGV[8])
+    if ARGV[10] ~= '' then
+        redis.call('HINCRBY', KEYS[7], ARGV[10], 1)
+    end
+    if ARGV[11] ~= '' then
+        redis.call('HINCRBY', KEYS[7], ARGV[11], 1)
+    end
+    if ARGV[10] ~= '' or ARGV[11] ~= '' then
+        redis.call('PEXPIRE', KEYS[7], ARGV[8])
+    end
 end
 local released = 0
 if redis.call('GET', KEYS[2]) == ARGV[2] then

@@ -79,7 +79,7 @@ use crate::{
     store::{
         ClaimOutcome, ExecutionClaim, ExecutionFinish, NextTry, StateStore, Throttle,
         dead_letters::{DeadLetterRecord, DeadLetterStore},
-        results::{AttemptRecord, ResultWrite},
+        results::{AttemptRecord, PeriodOf, ResultWrite},
     },
 };
 
@@ -609,6 +609,10 @@ fn result_write(settings: &ExecutionSettings, job: &Job, result: ExecutionResult
             },
         },
         retention: settings.result_retention,
+        period: Some(PeriodOf {
+            scheduled_at: job.scheduled_at,
+            execute_after: job.execute_after,
+        }),
     }
 }
 

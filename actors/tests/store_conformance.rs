@@ -27,7 +27,8 @@ use actors::{
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
         results::{
-            AttemptRecord, JobResultStore, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite, zero_time,
+            AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT,
+            PeriodOf, PeriodTally, ResultWrite, zero_time,
         },
     },
 };
@@ -293,6 +294,7 @@ conformance!(
     job_results_cap_attempts_and_runs,
     job_results_expire_with_their_retention,
     job_results_start_pending_and_a_republish_keeps_what_is_kept,
+    period_tallies_count_each_final_outcome_and_first_start_once,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3179,6 +3181,7 @@ fn attempt_write(job: Uuid, attempt: u32, status: Status, retention: Duration) -
             },
         },
         retention,
+        period: None,
     }
 }
 
@@ -3478,4 +3481,66 @@ async fn job_results_start_pending_and_a_republish_keeps_what_is_kept(fx: Arc<Fi
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn period_tallies_count_each_final_outcome_and_first_start_once(fx: Arc<Fixture>) {
+    let (store, results) = (&*fx.store, &*fx.results);
+    let hour = Duration::from_secs(3600);
+    let period = at("2024-01-15T09:00:00Z");
+    // `attempt_write` starts every attempt at 10:00:00.
+    let due = |late_ms: i64| PeriodOf {
+        scheduled_at: period,
+        execute_after: at("2024-01-15T10:00:00Z") - chrono::Duration::milliseconds(late_ms),
+    };
+    let tallied = |job: Uuid, attempt: u32, status: Status, late_ms: i64| ResultWrite {
+        period: Some(due(late_ms)),
+        ..attempt_write(job, attempt, status, hour)
+    };
+    let run = |job: Uuid, attempt: u32, status: Status, late_ms: i64| async move {
+        let claim = ExecutionClaim {
+            attempt,
+            ..claim(job, Uuid::new_v4(), false)
+        };
+        assert_eq!(store.claim_execution(&claim).await.unwrap(), claimed(&[]));
+        let finished = ExecutionFinish {
+            result: Some(tallied(job, attempt, status, late_ms)),
+            ..finish(&claim, None)
+        };
+        store.finish_execution(&finished).await.unwrap();
+        finished
+    };
+    let empty = results.period_tally(&task("report"), period).await.unwrap();
+    assert_eq!((empty.succeeded, empty.failed), (0, 0));
+    assert_eq!(empty.lateness, vec![0; LATENESS_BOUNDS_MS.len() + 1]);
+    assert_eq!(empty.lateness_quantile(0.5), None);
+
+    // A success 80 ms late; a finish sent twice counts once.
+    let twice = run(Uuid::new_v4(), 1, Status::Success, 80).await;
+    store.finish_execution(&twice).await.unwrap();
+    // A job retried (its first try 3 s late), then failed for good: one
+    // failure, one lateness sample.
+    let failing = Uuid::new_v4();
+    run(failing, 1, Status::Retrying, 3_000).await;
+    run(failing, 2, Status::Failed, 0).await;
+    // Far late: past every bound.
+    run(Uuid::new_v4(), 1, Status::Success, 7_200_000).await;
+
+    let tally: PeriodTally = results.period_tally(&task("report"), period).await.unwrap();
+    assert_eq!((tally.succeeded, tally.failed), (2, 1));
+    let mut expected = vec![0; LATENESS_BOUNDS_MS.len() + 1];
+    expected[1] = 1; // <= 100 ms
+    expected[6] = 1; // <= 5 s
+    expected[LATENESS_BOUNDS_MS.len()] = 1; // past 1 h
+    assert_eq!(tally.lateness, expected);
+    assert_eq!(tally.lateness_quantile(0.3), Some(Some(100)));
+    assert_eq!(tally.lateness_quantile(0.5), Some(Some(5_000)));
+    assert_eq!(tally.lateness_quantile(0.99), Some(None));
+    // Other periods and tasks are apart.
+    let other = results
+        .period_tally(&task("report"), at("2024-01-16T09:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((other.succeeded, other.failed), (0, 0));
+    let digest = results.period_tally(&task("digest"), period).await.unwrap();
+    assert_eq!(digest.succeeded, 0);
 }

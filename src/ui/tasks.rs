@@ -1,12 +1,17 @@
 //! The tasks page (`GET /ui/tasks`): one row per task type with its
-//! interval in words and zone, next fire, enabled users, pause state and
-//! its current (else last) run's due / planned / released; and the pause and resume
-//! buttons (`POST /ui/tasks/{id}/pause|resume`, CSRF-checked).
+//! interval in words and zone, next fire, enabled users, pause state, its
+//! current (else last) run's due / planned / released and, from the
+//! period's tally in Redis (every replica's finishes), succeeded / failed
+//! and the p50 / p99 lateness of first attempts; the fires this replica's
+//! scheduler skipped as missed; and the pause and resume buttons
+//! (`POST /ui/tasks/{id}/pause|resume`, CSRF-checked).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{
     domain::{IntervalType, TaskInterval},
+    prometheus::TaskLabels,
     scheduler::schedule_status,
+    store::results::{LATENESS_BOUNDS_MS, PeriodTally},
 };
 use serde_json::json;
 
@@ -57,6 +62,22 @@ pub fn interval_in_words(interval: &TaskInterval) -> String {
     format!("{every}{on}{at}")
 }
 
+/// A lateness quantile of `tally` for people: "≤ 250 ms", "> 1 h", or
+/// "–" without a sample.
+pub fn lateness_text(tally: &PeriodTally, q: f64) -> String {
+    match tally.lateness_quantile(q) {
+        None => "–".to_owned(),
+        Some(Some(ms)) if ms < 1_000 => format!("≤ {ms} ms"),
+        Some(Some(ms)) if ms < 60_000 => format!("≤ {} s", ms as f64 / 1_000.0),
+        Some(Some(ms)) if ms < 3_600_000 => format!("≤ {} min", ms / 60_000),
+        Some(Some(ms)) => format!("≤ {} h", ms / 3_600_000),
+        Some(None) => format!(
+            "> {} h",
+            LATENESS_BOUNDS_MS.last().copied().unwrap_or_default() / 3_600_000
+        ),
+    }
+}
+
 /// The tasks page.
 pub async fn page(
     request: HttpRequest,
@@ -75,6 +96,24 @@ pub async fn page(
         )
         .await
         .map_err(UiError::unavailable)?;
+        let run = status.runs.first().or(status.last_run.as_ref());
+        let tally = match run {
+            Some(run) => Some(
+                state
+                    .results
+                    .period_tally(&task.id, run.scheduled_at)
+                    .await
+                    .map_err(UiError::unavailable)?,
+            ),
+            None => None,
+        };
+        let missed = state
+            .families
+            .missed_fires
+            .get_or_create(&TaskLabels {
+                task: task.id.as_str().to_owned(),
+            })
+            .get();
         rows.push(json!({
             "id": task.id,
             "name": task.name,
@@ -85,8 +124,13 @@ pub async fn page(
             "enabled_users": status.enabled_users,
             "paused": status.paused,
             "paused_at": status.paused_at,
-            "last_run": status.runs.first().or(status.last_run.as_ref()),
+            "last_run": run,
             "runs_in_progress": status.runs.len(),
+            "succeeded": tally.as_ref().map(|t| t.succeeded),
+            "failed": tally.as_ref().map(|t| t.failed),
+            "late_p50": tally.as_ref().map(|t| lateness_text(t, 0.5)),
+            "late_p99": tally.as_ref().map(|t| lateness_text(t, 0.99)),
+            "missed": missed,
         }));
     }
     context["tasks"] = json!(rows);
@@ -133,6 +177,24 @@ mod tests {
     fn check(yaml: &str, words: &str) {
         let interval: TaskInterval = serde_json::from_str(yaml).unwrap();
         assert_eq!(interval_in_words(&interval), words, "{yaml}");
+    }
+
+    #[test]
+    fn lateness_reads_as_its_bucket_bound() {
+        let tally = |lateness: Vec<u64>| PeriodTally {
+            lateness,
+            ..PeriodTally::default()
+        };
+        assert_eq!(lateness_text(&tally(vec![0; 13]), 0.5), "–");
+        let mut some = vec![0; 13];
+        some[2] = 9; // <= 250 ms
+        some[5] = 1; // <= 2.5 s
+        assert_eq!(lateness_text(&tally(some.clone()), 0.5), "≤ 250 ms");
+        assert_eq!(lateness_text(&tally(some.clone()), 0.99), "≤ 2.5 s");
+        some[10] = 90; // <= 5 min
+        assert_eq!(lateness_text(&tally(some.clone()), 0.5), "≤ 5 min");
+        some[12] = 1000; // past 1 h
+        assert_eq!(lateness_text(&tally(some), 0.99), "> 1 h");
     }
 
     #[test]

@@ -243,6 +243,19 @@ impl Keys {
         format!("{}:job:{job}:result", self.prefix)
     }
 
+    /// `{p}:schedule:period:{task}:{ms}` (extension): HASH of the finishes
+    /// of the task's period that fired at `scheduled_at` (epoch ms):
+    /// `succeeded`, `failed`, and `late:{bucket}` per lateness bucket of
+    /// first attempts ([`crate::store::results::PeriodTally`]); written by
+    /// `finish_execution.lua`, kept for the result retention.
+    pub fn period_tally(&self, task: &TaskTypeId, scheduled_at: DateTime<Utc>) -> String {
+        format!(
+            "{}:schedule:period:{task}:{}",
+            self.prefix,
+            scheduled_at.timestamp_millis()
+        )
+    }
+
     /// `{p}:job:{id}:attempts` (extension): LIST of the job's finished
     /// attempts ([`crate::store::results::AttemptRecord`] JSON), oldest
     /// first, capped at [`crate::store::results::MAX_ATTEMPTS_KEPT`].

@@ -22,7 +22,10 @@ use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
     LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
     StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
-    results::{AttemptRecord, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
+    results::{
+        AttemptRecord, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally,
+        ResultWrite,
+    },
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -171,6 +174,8 @@ struct State {
     next_tries: HashMap<Uuid, (u32, i64, Instant)>,
     /// job -> its kept results (`job:{id}:result` and `:attempts`).
     results: HashMap<Uuid, KeptResults>,
+    /// (task, period epoch ms) -> its tally and the tally's expiry.
+    tallies: HashMap<(TaskTypeId, i64), (PeriodTally, Instant)>,
     /// (user, task) -> recent job ids, newest first, and their expiry.
     user_runs: HashMap<(UserId, TaskTypeId), (VecDeque<Uuid>, Instant)>,
     /// job -> (throttles, expiry of the count).
@@ -332,6 +337,19 @@ impl MemoryStore {
                 kept.pending = Some(record);
             }
         }
+    }
+
+    /// The tally of `task`'s period at `scheduled_at`, as kept.
+    pub(crate) fn kept_tally(&self, task: &TaskTypeId, scheduled_at: DateTime<Utc>) -> PeriodTally {
+        let state = self.lock();
+        let mut tally = state
+            .tallies
+            .get(&(task.clone(), scheduled_at.timestamp_millis()))
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(tally, _)| tally.clone())
+            .unwrap_or_default();
+        tally.lateness.resize(LATENESS_BOUNDS_MS.len() + 1, 0);
+        tally
     }
 
     /// The user's recent job ids of `task`, newest first.
@@ -619,6 +637,32 @@ impl State {
             kept.attempts.pop_front();
         }
         kept.attempts_expiry = expiry;
+        if let Some(period) = write.period {
+            let (outcome, late) = PeriodTally::fields(write);
+            if outcome.is_some() || late.is_some() {
+                let entry = self
+                    .tallies
+                    .entry((
+                        finish.task_type_id.clone(),
+                        period.scheduled_at.timestamp_millis(),
+                    ))
+                    .or_insert_with(|| (PeriodTally::default(), expiry));
+                if entry.1 <= now {
+                    entry.0 = PeriodTally::default();
+                }
+                entry.1 = expiry;
+                match outcome {
+                    Some("succeeded") => entry.0.succeeded += 1,
+                    Some(_) => entry.0.failed += 1,
+                    None => {}
+                }
+                if let Some(bucket) = late {
+                    let buckets = &mut entry.0.lateness;
+                    buckets.resize(LATENESS_BOUNDS_MS.len() + 1, 0);
+                    buckets[bucket] += 1;
+                }
+            }
+        }
     }
 
     fn release(&mut self, key: &(TaskTypeId, String), holder: Uuid) {

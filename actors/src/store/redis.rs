@@ -55,7 +55,7 @@ use super::{
     MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
     StoreError, Throttle, TimezoneWrite, ZoneGroups,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
-    results::{MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, ResultWrite},
+    results::{MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -665,15 +665,26 @@ impl RedisStore {
         } else {
             String::new()
         };
+        // The period's tally, for a result that has a period (the key
+        // passed otherwise is never written).
+        let tallied = finish
+            .result
+            .as_ref()
+            .filter(|write| write.period.is_some());
+        let (outcome, late) = tallied.map_or((None, None), PeriodTally::fields);
+        let period = tallied
+            .and_then(|write| write.period)
+            .map_or(DateTime::<Utc>::UNIX_EPOCH, |period| period.scheduled_at);
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(FINISH_EXECUTION.get_hash())
-            .arg(6)
+            .arg(7)
             .arg(keys.job_done(finish.job_id))
             .arg(keys.job_claim(&finish.task_type_id, finish.job_id))
             .arg(keys.running(&finish.task_type_id, &finish.user_id))
             .arg(keys.job_next(finish.job_id))
             .arg(keys.job_result(finish.job_id))
             .arg(keys.job_attempts(finish.job_id))
+            .arg(keys.period_tally(&finish.task_type_id, period))
             .arg(finish.success_ttl.map_or(0, |ttl| millis(ttl).max(1)))
             .arg(finish.execution.to_string())
             .arg(run_holder)
@@ -693,7 +704,12 @@ impl RedisStore {
                     .as_ref()
                     .map_or(1, |write| millis(write.retention).max(1)),
             )
-            .arg(MAX_ATTEMPTS_KEPT);
+            .arg(MAX_ATTEMPTS_KEPT)
+            .arg(outcome.unwrap_or_default())
+            .arg(
+                late.map(|bucket| format!("late:{bucket}"))
+                    .unwrap_or_default(),
+            );
         cmd
     }
 

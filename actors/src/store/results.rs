@@ -100,6 +100,90 @@ pub struct ResultWrite {
     pub record: AttemptRecord,
     /// How long the job's records are kept after this write.
     pub retention: Duration,
+    /// The job's period, when its finish counts in the period's tally
+    /// ([`PeriodTally`]); `None` counts nothing.
+    pub period: Option<PeriodOf>,
+}
+
+/// Where a job stands in its task's schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeriodOf {
+    /// The period (the run's `scheduled_at`).
+    pub scheduled_at: DateTime<Utc>,
+    /// When the job was due (its first attempt's `execute_after`).
+    pub execute_after: DateTime<Utc>,
+}
+
+/// Upper bounds (milliseconds) of the lateness buckets of a
+/// [`PeriodTally`]; a last bucket holds the rest.
+pub const LATENESS_BOUNDS_MS: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000,
+];
+
+/// The lateness bucket of `late_ms` (an index into
+/// [`LATENESS_BOUNDS_MS`], or its length for the last bucket).
+pub fn lateness_bucket(late_ms: i64) -> usize {
+    let late = u64::try_from(late_ms).unwrap_or(0);
+    LATENESS_BOUNDS_MS
+        .iter()
+        .position(|bound| late <= *bound)
+        .unwrap_or(LATENESS_BOUNDS_MS.len())
+}
+
+/// What the finishes of one period of a task came to, across every
+/// replica (`{p}:schedule:period:{task}:{ms}`, kept for the result
+/// retention): each execution is counted once, by the script that records
+/// its result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeriodTally {
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that failed for good (dead-lettered after their attempts).
+    pub failed: u64,
+    /// First attempts by lateness (start minus `execute_after`), one count
+    /// per bucket of [`LATENESS_BOUNDS_MS`] and a last one for the rest. A
+    /// first attempt that was throttled and ran again counts each time.
+    pub lateness: Vec<u64>,
+}
+
+impl PeriodTally {
+    /// The tally's field for a finish recorded by `write`: `succeeded` or
+    /// `failed` when it ended the job, and the lateness bucket of a first
+    /// attempt.
+    pub fn fields(write: &ResultWrite) -> (Option<&'static str>, Option<usize>) {
+        let result = &write.record.result;
+        let outcome = match result.status {
+            Status::Success => Some("succeeded"),
+            Status::Failed => Some("failed"),
+            _ => None,
+        };
+        let late = write
+            .period
+            .filter(|_| write.record.attempt == 1 && result.status != Status::Running)
+            .map(|period| {
+                lateness_bucket((result.started_at - period.execute_after).num_milliseconds())
+            });
+        (outcome, late)
+    }
+
+    /// The upper bound (ms) under which a share `q` (0 to 1) of the first
+    /// attempts started: the bound of the bucket that reaches it; `None`
+    /// without samples, `Some(None)` when it is past the last bound.
+    pub fn lateness_quantile(&self, q: f64) -> Option<Option<u64>> {
+        let total: u64 = self.lateness.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let wanted = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bucket, count) in self.lateness.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return Some(LATENESS_BOUNDS_MS.get(bucket).copied());
+            }
+        }
+        Some(None)
+    }
 }
 
 impl ResultWrite {
@@ -135,6 +219,13 @@ pub trait JobResultStore: Send + Sync + 'static {
     /// The records of `job`, `None` when none is kept (never claimed, or
     /// past its retention). One round trip.
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError>;
+    /// The tally of the period of `task` that fired at `scheduled_at`
+    /// (zero counts when nothing finished in it). One round trip.
+    async fn period_tally(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<PeriodTally, StoreError>;
     /// The latest records of the user's most recent jobs of `task`, newest
     /// first, at most `limit`; jobs whose records expired are left out.
     /// Two round trips.
@@ -180,6 +271,39 @@ impl JobResultStore for RedisStore {
                 .ignore();
         }
         self.query_scripts(&pipe, &RECORD_PENDING).await
+    }
+
+    async fn period_tally(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<PeriodTally, StoreError> {
+        let key = self.keys().period_tally(task, scheduled_at);
+        let mut connection = self.connection();
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(&key)
+            .query_async(&mut connection)
+            .await?;
+        let mut tally = PeriodTally {
+            lateness: vec![0; LATENESS_BOUNDS_MS.len() + 1],
+            ..PeriodTally::default()
+        };
+        for (field, count) in fields {
+            match field.as_str() {
+                "succeeded" => tally.succeeded = count,
+                "failed" => tally.failed = count,
+                other => {
+                    if let Some(bucket) = other
+                        .strip_prefix("late:")
+                        .and_then(|b| b.parse::<usize>().ok())
+                        .filter(|b| *b < tally.lateness.len())
+                    {
+                        tally.lateness[bucket] = count;
+                    }
+                }
+            }
+        }
+        Ok(tally)
     }
 
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError> {
@@ -261,6 +385,14 @@ impl JobResultStore for MemoryStore {
             retention,
         );
         Ok(())
+    }
+
+    async fn period_tally(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+    ) -> Result<PeriodTally, StoreError> {
+        Ok(self.kept_tally(task, scheduled_at))
     }
 
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError> {
