@@ -146,6 +146,19 @@ impl Browser {
             .to_owned()
     }
 
+    /// The text of the element `css` names, `None` when there is none.
+    async fn text_if_any(&self, css: &str) -> Option<String> {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found.as_array()?.first()?;
+        Some(self.text(css).await)
+    }
+
     async fn text(&self, css: &str) -> String {
         let element = self.find(css).await;
         let text = self
@@ -360,7 +373,30 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     let (_, status) = get(app.address, "/schedule/status/report").await;
     assert_eq!(status["paused"], true, "{status}");
 
-    browser.open(&format!("{base}/ui/tasks/report")).await;
+    // The day's executions, once the metrics flush has counted them.
+    let today = format!(
+        "#daily tr[data-day=\"{}\"] [data-field=executions]",
+        chrono::Utc::now().date_naive()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        browser.open(&format!("{base}/ui/tasks/report")).await;
+        let executions = browser.text_if_any(&today).await;
+        if executions.as_deref() == Some("4") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the day's executions never read 4: {executions:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        browser
+            .text(&today.replace("executions]", "failures]"))
+            .await,
+        "0"
+    );
     assert_eq!(browser.text("#enabled-users").await, "4");
     assert_eq!(browser.text("#period [data-field=released]").await, "4");
     browser.screenshot("task-detail").await;

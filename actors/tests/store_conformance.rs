@@ -25,6 +25,7 @@ use actors::{
         LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
         Throttle, TimezoneWrite,
         memory::MemoryStore,
+        durations::DurationStore,
         redis::{RedisOptions, RedisStore},
         results::{
             AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT,
@@ -61,6 +62,7 @@ trait Probe: Send + Sync {
 struct Fixture {
     store: Arc<dyn StateStore>,
     results: Arc<dyn JobResultStore>,
+    durations: Arc<dyn DurationStore>,
     probe: Box<dyn Probe>,
 }
 
@@ -194,6 +196,7 @@ where
     let fixture = Fixture {
         store: store.clone(),
         results: store.clone(),
+        durations: store.clone(),
         probe: Box::new(MemoryProbe(store)),
     };
     test(Arc::new(fixture)).await;
@@ -213,6 +216,7 @@ where
             keys: store.keys().clone(),
         }),
         results: store.clone(),
+        durations: store.clone(),
         store,
     };
     // Run the body as a task so a failing assertion still cleans up.
@@ -2324,6 +2328,18 @@ async fn metrics_batches(fx: Arc<Fixture>) {
     for (n, (got, want)) in counts.into_iter().enumerate() {
         assert_eq!(got, want, "counter {n}");
     }
+    // Read back per day, in the order asked, zero for a day without counts.
+    let empty_day = next_day + chrono::Duration::days(1);
+    let daily = fx
+        .durations
+        .daily_counts(&report, &[next_day, day, empty_day])
+        .await
+        .unwrap();
+    let read: Vec<(NaiveDate, u64, u64)> = daily
+        .iter()
+        .map(|d| (d.date, d.executions, d.failures))
+        .collect();
+    assert_eq!(read, vec![(next_day, 1, 0), (day, 5, 1), (empty_day, 0, 0)]);
     let durations = fx.probe.durations(&report).await;
     assert_eq!(
         durations.len(),

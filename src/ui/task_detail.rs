@@ -1,5 +1,6 @@
 //! The task detail page (`GET /ui/tasks/{id}`): execution duration
-//! percentiles per hour over the last day, the forecast dispatch curve of
+//! percentiles per hour over the last day, executions and failures per day
+//! over the last [`DAYS_SHOWN`] days, the forecast dispatch curve of
 //! the next 24 hours (the `taskqueue forecast` computation on the users in
 //! the store), the current period's planned / released / remaining, and
 //! the task's most recent dead letters.
@@ -8,7 +9,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{
     domain::TaskTypeId,
     scheduler::schedule_status,
-    store::durations::{DurationPoint, DurationSummary, MAX_READ, summarize},
+    store::durations::{DailyCount, DurationPoint, DurationSummary, MAX_READ, summarize},
 };
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use indicatif::ProgressBar;
@@ -19,6 +20,11 @@ use crate::{
     commands::forecast::{Horizon, forecast, population},
     routes::{dead_letters::view, state::ApiState},
 };
+
+/// Days of executions and failures shown: the default
+/// `monitoring.metrics_retention` (older days are gone unless it is
+/// raised).
+pub const DAYS_SHOWN: i64 = 30;
 
 /// Hours of the forecast curve.
 const FORECAST_HOURS: usize = 24;
@@ -33,6 +39,30 @@ const ERRORS_SCANNED: usize = 500;
 /// Width and height of the forecast chart's drawing, in SVG units.
 const CHART_WIDTH: f64 = 864.0;
 const CHART_HEIGHT: f64 = 160.0;
+
+/// The days that counted anything, newest first, each with its bar's
+/// width (percent of the busiest day's executions).
+fn daily_json(daily: &[DailyCount]) -> Value {
+    let busiest = daily
+        .iter()
+        .map(|day| day.executions)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    json!({
+        "days": DAYS_SHOWN,
+        "rows": daily
+            .iter()
+            .filter(|day| day.executions > 0 || day.failures > 0)
+            .map(|day| json!({
+                "date": day.date.to_string(),
+                "executions": day.executions,
+                "failures": day.failures,
+                "width": day.executions * 100 / busiest,
+            }))
+            .collect::<Vec<_>>(),
+    })
+}
 
 /// Percentiles of each hour that has samples, oldest first.
 fn hourly_percentiles(points: &[DurationPoint]) -> Vec<Value> {
@@ -122,6 +152,16 @@ pub async fn page(
         .copied()
         .collect();
 
+    let today = now.date_naive();
+    let days: Vec<chrono::NaiveDate> = (0..DAYS_SHOWN)
+        .map(|back| today - TimeDelta::days(back))
+        .collect();
+    let daily = state
+        .durations
+        .daily_counts(&task.id, &days)
+        .await
+        .map_err(UiError::unavailable)?;
+
     let people = population(state.store.as_ref(), &task, &ProgressBar::hidden())
         .await
         .map_err(UiError::unavailable)?;
@@ -163,6 +203,7 @@ pub async fn page(
         "last_day": summary_json(summarize(&read.points)),
         "hours": hourly_percentiles(&read.points),
     });
+    context["daily"] = daily_json(&daily);
     context["forecast"] = json!({
         "start": start,
         "end": start + TimeDelta::hours(FORECAST_HOURS as i64),

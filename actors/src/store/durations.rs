@@ -2,10 +2,11 @@
 //! samples the metrics flush writes (member `<job id>:<duration ms>`,
 //! score the completion instant in epoch ms, see ARCHITECTURE.md), read
 //! by completion time with one `ZRANGEBYSCORE`, and the percentiles of a
-//! set of samples.
+//! set of samples; and the daily counts of `metrics:executions:{date}` and
+//! `metrics:failures:{date}` ([`DurationStore::daily_counts`]).
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{StoreError, memory::MemoryStore, redis::RedisStore};
 use crate::domain::TaskTypeId;
@@ -88,6 +89,24 @@ pub trait DurationStore: Send + Sync + 'static {
         since: DateTime<Utc>,
         limit: usize,
     ) -> Result<DurationRead, StoreError>;
+    /// The executions and failures the metrics flush counted for `task` on
+    /// each of `days`, in the same order. One round trip.
+    async fn daily_counts(
+        &self,
+        task: &TaskTypeId,
+        days: &[NaiveDate],
+    ) -> Result<Vec<DailyCount>, StoreError>;
+}
+
+/// One day's counts of a task (UTC days, every replica's flushes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyCount {
+    /// The day.
+    pub date: NaiveDate,
+    /// Executions completed (successes and failed attempts).
+    pub executions: u64,
+    /// Attempts that failed.
+    pub failures: u64,
 }
 
 #[async_trait]
@@ -119,10 +138,52 @@ impl DurationStore for RedisStore {
         }
         Ok(read)
     }
+
+    async fn daily_counts(
+        &self,
+        task: &TaskTypeId,
+        days: &[NaiveDate],
+    ) -> Result<Vec<DailyCount>, StoreError> {
+        if days.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = self.keys();
+        let mut pipe = redis::pipe();
+        for day in days {
+            pipe.hget(keys.metrics_executions(*day), task.as_str());
+            pipe.hget(keys.metrics_failures(*day), task.as_str());
+        }
+        let mut connection = self.connection();
+        let counts: Vec<Option<u64>> = pipe.query_async(&mut connection).await?;
+        Ok(days
+            .iter()
+            .zip(counts.chunks(2))
+            .map(|(date, pair)| DailyCount {
+                date: *date,
+                executions: pair.first().copied().flatten().unwrap_or(0),
+                failures: pair.get(1).copied().flatten().unwrap_or(0),
+            })
+            .collect())
+    }
 }
 
 #[async_trait]
 impl DurationStore for MemoryStore {
+    async fn daily_counts(
+        &self,
+        task: &TaskTypeId,
+        days: &[NaiveDate],
+    ) -> Result<Vec<DailyCount>, StoreError> {
+        Ok(days
+            .iter()
+            .map(|date| DailyCount {
+                date: *date,
+                executions: self.executions(*date, task),
+                failures: self.failures(*date, task),
+            })
+            .collect())
+    }
+
     async fn durations_since(
         &self,
         task: &TaskTypeId,
