@@ -2,8 +2,9 @@
 //! `chromium-driver`, installed by `scripts/services.sh`), driven over the
 //! W3C WebDriver protocol, against a service on the real Redis and
 //! RabbitMQ after a small run: each page loads and shows the numbers of
-//! the run, the Pause button pauses the task, and a screenshot of each
-//! page is saved under `target/ui-screenshots/`.
+//! the run, the Pause button pauses the task (a trigger then releases
+//! nothing) and Resume lets the held run go, a dead letter is replayed,
+//! and a screenshot of each page is saved under `target/ui-screenshots/`.
 
 use crate::support;
 
@@ -466,8 +467,58 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     assert_eq!(calls.len(), 2, "the replay reached the endpoint");
     assert_eq!(calls[1].key(), calls[0].key(), "same Idempotency-Key");
 
+    // Paused, a trigger makes a run of the four users that plans and
+    // releases nothing; the Resume button lets it go and the endpoint gets
+    // its four calls.
+    let (status, body) = post(
+        app.address,
+        "/schedule/trigger",
+        &json!({"task_type_id": "report", "execute_immediately": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let run_id = body["run_id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, status) = get(app.address, "/schedule/status/report").await;
+        let held = status["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|run| run["run_id"] == run_id.as_str()));
+        if let Some(run) = held {
+            assert_eq!(run["users"], 4, "{status}");
+            assert_eq!(run["released"], 0, "released while paused: {status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the trigger's run {run_id} never appeared: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.open(&format!("{base}/ui/tasks")).await;
+    assert_eq!(
+        browser.text(&format!("{row} [data-field=released]")).await,
+        "0"
+    );
+    assert!(
+        browser
+            .text(&format!("{row} [data-field=state]"))
+            .await
+            .starts_with("paused")
+    );
+    browser.click(&format!("{row} button")).await;
+    browser
+        .wait_text(&format!("{row} [data-field=state]"), |text| {
+            text.starts_with("running")
+        })
+        .await;
+    let calls = sink
+        .wait_for("/ok/report", 8, Duration::from_secs(60))
+        .await;
+    assert_eq!(calls.len(), 8, "the held run's four calls after the resume");
+
     // Phone width: the tasks page fits the screen (no sideways scrolling)
-    // and its Resume button stays inside it.
+    // and its button stays inside it.
     browser
         .call(
             reqwest::Method::POST,

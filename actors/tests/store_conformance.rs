@@ -24,8 +24,8 @@ use actors::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
         LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
         Throttle, TimezoneWrite,
-        memory::MemoryStore,
         durations::DurationStore,
+        memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
         results::{
             AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT,
