@@ -139,6 +139,7 @@ async fn the_token_is_asked_once_and_every_form_needs_its_csrf_token() {
     let mut config = config(&backends);
     config.api.token = Some("s3cret".to_owned());
     config.api.protect_reads = true;
+    let replica_config = config.clone();
     let app = spawn_app(
         config,
         vec![task_to("report", sink.url("/ok/report"))],
@@ -220,6 +221,30 @@ async fn the_token_is_asked_once_and_every_form_needs_its_csrf_token() {
     assert_eq!(status["paused"], true, "{status}");
     let page = browser.get("/ui/tasks").await;
     assert!(page.body.contains("Resume report"), "{}", page.body);
+
+    // Another replica with the same token accepts the session (the
+    // cookie is signed, not kept in one replica's memory) and shows the
+    // pause made through the first.
+    let replica = spawn_app(
+        replica_config,
+        vec![task_to("report", sink.url("/ok/report"))],
+        Arc::new(SystemClock),
+    )
+    .await;
+    let mut other = Browser::new(&replica);
+    other.cookies = browser.cookies.clone();
+    let page = other.get("/ui/tasks").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Resume report"), "{}", page.body);
+    other
+        .cookies
+        .insert("tq_session".to_owned(), format!("{session}0"));
+    let page = other.get("/ui/tasks").await;
+    assert_eq!(
+        (page.status, page.location.as_str()),
+        (303, "/ui/login"),
+        "an altered cookie is refused"
+    );
 
     // Signing out ends the session.
     let page = browser.post("/ui/logout", &[("csrf", &csrf)]).await;

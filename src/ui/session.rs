@@ -6,8 +6,9 @@
 //! cookie: a random id, `HttpOnly` (no script reads it), `SameSite=Strict`
 //! (no other site's page sends it), `Path=/ui`, `Secure` when the request
 //! came over HTTPS, valid for [`SESSION_TTL`]. The token itself is never
-//! stored in the browser. Sessions live in the memory of the replica that
-//! made them: point the browser at one replica (a restart logs out).
+//! stored in the browser. The cookie is signed with the token
+//! ([`UiSessions`]), so every replica configured with it accepts it, and a
+//! restart does not sign anybody out.
 //! Without a token the dashboard is open, like the API, which start-up
 //! allows only on a loopback address.
 //!
@@ -20,7 +21,7 @@
 use std::{
     collections::HashMap,
     sync::Mutex,
-    time::{Duration, Instant},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use actix_web::{
@@ -32,8 +33,10 @@ use actix_web::{
     middleware::Next,
     web,
 };
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::Sha256;
 use uuid::Uuid;
 
 use super::{PREFIX, UiError, render, see_other};
@@ -42,8 +45,8 @@ use crate::routes::auth::{ApiToken, same_secret};
 /// How long a dashboard session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// Most sessions one replica keeps (the oldest go first).
-const MAX_SESSIONS: usize = 10_000;
+/// Most signed-out sessions one replica remembers.
+const MAX_CLOSED: usize = 10_000;
 
 /// Name of the session cookie.
 pub const SESSION_COOKIE: &str = "tq_session";
@@ -51,38 +54,80 @@ pub const SESSION_COOKIE: &str = "tq_session";
 /// Name of the CSRF cookie.
 pub const CSRF_COOKIE: &str = "tq_csrf";
 
-/// The sessions this replica handed out: id → when it ends.
+/// Dashboard sessions: signed cookies every replica can check, and the
+/// ones this replica saw signed out.
+///
+/// A session is `{expiry}.{nonce}.{mac}`: its end (Unix seconds), 16
+/// random bytes, and the HMAC-SHA256 of both keyed with the API token. Any
+/// replica configured with the same token accepts it until it ends, so a
+/// browser behind a load balancer stays signed in; a different (rotated)
+/// token ends every session. Signing out removes the cookie and refuses
+/// that value on this replica until it would have ended; a copy of the
+/// cookie taken before stays valid on the other replicas until then.
 #[derive(Debug, Default)]
-pub struct UiSessions(Mutex<HashMap<String, Instant>>);
+pub struct UiSessions {
+    /// Signed-out values → when they would have ended.
+    closed: Mutex<HashMap<String, SystemTime>>,
+}
+
+/// What the session MAC covers, before the expiry and nonce.
+const SESSION_CONTEXT: &[u8] = b"taskqueue dashboard session\n";
+
+fn session_mac(token: &str, expiry: u64, nonce: &str) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(token.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(SESSION_CONTEXT);
+    mac.update(format!("{expiry}.{nonce}").as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
 
 impl UiSessions {
-    fn open(&self) -> String {
-        let id = Uuid::new_v4().simple().to_string();
-        let mut sessions = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        let now = Instant::now();
-        sessions.retain(|_, until| *until > now);
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, until)| **until)
-                .map(|(id, _)| id.clone())
+    fn open(&self, token: &str) -> String {
+        let expiry = unix_seconds(SystemTime::now() + SESSION_TTL);
+        let nonce = Uuid::new_v4().simple().to_string();
+        let mac = session_mac(token, expiry, &nonce);
+        format!("{expiry}.{nonce}.{mac}")
+    }
+
+    fn valid(&self, token: &str, value: &str) -> bool {
+        let mut parts = value.splitn(3, '.');
+        let (Some(expiry), Some(nonce), Some(mac)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let Ok(expiry) = expiry.parse::<u64>() else {
+            return false;
+        };
+        if expiry <= unix_seconds(SystemTime::now())
+            || !same_secret(mac, &session_mac(token, expiry, nonce))
         {
-            sessions.remove(&oldest);
+            return false;
         }
-        sessions.insert(id.clone(), now + SESSION_TTL);
-        id
+        let closed = self
+            .closed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        !closed.contains_key(value)
     }
 
-    fn valid(&self, id: &str) -> bool {
-        let sessions = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        sessions
-            .get(id)
-            .is_some_and(|until| *until > Instant::now())
-    }
-
-    fn close(&self, id: &str) {
-        let mut sessions = self.0.lock().unwrap_or_else(|poison| poison.into_inner());
-        sessions.remove(id);
+    fn close(&self, value: &str) {
+        let mut closed = self
+            .closed
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let now = SystemTime::now();
+        closed.retain(|_, until| *until > now);
+        if closed.len() < MAX_CLOSED {
+            closed.insert(value.to_owned(), now + SESSION_TTL);
+        }
     }
 }
 
@@ -107,10 +152,11 @@ fn sessions(request: &HttpRequest) -> Option<web::Data<UiSessions>> {
 }
 
 fn has_session(request: &HttpRequest) -> bool {
-    let Some(cookie) = request.cookie(SESSION_COOKIE) else {
+    let (Some(cookie), Some(token)) = (request.cookie(SESSION_COOKIE), configured_token(request))
+    else {
         return false;
     };
-    sessions(request).is_some_and(|sessions| sessions.valid(cookie.value()))
+    sessions(request).is_some_and(|sessions| sessions.valid(&token, cookie.value()))
 }
 
 /// Paths open without a session: the login form and the assets it uses.
@@ -254,7 +300,7 @@ pub async fn login(
     }
     let sessions = sessions(&request)
         .ok_or_else(|| UiError::Render("the session store is not registered".into()))?;
-    let id = sessions.open();
+    let id = sessions.open(&expected);
     let mut response = see_other(&format!("{PREFIX}/"));
     response
         .add_cookie(&cookie(&request, SESSION_COOKIE, id))
@@ -295,11 +341,37 @@ mod tests {
     #[test]
     fn sessions_open_check_and_close() {
         let sessions = UiSessions::default();
-        let id = sessions.open();
-        assert!(sessions.valid(&id));
-        assert!(!sessions.valid("not-a-session"));
+        let id = sessions.open("s3cret");
+        assert!(sessions.valid("s3cret", &id));
+        assert!(!sessions.valid("s3cret", "not-a-session"));
+        assert!(!sessions.valid("other", &id), "another token ends it");
         sessions.close(&id);
-        assert!(!sessions.valid(&id));
+        assert!(!sessions.valid("s3cret", &id));
+    }
+
+    #[test]
+    fn a_session_made_by_one_replica_is_valid_on_another_until_it_ends() {
+        let (made, other) = (UiSessions::default(), UiSessions::default());
+        let id = made.open("s3cret");
+        assert!(other.valid("s3cret", &id));
+        // Tampered with: a later expiry, or another nonce, breaks the MAC.
+        let (expiry, rest) = id.split_once('.').unwrap();
+        let later = format!("{}.{rest}", expiry.parse::<u64>().unwrap() + 3600);
+        assert!(!other.valid("s3cret", &later));
+        let (head, mac) = id.rsplit_once('.').unwrap();
+        let (expiry, _) = head.split_once('.').unwrap();
+        assert!(!other.valid("s3cret", &format!("{expiry}.{}.{mac}", "0".repeat(32))));
+        // Ended: a correctly signed value whose time is past.
+        let nonce = "1".repeat(32);
+        let past = unix_seconds(SystemTime::now()) - 1;
+        let ended = format!("{past}.{nonce}.{}", session_mac("s3cret", past, &nonce));
+        assert!(!other.valid("s3cret", &ended));
+        let future = past + 60;
+        let live = format!("{future}.{nonce}.{}", session_mac("s3cret", future, &nonce));
+        assert!(
+            other.valid("s3cret", &live),
+            "the same value, not yet ended"
+        );
     }
 
     #[test]
