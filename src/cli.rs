@@ -105,6 +105,15 @@ impl Role {
     pub fn works(self) -> bool {
         matches!(self, Role::Worker | Role::All)
     }
+
+    /// `scheduler`, `worker` or `all`, as `--role` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Scheduler => "scheduler",
+            Role::Worker => "worker",
+            Role::All => "all",
+        }
+    }
 }
 
 /// Runs a parsed command line to its exit code.

@@ -14,6 +14,7 @@
 //! - [`ui`]: the web dashboard at `/ui` (server-rendered pages).
 //! - [`telemetry`]: structured logs.
 
+pub mod beacon;
 pub mod cli;
 pub mod commands;
 pub mod configuration;

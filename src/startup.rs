@@ -44,6 +44,7 @@ use actors::{
         durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore, RedisTarget},
+        replicas::ReplicaStore,
         results::JobResultStore,
     },
 };
@@ -155,6 +156,7 @@ impl Application {
             dead_letters,
             durations,
             results,
+            replicas,
             broker,
             dependencies,
         } = connect_backends(&config, &quarantine).await?;
@@ -190,6 +192,7 @@ impl Application {
             dead_letters,
             durations,
             results,
+            replicas,
             worker: pipeline.worker.clone(),
             reload_health: pipeline.reload_health.clone(),
             dependencies,
@@ -203,6 +206,7 @@ impl Application {
         }
 
         let state = web::Data::new(state);
+        let beacon_state = state.clone();
         let store_data = web::Data::new(store);
         let catalog_data = web::Data::new(catalog);
         let token = web::Data::new(ApiToken(config.api.token.clone()));
@@ -249,6 +253,12 @@ impl Application {
         .disable_signals()
         .bind(bind)?;
         let address = server.addrs()[0];
+        actix_rt::spawn(crate::beacon::run(
+            beacon_state,
+            role,
+            address,
+            config.monitoring.metrics_interval,
+        ));
         Ok(Application {
             address,
             server: server.run(),
@@ -338,6 +348,7 @@ struct Backends {
     dead_letters: Arc<dyn DeadLetterStore>,
     durations: Arc<dyn DurationStore>,
     results: Arc<dyn JobResultStore>,
+    replicas: Arc<dyn ReplicaStore>,
     broker: Arc<dyn JobBroker>,
     dependencies: Vec<Arc<dyn Dependency>>,
 }
@@ -404,6 +415,7 @@ async fn connect_backends(
             Backends {
                 durations: store.clone(),
                 results: store.clone(),
+                replicas: store.clone(),
                 store,
                 dead_letters: Arc::new(MemoryDeadLetters::default()),
                 broker: Arc::new(MemoryBroker::new()),
@@ -437,6 +449,7 @@ async fn connect_backends(
                 dead_letters: store.clone(),
                 durations: store.clone(),
                 results: store.clone(),
+                replicas: store.clone(),
                 store,
                 broker,
             }

@@ -236,6 +236,32 @@ async fn the_token_is_asked_once_and_every_form_needs_its_csrf_token() {
     let page = other.get("/ui/tasks").await;
     assert_eq!(page.status, 200, "{}", page.body);
     assert!(page.body.contains("Resume report"), "{}", page.body);
+    // The overview lists both replicas from their reports.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = other.get("/ui/").await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        let listed = page.body.matches(r#"data-role="all""#).count();
+        if listed == 2 {
+            assert!(
+                page.body.contains(&replica.address.to_string()),
+                "{}",
+                page.body
+            );
+            assert!(
+                page.body.contains(&app.address.to_string()),
+                "{}",
+                page.body
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the overview lists {listed} replicas: {}",
+            page.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     other
         .cookies
         .insert("tq_session".to_owned(), format!("{session}0"));

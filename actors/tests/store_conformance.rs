@@ -27,6 +27,7 @@ use actors::{
         durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},
+        replicas::{ReplicaReport, ReplicaStore},
         results::{
             AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT,
             PeriodOf, PeriodTally, ResultWrite, zero_time,
@@ -63,6 +64,7 @@ struct Fixture {
     store: Arc<dyn StateStore>,
     results: Arc<dyn JobResultStore>,
     durations: Arc<dyn DurationStore>,
+    replicas: Arc<dyn ReplicaStore>,
     probe: Box<dyn Probe>,
 }
 
@@ -197,6 +199,7 @@ where
         store: store.clone(),
         results: store.clone(),
         durations: store.clone(),
+        replicas: store.clone(),
         probe: Box::new(MemoryProbe(store)),
     };
     test(Arc::new(fixture)).await;
@@ -217,6 +220,7 @@ where
         }),
         results: store.clone(),
         durations: store.clone(),
+        replicas: store.clone(),
         store,
     };
     // Run the body as a task so a failing assertion still cleans up.
@@ -299,6 +303,7 @@ conformance!(
     job_results_expire_with_their_retention,
     job_results_start_pending_and_a_republish_keeps_what_is_kept,
     period_tallies_count_each_final_outcome_and_first_start_once,
+    replica_reports_are_listed_while_renewed,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -3559,4 +3564,73 @@ async fn period_tallies_count_each_final_outcome_and_first_start_once(fx: Arc<Fi
     assert_eq!((other.succeeded, other.failed), (0, 0));
     let digest = results.period_tally(&task("digest"), period).await.unwrap();
     assert_eq!(digest.succeeded, 0);
+}
+
+async fn replica_reports_are_listed_while_renewed(fx: Arc<Fixture>) {
+    let replicas = &*fx.replicas;
+    assert!(replicas.replicas().await.unwrap().is_empty());
+    let report = |id: &str, name: &str, active: Option<usize>| ReplicaReport {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        role: if active.is_some() {
+            "worker"
+        } else {
+            "scheduler"
+        }
+        .to_owned(),
+        api: "127.0.0.1:8080".to_owned(),
+        workers: active.map(|_| 50),
+        active_jobs: active,
+        rate_current: active.map(|_| 12),
+        rate_max: Some(100),
+        processed: 7,
+        failed: 1,
+        reported_at: Utc::now(),
+    };
+    let minute = Duration::from_secs(60);
+    replicas
+        .report_replica(&report("b", "host-b:2", Some(3)), minute)
+        .await
+        .unwrap();
+    replicas
+        .report_replica(&report("a", "host-a:1", None), minute)
+        .await
+        .unwrap();
+    // A later report replaces the earlier one of the same id.
+    replicas
+        .report_replica(&report("b", "host-b:2", Some(5)), minute)
+        .await
+        .unwrap();
+    let brief = Duration::from_millis(100);
+    replicas
+        .report_replica(&report("c", "host-c:3", Some(0)), brief)
+        .await
+        .unwrap();
+    let listed = replicas.replicas().await.unwrap();
+    let seen: Vec<(&str, Option<usize>)> = listed
+        .iter()
+        .map(|r| (r.name.as_str(), r.active_jobs))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("host-a:1", None),
+            ("host-b:2", Some(5)),
+            ("host-c:3", Some(0))
+        ]
+    );
+    let expected = ReplicaReport {
+        reported_at: listed[1].reported_at,
+        ..report("b", "host-b:2", Some(5))
+    };
+    assert_eq!(listed[1], expected, "the report as written");
+    // Not renewed: gone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while replicas.replicas().await.unwrap().len() != 2 {
+        assert!(
+            Instant::now() < deadline,
+            "an expired report is still listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -20,7 +20,7 @@ use actors::{
     scheduler::{ReloadHealth, SchedulerActor},
     store::{
         StateStore, dead_letters::DeadLetterStore, durations::DurationStore,
-        results::JobResultStore,
+        replicas::ReplicaStore, results::JobResultStore,
     },
 };
 
@@ -52,6 +52,8 @@ pub struct ApiState {
     pub durations: Arc<dyn DurationStore>,
     /// The jobs' results and each user's recent runs.
     pub results: Arc<dyn JobResultStore>,
+    /// Where every replica reports itself ([`crate::beacon`]).
+    pub replicas: Arc<dyn ReplicaStore>,
     /// Present when this process runs the worker side.
     pub worker: Option<WorkerGauge>,
     /// Outcome of the last tasks reload.

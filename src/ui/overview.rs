@@ -1,6 +1,7 @@
 //! The overview page (`GET /ui/`): throughput over the last 15 minutes,
-//! queue depths, jobs in flight and rate-limit use of this replica, and
-//! every degraded component in red; and the chart's data
+//! queue depths, jobs in flight and rate-limit use of this replica and of
+//! every live replica (their reports, [`crate::beacon`]), and every
+//! degraded component in red; and the chart's data
 //! (`GET /ui/api/throughput`).
 
 use std::time::Duration;
@@ -70,10 +71,25 @@ pub async fn page(
             Vec::new()
         }
     };
+    let now = chrono::Utc::now();
+    let replicas: Vec<serde_json::Value> = match state.replicas.replicas().await {
+        Ok(reports) => reports
+            .into_iter()
+            .map(|report| {
+                let age = (now - report.reported_at).num_seconds().max(0);
+                json!({"report": report, "age_s": age})
+            })
+            .collect(),
+        Err(err) => {
+            problems.push(format!("replica reports not read: {err}"));
+            Vec::new()
+        }
+    };
     let stats = state.metrics.send(GetStats).await.ok();
     context["problems"] = json!(problems);
     context["components"] = json!(components);
     context["queues"] = json!(queues);
+    context["replicas"] = json!(replicas);
     context["stats"] = json!(stats);
     context["worker"] = match &state.worker {
         Some(worker) => json!({

@@ -243,6 +243,19 @@ impl Keys {
         format!("{}:job:{job}:result", self.prefix)
     }
 
+    /// `{p}:replica:{id}` (extension): STRING, the latest report of one
+    /// running replica (JSON, [`crate::store::replicas::ReplicaReport`]),
+    /// expiring unless renewed.
+    pub fn replica(&self, id: &str) -> String {
+        format!("{}:replica:{id}", self.prefix)
+    }
+
+    /// `{p}:replicas` (extension): ZSET of replica ids by the epoch ms of
+    /// their last report.
+    pub fn replicas(&self) -> String {
+        format!("{}:replicas", self.prefix)
+    }
+
     /// `{p}:schedule:period:{task}:{ms}` (extension): HASH of the finishes
     /// of the task's period that fired at `scheduled_at` (epoch ms):
     /// `succeeded`, `failed`, and `late:{bucket}` per lateness bucket of

@@ -47,6 +47,8 @@ pub struct MemoryStore {
     state: Mutex<State>,
     metrics_retention: Duration,
     metrics_max_samples: usize,
+    /// The replica reports (`store::replicas`).
+    pub(crate) replicas: super::replicas::MemoryReplicas,
 }
 
 /// A task's enabled index, as the Redis ZSET holds it: user -> spread key
@@ -244,6 +246,7 @@ impl MemoryStore {
             state: Mutex::new(State::default()),
             metrics_retention: retention,
             metrics_max_samples: max_samples,
+            replicas: Default::default(),
         }
     }
 

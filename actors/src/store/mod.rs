@@ -10,6 +10,7 @@ pub mod durations;
 pub mod keys;
 pub mod memory;
 pub mod redis;
+pub mod replicas;
 pub mod results;
 
 use std::{collections::BTreeMap, time::Duration};
