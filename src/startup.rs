@@ -172,7 +172,7 @@ impl Application {
                 task_source,
                 quarantine,
                 dead_letters: dead_letters.clone(),
-                pending: config.monitoring.record_pending.then(|| results.clone()),
+                results: results.clone(),
             },
         )
         .await
@@ -332,6 +332,7 @@ pub fn pipeline_config(config: &ServiceConfig, role: Role) -> PipelineConfig {
             throttles_per_attempt: config.execution.throttles_per_attempt,
             max_throttled_age: config.execution.max_throttled_age,
             result_retention: config.monitoring.result_retention,
+            record_pending: config.monitoring.record_pending,
         },
         metrics_interval: config.monitoring.metrics_interval,
     }

@@ -256,6 +256,18 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
         ),
         0.0
     );
+    // Every replica reads it from the period's tally too (the dashboard's
+    // tasks page): the skipped fire is the one recorded.
+    let skipper_id = actors::domain::TaskTypeId::parse("skipper").unwrap();
+    let fired: chrono::DateTime<chrono::Utc> = serde_json::from_value(json!(fire)).unwrap();
+    let tally = actors::store::results::JobResultStore::period_tally(
+        &backends.store().await,
+        &skipper_id,
+        fired,
+    )
+    .await
+    .unwrap();
+    assert_eq!((tally.missed, tally.succeeded), (1, 0));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(sink.received_at("/ok/skipper").is_empty());
     assert_eq!(

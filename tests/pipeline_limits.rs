@@ -65,6 +65,7 @@ fn config_with(global: Option<u32>, per_task: &[(&str, u32)]) -> PipelineConfig 
             throttles_per_attempt: 10,
             max_throttled_age: Duration::from_secs(86_400),
             result_retention: Duration::from_secs(3600),
+            record_pending: true,
             max_token_wait: Duration::from_millis(100),
         },
         metrics_interval: Duration::from_secs(1),
@@ -87,7 +88,7 @@ async fn start(
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
-            pending: Some(store.clone()),
+            results: store.clone(),
         },
     )
     .await

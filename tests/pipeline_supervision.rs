@@ -327,7 +327,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
-            pending: None,
+            results: Arc::new(actors::store::memory::MemoryStore::new()),
         },
     )
     .await
@@ -380,6 +380,7 @@ fn pipeline_config() -> PipelineConfig {
             throttles_per_attempt: 10,
             max_throttled_age: Duration::from_secs(86_400),
             result_retention: Duration::from_secs(3600),
+            record_pending: true,
             max_token_wait: Duration::from_secs(1),
         },
         metrics_interval: Duration::from_secs(1),
@@ -405,7 +406,7 @@ async fn start_both(store: Arc<Faulty>, endpoint: String) -> (Pipeline, actors::
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
-            pending: None,
+            results: Arc::new(actors::store::memory::MemoryStore::new()),
         },
     )
     .await
@@ -538,7 +539,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
             task_source: None,
             quarantine: Default::default(),
             dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
-            pending: None,
+            results: Arc::new(actors::store::memory::MemoryStore::new()),
         },
     )
     .await

@@ -156,6 +156,9 @@ pub struct ExecutionSettings {
     /// `monitoring.result_retention`: how long a job's results (`GET
     /// /jobs/{id}`) are kept after its last attempt.
     pub result_retention: Duration,
+    /// `monitoring.record_pending`: whether the distributor records the
+    /// jobs it publishes as `pending`.
+    pub record_pending: bool,
 }
 
 /// The rate limits of the pool: one per task with a limit of its own (its

@@ -124,9 +124,11 @@ pub struct PipelineDeps {
     pub quarantine: Quarantine,
     /// Where jobs that failed for good are recorded.
     pub dead_letters: Arc<dyn DeadLetterStore>,
-    /// Where the distributor records the jobs it publishes as `pending`
-    /// (`monitoring.record_pending`); `None` records nothing.
-    pub pending: Option<Arc<dyn JobResultStore>>,
+    /// Where job results are kept: the distributor records the jobs it
+    /// publishes as `pending` there (when `execution.record_pending`), the
+    /// scheduler the fires it skipped as missed, in the tally of the
+    /// period that followed them.
+    pub results: Arc<dyn JobResultStore>,
 }
 
 /// The worker side's live numbers, for `/health`.
@@ -371,13 +373,14 @@ impl Pipeline {
 
         if config.scheduler {
             let store = deps.store.clone();
-            let broker: Arc<dyn JobBroker> = match &deps.pending {
-                Some(results) => Arc::new(RecordPending::new(
+            let broker: Arc<dyn JobBroker> = if config.execution.record_pending {
+                Arc::new(RecordPending::new(
                     deps.broker.clone(),
-                    results.clone(),
+                    deps.results.clone(),
                     config.execution.result_retention,
-                )),
-                None => deps.broker.clone(),
+                ))
+            } else {
+                deps.broker.clone()
             };
             let settings = (*distribution).clone();
             let stale_after = config.check_interval.saturating_mul(3).max(STALE_AFTER);
@@ -396,6 +399,7 @@ impl Pipeline {
                 batch_size: config.batch_size.max(1),
                 window: config.distribution_window,
                 families: pipeline.families.clone(),
+                missed_tally: Some((deps.results.clone(), config.execution.result_retention)),
             };
             let for_scheduler = distributor.clone();
             let for_board = board.clone();

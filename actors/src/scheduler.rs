@@ -57,7 +57,7 @@ use crate::{
     health::{HealthBoard, Quarantine},
     prometheus::{Families, TaskLabels},
     schedule::{self, Schedule},
-    store::{LockLease, LockName, StateStore, StoreError},
+    store::{LockLease, LockName, StateStore, StoreError, results::JobResultStore},
 };
 
 /// Starts a pass of every task type now. Answers with the jobs published
@@ -157,6 +157,9 @@ pub struct SchedulerSettings {
     pub window: Duration,
     /// Where missed fires are counted (`taskqueue_missed_fires_total`).
     pub families: Families,
+    /// Where missed fires are tallied for every replica to read, with the
+    /// period that followed them, and for how long (`None`: not tallied).
+    pub missed_tally: Option<(Arc<dyn JobResultStore>, Duration)>,
 }
 
 /// One task's pass under way, and what arrived meanwhile.
@@ -752,6 +755,12 @@ impl Pass {
         {
             return Err(PipelineError::LockLost(task.id.clone()));
         }
+        if let (Some(at), Some((results, ttl))) = (record, &self.settings.missed_tally)
+            && due.missed > 0
+            && let Err(error) = results.add_missed(&task.id, at, due.missed, *ttl).await
+        {
+            tracing::warn!(task = %task.id, %error, "missed fires not tallied");
+        }
         if !self
             .store
             .record_zone_fires(&task.id, &zone_records, now, lease)
@@ -1219,6 +1228,7 @@ mod tests {
                 batch_size: 100,
                 window: Duration::from_secs(60),
                 families: Families::new(),
+                missed_tally: Some((store.clone(), Duration::from_secs(3600))),
             },
             quarantine: Quarantine::default(),
         };

@@ -3546,8 +3546,14 @@ async fn period_tallies_count_each_final_outcome_and_first_start_once(fx: Arc<Fi
     // Far late: past every bound.
     run(Uuid::new_v4(), 1, Status::Success, 7_200_000).await;
 
+    // Two fires skipped before this one, counted by its scheduler.
+    results
+        .add_missed(&task("report"), period, 2, hour)
+        .await
+        .unwrap();
+
     let tally: PeriodTally = results.period_tally(&task("report"), period).await.unwrap();
-    assert_eq!((tally.succeeded, tally.failed), (2, 1));
+    assert_eq!((tally.succeeded, tally.failed, tally.missed), (2, 1, 2));
     let mut expected = vec![0; LATENESS_BOUNDS_MS.len() + 1];
     expected[1] = 1; // <= 100 ms
     expected[6] = 1; // <= 5 s

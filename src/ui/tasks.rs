@@ -2,14 +2,13 @@
 //! interval in words and zone, next fire, enabled users, pause state, its
 //! current (else last) run's due / planned / released and, from the
 //! period's tally in Redis (every replica's finishes), succeeded / failed
-//! and the p50 / p99 lateness of first attempts; the fires this replica's
-//! scheduler skipped as missed; and the pause and resume buttons
+//! and the p50 / p99 lateness of first attempts; the fires skipped as
+//! missed before the last fire recorded; and the pause and resume buttons
 //! (`POST /ui/tasks/{id}/pause|resume`, CSRF-checked).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actors::{
     domain::{IntervalType, TaskInterval},
-    prometheus::TaskLabels,
     scheduler::schedule_status,
     store::results::{LATENESS_BOUNDS_MS, PeriodTally},
 };
@@ -107,13 +106,18 @@ pub async fn page(
             ),
             None => None,
         };
-        let missed = state
-            .families
-            .missed_fires
-            .get_or_create(&TaskLabels {
-                task: task.id.as_str().to_owned(),
-            })
-            .get();
+        // Missed fires are tallied with the fire recorded after them.
+        let missed = match status.last_execution {
+            Some(fired) => {
+                state
+                    .results
+                    .period_tally(&task.id, fired)
+                    .await
+                    .map_err(UiError::unavailable)?
+                    .missed
+            }
+            None => 0,
+        };
         rows.push(json!({
             "id": task.id,
             "name": task.name,

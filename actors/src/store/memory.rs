@@ -342,6 +342,27 @@ impl MemoryStore {
         }
     }
 
+    /// [`super::results::JobResultStore::add_missed`].
+    pub(crate) fn tally_missed(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        missed: u64,
+        ttl: Duration,
+    ) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        let entry = state
+            .tallies
+            .entry((task.clone(), scheduled_at.timestamp_millis()))
+            .or_insert_with(|| (PeriodTally::default(), now + ttl));
+        if entry.1 <= now {
+            entry.0 = PeriodTally::default();
+        }
+        entry.1 = now + ttl;
+        entry.0.missed += missed;
+    }
+
     /// The tally of `task`'s period at `scheduled_at`, as kept.
     pub(crate) fn kept_tally(&self, task: &TaskTypeId, scheduled_at: DateTime<Utc>) -> PeriodTally {
         let state = self.lock();

@@ -140,6 +140,9 @@ pub struct PeriodTally {
     pub succeeded: u64,
     /// Jobs that failed for good (dead-lettered after their attempts).
     pub failed: u64,
+    /// Fires the misfire policy skipped just before this period (the
+    /// scheduler that ran it counts them).
+    pub missed: u64,
     /// First attempts by lateness (start minus `execute_after`), one count
     /// per bucket of [`LATENESS_BOUNDS_MS`] and a last one for the rest. A
     /// first attempt that was throttled and ran again counts each time.
@@ -219,6 +222,16 @@ pub trait JobResultStore: Send + Sync + 'static {
     /// The records of `job`, `None` when none is kept (never claimed, or
     /// past its retention). One round trip.
     async fn job_results(&self, job: Uuid) -> Result<Option<JobResults>, StoreError>;
+    /// Adds `missed` skipped fires to the tally of the period of `task` at
+    /// `scheduled_at`, the one that ran after them; kept for `ttl`. One
+    /// round trip.
+    async fn add_missed(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        missed: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
     /// The tally of the period of `task` that fired at `scheduled_at`
     /// (zero counts when nothing finished in it). One round trip.
     async fn period_tally(
@@ -273,6 +286,26 @@ impl JobResultStore for RedisStore {
         self.query_scripts(&pipe, &RECORD_PENDING).await
     }
 
+    async fn add_missed(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        missed: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys().period_tally(task, scheduled_at);
+        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut connection = self.connection();
+        redis::pipe()
+            .hincr(&key, "missed", missed)
+            .ignore()
+            .pexpire(&key, ttl as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await?;
+        Ok(())
+    }
+
     async fn period_tally(
         &self,
         task: &TaskTypeId,
@@ -292,6 +325,7 @@ impl JobResultStore for RedisStore {
             match field.as_str() {
                 "succeeded" => tally.succeeded = count,
                 "failed" => tally.failed = count,
+                "missed" => tally.missed = count,
                 other => {
                     if let Some(bucket) = other
                         .strip_prefix("late:")
@@ -384,6 +418,17 @@ impl JobResultStore for MemoryStore {
                 .collect(),
             retention,
         );
+        Ok(())
+    }
+
+    async fn add_missed(
+        &self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        missed: u64,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        self.tally_missed(task, scheduled_at, missed, ttl);
         Ok(())
     }
 
