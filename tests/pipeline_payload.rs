@@ -35,13 +35,7 @@ async fn the_payload_template_is_the_body_of_each_users_call() {
         }
     }));
     let app = spawn_app(config(&backends), vec![sync], Arc::new(SystemClock)).await;
-    let (status, body) = post(
-        app.address,
-        "/schedule/trigger",
-        &json!({"task_type_id": "sync", "execute_immediately": true}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    trigger_now(app.address, "sync").await;
 
     let calls = sink.wait_for("/ok/sync", 2, Duration::from_secs(30)).await;
     let mut bodies: Vec<_> = calls

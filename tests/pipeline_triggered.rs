@@ -205,13 +205,7 @@ async fn a_task_limited_to_five_per_second_never_gets_more_than_five_plus_burst_
     }));
     let app = spawn_app(config, vec![limited], Arc::new(SystemClock)).await;
 
-    let (status, body) = post(
-        app.address,
-        "/schedule/trigger",
-        &json!({"task_type_id": "limited", "execute_immediately": true}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    let body = trigger_now(app.address, "limited").await;
     assert_eq!(body["jobs_created"], 50);
 
     let calls = sink

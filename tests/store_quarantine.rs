@@ -58,13 +58,7 @@ async fn bad_enabled_index_members_are_skipped_and_quarantined() {
     let mut config = config(&backends);
     config.scheduler.batch_size = 2;
     let app = spawn_app(config, vec![report_task(&sink)], Arc::new(SystemClock)).await;
-    let (status, body) = post(
-        app.address,
-        "/schedule/trigger",
-        &json!({"task_type_id": "report", "execute_immediately": true}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    trigger_now(app.address, "report").await;
 
     let calls = sink
         .wait_for("/ok/report", 7, Duration::from_secs(30))

@@ -147,6 +147,25 @@ impl Browser {
             .to_owned()
     }
 
+    /// Opens `url` again and again until the element `css` names reads
+    /// `wanted` (the server renders the numbers; they change as the run's
+    /// records arrive), for up to 30 s.
+    async fn reload_until(&self, url: &str, css: &str, wanted: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.open(url).await;
+            let text = self.text_if_any(css).await;
+            if text.as_deref() == Some(wanted) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url}: {css} never read {wanted:?} (last {text:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// The text of the element `css` names, `None` when there is none.
     async fn text_if_any(&self, css: &str) -> Option<String> {
         let found = self
@@ -297,13 +316,7 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     enable_users(&store, "report", &users).await;
     enable_users(&store, "busy", &["alice".to_owned()]).await;
     for task in ["report", "busy"] {
-        let (status, body) = post(
-            app.address,
-            "/schedule/trigger",
-            &json!({"task_type_id": task, "execute_immediately": true}),
-        )
-        .await;
-        assert_eq!(status, 202, "{body}");
+        trigger_now(app.address, task).await;
     }
     let calls = sink
         .wait_for("/ok/report", 4, Duration::from_secs(60))
@@ -322,20 +335,13 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     // The period's tally counts each finish as it is recorded: reload
     // until the four successes and the dead letter's failure are in.
     let row = "tr[data-task=report]";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        browser.open(&format!("{base}/ui/tasks")).await;
-        let succeeded = browser.text(&format!("{row} [data-field=succeeded]")).await;
-        let failed = browser.text("tr[data-task=busy] [data-field=failed]").await;
-        if succeeded == "4" && failed == "1" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the tasks page never showed the run's outcomes: succeeded {succeeded}, busy failed {failed}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let tasks = format!("{base}/ui/tasks");
+    browser
+        .reload_until(&tasks, &format!("{row} [data-field=succeeded]"), "4")
+        .await;
+    browser
+        .reload_until(&tasks, "tr[data-task=busy] [data-field=failed]", "1")
+        .await;
     assert_eq!(
         browser.text(&format!("{row} [data-field=failed]")).await,
         "0"
@@ -379,19 +385,9 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
         "#daily tr[data-day=\"{}\"] [data-field=executions]",
         chrono::Utc::now().date_naive()
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        browser.open(&format!("{base}/ui/tasks/report")).await;
-        let executions = browser.text_if_any(&today).await;
-        if executions.as_deref() == Some("4") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the day's executions never read 4: {executions:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    browser
+        .reload_until(&format!("{base}/ui/tasks/report"), &today, "4")
+        .await;
     assert_eq!(
         browser
             .text(&today.replace("executions]", "failures]"))
@@ -470,13 +466,7 @@ async fn every_page_shows_the_run_pause_and_replay_work_in_a_real_browser() {
     // Paused, a trigger makes a run of the four users that plans and
     // releases nothing; the Resume button lets it go and the endpoint gets
     // its four calls.
-    let (status, body) = post(
-        app.address,
-        "/schedule/trigger",
-        &json!({"task_type_id": "report", "execute_immediately": true}),
-    )
-    .await;
-    assert_eq!(status, 202, "{body}");
+    let body = trigger_now(app.address, "report").await;
     let run_id = body["run_id"].as_str().unwrap().to_owned();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

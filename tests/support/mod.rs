@@ -488,6 +488,19 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
 }
 
 /// POSTs JSON to the service; (status, body).
+/// `POST /schedule/trigger` of `task` for every enabled user, every job
+/// now; asserts the 202 and answers its body.
+pub async fn trigger_now(address: SocketAddr, task: &str) -> Value {
+    let (status, body) = post(
+        address,
+        "/schedule/trigger",
+        &serde_json::json!({"task_type_id": task, "execute_immediately": true}),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    body
+}
+
 pub async fn post(address: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     post_with(address, path, body, &[]).await
 }
