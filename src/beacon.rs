@@ -23,12 +23,18 @@ fn process_name() -> String {
 }
 
 /// What this process would report now.
-async fn report(state: &ApiState, id: &str, role: Role, api: SocketAddr) -> ReplicaReport {
+async fn report(
+    state: &ApiState,
+    id: &str,
+    name: &str,
+    role: Role,
+    api: SocketAddr,
+) -> ReplicaReport {
     let stats = state.metrics.send(GetStats).await.ok();
     let worker = state.worker.as_ref();
     ReplicaReport {
         id: id.to_owned(),
-        name: process_name(),
+        name: name.to_owned(),
         role: role.as_str().to_owned(),
         api: api.to_string(),
         workers: worker.map(|worker| worker.workers),
@@ -47,12 +53,13 @@ async fn report(state: &ApiState, id: &str, role: Role, api: SocketAddr) -> Repl
 /// logged at debug level (the store's health shows on `/health`).
 pub async fn run(state: web::Data<ApiState>, role: Role, api: SocketAddr, interval: Duration) {
     let id = Uuid::new_v4().simple().to_string();
+    let name = process_name();
     let interval = interval.max(Duration::from_millis(100));
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let report = report(&state, &id, role, api).await;
+        let report = report(&state, &id, &name, role, api).await;
         if let Err(error) = state.replicas.report_replica(&report, interval * 3).await {
             tracing::debug!(%error, "replica report not written");
         }

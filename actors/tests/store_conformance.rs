@@ -29,8 +29,8 @@ use actors::{
         redis::{RedisOptions, RedisStore},
         replicas::{ReplicaReport, ReplicaStore},
         results::{
-            AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT,
-            PeriodOf, PeriodTally, ResultWrite, zero_time,
+            AttemptRecord, JobResultStore, LATENESS_BOUNDS_MS, LATENESS_BUCKETS, MAX_ATTEMPTS_KEPT,
+            MAX_RUNS_KEPT, PeriodOf, PeriodTally, ResultWrite, zero_time,
         },
     },
 };
@@ -3532,7 +3532,7 @@ async fn period_tallies_count_each_final_outcome_and_first_start_once(fx: Arc<Fi
     };
     let empty = results.period_tally(&task("report"), period).await.unwrap();
     assert_eq!((empty.succeeded, empty.failed), (0, 0));
-    assert_eq!(empty.lateness, vec![0; LATENESS_BOUNDS_MS.len() + 1]);
+    assert_eq!(empty.lateness, [0; LATENESS_BUCKETS]);
     assert_eq!(empty.lateness_quantile(0.5), None);
 
     // A success 80 ms late; a finish sent twice counts once.
@@ -3554,7 +3554,7 @@ async fn period_tallies_count_each_final_outcome_and_first_start_once(fx: Arc<Fi
 
     let tally: PeriodTally = results.period_tally(&task("report"), period).await.unwrap();
     assert_eq!((tally.succeeded, tally.failed, tally.missed), (2, 1, 2));
-    let mut expected = vec![0; LATENESS_BOUNDS_MS.len() + 1];
+    let mut expected = [0; LATENESS_BUCKETS];
     expected[1] = 1; // <= 100 ms
     expected[6] = 1; // <= 5 s
     expected[LATENESS_BOUNDS_MS.len()] = 1; // past 1 h

@@ -106,9 +106,11 @@ pub async fn page(
             ),
             None => None,
         };
-        // Missed fires are tallied with the fire recorded after them.
-        let missed = match status.last_execution {
-            Some(fired) => {
+        // Missed fires are tallied with the fire recorded after them
+        // (most often the run's own period, read above).
+        let missed = match (status.last_execution, run, &tally) {
+            (Some(fired), Some(run), Some(tally)) if fired == run.scheduled_at => tally.missed,
+            (Some(fired), _, _) => {
                 state
                     .results
                     .period_tally(&task.id, fired)
@@ -116,7 +118,7 @@ pub async fn page(
                     .map_err(UiError::unavailable)?
                     .missed
             }
-            None => 0,
+            (None, _, _) => 0,
         };
         rows.push(json!({
             "id": task.id,
@@ -185,18 +187,18 @@ mod tests {
 
     #[test]
     fn lateness_reads_as_its_bucket_bound() {
-        let tally = |lateness: Vec<u64>| PeriodTally {
+        let tally = |lateness: [u64; 13]| PeriodTally {
             lateness,
             ..PeriodTally::default()
         };
-        assert_eq!(lateness_text(&tally(vec![0; 13]), 0.5), "–");
-        let mut some = vec![0; 13];
+        assert_eq!(lateness_text(&tally([0; 13]), 0.5), "–");
+        let mut some = [0; 13];
         some[2] = 9; // <= 250 ms
         some[5] = 1; // <= 2.5 s
-        assert_eq!(lateness_text(&tally(some.clone()), 0.5), "≤ 250 ms");
-        assert_eq!(lateness_text(&tally(some.clone()), 0.99), "≤ 2.5 s");
+        assert_eq!(lateness_text(&tally(some), 0.5), "≤ 250 ms");
+        assert_eq!(lateness_text(&tally(some), 0.99), "≤ 2.5 s");
         some[10] = 90; // <= 5 min
-        assert_eq!(lateness_text(&tally(some.clone()), 0.5), "≤ 5 min");
+        assert_eq!(lateness_text(&tally(some), 0.5), "≤ 5 min");
         some[12] = 1000; // past 1 h
         assert_eq!(lateness_text(&tally(some), 0.99), "> 1 h");
     }

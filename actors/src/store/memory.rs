@@ -22,10 +22,7 @@ use super::{
     Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
     LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
     StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
-    results::{
-        AttemptRecord, LATENESS_BOUNDS_MS, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally,
-        ResultWrite,
-    },
+    results::{AttemptRecord, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -128,6 +125,20 @@ struct KeptResults {
     attempts: VecDeque<AttemptRecord>,
     /// When `attempts` expires.
     attempts_expiry: Instant,
+}
+
+impl KeptResults {
+    /// Nothing kept yet, the records expiring at the instants given.
+    fn empty(latest_expiry: Instant, attempts_expiry: Instant) -> Self {
+        KeptResults {
+            latest: None,
+            pending: None,
+            finished: None,
+            latest_expiry,
+            attempts: VecDeque::new(),
+            attempts_expiry,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -317,24 +328,17 @@ impl MemoryStore {
         let mut state = self.lock();
         let now = Instant::now();
         for (job, record) in records {
-            let kept = state.results.entry(job).or_insert_with(|| KeptResults {
-                latest: None,
-                pending: None,
-                finished: None,
-                latest_expiry: now,
-                attempts: VecDeque::new(),
-                attempts_expiry: now,
-            });
+            let kept = state
+                .results
+                .entry(job)
+                .or_insert_with(|| KeptResults::empty(now, now));
             if kept.latest_expiry <= now {
-                // The key expired: nothing of it is left.
-                *kept = KeptResults {
-                    latest: None,
-                    pending: None,
-                    finished: None,
-                    latest_expiry: now + retention,
-                    attempts: std::mem::take(&mut kept.attempts),
-                    attempts_expiry: kept.attempts_expiry,
-                };
+                // A new (or expired) key: nothing of it is left, and it
+                // takes the expiry; a kept one keeps its own.
+                kept.latest = None;
+                kept.pending = None;
+                kept.finished = None;
+                kept.latest_expiry = now + retention;
             }
             if kept.latest.is_none() {
                 kept.pending = Some(record);
@@ -350,30 +354,19 @@ impl MemoryStore {
         missed: u64,
         ttl: Duration,
     ) {
-        let mut state = self.lock();
         let now = Instant::now();
-        let entry = state
-            .tallies
-            .entry((task.clone(), scheduled_at.timestamp_millis()))
-            .or_insert_with(|| (PeriodTally::default(), now + ttl));
-        if entry.1 <= now {
-            entry.0 = PeriodTally::default();
-        }
-        entry.1 = now + ttl;
-        entry.0.missed += missed;
+        self.lock().tally(task, scheduled_at, now + ttl, now).missed += missed;
     }
 
     /// The tally of `task`'s period at `scheduled_at`, as kept.
     pub(crate) fn kept_tally(&self, task: &TaskTypeId, scheduled_at: DateTime<Utc>) -> PeriodTally {
         let state = self.lock();
-        let mut tally = state
+        state
             .tallies
             .get(&(task.clone(), scheduled_at.timestamp_millis()))
             .filter(|(_, expiry)| *expiry > Instant::now())
             .map(|(tally, _)| tally.clone())
-            .unwrap_or_default();
-        tally.lateness.resize(LATENESS_BOUNDS_MS.len() + 1, 0);
-        tally
+            .unwrap_or_default()
     }
 
     /// The user's recent job ids of `task`, newest first.
@@ -606,14 +599,7 @@ impl State {
         let kept = self
             .results
             .entry(claim.job_id)
-            .or_insert_with(|| KeptResults {
-                latest: None,
-                pending: None,
-                finished: None,
-                latest_expiry: expiry,
-                attempts: VecDeque::new(),
-                attempts_expiry: now,
-            });
+            .or_insert_with(|| KeptResults::empty(expiry, now));
         kept.latest = Some(write.record.clone());
         kept.latest_expiry = expiry;
     }
@@ -635,14 +621,7 @@ impl State {
         let kept = self
             .results
             .entry(finish.job_id)
-            .or_insert_with(|| KeptResults {
-                latest: None,
-                pending: None,
-                finished: None,
-                latest_expiry: expiry,
-                attempts: VecDeque::new(),
-                attempts_expiry: expiry,
-            });
+            .or_insert_with(|| KeptResults::empty(expiry, expiry));
         if kept.latest_expiry <= now {
             kept.latest = None;
             kept.finished = None;
@@ -662,31 +641,33 @@ impl State {
         }
         kept.attempts_expiry = expiry;
         if let Some(period) = write.period {
-            let (outcome, late) = PeriodTally::fields(write);
-            if outcome.is_some() || late.is_some() {
-                let entry = self
-                    .tallies
-                    .entry((
-                        finish.task_type_id.clone(),
-                        period.scheduled_at.timestamp_millis(),
-                    ))
-                    .or_insert_with(|| (PeriodTally::default(), expiry));
-                if entry.1 <= now {
-                    entry.0 = PeriodTally::default();
-                }
-                entry.1 = expiry;
-                match outcome {
-                    Some("succeeded") => entry.0.succeeded += 1,
-                    Some(_) => entry.0.failed += 1,
-                    None => {}
-                }
-                if let Some(bucket) = late {
-                    let buckets = &mut entry.0.lateness;
-                    buckets.resize(LATENESS_BOUNDS_MS.len() + 1, 0);
-                    buckets[bucket] += 1;
-                }
+            let (ended, late) = PeriodTally::fields(write);
+            if ended.is_some() || late.is_some() {
+                self.tally(&finish.task_type_id, period.scheduled_at, expiry, now)
+                    .count(ended, late);
             }
         }
+    }
+
+    /// The live tally of `task`'s period at `scheduled_at` (a new one when
+    /// none is, or it expired), its expiry set to `expiry`, as `HINCRBY`
+    /// and `PEXPIRE` on `{p}:schedule:period:{task}:{ms}` would leave it.
+    fn tally(
+        &mut self,
+        task: &TaskTypeId,
+        scheduled_at: DateTime<Utc>,
+        expiry: Instant,
+        now: Instant,
+    ) -> &mut PeriodTally {
+        let entry = self
+            .tallies
+            .entry((task.clone(), scheduled_at.timestamp_millis()))
+            .or_insert_with(|| (PeriodTally::default(), expiry));
+        if entry.1 <= now {
+            entry.0 = PeriodTally::default();
+        }
+        entry.1 = expiry;
+        &mut entry.0
     }
 
     fn release(&mut self, key: &(TaskTypeId, String), holder: Uuid) {

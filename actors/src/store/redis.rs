@@ -55,7 +55,7 @@ use super::{
     MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
     StoreError, Throttle, TimezoneWrite, ZoneGroups,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
-    results::{MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
+    results::{Ended, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
 };
 use crate::{
     domain::{Settings, TaskInterval, TaskTypeId, UserId, UserPreference},
@@ -705,7 +705,7 @@ impl RedisStore {
                     .map_or(1, |write| millis(write.retention).max(1)),
             )
             .arg(MAX_ATTEMPTS_KEPT)
-            .arg(outcome.unwrap_or_default())
+            .arg(outcome.map(Ended::field).unwrap_or_default())
             .arg(
                 late.map(|bucket| format!("late:{bucket}"))
                     .unwrap_or_default(),
@@ -792,7 +792,8 @@ fn corrupt(key: &str, reason: impl Into<String>) -> StoreError {
     }
 }
 
-fn millis(duration: Duration) -> u64 {
+/// A duration in whole milliseconds, saturating, as Redis expiries take it.
+pub(super) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -14,7 +14,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{StoreError, memory::MemoryStore, redis::RedisStore};
+use super::{
+    StoreError,
+    memory::MemoryStore,
+    redis::{RedisStore, millis},
+};
 
 /// Ids left in the replicas index this long after their last report are
 /// dropped by the next write.
@@ -51,6 +55,11 @@ pub struct ReplicaReport {
     pub reported_at: DateTime<Utc>,
 }
 
+/// Orders reports for people: by name, then id.
+fn by_name(reports: &mut [ReplicaReport]) {
+    reports.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+}
+
 /// Where replicas report.
 #[async_trait]
 pub trait ReplicaStore: Send + Sync + 'static {
@@ -71,7 +80,7 @@ impl ReplicaStore for RedisStore {
         let keys = self.keys();
         let json = serde_json::to_string(report).expect("a replica report serialises");
         let now = report.reported_at.timestamp_millis();
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl_ms = millis(ttl).max(1);
         let mut connection = self.connection();
         redis::pipe()
             .cmd("SET")
@@ -110,7 +119,7 @@ impl ReplicaStore for RedisStore {
             .flatten()
             .filter_map(|json| serde_json::from_str(&json).ok())
             .collect();
-        live.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        by_name(&mut live);
         Ok(live)
     }
 }
@@ -139,7 +148,7 @@ impl ReplicaStore for MemoryStore {
         let now = std::time::Instant::now();
         replicas.retain(|_, (_, expiry)| *expiry > now);
         let mut live: Vec<ReplicaReport> = replicas.values().map(|(r, _)| r.clone()).collect();
-        live.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        by_name(&mut live);
         Ok(live)
     }
 }

@@ -29,7 +29,11 @@ use redis::Script;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{StoreError, memory::MemoryStore, redis::RedisStore};
+use super::{
+    StoreError,
+    memory::MemoryStore,
+    redis::{RedisStore, millis},
+};
 use crate::domain::{ExecutionResult, JobEnvelope, Status, TaskTypeId, UserId};
 
 static RECORD_PENDING: LazyLock<Script> =
@@ -120,6 +124,28 @@ pub const LATENESS_BOUNDS_MS: [u64; 12] = [
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000, 60_000, 300_000, 3_600_000,
 ];
 
+/// Buckets of [`PeriodTally::lateness`]: one per bound and one past them.
+pub const LATENESS_BUCKETS: usize = LATENESS_BOUNDS_MS.len() + 1;
+
+/// How a finish ended its job, for the period's tally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The job succeeded.
+    Succeeded,
+    /// The job failed for good.
+    Failed,
+}
+
+impl Ended {
+    /// Its field in the tally hash.
+    pub fn field(self) -> &'static str {
+        match self {
+            Ended::Succeeded => "succeeded",
+            Ended::Failed => "failed",
+        }
+    }
+}
+
 /// The lateness bucket of `late_ms` (an index into
 /// [`LATENESS_BOUNDS_MS`], or its length for the last bucket).
 pub fn lateness_bucket(late_ms: i64) -> usize {
@@ -146,18 +172,17 @@ pub struct PeriodTally {
     /// First attempts by lateness (start minus `execute_after`), one count
     /// per bucket of [`LATENESS_BOUNDS_MS`] and a last one for the rest. A
     /// first attempt that was throttled and ran again counts each time.
-    pub lateness: Vec<u64>,
+    pub lateness: [u64; LATENESS_BUCKETS],
 }
 
 impl PeriodTally {
-    /// The tally's field for a finish recorded by `write`: `succeeded` or
-    /// `failed` when it ended the job, and the lateness bucket of a first
-    /// attempt.
-    pub fn fields(write: &ResultWrite) -> (Option<&'static str>, Option<usize>) {
+    /// What a finish recorded by `write` adds to the tally: how it ended
+    /// the job, if it did, and the lateness bucket of a first attempt.
+    pub fn fields(write: &ResultWrite) -> (Option<Ended>, Option<usize>) {
         let result = &write.record.result;
         let outcome = match result.status {
-            Status::Success => Some("succeeded"),
-            Status::Failed => Some("failed"),
+            Status::Success => Some(Ended::Succeeded),
+            Status::Failed => Some(Ended::Failed),
             _ => None,
         };
         let late = write
@@ -167,6 +192,19 @@ impl PeriodTally {
                 lateness_bucket((result.started_at - period.execute_after).num_milliseconds())
             });
         (outcome, late)
+    }
+
+    /// Counts one finish: how it ended the job, and a first attempt's
+    /// lateness bucket.
+    pub fn count(&mut self, ended: Option<Ended>, late: Option<usize>) {
+        match ended {
+            Some(Ended::Succeeded) => self.succeeded += 1,
+            Some(Ended::Failed) => self.failed += 1,
+            None => {}
+        }
+        if let Some(bucket) = late {
+            self.lateness[bucket] += 1;
+        }
     }
 
     /// The upper bound (ms) under which a share `q` (0 to 1) of the first
@@ -268,9 +306,7 @@ impl JobResultStore for RedisStore {
             return Ok(());
         }
         let keys = self.keys();
-        let ttl = u64::try_from(retention.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ttl = millis(retention).max(1);
         let mut pipe = redis::pipe();
         for envelope in jobs {
             let json = serde_json::to_string(&AttemptRecord::pending(envelope))
@@ -294,7 +330,7 @@ impl JobResultStore for RedisStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let key = self.keys().period_tally(task, scheduled_at);
-        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let ttl = millis(ttl).max(1);
         let mut connection = self.connection();
         redis::pipe()
             .hincr(&key, "missed", missed)
@@ -317,10 +353,7 @@ impl JobResultStore for RedisStore {
             .arg(&key)
             .query_async(&mut connection)
             .await?;
-        let mut tally = PeriodTally {
-            lateness: vec![0; LATENESS_BOUNDS_MS.len() + 1],
-            ..PeriodTally::default()
-        };
+        let mut tally = PeriodTally::default();
         for (field, count) in fields {
             match field.as_str() {
                 "succeeded" => tally.succeeded = count,
@@ -330,7 +363,7 @@ impl JobResultStore for RedisStore {
                     if let Some(bucket) = other
                         .strip_prefix("late:")
                         .and_then(|b| b.parse::<usize>().ok())
-                        .filter(|b| *b < tally.lateness.len())
+                        .filter(|b| *b < LATENESS_BUCKETS)
                     {
                         tally.lateness[bucket] = count;
                     }
