@@ -88,13 +88,14 @@ if tonumber(ARGV[4]) > 0 and not claim(KEYS[3], ARGV[3], ARGV[4]) then
 end
 
 if ARGV[9] ~= '' then
-    -- The first claim of a job enters it in the user's runs list, and
-    -- its record replaces the `pending` one.
+    -- The first claim of a job enters it in the user's runs list. Its
+    -- record replaces the `pending` one, and a later claim drops a
+    -- `pending` a republish wrote meanwhile.
     if redis.call('HEXISTS', KEYS[8], 'record') == 0 then
         redis.call('LPUSH', KEYS[9], ARGV[3])
         redis.call('LTRIM', KEYS[9], 0, tonumber(ARGV[11]) - 1)
-        redis.call('HDEL', KEYS[8], 'pending')
     end
+    redis.call('HDEL', KEYS[8], 'pending')
     redis.call('HSET', KEYS[8], 'record', ARGV[9])
     redis.call('PEXPIRE', KEYS[8], ARGV[10])
     redis.call('PEXPIRE', KEYS[9], ARGV[10])

@@ -8,24 +8,23 @@
 //! `retrying` with `next_attempt`), from the [`ResultWrite`] a claim or a
 //! finish carries. Before that, a job the distributor got confirmed in the
 //! broker is recorded `pending` ([`JobResultStore::record_pending`], one
-//! pipelined round trip per published batch, never over a record already
-//! kept). This module reads them back ([`JobResultStore`]) for
+//! pipelined round trip per published batch; a record already kept wins
+//! over it). This module reads them back ([`JobResultStore`]) for
 //! `GET /jobs/{job_id}` and `GET /users/{user_id}/tasks/{task_id}/runs`.
 //!
 //! Layout (see [`super::Keys`]): `{p}:job:{id}:result` (HASH: `record`,
 //! the latest [`AttemptRecord`] as JSON; `finished`, the execution whose
 //! finish was last recorded; `pending`, the queued job's record until its
-//! first claim, `lua/record_pending.lua`), `{p}:job:{id}:attempts` (LIST of finished
+//! first claim, never read while `record` is there), `{p}:job:{id}:attempts` (LIST of finished
 //! attempts, oldest first, at most [`MAX_ATTEMPTS_KEPT`]) and
 //! `{p}:users:{user}:runs:{task}` (LIST of job ids, newest first, at most
 //! [`MAX_RUNS_KEPT`]), each expiring [`ResultWrite::retention`] after its
 //! last write.
 
-use std::{sync::LazyLock, time::Duration};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use redis::Script;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -35,9 +34,6 @@ use super::{
     redis::{RedisStore, millis},
 };
 use crate::domain::{ExecutionResult, JobEnvelope, Status, TaskTypeId, UserId};
-
-static RECORD_PENDING: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../../lua/record_pending.lua")));
 
 /// Default `monitoring.result_retention`: 7 days.
 pub const DEFAULT_RESULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
@@ -305,21 +301,28 @@ impl JobResultStore for RedisStore {
         if jobs.is_empty() {
             return Ok(());
         }
+        // Plain commands, no script: a `pending` field written next to a
+        // `record` (a republish after the job started, or a worker faster
+        // than this write) is never read, since a reader takes `record`
+        // first, and the next claim drops it; `NX` keeps the TTL a started
+        // job already has.
         let keys = self.keys();
         let ttl = millis(retention).max(1);
         let mut pipe = redis::pipe();
         for envelope in jobs {
             let json = serde_json::to_string(&AttemptRecord::pending(envelope))
                 .expect("an attempt record serialises");
-            pipe.cmd("EVALSHA")
-                .arg(RECORD_PENDING.get_hash())
-                .arg(1)
-                .arg(keys.job_result(envelope.job.id))
-                .arg(json)
+            let key = keys.job_result(envelope.job.id);
+            pipe.hset(&key, "pending", json)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&key)
                 .arg(ttl)
+                .arg("NX")
                 .ignore();
         }
-        self.query_scripts(&pipe, &RECORD_PENDING).await
+        let mut connection = self.connection();
+        Ok(pipe.query_async::<()>(&mut connection).await?)
     }
 
     async fn add_missed(
