@@ -569,3 +569,124 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
     assert!(broker.dead_letters().is_empty());
     pipeline.shutdown().await;
 }
+
+/// A broker that publishes one batch at a time, each taking `delay`, as
+/// a slow RabbitMQ would: it keeps a fan-out under way long enough to stop
+/// it midway.
+struct SlowBroker {
+    inner: MemoryBroker,
+    delay: Duration,
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+#[async_trait]
+impl JobBroker for SlowBroker {
+    async fn declare(&self) -> Result<(), actors::broker::BrokerError> {
+        self.inner.declare().await
+    }
+    async fn publish(
+        &self,
+        jobs: &[actors::domain::JobEnvelope],
+    ) -> Result<(), actors::broker::BrokerError> {
+        let _turn = self.one_at_a_time.lock().await;
+        tokio::time::sleep(self.delay).await;
+        self.inner.publish(jobs).await
+    }
+    async fn consume(
+        &self,
+        prefetch: u16,
+    ) -> Result<Box<dyn actors::broker::JobStream>, actors::broker::BrokerError> {
+        self.inner.consume(prefetch).await
+    }
+    async fn queue_depths(&self) -> Result<Vec<(&'static str, u64)>, actors::broker::BrokerError> {
+        self.inner.queue_depths().await
+    }
+}
+
+#[actix_rt::test]
+async fn a_shutdown_ends_the_pass_under_way_and_frees_its_lock_for_another_replica() {
+    let store = Arc::new(MemoryStore::new());
+    let report = task(json!({
+        "id": "report", "name": "Report",
+        "interval": {"type": "daily", "value": 1},
+        "timeout": "5s",
+        "config": {"endpoint": "http://127.0.0.1:9/report", "method": "POST"}
+    }));
+    let users: Vec<String> = (0..400).map(|n| format!("user-{n:03}")).collect();
+    enable_users(store.as_ref(), "report", &users).await;
+    // Pages of 10 users, each publish 50 ms: the fan-out takes ~2 s.
+    let pipeline = Pipeline::start(
+        PipelineConfig {
+            worker: false,
+            check_interval: Duration::from_secs(3600),
+            ..pipeline_config()
+        },
+        PipelineDeps {
+            store: store.clone(),
+            broker: Arc::new(SlowBroker {
+                inner: MemoryBroker::new(),
+                delay: Duration::from_millis(50),
+                one_at_a_time: Default::default(),
+            }),
+            catalog: TaskCatalog::new(vec![report.clone()]),
+            clock: Arc::new(SystemClock),
+            task_source: None,
+            quarantine: Default::default(),
+            dead_letters: Arc::new(actors::store::dead_letters::MemoryDeadLetters::default()),
+            results: store.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let scheduler = pipeline.scheduler.clone().unwrap();
+    let accepted = scheduler
+        .send(Trigger {
+            users: None,
+            ..trigger(&report, "unused")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(accepted.jobs_created, 400);
+    let released = || async {
+        let runs = store.runs(&report.id).await.unwrap().runs;
+        runs.first().map_or(0, |run| run.released)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while released().await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the fan-out never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let stopping = std::time::Instant::now();
+    scheduler
+        .send(actors::scheduler::StopScheduling)
+        .await
+        .unwrap();
+    let took = stopping.elapsed();
+    // Another replica gets the lock at once, and the run to carry on.
+    let lock = LockName::Schedule(report.id.clone());
+    assert!(
+        store
+            .acquire_lock(&lock, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_some(),
+        "the stopped pass still holds the schedule lock"
+    );
+    let runs = store.runs(&report.id).await.unwrap().runs;
+    assert_eq!(runs.len(), 1, "the run is kept for the next holder");
+    assert!(
+        runs[0].released < 400,
+        "the pass stopped midway, not at the end: {} released",
+        runs[0].released
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "the stop waited {took:?}, not one step"
+    );
+    pipeline.shutdown().await;
+}

@@ -33,8 +33,9 @@
 //! the running definitions and shows in [`ReloadHealth`].
 //!
 //! Shutdown ([`Pipeline::shutdown`]): the scheduler stops ticking at once
-//! ([`StopScheduling`]), the reloader ends, the dispatcher stops taking
-//! jobs and drains.
+//! ([`StopScheduling`]) and its passes under way end after their current
+//! step, releasing their locks; then the reloader ends, the dispatcher
+//! stops taking jobs and drains.
 
 use std::{
     collections::BTreeMap,

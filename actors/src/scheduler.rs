@@ -32,12 +32,18 @@
 //! Every tick beats the scheduler's heartbeat on the [`HealthBoard`]. A
 //! panic in a pass is caught: the actor stops and its supervisor restarts
 //! it (counted on the board); the store keeps everything a pass did.
-//! [`StopScheduling`] (shutdown) ends the ticks and passes for good.
+//! [`StopScheduling`] (shutdown) ends the ticks and passes for good: a
+//! pass under way stops after its current step and releases its lock, so
+//! another replica carries its run on at once instead of after the lock's
+//! time to live.
 
 use std::{
     collections::{BTreeMap, HashMap},
     panic::AssertUnwindSafe,
-    sync::{Arc, RwLock},
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -66,8 +72,11 @@ use crate::{
 #[rtype(result = "Result<u64, PipelineError>")]
 pub struct Tick;
 
-/// Stops ticking and starting passes, for good (shutdown). Passes under
-/// way finish; triggers are refused from then on.
+/// Stops ticking and starting passes, for good (shutdown); triggers are
+/// refused from then on. A pass under way stops after the step it is in
+/// (its run stays in the store, for the next holder of the lock) and
+/// releases its lock: the answer comes once every pass has, or after the
+/// lock's time to live, when a lock left held would have expired anyway.
 #[derive(Debug, Clone, Copy, Message)]
 #[rtype(result = "()")]
 pub struct StopScheduling;
@@ -182,6 +191,10 @@ pub struct SchedulerActor {
     quarantine: Quarantine,
     /// Set by [`StopScheduling`]; survives restarts.
     stopped: bool,
+    /// The same, read by the passes under way between their steps.
+    halt: Arc<AtomicBool>,
+    /// [`StopScheduling`]s waiting for the passes under way to end.
+    stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The tick timer, cancelled by [`StopScheduling`].
     ticker: Option<SpawnHandle>,
     /// Passes under way, by task.
@@ -212,6 +225,8 @@ impl SchedulerActor {
             board,
             quarantine,
             stopped: false,
+            halt: Arc::new(AtomicBool::new(false)),
+            stop_waiters: Vec::new(),
             ticker: None,
             passes: HashMap::new(),
             wakes: HashMap::new(),
@@ -245,6 +260,7 @@ impl SchedulerActor {
             distributor: self.distributor.clone(),
             settings: self.settings.clone(),
             quarantine: self.quarantine.clone(),
+            halt: self.halt.clone(),
         };
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         ctx.spawn(
@@ -279,6 +295,10 @@ impl SchedulerActor {
         ctx: &mut Context<Self>,
     ) {
         let state = self.passes.remove(&task).unwrap_or_default();
+        if self.stopped {
+            self.wake_stop_waiters();
+            return;
+        }
         if state.rerun {
             self.start_pass(task, state.tick_pending, ctx);
             return;
@@ -297,6 +317,15 @@ impl SchedulerActor {
             act.start_pass(wake_task, false, ctx);
         });
         self.wakes.insert(task, handle);
+    }
+
+    /// Answers the [`StopScheduling`]s waiting, once no pass is under way.
+    fn wake_stop_waiters(&mut self) {
+        if self.passes.is_empty() {
+            for waiter in self.stop_waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
     }
 }
 
@@ -318,21 +347,43 @@ impl Supervised for SchedulerActor {
         self.passes.clear();
         self.wakes.clear();
         self.ticker = None;
+        self.wake_stop_waiters();
     }
 }
 
 impl Handler<StopScheduling> for SchedulerActor {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, _: StopScheduling, ctx: &mut Self::Context) {
+    fn handle(&mut self, _: StopScheduling, ctx: &mut Self::Context) -> Self::Result {
         self.stopped = true;
+        self.halt.store(true, Ordering::SeqCst);
         if let Some(ticker) = self.ticker.take() {
             ctx.cancel_future(ticker);
         }
         for (_, wake) in self.wakes.drain() {
             ctx.cancel_future(wake);
         }
-        tracing::info!("scheduler stopped: no more ticks or passes");
+        if self.passes.is_empty() {
+            tracing::info!("scheduler stopped: no more ticks or passes");
+            return Box::pin(async {});
+        }
+        let (waiter, ended) = tokio::sync::oneshot::channel();
+        self.stop_waiters.push(waiter);
+        let under_way = self.passes.len();
+        let bound = self.settings.lock_ttl;
+        tracing::info!(
+            passes = under_way,
+            "scheduler stopping: the passes under way end after their current step"
+        );
+        Box::pin(async move {
+            match tokio::time::timeout(bound, ended).await {
+                Ok(_) => tracing::info!("scheduler stopped: no more ticks or passes"),
+                Err(_) => tracing::warn!(
+                    passes = under_way,
+                    "scheduler stopped with passes under way; their locks expire"
+                ),
+            }
+        })
     }
 }
 
@@ -526,6 +577,8 @@ struct Pass {
     distributor: Addr<DistributorActor>,
     settings: SchedulerSettings,
     quarantine: Quarantine,
+    /// Set at shutdown: the pass ends after its current step.
+    halt: Arc<AtomicBool>,
 }
 
 /// The lease of a pass, renewed as the pass goes.
@@ -621,11 +674,15 @@ impl Pass {
         held: &mut Held,
         published: &mut u64,
     ) -> Result<Option<DateTime<Utc>>, PipelineError> {
-        if tick {
+        if tick && !self.halted() {
             self.schedule_periods(task, &held.lease).await?;
             self.custom_users(task, held).await?;
         }
         loop {
+            if self.halted() {
+                // Shutdown: the runs stay in the store for the next holder.
+                return Ok(None);
+            }
             let list = self.store.runs(&task.id).await?;
             for field in &list.unreadable {
                 self.quarantine.add(
@@ -636,6 +693,9 @@ impl Pass {
             let mut planning = false;
             let mut wake: Option<DateTime<Utc>> = None;
             for run in list.runs {
+                if self.halted() {
+                    return Ok(None);
+                }
                 let advanced = self
                     .distributor
                     .send(AdvanceRun {
@@ -656,6 +716,11 @@ impl Pass {
                 return Ok(wake);
             }
         }
+    }
+
+    /// Whether shutdown asked the pass to end.
+    fn halted(&self) -> bool {
+        self.halt.load(Ordering::SeqCst)
     }
 
     /// Counts fires the misfire policy skipped.
@@ -1231,6 +1296,7 @@ mod tests {
                 missed_tally: Some((store.clone(), Duration::from_secs(3600))),
             },
             quarantine: Quarantine::default(),
+            halt: Arc::new(AtomicBool::new(false)),
         };
         (pass, store, clock, lease)
     }
