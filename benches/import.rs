@@ -38,13 +38,10 @@ use actors::{
 use indicatif::ProgressBar;
 use redis::aio::ConnectionManager;
 use taskqueue::commands::users::import_file;
+use test_kit::redis_url;
 use uuid::Uuid;
 
 const RUNS: usize = 3;
-
-fn redis_url() -> String {
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
 
 /// One user's line: two tasks, one user in ten with a custom interval and
 /// parameters.
@@ -60,30 +57,9 @@ fn user_line(n: usize) -> String {
     )
 }
 
-async fn cleanup(connection: &mut ConnectionManager, prefix: &str) {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(10_000)
-            .query_async(connection)
-            .await
-            .expect("SCAN");
-        if !keys.is_empty() {
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .query_async::<()>(connection)
-                .await
-                .expect("UNLINK");
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+/// Deletes the keys of `prefix` on the Redis at `url`.
+fn cleanup(url: &str, prefix: &str) {
+    test_kit::delete_prefix(url, prefix).expect("delete the bench's keys");
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -189,7 +165,7 @@ async fn memory_per_user(url: &str, users: usize) -> f64 {
         .expect("import");
     assert_eq!(summary.imported as usize, users);
     let after = used_memory(&mut raw).await;
-    cleanup(&mut raw, &prefix).await;
+    cleanup(url, &prefix);
     let _ = std::fs::remove_file(&path);
     (after - before) as f64 / users as f64
 }
@@ -237,7 +213,7 @@ async fn walk_pages(url: &str, users: usize) -> Vec<Duration> {
         cursor = page.last().cloned();
     }
     assert_eq!(walked, users);
-    cleanup(&mut raw, &prefix).await;
+    cleanup(url, &prefix);
     times.sort();
     times
 }
@@ -327,7 +303,7 @@ async fn throughput() {
         assert_eq!(summary.imported as usize, users);
         assert!(summary.rejected.is_empty());
         import_rates.push(users as f64 / elapsed);
-        cleanup(&mut raw, &prefix).await;
+        cleanup(&redis_url(), &prefix);
 
         let prefix = format!("tqbench-{}", Uuid::new_v4().simple());
         let started = Instant::now();
@@ -346,7 +322,7 @@ async fn throughput() {
         }
         let elapsed = started.elapsed().as_secs_f64();
         raw_rates.push(users as f64 / elapsed);
-        cleanup(&mut raw, &prefix).await;
+        cleanup(&redis_url(), &prefix);
         eprintln!(
             "run {run}: import {:.0} users/s, raw HSET {:.0} users/s",
             import_rates[run - 1],

@@ -2,7 +2,7 @@
 //! `scripts/services.sh restart rabbitmq`, data kept) while a replica
 //! publishes and consumes a run. Nothing is lost, nothing succeeds twice.
 //! The restart touches the whole broker, so this scenario holds the
-//! shared servers exclusively (`tests/support/server_lock.rs`): no other
+//! shared servers exclusively (`tests/kit/src/server_lock.rs`): no other
 //! test process, under cargo or cargo-nextest, meets the restart.
 
 mod support;
@@ -27,7 +27,7 @@ fn services_dir() -> Option<String> {
 #[actix_rt::test]
 async fn s3_a_rabbitmq_restart_during_publish_and_consume_loses_nothing() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     let run = RestartRun::start(
         RunShape {

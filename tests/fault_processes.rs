@@ -41,7 +41,7 @@ fn t0() -> chrono::DateTime<Utc> {
 #[actix_rt::test]
 async fn s1_a_worker_killed_with_2000_jobs_in_flight_loses_none_and_runs_none_twice() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 2_000;
     let ledger = Ledger::start();
@@ -97,7 +97,7 @@ async fn s1_a_worker_killed_with_2000_jobs_in_flight_loses_none_and_runs_none_tw
 #[actix_rt::test]
 async fn s2a_the_scheduler_killed_mid_scheduled_fan_out_is_finished_by_another_replica() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 5_000;
     let ledger = Ledger::start();
@@ -145,7 +145,7 @@ async fn s2a_the_scheduler_killed_mid_scheduled_fan_out_is_finished_by_another_r
 #[actix_rt::test]
 async fn s2b_the_scheduler_killed_mid_triggered_fan_out_is_finished_by_another_replica() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 5_000;
     let ledger = Ledger::start();
@@ -198,7 +198,7 @@ async fn s2b_the_scheduler_killed_mid_triggered_fan_out_is_finished_by_another_r
 #[actix_rt::test]
 async fn s5_three_replicas_racing_the_same_ticks_for_5_periods_run_each_once() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 200;
     let ledger = Ledger::start();
@@ -233,7 +233,7 @@ async fn s5_three_replicas_racing_the_same_ticks_for_5_periods_run_each_once() {
 #[actix_rt::test]
 async fn s6_an_endpoint_that_hangs_then_recovers_gets_every_job_once() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 100;
     let ledger = Ledger::start();
@@ -274,7 +274,7 @@ async fn s6_an_endpoint_that_hangs_then_recovers_gets_every_job_once() {
 #[actix_rt::test]
 async fn s7_a_replica_whose_clock_is_30s_ahead_loses_nothing_and_runs_nothing_twice() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 200;
     let ledger = Ledger::start();
@@ -348,7 +348,7 @@ fn same_run(calls: &[Call]) {
 #[actix_rt::test]
 async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_workers() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 100;
     let ledger = Ledger::start();
@@ -401,7 +401,7 @@ async fn s8_split_roles_a_task_added_and_reloaded_runs_its_first_period_on_the_w
 #[actix_rt::test]
 async fn s9_an_endpoint_that_always_throttles_is_dead_lettered_within_its_budget() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     const USERS: usize = 5;
     let ledger = Ledger::start();

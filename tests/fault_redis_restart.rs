@@ -14,7 +14,7 @@ use support::*;
 #[actix_rt::test]
 async fn s4_a_redis_restart_shows_in_health_heals_and_loses_nothing() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     let mut redis = PrivateRedis::start();
     let run = RestartRun::start(

@@ -19,7 +19,7 @@ fn sentinel_address() -> String {
 #[actix_rt::test]
 async fn the_service_reaches_redis_through_sentinel() {
     // Runs alone on the shared servers: every other test process waits
-    // (tests/support/server_lock.rs).
+    // (tests/kit/src/server_lock.rs).
     restarting_servers();
     let backends = Backends::new("sentinel");
     let mut config = config(&backends);

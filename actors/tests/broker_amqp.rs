@@ -26,13 +26,6 @@ use rand::Rng;
 use tokio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use uuid::Uuid;
 
-const CTL: &str = "/usr/sbin/rabbitmqctl";
-
-/// The cross-process lock on the shared servers (`tests/support`): this
-/// binary's restart test holds it exclusively, the rest shared.
-#[path = "../../tests/support/server_lock.rs"]
-mod server_lock;
-
 /// Taken shared by every test and exclusively by the one that restarts
 /// RabbitMQ, so no test of this file meets the restart by surprise.
 static BROKER_RESTART: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
@@ -53,7 +46,7 @@ struct Turn {
 impl Vhost {
     /// A vhost for a test that leaves the broker running.
     async fn new(test: &str) -> Vhost {
-        server_lock::shared_servers();
+        test_kit::server_lock::shared_servers();
         let turn = Turn {
             _shared: Some(BROKER_RESTART.read().await),
             _alone: None,
@@ -68,7 +61,7 @@ impl Vhost {
             _alone: Some(BROKER_RESTART.write().await),
         };
         // Restarts the shared RabbitMQ: every other test process waits.
-        server_lock::restarting_servers();
+        test_kit::server_lock::restarting_servers();
         Vhost::create(test, turn)
     }
 
@@ -76,15 +69,9 @@ impl Vhost {
         let name = format!("tq-test-{test}-{}", Uuid::new_v4().simple());
         ctl(&["add_vhost", &name]);
         ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
-        let base = std::env::var("TASKQUEUE_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let authority_end = base["amqp://".len()..]
-            .find('/')
-            .map_or(base.len(), |at| at + "amqp://".len());
-        let url = format!("{}/{}", &base[..authority_end], name);
         Vhost {
+            url: test_kit::amqp_url_of(&name),
             name,
-            url,
             _turn: turn,
         }
     }
@@ -108,7 +95,7 @@ impl Vhost {
 
 impl Drop for Vhost {
     fn drop(&mut self) {
-        let _ = Command::new(CTL)
+        let _ = Command::new(test_kit::RABBITMQCTL)
             .args(["-q", "delete_vhost", &self.name])
             .status();
     }
@@ -129,8 +116,7 @@ fn services_dir() -> Option<String> {
 }
 
 fn ctl(args: &[&str]) {
-    let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
-    assert!(status.success(), "rabbitmqctl {args:?} failed");
+    test_kit::rabbitmqctl(args).unwrap_or_else(|error| panic!("{error}"));
 }
 
 fn envelope(n: usize, priority: Priority, execute_after: DateTime<Utc>) -> JobEnvelope {

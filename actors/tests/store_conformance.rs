@@ -141,13 +141,10 @@ impl Probe for RedisProbe {
     }
 }
 
-/// The cross-process lock on the shared servers (`tests/support`).
-#[path = "../../tests/support/server_lock.rs"]
-mod server_lock;
-
+/// The tests' Redis, the server lock taken shared.
 fn redis_url() -> String {
-    server_lock::shared_servers();
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    test_kit::server_lock::shared_servers();
+    test_kit::redis_url()
 }
 
 fn options() -> RedisOptions {
@@ -167,26 +164,8 @@ async fn redis_store() -> (RedisStore, String) {
 }
 
 /// Deletes every key under `prefix`.
-async fn cleanup(connection: &mut ConnectionManager, prefix: &str) {
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}:*"))
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(connection)
-            .await
-            .unwrap();
-        if !keys.is_empty() {
-            let _: () = connection.del(keys).await.unwrap();
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
+fn cleanup(prefix: &str) {
+    test_kit::delete_prefix(&redis_url(), prefix).unwrap();
 }
 
 async fn run_memory<F, Fut>(test: F)
@@ -211,7 +190,6 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let (store, prefix) = redis_store().await;
-    let mut connection = store.connection();
     let store = Arc::new(store);
     let fixture = Fixture {
         probe: Box::new(RedisProbe {
@@ -225,7 +203,7 @@ where
     };
     // Run the body as a task so a failing assertion still cleans up.
     let outcome = tokio::spawn(test(Arc::new(fixture))).await;
-    cleanup(&mut connection, &prefix).await;
+    cleanup(&prefix);
     if let Err(err) = outcome {
         std::panic::resume_unwind(err.into_panic());
     }
@@ -2503,7 +2481,7 @@ async fn redis_key_layout_and_encodings() {
         (1..=3600).contains(&metrics_ttl),
         "metrics ttl {metrics_ttl}"
     );
-    cleanup(&mut raw, &prefix).await;
+    cleanup(&prefix);
 }
 
 #[tokio::test]
@@ -2575,7 +2553,7 @@ async fn redis_reads_and_moves_the_last_modified_of_older_releases() {
         .unwrap();
     assert!(!legacy);
     assert_eq!(store.preferences(&user("old")).await.unwrap(), None);
-    cleanup(&mut raw, &prefix).await;
+    cleanup(&prefix);
 }
 
 #[tokio::test]
@@ -2617,7 +2595,7 @@ async fn redis_store_heals_after_its_connection_is_killed() {
         .unwrap();
     assert_ne!(before, after, "a new connection carries the calls");
     assert_eq!(store.enabled_user_count(&task("report")).await.unwrap(), 1);
-    cleanup(&mut own, &prefix).await;
+    cleanup(&prefix);
 }
 
 async fn custom_moves_and_fenced_run_creation_reject_a_stale_holder(fx: Arc<Fixture>) {

@@ -1,7 +1,7 @@
 //! A Redis restart heals without restarting taskqueue: the store's managed
 //! connection reconnects by itself. This test restarts the real server with
 //! `scripts/services.sh restart redis`, so it holds the shared servers
-//! exclusively (`tests/support/server_lock.rs`): no other test process,
+//! exclusively (`tests/kit/src/server_lock.rs`): no other test process,
 //! under cargo or cargo-nextest, sees the restart.
 
 use std::{
@@ -18,14 +18,6 @@ use actors::{
 };
 use chrono::Utc;
 
-/// The cross-process lock on the shared servers (`tests/support`).
-#[path = "../../tests/support/server_lock.rs"]
-mod server_lock;
-
-fn redis_url() -> String {
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
 fn restart_redis() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
     let status = Command::new("bash")
@@ -38,11 +30,15 @@ fn restart_redis() {
 #[tokio::test]
 async fn the_store_heals_after_a_redis_restart() {
     // Restarts the shared Redis: every other test process waits.
-    server_lock::restarting_servers();
+    test_kit::server_lock::restarting_servers();
     let prefix = format!("tqrestart-{}", uuid::Uuid::new_v4().simple());
-    let store = RedisStore::connect(&redis_url(), Keys::new(prefix), RedisOptions::default())
-        .await
-        .expect("redis-server must be running: scripts/services.sh start");
+    let store = RedisStore::connect(
+        &test_kit::redis_url(),
+        Keys::new(prefix),
+        RedisOptions::default(),
+    )
+    .await
+    .expect("redis-server must be running: scripts/services.sh start");
     let task = TaskTypeId::parse("sync").unwrap();
     let user = UserId::parse("user_1").unwrap();
     let enable = PreferenceWrite {

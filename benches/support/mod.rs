@@ -31,8 +31,6 @@ use uuid::Uuid;
 #[allow(unused_imports)]
 pub use sink::{Record, Sink, run_sink_if_asked};
 
-const CTL: &str = "/usr/sbin/rabbitmqctl";
-
 /// Linux reports CPU times in clock ticks of `USER_HZ`, which is 100 on
 /// every architecture Linux runs on.
 const CLOCK_TICKS: f64 = 100.0;
@@ -272,20 +270,7 @@ pub fn this_process(name: &str) -> Watched {
 
 // ---------------------------------------------------------------- Redis
 
-/// The Redis URL (`TASKQUEUE_TEST_REDIS_URL`, default local).
-pub fn redis_url() -> String {
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
-}
-
-/// `host:port` of the Redis server.
-pub fn redis_address() -> String {
-    redis_url()
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap_or("127.0.0.1:6379")
-        .to_owned()
-}
+pub use test_kit::{redis_address, redis_url};
 
 /// A blocking Redis connection.
 pub fn redis_connection() -> Result<redis::Connection> {
@@ -308,7 +293,7 @@ impl Prefix {
 
     /// Deletes every key under the prefix; the number deleted.
     pub fn clear(&self) -> Result<u64> {
-        delete_keys(&format!("{}:*", self.name))
+        Ok(test_kit::delete_prefix(&redis_url(), &self.name)?)
     }
 }
 
@@ -320,46 +305,11 @@ impl Drop for Prefix {
     }
 }
 
-/// Deletes every key matching `pattern` (SCAN + UNLINK); the number deleted.
-pub fn delete_keys(pattern: &str) -> Result<u64> {
-    let mut connection = redis_connection()?;
-    let mut cursor: u64 = 0;
-    let mut deleted = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(50_000)
-            .query(&mut connection)?;
-        if !keys.is_empty() {
-            deleted += keys.len() as u64;
-            redis::cmd("UNLINK")
-                .arg(keys)
-                .query::<()>(&mut connection)?;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
-    }
-}
-
 // ------------------------------------------------------------- RabbitMQ
 
-/// Runs `rabbitmqctl -q args`.
+/// Runs `rabbitmqctl -q args` ([`test_kit::rabbitmqctl`]).
 pub fn rabbitmqctl(args: &[&str]) -> Result<()> {
-    let status = Command::new(CTL)
-        .arg("-q")
-        .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .context("run rabbitmqctl")?;
-    if !status.success() {
-        bail!("rabbitmqctl {args:?} failed: {status}");
-    }
-    Ok(())
+    Ok(test_kit::rabbitmqctl(args)?)
 }
 
 /// A throwaway RabbitMQ vhost (guest has every permission), deleted on
@@ -377,12 +327,7 @@ impl Vhost {
         let name = format!("tqbench-{tag}-{}", Uuid::new_v4().simple());
         rabbitmqctl(&["add_vhost", &name])?;
         rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])?;
-        let base = std::env::var("TASKQUEUE_TEST_AMQP_URL")
-            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-        let authority_end = base["amqp://".len()..]
-            .find('/')
-            .map_or(base.len(), |at| at + "amqp://".len());
-        let url = format!("{}/{}", &base[..authority_end], name);
+        let url = test_kit::amqp_url_of(&name);
         Ok(Vhost { name, url })
     }
 

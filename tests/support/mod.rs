@@ -3,8 +3,13 @@
 //! (a fresh key prefix and a fresh vhost per test), and the service
 //! started in-process or as a `taskqueue serve` process.
 //!
+//! Where the servers are, the vhost and prefix plumbing and the
+//! cross-process server lock come from the workspace's test kit
+//! (`tests/kit`, crate `test_kit`), which the `actors` tests and the
+//! benches use too.
+//!
 //! Every builder that reaches the shared servers takes the shared side of
-//! the cross-process server lock (`server_lock.rs`) first, so no test runs
+//! the cross-process server lock (`test_kit::server_lock`) first, so no test runs
 //! while another test binary restarts Redis or RabbitMQ; a restart test
 //! calls [`restarting_servers`] before anything else.
 
@@ -31,7 +36,6 @@ use uuid::Uuid;
 mod ledger;
 mod process;
 mod restart;
-pub mod server_lock;
 
 // Not every test binary uses both.
 #[allow(unused_imports)]
@@ -41,9 +45,7 @@ pub use process::*;
 #[allow(unused_imports)]
 pub use restart::*;
 #[allow(unused_imports)]
-pub use server_lock::{restarting_servers, shared_servers};
-
-const CTL: &str = "/usr/sbin/rabbitmqctl";
+pub use test_kit::server_lock::{restarting_servers, shared_servers};
 
 /// One request the sink received.
 #[derive(Debug, Clone)]
@@ -242,15 +244,14 @@ async fn record(
 /// this takes the shared server lock).
 pub fn redis_url() -> String {
     shared_servers();
-    std::env::var("TASKQUEUE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into())
+    test_kit::redis_url()
 }
 
 /// The AMQP URL of the tests' broker, default vhost (the caller is about
 /// to use the server: this takes the shared server lock).
 pub fn amqp_url() -> String {
     shared_servers();
-    std::env::var("TASKQUEUE_TEST_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+    test_kit::amqp_url()
 }
 
 /// A Redis prefix and a RabbitMQ vhost of one test; both removed on drop.
@@ -268,13 +269,7 @@ pub struct Backends {
 impl Backends {
     /// Fresh, empty backends named after `test`, on the shared Redis.
     pub fn new(test: &str) -> Backends {
-        let shared = redis_url()
-            .trim_start_matches("redis://")
-            .split('/')
-            .next()
-            .unwrap()
-            .to_owned();
-        Backends::on_redis(test, &shared)
+        Backends::on_redis(test, &test_kit::address_of(&redis_url()))
     }
 
     /// [`Backends::new`] on the Redis server at `redis` (`host:port`).
@@ -284,11 +279,7 @@ impl Backends {
         let vhost = format!("tq-test-pipeline-{test}-{id}");
         ctl(&["add_vhost", &vhost]);
         ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-        let base = amqp_url();
-        let authority_end = base["amqp://".len()..]
-            .find('/')
-            .map_or(base.len(), |at| at + "amqp://".len());
-        let amqp_url = format!("{}/{}", &base[..authority_end], vhost);
+        let amqp_url = test_kit::amqp_url_of(&vhost);
         Backends {
             prefix: format!("tqpipe-{test}-{id}"),
             vhost,
@@ -355,7 +346,7 @@ impl Backends {
 
 impl Drop for Backends {
     fn drop(&mut self) {
-        let _ = Command::new(CTL)
+        let _ = Command::new(test_kit::RABBITMQCTL)
             .args(["-q", "delete_vhost", &self.vhost])
             .status();
         delete_prefix_on(&format!("redis://{}/", self.redis), &self.prefix);
@@ -367,53 +358,18 @@ pub fn delete_prefix(prefix: &str) {
     delete_prefix_on(&redis_url(), prefix);
 }
 
-/// [`delete_prefix`] on the Redis server at `url`.
+/// [`delete_prefix`] on the Redis server at `url` (a failure is only
+/// reported: the keys are a test's leftovers).
 pub fn delete_prefix_on(url: &str, prefix: &str) {
-    if let Ok(client) = redis::Client::open(url)
-        && let Ok(mut connection) = client.get_connection()
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{prefix}:*"))
-            .query(&mut connection)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query(&mut connection);
-        }
+    if let Err(error) = test_kit::delete_prefix(url, prefix) {
+        eprintln!("could not delete the keys of {prefix}: {error}");
     }
 }
 
-/// Runs `rabbitmqctl`. RabbitMQ 3.10 can abort a vhost operation with
-/// `{aborted, {no_exists, [rabbit_vhost, ..]}}` when several run at once
-/// (tests of one binary create their vhosts in parallel), so a failure is
-/// tried again a few times before the test fails.
+/// Runs `rabbitmqctl` ([`test_kit::rabbitmqctl`], which retries).
 fn ctl(args: &[&str]) {
     shared_servers();
-    for attempt in 1..=5u64 {
-        let status = Command::new(CTL).arg("-q").args(args).status().unwrap();
-        if status.success() || vhost_created(args) {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
-    }
-    panic!("rabbitmqctl {args:?} failed five times");
-}
-
-/// Whether `args` is an `add_vhost` whose vhost exists (an attempt that
-/// reported a failure may still have made it).
-fn vhost_created(args: &[&str]) -> bool {
-    let [verb, vhost, ..] = args else {
-        return false;
-    };
-    *verb == "add_vhost"
-        && Command::new(CTL)
-            .args(["-q", "list_vhosts"])
-            .output()
-            .map(|out| {
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .any(|line| line.trim() == *vhost)
-            })
-            .unwrap_or(false)
+    test_kit::rabbitmqctl(args).unwrap_or_else(|error| panic!("{error}"));
 }
 
 /// A task definition from YAML-ish JSON.

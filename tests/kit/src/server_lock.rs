@@ -16,11 +16,6 @@
 //! The files live in `TASKQUEUE_TEST_LOCK_DIR`, by default the system's
 //! temporary directory: the servers are the machine's, so every checkout
 //! and target directory on it takes the same lock.
-//!
-//! Included by `#[path]` in test binaries that do not use the rest of
-//! `tests/support` (the `actors` package's tests among them).
-
-#![allow(dead_code)]
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};

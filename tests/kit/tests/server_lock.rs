@@ -1,16 +1,13 @@
-//! The lock of `tests/support/server_lock.rs`, on a directory of its own
+//! The kit's server lock (`test_kit::server_lock`), on a directory of its own
 //! (flock locks belong to each open file, so two holds in one process
 //! behave as two processes would): uses share, a restart excludes every
 //! use, and a waiting restart keeps newcomers out.
-
-#[path = "support/server_lock.rs"]
-mod server_lock;
 
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use server_lock::{Access, ServerLock};
+use test_kit::server_lock::{Access, ServerLock};
 
 /// Long enough for any lock hand-over on a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(30);
