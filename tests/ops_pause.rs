@@ -19,37 +19,13 @@ use actors::{
     domain::UserId,
 };
 use chrono::{DurationRound, TimeDelta, Utc};
-use prometheus_parse::{Scrape, Value as Sample};
 use serde_json::{Value, json};
 use support::*;
-
-async fn scrape(app: &RunningApp) -> Scrape {
-    let text = reqwest::get(format!("http://{}/metrics", app.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-fn sample(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
-            _ => 0.0,
-        })
-        .sum()
-}
 
 /// Polls `/metrics` until `name{labels}` reaches `at_least`.
 async fn wait_metric(app: &RunningApp, name: &str, labels: &[(&str, &str)], at_least: f64) {
     for _ in 0..300 {
-        if sample(&scrape(app).await, name, labels) >= at_least {
+        if sample(&scrape(app.address).await, name, labels) >= at_least {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -169,7 +145,8 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
     assert_eq!(other_done["last_execution"], json!(fire));
     // A few more ticks with the paused tasks' fire long past.
     clock.set(fire + TimeDelta::seconds(10));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    wait_passes(app.address, "held", "paused", 2).await;
+    wait_passes(app.address, "skipper", "paused", 2).await;
     assert!(
         sink.received_at("/ok/held").is_empty(),
         "{:?}",
@@ -190,7 +167,7 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
         (runs[0]["planned"].clone(), runs[0]["released"].clone()),
         (json!(1), json!(0))
     );
-    let scraped = scrape(&app).await;
+    let scraped = scrape(app.address).await;
     assert_eq!(
         sample(&scraped, "taskqueue_task_paused", &[("task", "held")]),
         1.0
@@ -239,7 +216,7 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
         1.0,
     )
     .await;
-    let scraped = scrape(&app).await;
+    let scraped = scrape(app.address).await;
     assert_eq!(
         sample(
             &scraped,
@@ -268,7 +245,8 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
     .await
     .unwrap();
     assert_eq!((tally.missed, tally.succeeded), (1, 0));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    wait_passes(app.address, "skipper", "completed", 2).await;
+    wait_passes(app.address, "held", "completed", 2).await;
     assert!(sink.received_at("/ok/skipper").is_empty());
     assert_eq!(
         sink.received_at("/ok/held").len(),

@@ -202,20 +202,34 @@ async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
     assert_eq!(get(address, "/health").await.1["status"], "healthy");
 
     std::fs::write(&tasks_file, "tasks:\n  - id: report\n    name: Report\n").unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (status, health) = get(address, "/health").await;
-    assert_eq!(status, 200);
+    let health = wait_health(address, "degraded").await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(!health["errors"].as_array().unwrap().is_empty(), "{health}");
     let (status, _) = get(address, "/schedule/status/report").await;
     assert_eq!(status, 200, "the running definitions stay");
 
     std::fs::write(&tasks_file, good).unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, health) = get(address, "/health").await;
-    assert_eq!(health["status"], "healthy", "{health}");
+    let health = wait_health(address, "healthy").await;
     assert!(health.get("errors").is_none());
     let _ = std::fs::remove_file(tasks_file);
+}
+
+/// Waits (at most 30 s) until `/health` says `status` (200 either way);
+/// answers with the body.
+async fn wait_health(address: std::net::SocketAddr, status: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, health) = get(address, "/health").await;
+        assert_eq!(code, 200, "{health}");
+        if health["status"] == status {
+            return health;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never {status}: {health}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[actix_rt::test]
@@ -282,9 +296,23 @@ async fn overlap_skip_drops_a_second_concurrent_run_for_a_user_and_allow_keeps_i
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The skipper's second job was skipped (counted as such), not held
+    // back for later; the allower's two calls arrive.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, stats) = get(app.address, "/stats").await;
+        if stats["skipped"]["overlap"] == 1 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no skip: {stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let allowed = sink
+        .wait_for("/slow/1500/allower", 2, Duration::from_secs(30))
+        .await;
+    sink.wait_for("/slow/1500/skipper", 1, Duration::from_secs(30))
+        .await;
     assert_eq!(sink.received_at("/slow/1500/skipper").len(), 1);
-    let allowed = sink.received_at("/slow/1500/allower");
     assert_eq!(allowed.len(), 2);
     assert_ne!(allowed[0].key(), allowed[1].key());
 }

@@ -65,8 +65,8 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     let app = spawn_app(config, vec![sync], clock.clone()).await;
 
     // A new task type starts at its next fire: with the clock held before
-    // it, nothing runs.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // it, the scheduler's passes run nothing.
+    wait_passes(app.address, "sync", "completed", 2).await;
     assert!(sink.received().is_empty(), "{:?}", sink.received());
     let (status, body) = get(app.address, "/schedule/status/sync").await;
     assert_eq!(status, 200);
@@ -78,7 +78,7 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
     // (slots are released when the scheduler's clock says they are due).
     clock.set(fire + TimeDelta::seconds(6));
     let calls = sink.wait_for("/ok/sync", 21, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_passes(app.address, "sync", "completed", 2).await;
     let calls_after = sink.received_at("/ok/sync");
     assert_eq!(calls_after.len(), calls.len());
     assert_eq!(
@@ -108,7 +108,7 @@ async fn a_scheduled_period_runs_once_through_the_injected_clock_with_a_custom_z
 
     // Later in the same hour: nothing is due again.
     clock.set(fire + TimeDelta::minutes(30));
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_passes(app.address, "sync", "completed", 2).await;
     assert_eq!(sink.received_at("/ok/sync").len(), 21);
 }
 
@@ -224,7 +224,7 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
     let mut config = config(&backends);
     config.scheduler.distribution_window = window;
     config.scheduler.batch_size = 20;
-    let _app = spawn_app(
+    let app = spawn_app(
         config,
         vec![sync],
         std::sync::Arc::new(actors::clock::SystemClock),
@@ -232,7 +232,14 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
     .await;
 
     sink.wait_for("/slow/", 40, Duration::from_secs(40)).await;
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    // The run is finished, and the scheduler passed over the task twice
+    // after: every copy was released long before.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !store.runs(&task_id).await.unwrap().runs.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the run never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_passes(app.address, "sync", "completed", 2).await;
     let calls = sink.received_at("/slow/");
     let mut per_user = std::collections::BTreeMap::new();
     for call in &calls {

@@ -55,7 +55,7 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
 
     sink.wait_for("/ok/report", 500, Duration::from_secs(60))
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_passes(app.address, "report", "completed", 2).await;
     let calls = sink.received_at("/ok/report");
     assert_eq!(calls.len(), 500, "exactly one call per user");
 
@@ -159,20 +159,27 @@ async fn five_hundred_users_triggered_get_one_correct_call_each_spread_over_the_
         .await
         .unwrap();
     assert_eq!(lists, Vec::<String>::new());
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let executions: Option<u64> = redis::cmd("HGET")
-        .arg(keys.metrics_executions(Utc::now().date_naive()))
-        .arg("report")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    let yesterday: Option<u64> = redis::cmd("HGET")
-        .arg(keys.metrics_executions(Utc::now().date_naive() - chrono::Days::new(1)))
-        .arg("report")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(executions.unwrap_or(0) + yesterday.unwrap_or(0), 500);
+    // The metrics reach Redis at the next flush (every metrics interval).
+    let today = keys.metrics_executions(Utc::now().date_naive());
+    let yesterday = keys.metrics_executions(Utc::now().date_naive() - chrono::Days::new(1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (executions, before): (Option<u64>, Option<u64>) = redis::pipe()
+            .hget(&today, "report")
+            .hget(&yesterday, "report")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let flushed = executions.unwrap_or(0) + before.unwrap_or(0);
+        if flushed == 500 {
+            break;
+        }
+        assert!(
+            flushed < 500 && std::time::Instant::now() < deadline,
+            "{flushed} executions flushed, for 500 calls"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let samples: u64 = redis::cmd("ZCARD")
         .arg(keys.metrics_duration(&task_id))
         .query_async(&mut redis)

@@ -45,6 +45,29 @@ pub enum DeferralLabel {
     paused,
 }
 
+/// What a scheduling pass of a task came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PassLabel {
+    /// It held the task's lock and did what was due.
+    completed,
+    /// Another replica holds the task's lock.
+    lock_elsewhere,
+    /// An operator pause holds the task: nothing done.
+    paused,
+    /// It failed (or panicked); the next tick tries again.
+    failed,
+}
+
+/// `task`, `outcome` (of a scheduling pass).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PassLabels {
+    /// The task type id.
+    pub task: String,
+    /// What the pass came to.
+    pub outcome: PassLabel,
+}
+
 /// `task`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct TaskLabels {
@@ -189,6 +212,9 @@ pub struct Families {
     /// `taskqueue_task_paused{task}`: 1 while an operator pause holds the
     /// task, else 0.
     pub task_paused: Family<TaskLabels, Gauge>,
+    /// `taskqueue_scheduler_passes_total{task,outcome}`: scheduling passes
+    /// this replica ended, by what they came to.
+    pub passes: Family<PassLabels, Counter>,
 }
 
 impl std::fmt::Debug for Families {
@@ -226,6 +252,7 @@ impl Families {
         let last_run = Family::default();
         let missed_fires = Family::default();
         let task_paused = Family::default();
+        let passes = Family::default();
         registry.register(
             "executions",
             "Attempts that reached an outcome, per task and outcome",
@@ -306,6 +333,11 @@ impl Families {
             "1 while the task is paused by an operator",
             task_paused.clone(),
         );
+        registry.register(
+            "scheduler_passes",
+            "Scheduling passes this replica ended, per task and outcome",
+            passes.clone(),
+        );
         Families {
             registry: Arc::new(registry),
             executions,
@@ -324,6 +356,7 @@ impl Families {
             last_run,
             missed_fires,
             task_paused,
+            passes,
         }
     }
 

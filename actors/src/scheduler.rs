@@ -61,7 +61,7 @@ use crate::{
     error::PipelineError,
     fanout::{Audience, Run, RunSource, ZoneWalk, run_slots},
     health::{HealthBoard, Quarantine},
-    prometheus::{Families, TaskLabels},
+    prometheus::{Families, PassLabel, PassLabels, TaskLabels},
     schedule::{self, Schedule},
     store::{LockLease, LockName, StateStore, StoreError, results::JobResultStore},
 };
@@ -273,6 +273,14 @@ impl SchedulerActor {
             }
             .into_actor(self)
             .map(move |outcome, act, ctx| {
+                act.settings
+                    .families
+                    .passes
+                    .get_or_create(&PassLabels {
+                        task: task.as_str().to_owned(),
+                        outcome: outcome.kind,
+                    })
+                    .inc();
                 let _ = done_tx.send(outcome.published);
                 if outcome.panicked {
                     // The store holds all the pass did (its lock is
@@ -563,6 +571,8 @@ async fn find_run(
 
 /// What one pass did.
 struct PassOutcome {
+    /// What it came to, for `taskqueue_scheduler_passes_total`.
+    kind: PassLabel,
     published: u64,
     next_wake: Option<DateTime<Utc>>,
     error: Result<(), PipelineError>,
@@ -596,6 +606,7 @@ impl Pass {
             Ok(paused) if paused.contains_key(&task.id) => {
                 tracing::debug!(task = %task.id, "task paused; pass skipped");
                 return PassOutcome {
+                    kind: PassLabel::paused,
                     published: 0,
                     next_wake: None,
                     error: Ok(()),
@@ -605,6 +616,7 @@ impl Pass {
             Ok(_) => {}
             Err(err) => {
                 return PassOutcome {
+                    kind: PassLabel::failed,
                     published: 0,
                     next_wake: None,
                     error: Err(err.into()),
@@ -618,6 +630,7 @@ impl Pass {
             Ok(None) => {
                 tracing::debug!(task = %task.id, "schedule lock held elsewhere");
                 return PassOutcome {
+                    kind: PassLabel::lock_elsewhere,
                     published: 0,
                     next_wake: None,
                     error: Ok(()),
@@ -626,6 +639,7 @@ impl Pass {
             }
             Err(err) => {
                 return PassOutcome {
+                    kind: PassLabel::failed,
                     published: 0,
                     next_wake: None,
                     error: Err(err.into()),
@@ -647,18 +661,21 @@ impl Pass {
         }
         match result {
             Ok(Ok(next_wake)) => PassOutcome {
+                kind: PassLabel::completed,
                 published,
                 next_wake,
                 error: Ok(()),
                 panicked: false,
             },
             Ok(Err(err)) => PassOutcome {
+                kind: PassLabel::failed,
                 published,
                 next_wake: None,
                 error: Err(err),
                 panicked: false,
             },
             Err(_) => PassOutcome {
+                kind: PassLabel::failed,
                 published,
                 next_wake: None,
                 error: Ok(()),

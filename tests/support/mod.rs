@@ -490,6 +490,86 @@ pub async fn get(address: SocketAddr, path: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// The service's `/metrics`, parsed.
+pub async fn scrape(address: SocketAddr) -> prometheus_parse::Scrape {
+    let text = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|err| panic!("{err}: {text}"))
+}
+
+/// The sum of the samples of `name` that carry every one of `labels`.
+pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    use prometheus_parse::Value as Sample;
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == name)
+        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+/// Scheduling passes of `task` the service at `address` ended with
+/// `outcome` so far (`taskqueue_scheduler_passes_total`; `completed`,
+/// `paused`, `lock_elsewhere`, `failed`).
+pub async fn passes(address: SocketAddr, task: &str, outcome: &str) -> u64 {
+    let scrape = scrape(address).await;
+    sample(
+        &scrape,
+        "taskqueue_scheduler_passes_total",
+        &[("task", task), ("outcome", outcome)],
+    ) as u64
+}
+
+/// Waits until the service at `address` has ended `n` more passes of
+/// `task` with `outcome` than now (at most 30 s). With `n` = 2 at least one
+/// whole pass started after the call, so it saw whatever the test changed
+/// before (the clock, the store): the positive observation that makes a
+/// later "nothing happened" mean the scheduler looked and did nothing.
+pub async fn wait_passes(address: SocketAddr, task: &str, outcome: &str, n: u64) {
+    let target = passes(address, task, outcome).await + n;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ended = passes(address, task, outcome).await;
+        if ended >= target {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{task}: {ended} passes {outcome}, never {target}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits (at most 30 s) until the service at `address` counts `n`
+/// attempts that reached an outcome (`/stats` `processed`): each of them
+/// recorded and settled, so no copy of it is left to call again.
+pub async fn wait_processed(address: SocketAddr, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, stats) = get(address, "/stats").await;
+        let processed = stats["processed"].as_u64().unwrap_or(0);
+        if processed >= n {
+            assert_eq!(processed, n, "more attempts than expected: {stats}");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{processed} attempts processed, never {n}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The service running in this test's actix system.
 pub struct RunningApp {
     /// Where its API listens.
