@@ -10,7 +10,7 @@ use actors::{metrics::GetStats, store::replicas::ReplicaReport};
 use chrono::Utc;
 use uuid::Uuid;
 
-use crate::{cli::Role, routes::state::ApiState};
+use crate::{Role, routes::state::ApiState};
 
 /// `host:pid`, for people.
 fn process_name() -> String {

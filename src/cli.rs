@@ -1,10 +1,12 @@
-//! The command line.
+//! The command line: the parser and the dispatch to `commands`. Each
+//! command's arguments live with the command (`commands::*`), so nothing
+//! but `main.rs` depends on this module.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::commands;
+use crate::commands::{self, ConfigArgs, serve::ServeArgs};
 
 /// Recurring per-user tasks at scale: fan-out spread over a window,
 /// per-user intervals and time zones, cluster-wide rate limits.
@@ -54,66 +56,6 @@ pub enum Command {
 pub enum UsersCommand {
     /// Import preferences from a JSON-lines file of `UserPreference`s.
     Import(commands::users::ImportArgs),
-}
-
-/// Where configuration comes from.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ConfigArgs {
-    /// Configuration file; repeat to layer files (later ones win).
-    /// Environment variables `TASKQUEUE_SECTION__KEY` override files.
-    #[arg(
-        long = "config",
-        short = 'c',
-        env = "TASKQUEUE_CONFIG",
-        value_delimiter = ','
-    )]
-    pub config: Vec<PathBuf>,
-}
-
-/// `taskqueue serve`
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServeArgs {
-    /// Configuration.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// Which parts to run in this process.
-    #[arg(long, value_enum, default_value_t = Role::All)]
-    pub role: Role,
-    /// Address of the internal API (else config `api.bind`, else 127.0.0.1:8080).
-    #[arg(long)]
-    pub bind: Option<SocketAddr>,
-}
-
-/// Which parts of the service a process runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// Scheduler and distributor only.
-    Scheduler,
-    /// Executors only.
-    Worker,
-    /// Both.
-    All,
-}
-
-impl Role {
-    /// Whether the scheduler side runs.
-    pub fn schedules(self) -> bool {
-        matches!(self, Role::Scheduler | Role::All)
-    }
-
-    /// Whether the worker side runs.
-    pub fn works(self) -> bool {
-        matches!(self, Role::Worker | Role::All)
-    }
-
-    /// `scheduler`, `worker` or `all`, as `--role` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Scheduler => "scheduler",
-            Role::Worker => "worker",
-            Role::All => "all",
-        }
-    }
 }
 
 /// Runs a parsed command line to its exit code.

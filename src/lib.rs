@@ -18,7 +18,10 @@ pub mod beacon;
 pub mod cli;
 pub mod commands;
 pub mod configuration;
+pub mod role;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
 pub mod ui;
+
+pub use role::Role;

@@ -52,7 +52,7 @@ use anyhow::Context;
 use chrono::Utc;
 
 use crate::{
-    cli::Role,
+    Role,
     configuration::{self, Backend, QueueType, RedisConfig, RedisMode, ServiceConfig},
     routes::{
         self,

@@ -9,7 +9,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::Backends;
-use taskqueue::{cli::Role, startup::Application};
+use taskqueue::{Role, startup::Application};
 
 const TASKS_YAML: &str = r#"
 tasks:

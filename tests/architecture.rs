@@ -11,7 +11,10 @@
 //!   a prefix (`"{}:users:"`) or a key's tail (`":settings:{task}"`);
 //! - every file in `tests/` is built: the manifest turns Cargo's discovery
 //!   of test files off (`autotests = false`), so each one is a `mod` of
-//!   `tests/suite.rs` or a `[[test]]` of its own.
+//!   `tests/suite.rs` or a `[[test]]` of its own;
+//! - the command line is a leaf: no module of `src` but `main.rs` uses
+//!   `cli` (each command's arguments live with the command), so `cli`,
+//!   `commands` and `startup` import one another in one direction only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -672,4 +675,50 @@ fn the_unbuilt_test_check_catches_what_it_forbids() {
     let suite = "//! doc\nmod support;\nmod a;\n";
     let manifest = "[[test]]\nname = \"b\"\npath = \"tests/b.rs\"\n";
     assert_eq!(unbuilt_test_files(&names, suite, manifest), ["c"]);
+}
+
+/// The sources (by path relative to `src`, with their text) that use the
+/// `cli` module, other than `main.rs` and `cli.rs` itself.
+fn cli_users(sources: &[(String, String)]) -> Vec<String> {
+    sources
+        .iter()
+        .filter(|(path, _)| path != "main.rs" && path != "cli.rs")
+        .filter(|(_, text)| {
+            text.lines()
+                .map(str::trim_start)
+                .filter(|line| !line.starts_with("//"))
+                .any(|line| line.contains("cli::") || line.contains("crate::cli"))
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
+}
+
+#[test]
+fn only_main_uses_the_command_line_module() {
+    let src = root().join("src");
+    let sources: Vec<(String, String)> = files(&src, "rs")
+        .into_iter()
+        .map(|path| {
+            let relative = path.strip_prefix(&src).unwrap().display().to_string();
+            (relative, read(&path))
+        })
+        .collect();
+    assert!(sources.iter().any(|(path, _)| path == "cli.rs"));
+    assert_eq!(cli_users(&sources), Vec::<String>::new());
+}
+
+#[test]
+fn the_cli_check_catches_what_it_forbids() {
+    let sources = vec![
+        ("main.rs".to_owned(), "taskqueue::cli::run(cli)".to_owned()),
+        (
+            "commands/serve.rs".to_owned(),
+            "use crate::{cli::ServeArgs, configuration};".to_owned(),
+        ),
+        (
+            "startup.rs".to_owned(),
+            "// the cli::Role of old\nuse crate::Role;".to_owned(),
+        ),
+    ];
+    assert_eq!(cli_users(&sources), vec!["commands/serve.rs".to_owned()]);
 }

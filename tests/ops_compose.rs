@@ -6,7 +6,10 @@
 
 use clap::Parser;
 use serde_json::Value;
-use taskqueue::cli::{Cli, Command, Role};
+use taskqueue::{
+    Role,
+    cli::{Cli, Command},
+};
 
 fn read(path: &str) -> String {
     let path = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));

@@ -205,7 +205,7 @@ async fn a_published_job_reads_pending_until_a_worker_starts_it() {
     let backends = Backends::new("job-pending");
     // A scheduler alone: the job is published and confirmed, nobody takes it.
     let app = spawn_app_as(
-        taskqueue::cli::Role::Scheduler,
+        taskqueue::Role::Scheduler,
         config(&backends),
         vec![task_to("queued", sink.url("/ok/queued"), 3)],
         Arc::new(SystemClock),

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use actors::clock::SystemClock;
 use serde_json::{Value, json};
 use support::*;
-use taskqueue::{cli::Role, configuration::Backend, startup::Application};
+use taskqueue::{Role, configuration::Backend, startup::Application};
 
 fn embedded_config() -> taskqueue::configuration::ServiceConfig {
     let mut config = taskqueue::configuration::ServiceConfig {

@@ -145,7 +145,7 @@ async fn a_daily_task_calls_each_user_at_their_own_local_time_and_follows_a_new_
         config,
         tasks: vec![first.clone()],
         task_source: Some(source),
-        role: taskqueue::cli::Role::All,
+        role: taskqueue::Role::All,
         clock: clock.clone(),
     })
     .await

@@ -206,7 +206,7 @@ fn every_example_field_reaches_its_component() {
 
     use actors::{executor::call_timeout, store::redis::RedisTarget};
     use taskqueue::{
-        cli::Role,
+        Role,
         startup::{amqp_options, amqp_url, pipeline_config, redis_options, redis_target},
     };
 

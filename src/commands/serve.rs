@@ -6,17 +6,32 @@
 //! sink, and example users; its first log line says so.
 
 use std::{
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::ExitCode,
 };
 
-use crate::{cli::ServeArgs, configuration, startup::Application, telemetry};
+use crate::{Role, commands::ConfigArgs, configuration, startup::Application, telemetry};
 
 /// The quick start, as shipped in `config/quickstart.yaml`.
 pub const QUICKSTART: &str = include_str!("../../config/quickstart.yaml");
 
 /// The address the quick start's example tasks call (its `api.bind`).
 const QUICKSTART_BIND: &str = "127.0.0.1:8080";
+
+/// `taskqueue serve`
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Configuration.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Which parts to run in this process.
+    #[arg(long, value_enum, default_value_t = Role::All)]
+    pub role: Role,
+    /// Address of the internal API (else config `api.bind`, else 127.0.0.1:8080).
+    #[arg(long)]
+    pub bind: Option<SocketAddr>,
+}
 
 /// Runs the service.
 pub fn run(args: ServeArgs) -> ExitCode {

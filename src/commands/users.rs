@@ -38,7 +38,7 @@ use futures::{FutureExt, StreamExt, stream::FuturesUnordered};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::{
-    cli::ConfigArgs,
+    commands::ConfigArgs,
     configuration::{self, RateLimitConfig},
     routes::preferences::check_interval,
     startup::redis_target,

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::{cli::ConfigArgs, configuration};
+use crate::{commands::ConfigArgs, configuration};
 
 /// Validates the configuration named by `args`: on success prints a
 /// one-line summary (and any warnings) and exits 0; otherwise prints every

@@ -584,12 +584,12 @@ pub async fn spawn_app(
     tasks: Vec<TaskType>,
     clock: actors::clock::SharedClock,
 ) -> RunningApp {
-    spawn_app_as(taskqueue::cli::Role::All, config, tasks, clock).await
+    spawn_app_as(taskqueue::Role::All, config, tasks, clock).await
 }
 
 /// Starts the service in-process in `role` with `tasks` and `clock`.
 pub async fn spawn_app_as(
-    role: taskqueue::cli::Role,
+    role: taskqueue::Role,
     config: taskqueue::configuration::ServiceConfig,
     tasks: Vec<TaskType>,
     clock: actors::clock::SharedClock,
