@@ -257,7 +257,7 @@ fn poison_record() -> DeadLetterRecord {
                 origin: None,
             },
         ),
-        reason: "unknown_task_type".into(),
+        reason: actors::domain::DeadLetterReason::UnknownTaskType,
         last_error: None,
         attempts: 1,
         dead_lettered_at: now,

@@ -180,7 +180,10 @@ async fn a_job_always_throttled_is_dead_lettered_past_its_throttle_budget() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(letters.len(), 1, "dead-lettered once");
-    assert_eq!(letters[0].letter.reason, "throttled_too_long");
+    assert_eq!(
+        letters[0].letter.reason,
+        actors::domain::DeadLetterReason::ThrottledTooLong
+    );
     let result = letters[0].letter.result.as_ref().unwrap();
     assert_eq!(result.error.as_ref().unwrap().code, "http_429");
     // 2 throttles per allowed attempt, 1 + 1 attempts: 4 throttled calls
@@ -290,7 +293,10 @@ async fn a_duplicate_copy_of_a_failed_attempt_starts_no_second_retry_chain() {
     assert_eq!(attempts, vec![1, 2, 3]);
     let letters = broker.dead_letters();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].letter.reason, "retries_exhausted");
+    assert_eq!(
+        letters[0].letter.reason,
+        actors::domain::DeadLetterReason::RetriesExhausted
+    );
     pipeline.shutdown().await;
 }
 

@@ -69,8 +69,8 @@ use crate::{
     broker::{DeadLetter, Delivery, DeliveryHandle, JobBroker},
     catalog::TaskCatalog,
     domain::{
-        ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, OverlapPolicy, Status,
-        TaskType, TaskTypeId, UserId,
+        DeadLetterReason, ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata,
+        OverlapPolicy, Status, TaskType, TaskTypeId, UserId,
     },
     error::PipelineError,
     messages::{ExecutionOutcome, RecordExecution},
@@ -816,7 +816,7 @@ async fn attempt(
             };
             finish.result = Some(result_write(settings, job, kept));
             finish_with_retries(batcher, finish).await?;
-            tracing::warn!(job_id = %job.id, reason, code = %error.code, "job failed for good; dead-lettering");
+            tracing::warn!(job_id = %job.id, %reason, code = %error.code, "job failed for good; dead-lettering");
             result.status = Status::Failed;
             result.error = Some(error);
             if let CallResult::Status { body, .. } = &call
@@ -826,7 +826,7 @@ async fn attempt(
             }
             record_dead_letter(env, envelope, reason, result.error.clone()).await?;
             held.dead_letter(DeadLetter {
-                reason: reason.to_owned(),
+                reason,
                 result: Some(result),
             })
             .await?;
@@ -859,14 +859,14 @@ async fn defer_unknown_task(
     let age = (now - job.created_at).to_std().unwrap_or(Duration::ZERO);
     if age >= UNKNOWN_TASK_GRACE {
         tracing::warn!(job_id = %job.id, task = %job.task_type_id, "unknown task type past its grace period; dead-lettering");
-        record_dead_letter(env, envelope, "unknown_task_type", None).await?;
+        let reason = DeadLetterReason::UnknownTaskType;
+        record_dead_letter(env, envelope, reason, None).await?;
         held.dead_letter(DeadLetter {
-            reason: "unknown_task_type".to_owned(),
+            reason,
             result: None,
         })
         .await?;
-        env.metrics
-            .dead_lettered(&job.task_type_id, "unknown_task_type");
+        env.metrics.dead_lettered(&job.task_type_id, reason);
         return Ok(());
     }
     let wait = age.clamp(Duration::from_secs(1), UNKNOWN_TASK_DEFER_MAX);
@@ -882,12 +882,12 @@ async fn defer_unknown_task(
 async fn record_dead_letter(
     env: &ExecutorEnv,
     envelope: &JobEnvelope,
-    reason: &str,
+    reason: DeadLetterReason,
     last_error: Option<ErrorDetail>,
 ) -> Result<(), PipelineError> {
     let record = DeadLetterRecord {
         envelope: envelope.clone(),
-        reason: reason.to_owned(),
+        reason,
         last_error,
         attempts: envelope.job.attempt,
         dead_lettered_at: Utc::now(),
@@ -1318,9 +1318,8 @@ pub enum Step {
     },
     /// Send to the dead-letter queue.
     DeadLetter {
-        /// `retries_exhausted`, `permanent_failure` or
-        /// `throttled_too_long`.
-        reason: &'static str,
+        /// Why (of [`DeadLetterReason::OF_EXECUTION`]).
+        reason: DeadLetterReason,
         /// The last error.
         error: ErrorDetail,
     },
@@ -1365,7 +1364,7 @@ pub fn next_step(
                     error.message, budget.throttles
                 );
                 Step::DeadLetter {
-                    reason: "throttled_too_long",
+                    reason: DeadLetterReason::ThrottledTooLong,
                     error,
                 }
             } else if budget.age.saturating_add(wait) > budget.max_age {
@@ -1376,7 +1375,7 @@ pub fn next_step(
                     humantime_secs(budget.max_age)
                 );
                 Step::DeadLetter {
-                    reason: "throttled_too_long",
+                    reason: DeadLetterReason::ThrottledTooLong,
                     error,
                 }
             } else {
@@ -1388,11 +1387,11 @@ pub fn next_step(
             delay: backoff.delay(attempt, jitter),
         },
         Outcome::Transient(error) => Step::DeadLetter {
-            reason: "retries_exhausted",
+            reason: DeadLetterReason::RetriesExhausted,
             error,
         },
         Outcome::Permanent(error) => Step::DeadLetter {
-            reason: "permanent_failure",
+            reason: DeadLetterReason::PermanentFailure,
             error,
         },
     }

@@ -8,7 +8,7 @@ use actix::Message;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::domain::{Status, TaskTypeId};
+use crate::domain::{DeadLetterReason, Status, TaskTypeId};
 
 /// One finished attempt, reported by an executor to the metrics actor.
 #[derive(Debug, Clone, Message)]
@@ -46,7 +46,7 @@ pub enum ExecutionOutcome {
     /// 429/503 with `Retry-After`: the same attempt is published later.
     Throttle,
     /// Failed for good, with the dead letter's reason.
-    DeadLetter(&'static str),
+    DeadLetter(DeadLetterReason),
 }
 
 impl ExecutionOutcome {

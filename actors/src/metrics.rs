@@ -29,7 +29,7 @@ use actix::prelude::*;
 use chrono::NaiveDate;
 
 use crate::{
-    domain::{Status, TaskTypeId},
+    domain::{DeadLetterReason, Status, TaskTypeId},
     messages::{ExecutionOutcome, RecordExecution},
     prometheus::{DeferralLabel, DeferralLabels, Families, ReasonLabels, TaskLabels, TaskMembers},
     store::{DurationSample, MetricsBatch, StateStore, StoreError},
@@ -153,7 +153,7 @@ impl Counters {
                     .dead_letters
                     .get_or_create(&ReasonLabels {
                         task: msg.task_type_id.as_str().to_owned(),
-                        reason: reason.to_owned(),
+                        reason: reason.as_str().to_owned(),
                     })
                     .inc();
             }
@@ -238,12 +238,12 @@ impl MetricsRecorder {
 
     /// Counts a job dead-lettered without an attempt (its task is
     /// unknown).
-    pub fn dead_lettered(&self, task: &TaskTypeId, reason: &'static str) {
+    pub fn dead_lettered(&self, task: &TaskTypeId, reason: DeadLetterReason) {
         self.families
             .dead_letters
             .get_or_create(&ReasonLabels {
                 task: task.as_str().to_owned(),
-                reason: reason.to_owned(),
+                reason: reason.as_str().to_owned(),
             })
             .inc();
     }

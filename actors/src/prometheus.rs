@@ -19,6 +19,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::domain::DeadLetterReason;
+
 /// What became of one attempt, as the metrics tell it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -93,14 +95,6 @@ pub struct ReasonLabels {
     /// `unknown_task_type`.
     pub reason: String,
 }
-
-/// The reasons an executor dead-letters a job with.
-pub const DEAD_LETTER_REASONS: &[&str] = &[
-    "retries_exhausted",
-    "permanent_failure",
-    "throttled_too_long",
-    "unknown_task_type",
-];
 
 /// `task`, `reason` (why a job was deferred).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -404,10 +398,10 @@ impl Families {
                 reason,
             });
         }
-        for reason in DEAD_LETTER_REASONS {
+        for reason in DeadLetterReason::OF_EXECUTION {
             let _ = self.dead_letters.get_or_create(&ReasonLabels {
                 task: task.to_owned(),
-                reason: (*reason).to_owned(),
+                reason: reason.as_str().to_owned(),
             });
         }
     }
@@ -460,7 +454,7 @@ mod tests {
             .dead_letters
             .get_or_create(&ReasonLabels {
                 task: "daily".into(),
-                reason: "permanent_failure".into(),
+                reason: DeadLetterReason::PermanentFailure.as_str().into(),
             })
             .inc();
         let text = families.encode().unwrap();

@@ -440,7 +440,7 @@ async fn dead_letters_keep_the_body_and_the_failure() {
     delivery
         .handle
         .dead_letter(DeadLetter {
-            reason: "retries_exhausted".into(),
+            reason: actors::domain::DeadLetterReason::RetriesExhausted,
             result: Some(result.clone()),
         })
         .await

@@ -213,7 +213,7 @@ async fn dead_letters_keep_the_message_and_the_reason() {
     let mut stream = broker.consume(10).await.unwrap();
     let delivery = stream.next().await.unwrap();
     let letter = DeadLetter {
-        reason: "retries_exhausted".into(),
+        reason: actors::domain::DeadLetterReason::RetriesExhausted,
         result: None,
     };
     delivery.handle.dead_letter(letter.clone()).await.unwrap();
@@ -224,7 +224,10 @@ async fn dead_letters_keep_the_message_and_the_reason() {
     assert_eq!(dead.len(), 2);
     assert_eq!((&dead[0].envelope, &dead[0].letter), (&job, &letter));
     assert_eq!(dead[1].envelope, stale);
-    assert_eq!(dead[1].letter.reason, "unsupported_version");
+    assert_eq!(
+        dead[1].letter.reason,
+        actors::domain::DeadLetterReason::UnsupportedVersion
+    );
 }
 
 #[tokio::test]

@@ -157,7 +157,7 @@ pub(crate) fn view(record: &DeadLetterRecord) -> DeadLetterView {
         task_type_id: job.task_type_id.clone(),
         user_id: job.user_id.clone(),
         scheduled_at: job.scheduled_at,
-        reason: record.reason.clone(),
+        reason: record.reason.to_string(),
         last_error: record.last_error.clone(),
         attempts: record.attempts,
         dead_lettered_at: record.dead_lettered_at,

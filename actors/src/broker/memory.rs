@@ -30,7 +30,7 @@ use super::{
     BrokerError, DeadLetter, Delivery, DeliveryHandle, JobBroker, JobStream, QUEUE_DELAYED,
     QUEUE_FAILED, QUEUE_HIGH, QUEUE_LOW, QUEUE_NORMAL,
 };
-use crate::domain::{ENVELOPE_VERSION, JobEnvelope, Priority};
+use crate::domain::{DeadLetterReason, ENVELOPE_VERSION, JobEnvelope, Priority};
 
 /// The in-process broker. Cloning gives another handle to the same queues.
 #[derive(Clone, Default)]
@@ -265,11 +265,10 @@ impl MemoryStream {
                 return Step::Wait(next_due);
             };
             if queued.envelope.version != ENVELOPE_VERSION {
-                let reason = "unsupported_version".to_owned();
                 state.dead.push(DeadLettered {
                     envelope: queued.envelope,
                     letter: DeadLetter {
-                        reason,
+                        reason: DeadLetterReason::UnsupportedVersion,
                         result: None,
                     },
                 });

@@ -10,7 +10,7 @@ pub mod pending;
 
 use async_trait::async_trait;
 
-use crate::domain::{ExecutionResult, JobEnvelope};
+use crate::domain::{DeadLetterReason, ExecutionResult, JobEnvelope};
 
 /// The exchange every job is published through.
 pub const EXCHANGE: &str = "taskqueue";
@@ -55,9 +55,8 @@ pub enum BrokerError {
 /// Why a message went to the dead-letter queue.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
-    /// Short reason (`retries_exhausted`, `permanent_failure`,
-    /// `unknown_task_type`, `malformed`, ...), put in the `x-taskqueue-reason` header.
-    pub reason: String,
+    /// Why, put in the `x-taskqueue-reason` header.
+    pub reason: DeadLetterReason,
     /// The last attempt's outcome, when the job ran.
     pub result: Option<ExecutionResult>,
 }

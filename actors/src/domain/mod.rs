@@ -2,6 +2,7 @@
 //!
 //! Nothing here does I/O or reads the clock.
 
+mod dead_letter;
 mod execution;
 mod ids;
 mod job;
@@ -9,6 +10,7 @@ pub mod payload;
 mod preference;
 mod task;
 
+pub use dead_letter::{DeadLetterReason, UnknownReason};
 pub use execution::{ErrorDetail, ExecutionResult, Status};
 pub use ids::{MAX_ID_LEN, ParseIdError, TaskTypeId, UserId};
 pub use job::{

@@ -23,7 +23,7 @@ use std::{
 use uuid::Uuid;
 
 use super::{StoreError, redis::RedisStore};
-use crate::domain::{ErrorDetail, JobEnvelope, TaskTypeId};
+use crate::domain::{DeadLetterReason, ErrorDetail, JobEnvelope, TaskTypeId};
 
 /// Largest page [`DeadLetterStore::dead_letters`] is asked for by the API.
 pub const MAX_PAGE: usize = 500;
@@ -33,9 +33,8 @@ pub const MAX_PAGE: usize = 500;
 pub struct DeadLetterRecord {
     /// The message as it was dead-lettered.
     pub envelope: JobEnvelope,
-    /// `retries_exhausted`, `permanent_failure`, `throttled_too_long`,
-    /// `unknown_task_type`.
-    pub reason: String,
+    /// Why it failed for good.
+    pub reason: DeadLetterReason,
     /// The last attempt's error, when the job ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<ErrorDetail>,

@@ -22,6 +22,7 @@ use super::publish::reject_poison;
 use super::settle::{AmqpHandle, Settler};
 use super::{HEALTH_CHECK_EVERY, SETTLE_TIMEOUT};
 use crate::broker::{BrokerError, Delivery, JobStream, QUEUE_HIGH, QUEUE_LOW, QUEUE_NORMAL};
+use crate::domain::DeadLetterReason;
 use crate::domain::{ENVELOPE_VERSION, JobEnvelope};
 
 /// The three priority consumers of one connection.
@@ -172,7 +173,7 @@ impl AmqpStream {
                 });
             }
             Err((reason, detail)) => {
-                tracing::warn!(reason, %detail, "poison message moved to the failed queue");
+                tracing::warn!(%reason, %detail, "poison message moved to the failed queue");
                 if let Err(error) = reject_poison(&self.inner, &delivery, reason, &detail).await {
                     tracing::warn!(%error, "could not move a poison message; it stays unacked");
                 } else if let Err(error) = settler.ack(delivery.delivery_tag).await {
@@ -308,20 +309,30 @@ impl AmqpStream {
 
 /// Parses a message body; on failure, the reason for the failed queue
 /// and the detail.
-pub(super) fn parse(body: &[u8]) -> Result<JobEnvelope, (&'static str, String)> {
+pub(super) fn parse(body: &[u8]) -> Result<JobEnvelope, (DeadLetterReason, String)> {
     if let Ok(envelope) = serde_json::from_slice::<JobEnvelope>(body)
         && envelope.version == ENVELOPE_VERSION
     {
         return Ok(envelope);
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|error| ("malformed", error.to_string()))?;
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|error| (DeadLetterReason::Malformed, error.to_string()))?;
     match value.get("version").and_then(serde_json::Value::as_str) {
         Some(ENVELOPE_VERSION) => {}
-        Some(other) => return Err(("unsupported_version", format!("version {other:?}"))),
-        None => return Err(("malformed", "missing field `version`".to_owned())),
+        Some(other) => {
+            return Err((
+                DeadLetterReason::UnsupportedVersion,
+                format!("version {other:?}"),
+            ));
+        }
+        None => {
+            return Err((
+                DeadLetterReason::Malformed,
+                "missing field `version`".to_owned(),
+            ));
+        }
     }
-    serde_json::from_value(value).map_err(|error| ("malformed", error.to_string()))
+    serde_json::from_value(value).map_err(|error| (DeadLetterReason::Malformed, error.to_string()))
 }
 
 #[async_trait]
@@ -403,12 +414,15 @@ mod tests {
     #[test]
     fn poison_bodies_are_told_apart() {
         let reason = |body: &[u8]| parse(body).err().map(|(reason, _)| reason);
-        assert_eq!(reason(b"not json"), Some("malformed"));
+        assert_eq!(reason(b"not json"), Some(DeadLetterReason::Malformed));
         assert_eq!(
             reason(br#"{"version":"9.9","job":{}}"#),
-            Some("unsupported_version")
+            Some(DeadLetterReason::UnsupportedVersion)
         );
-        assert_eq!(reason(br#"{"version":"1.0"}"#), Some("malformed"));
-        assert_eq!(reason(br#"{"job":{}}"#), Some("malformed"));
+        assert_eq!(
+            reason(br#"{"version":"1.0"}"#),
+            Some(DeadLetterReason::Malformed)
+        );
+        assert_eq!(reason(br#"{"job":{}}"#), Some(DeadLetterReason::Malformed));
     }
 }

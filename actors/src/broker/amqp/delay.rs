@@ -23,6 +23,7 @@ use super::{
     HEADER_EXECUTE_AFTER, HEADER_TARGET, HEALTH_CHECK_EVERY, header_i64, header_str, priority_queue,
 };
 use crate::broker::{BrokerError, QUEUE_DELAYED};
+use crate::domain::DeadLetterReason;
 
 /// Shortest step of the delay ladder, in milliseconds (2^8).
 const LADDER_MIN_EXP: u32 = 8;
@@ -192,7 +193,9 @@ async fn pump_one(inner: &Inner, delivery: LapinDelivery) {
         Ok(()) => delivery.acker.ack(BasicAckOptions::default()).await,
         Err(BrokerError::Unroutable(_)) => {
             let detail = format!("no queue bound to {:?}", message.routing_key);
-            if let Err(error) = reject_poison(inner, &delivery, "unroutable", &detail).await {
+            if let Err(error) =
+                reject_poison(inner, &delivery, DeadLetterReason::Unroutable, &detail).await
+            {
                 tracing::warn!(%error, "could not move an unroutable delayed message");
             }
             return;

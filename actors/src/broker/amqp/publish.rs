@@ -19,6 +19,7 @@ use super::{
     HEADER_TASK_TYPE, long_string, priority_queue,
 };
 use crate::broker::{BrokerError, QUEUE_DELAYED, QUEUE_FAILED};
+use crate::domain::DeadLetterReason;
 use crate::domain::JobEnvelope;
 
 /// One message ready to be published.
@@ -224,11 +225,11 @@ pub(super) fn encode(error: serde_json::Error) -> lapin::Error {
 pub(super) async fn reject_poison(
     inner: &Inner,
     delivery: &LapinDelivery,
-    reason: &str,
+    reason: DeadLetterReason,
     detail: &str,
 ) -> Result<(), BrokerError> {
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(HEADER_REASON.into(), long_string(reason));
+    headers.insert(HEADER_REASON.into(), long_string(reason.as_str()));
     headers.insert(HEADER_ERROR_MESSAGE.into(), long_string(detail));
     let message = Outgoing {
         id: Uuid::nil(),

@@ -235,7 +235,7 @@ impl DeliveryHandle for AmqpHandle {
     async fn dead_letter(&self, letter: DeadLetter) -> Result<(), BrokerError> {
         let properties = &self.delivery.properties;
         let mut headers = properties.headers().clone().unwrap_or_default();
-        headers.insert(HEADER_REASON.into(), long_string(&letter.reason));
+        headers.insert(HEADER_REASON.into(), long_string(letter.reason.as_str()));
         headers.insert(
             HEADER_ATTEMPT.into(),
             AMQPValue::LongLongInt(i64::from(self.attempt)),
