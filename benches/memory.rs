@@ -39,9 +39,7 @@ const TASK: &str = "mem_bench";
 /// A prefix as long as the default `taskqueue` (9 bytes), so key names
 /// cost what they cost in a default deployment.
 fn short_prefix() -> Prefix {
-    Prefix {
-        name: format!("tqm{}", &Uuid::new_v4().simple().to_string()[..6]),
-    }
+    Prefix::named(format!("tqm{}", &Uuid::new_v4().simple().to_string()[..6]))
 }
 
 /// Sum of `MEMORY USAGE` over every key of `prefix`, and the key count.

@@ -123,7 +123,7 @@ async fn round(ledger: &Ledger, round: usize, expected: usize) -> Outcome {
     if delivered < expected {
         println!(
             "stress round {round}: queues now\n{}",
-            queue_counts(&backends.vhost)
+            queue_counts(&backends.vhost.name)
         );
         // A lane whose executors hold their jobs shows stuck here.
         for address in [first, second] {

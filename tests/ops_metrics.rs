@@ -7,7 +7,7 @@ use crate::support;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use actors::clock::SystemClock;
-use prometheus_parse::{Scrape, Value as Sample};
+use prometheus_parse::Scrape;
 use serde_json::json;
 use support::*;
 
@@ -37,22 +37,6 @@ async fn scrape(app: &RunningApp) -> (String, Scrape) {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let parsed = Scrape::parse(lines).unwrap_or_else(|err| panic!("{err}: {text}"));
     (text, parsed)
-}
-
-/// The value of the sample `name` whose labels include `labels`, summed
-/// over the others (0 when there is none).
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    scrape
-        .samples
-        .iter()
-        .filter(|s| s.metric == name)
-        .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .map(|s| match &s.value {
-            Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
-            Sample::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
-            Sample::Summary(_) => 0.0,
-        })
-        .sum()
 }
 
 #[actix_rt::test]
@@ -93,7 +77,7 @@ async fn metrics_after_a_small_run_match_the_sink() {
     let mut last = None;
     for _ in 0..100 {
         let (text, parsed) = scrape(&app).await;
-        let counted: f64 = value(&parsed, "taskqueue_executions_total", &[]);
+        let counted: f64 = sample(&parsed, "taskqueue_executions_total", &[]);
         if counted >= 15.0 {
             last = Some((text, parsed));
             break;
@@ -107,7 +91,7 @@ async fn metrics_after_a_small_run_match_the_sink() {
         let ok = calls.iter().filter(|c| c.answered_ok).count() as f64;
         let failed = calls.iter().filter(|c| !c.answered_ok).count() as f64;
         let outcome = |o: &str| {
-            value(
+            sample(
                 &parsed,
                 "taskqueue_executions_total",
                 &[("task", task), ("outcome", o)],
@@ -121,11 +105,11 @@ async fn metrics_after_a_small_run_match_the_sink() {
         );
         let task_only = [("task", *task)];
         assert_eq!(
-            value(&parsed, "taskqueue_failures_total", &task_only),
+            sample(&parsed, "taskqueue_failures_total", &task_only),
             failed
         );
         assert_eq!(
-            value(
+            sample(
                 &parsed,
                 "taskqueue_execution_duration_seconds_count",
                 &task_only
@@ -134,7 +118,7 @@ async fn metrics_after_a_small_run_match_the_sink() {
             "{task} duration samples"
         );
         assert_eq!(
-            value(
+            sample(
                 &parsed,
                 "taskqueue_execution_lateness_seconds_count",
                 &task_only
@@ -144,11 +128,11 @@ async fn metrics_after_a_small_run_match_the_sink() {
         );
     }
     assert_eq!(
-        value(&parsed, "taskqueue_retries_total", &[("task", "flaky")]),
+        sample(&parsed, "taskqueue_retries_total", &[("task", "flaky")]),
         6.0
     );
     assert_eq!(
-        value(
+        sample(
             &parsed,
             "taskqueue_dead_letters_total",
             &[("task", "gone"), ("reason", "permanent_failure")]
@@ -156,7 +140,7 @@ async fn metrics_after_a_small_run_match_the_sink() {
         3.0
     );
     assert_eq!(
-        value(&parsed, "taskqueue_dead_letters_total", &[("task", "fine")]),
+        sample(&parsed, "taskqueue_dead_letters_total", &[("task", "fine")]),
         0.0
     );
 
@@ -189,12 +173,12 @@ async fn metrics_after_a_small_run_match_the_sink() {
     let mut failed_depth = 0.0;
     for _ in 0..80 {
         let (_, parsed) = scrape(&app).await;
-        failed_depth = value(
+        failed_depth = sample(
             &parsed,
             "taskqueue_queue_depth",
             &[("queue", "taskqueue.jobs.failed")],
         );
-        let released = value(
+        let released = sample(
             &parsed,
             "taskqueue_fanout_jobs",
             &[("task", "fine"), ("run", "last"), ("stage", "released")],
@@ -208,7 +192,7 @@ async fn metrics_after_a_small_run_match_the_sink() {
     let (text, parsed) = scrape(&app).await;
     for stage in ["due", "planned", "released"] {
         assert_eq!(
-            value(
+            sample(
                 &parsed,
                 "taskqueue_fanout_jobs",
                 &[("task", "fine"), ("run", "last"), ("stage", stage)]

@@ -182,7 +182,7 @@ async fn health_is_503_while_rabbitmq_is_gone_and_heals() {
 
     // Deleting the vhost closes every connection to it, and refuses new
     // ones until it exists again.
-    ctl(&["delete_vhost", &backends.vhost]);
+    ctl(&["delete_vhost", &backends.vhost.name]);
     let body = health_until(app.address, "rabbitmq down", |status, body| {
         status == 503 && body["dependencies"]["rabbitmq"]["status"] == "down"
     })
@@ -190,11 +190,11 @@ async fn health_is_503_while_rabbitmq_is_gone_and_heals() {
     assert_eq!(body["status"], "unhealthy", "{body}");
     assert_eq!(body["dependencies"]["redis"]["status"], "up", "{body}");
 
-    ctl(&["add_vhost", &backends.vhost]);
+    ctl(&["add_vhost", &backends.vhost.name]);
     ctl(&[
         "set_permissions",
         "-p",
-        &backends.vhost,
+        &backends.vhost.name,
         "guest",
         ".*",
         ".*",
@@ -288,7 +288,7 @@ fn wait_for_line(replica: &mut Child, text: &str) -> String {
 async fn a_replica_started_before_its_rabbitmq_vhost_waits_for_it() {
     let backends = Backends::new("health-wait-amqp");
     // A vhost that does not exist yet: RabbitMQ refuses the connection.
-    let late = format!("{}-late", backends.vhost);
+    let late = format!("{}-late", backends.vhost.name);
     let authority_end = backends.amqp_url.rfind('/').unwrap();
     let amqp = format!("{}/{late}", &backends.amqp_url[..authority_end]);
     let file = config_file_on(&backends, &backends.redis_address(), &amqp);

@@ -189,9 +189,8 @@ pub struct SchedulerActor {
     settings: SchedulerSettings,
     board: HealthBoard,
     quarantine: Quarantine,
-    /// Set by [`StopScheduling`]; survives restarts.
-    stopped: bool,
-    /// The same, read by the passes under way between their steps.
+    /// Set by [`StopScheduling`] for good (it survives restarts); the
+    /// passes under way read it between their steps.
     halt: Arc<AtomicBool>,
     /// [`StopScheduling`]s waiting for the passes under way to end.
     stop_waiters: Vec<tokio::sync::oneshot::Sender<()>>,
@@ -224,7 +223,6 @@ impl SchedulerActor {
             settings,
             board,
             quarantine,
-            stopped: false,
             halt: Arc::new(AtomicBool::new(false)),
             stop_waiters: Vec::new(),
             ticker: None,
@@ -241,7 +239,7 @@ impl SchedulerActor {
         tick: bool,
         ctx: &mut Context<Self>,
     ) -> Option<tokio::sync::oneshot::Receiver<u64>> {
-        if self.stopped {
+        if self.halted() {
             return None;
         }
         if let Some(state) = self.passes.get_mut(&task) {
@@ -303,7 +301,7 @@ impl SchedulerActor {
         ctx: &mut Context<Self>,
     ) {
         let state = self.passes.remove(&task).unwrap_or_default();
-        if self.stopped {
+        if self.halted() {
             self.wake_stop_waiters();
             return;
         }
@@ -327,6 +325,11 @@ impl SchedulerActor {
         self.wakes.insert(task, handle);
     }
 
+    /// Whether [`StopScheduling`] came.
+    fn halted(&self) -> bool {
+        self.halt.load(Ordering::SeqCst)
+    }
+
     /// Answers the [`StopScheduling`]s waiting, once no pass is under way.
     fn wake_stop_waiters(&mut self) {
         if self.passes.is_empty() {
@@ -341,7 +344,7 @@ impl Actor for SchedulerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        if self.stopped {
+        if self.halted() {
             return;
         }
         ctx.notify(Tick);
@@ -363,7 +366,6 @@ impl Handler<StopScheduling> for SchedulerActor {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, _: StopScheduling, ctx: &mut Self::Context) -> Self::Result {
-        self.stopped = true;
         self.halt.store(true, Ordering::SeqCst);
         if let Some(ticker) = self.ticker.take() {
             ctx.cancel_future(ticker);
@@ -419,7 +421,7 @@ impl Handler<Trigger> for SchedulerActor {
     type Result = ResponseActFuture<Self, Result<TriggerAccepted, PipelineError>>;
 
     fn handle(&mut self, msg: Trigger, _: &mut Self::Context) -> Self::Result {
-        if self.stopped {
+        if self.halted() {
             return Box::pin(fut::ready(Err(PipelineError::ShuttingDown)));
         }
         let store = self.store.clone();

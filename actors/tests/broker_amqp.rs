@@ -30,10 +30,10 @@ use uuid::Uuid;
 /// RabbitMQ, so no test of this file meets the restart by surprise.
 static BROKER_RESTART: LazyLock<RwLock<()>> = LazyLock::new(|| RwLock::new(()));
 
-/// A vhost of its own for one test; deleted on drop.
+/// A vhost of its own for one test (the kit's, deleted on drop) and the
+/// test's turn beside the restart.
 struct Vhost {
-    name: String,
-    url: String,
+    own: test_kit::Vhost,
     _turn: Turn,
 }
 
@@ -66,38 +66,27 @@ impl Vhost {
     }
 
     fn create(test: &str, turn: Turn) -> Vhost {
-        let name = format!("tq-test-{test}-{}", Uuid::new_v4().simple());
-        ctl(&["add_vhost", &name]);
-        ctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
         Vhost {
-            url: test_kit::amqp_url_of(&name),
-            name,
+            own: test_kit::Vhost::new(&format!("test-{test}"))
+                .unwrap_or_else(|error| panic!("{error}")),
             _turn: turn,
         }
     }
 
     async fn broker(&self, options: AmqpOptions) -> AmqpBroker {
-        let broker = AmqpBroker::connect(&self.url, options).await.unwrap();
+        let broker = AmqpBroker::connect(&self.own.url, options).await.unwrap();
         broker.declare().await.unwrap();
         broker
     }
 
     async fn raw(&self) -> lapin::Channel {
-        let connection = Connection::connect(&self.url, ConnectionProperties::default())
+        let connection = Connection::connect(&self.own.url, ConnectionProperties::default())
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
         // The channel keeps the connection alive.
         std::mem::forget(connection);
         channel
-    }
-}
-
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        let _ = Command::new(test_kit::RABBITMQCTL)
-            .args(["-q", "delete_vhost", &self.name])
-            .status();
     }
 }
 
@@ -113,10 +102,6 @@ fn services_dir() -> Option<String> {
         .find_map(|line| line.strip_prefix("MNESIA_BASE="))
         .and_then(|base| base.strip_suffix("/rabbitmq/mnesia"))
         .map(str::to_owned)
-}
-
-fn ctl(args: &[&str]) {
-    test_kit::rabbitmqctl(args).unwrap_or_else(|error| panic!("{error}"));
 }
 
 fn envelope(n: usize, priority: Priority, execute_after: DateTime<Utc>) -> JobEnvelope {
@@ -492,7 +477,7 @@ async fn queues_declared_with_other_arguments_are_a_clear_error() {
     )
     .await
     .unwrap();
-    let broker = AmqpBroker::connect(&vhost.url, AmqpOptions::default())
+    let broker = AmqpBroker::connect(&vhost.own.url, AmqpOptions::default())
         .await
         .unwrap();
     match broker.declare().await {

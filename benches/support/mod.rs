@@ -26,7 +26,6 @@ use anyhow::{Context, Result, bail};
 use lapin::{
     Channel, Connection, ConnectionProperties, options::QueueDeclareOptions, types::FieldTable,
 };
-use uuid::Uuid;
 
 #[allow(unused_imports)]
 pub use sink::{Record, Sink, run_sink_if_asked};
@@ -278,32 +277,7 @@ pub fn redis_connection() -> Result<redis::Connection> {
 }
 
 /// A fresh Redis key prefix, its keys deleted on drop.
-pub struct Prefix {
-    /// The prefix (no trailing `:`).
-    pub name: String,
-}
-
-impl Prefix {
-    /// A new prefix tagged with `tag`.
-    pub fn new(tag: &str) -> Prefix {
-        Prefix {
-            name: format!("tqbench-{tag}-{}", Uuid::new_v4().simple()),
-        }
-    }
-
-    /// Deletes every key under the prefix; the number deleted.
-    pub fn clear(&self) -> Result<u64> {
-        Ok(test_kit::delete_prefix(&redis_url(), &self.name)?)
-    }
-}
-
-impl Drop for Prefix {
-    fn drop(&mut self) {
-        if let Err(err) = self.clear() {
-            progress(format!("could not delete keys of {}: {err:#}", self.name));
-        }
-    }
-}
+pub use test_kit::Prefix;
 
 // ------------------------------------------------------------- RabbitMQ
 
@@ -313,35 +287,27 @@ pub fn rabbitmqctl(args: &[&str]) -> Result<()> {
 }
 
 /// A throwaway RabbitMQ vhost (guest has every permission), deleted on
-/// drop.
-pub struct Vhost {
-    /// Its name.
-    pub name: String,
-    /// The AMQP URL of the vhost.
-    pub url: String,
-}
+/// drop: the kit's ([`test_kit::Vhost`], its `name` and `url` through
+/// `Deref`), with a lapin connection to it.
+pub struct Vhost(test_kit::Vhost);
 
 impl Vhost {
     /// A new vhost tagged with `tag`.
     pub fn new(tag: &str) -> Result<Vhost> {
-        let name = format!("tqbench-{tag}-{}", Uuid::new_v4().simple());
-        rabbitmqctl(&["add_vhost", &name])?;
-        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"])?;
-        let url = test_kit::amqp_url_of(&name);
-        Ok(Vhost { name, url })
+        Ok(Vhost(test_kit::Vhost::new(&format!("bench-{tag}"))?))
     }
 
     /// A connection to the vhost.
     pub async fn connect(&self) -> Result<Connection> {
-        Ok(Connection::connect(&self.url, ConnectionProperties::default()).await?)
+        Ok(Connection::connect(&self.0.url, ConnectionProperties::default()).await?)
     }
 }
 
-impl Drop for Vhost {
-    fn drop(&mut self) {
-        if let Err(err) = rabbitmqctl(&["delete_vhost", &self.name]) {
-            progress(format!("could not delete vhost {}: {err:#}", self.name));
-        }
+impl std::ops::Deref for Vhost {
+    type Target = test_kit::Vhost;
+
+    fn deref(&self) -> &test_kit::Vhost {
+        &self.0
     }
 }
 

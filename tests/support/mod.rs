@@ -19,7 +19,6 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::PathBuf,
-    process::Command,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -258,8 +257,8 @@ pub fn amqp_url() -> String {
 pub struct Backends {
     /// Key prefix.
     pub prefix: String,
-    /// The vhost's name.
-    pub vhost: String,
+    /// The vhost (`name`, `url`), deleted on drop.
+    pub vhost: test_kit::Vhost,
     /// AMQP URL of the vhost.
     pub amqp_url: String,
     /// `host:port` of the Redis server.
@@ -275,13 +274,11 @@ impl Backends {
     /// [`Backends::new`] on the Redis server at `redis` (`host:port`).
     pub fn on_redis(test: &str, redis: &str) -> Backends {
         shared_servers();
-        let id = Uuid::new_v4().simple().to_string();
-        let vhost = format!("tq-test-pipeline-{test}-{id}");
-        ctl(&["add_vhost", &vhost]);
-        ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-        let amqp_url = test_kit::amqp_url_of(&vhost);
+        let vhost = test_kit::Vhost::new(&format!("pipeline-{test}"))
+            .unwrap_or_else(|error| panic!("{error}"));
+        let amqp_url = vhost.url.clone();
         Backends {
-            prefix: format!("tqpipe-{test}-{id}"),
+            prefix: format!("tqpipe-{test}-{}", Uuid::new_v4().simple()),
             vhost,
             amqp_url,
             redis: redis.to_owned(),
@@ -346,9 +343,7 @@ impl Backends {
 
 impl Drop for Backends {
     fn drop(&mut self) {
-        let _ = Command::new(test_kit::RABBITMQCTL)
-            .args(["-q", "delete_vhost", &self.vhost])
-            .status();
+        // The vhost deletes itself.
         delete_prefix_on(&format!("redis://{}/", self.redis), &self.prefix);
     }
 }
@@ -502,7 +497,8 @@ pub async fn scrape(address: SocketAddr) -> prometheus_parse::Scrape {
         .unwrap_or_else(|err| panic!("{err}: {text}"))
 }
 
-/// The sum of the samples of `name` that carry every one of `labels`.
+/// The sum of the samples of `name` that carry every one of `labels` (a
+/// histogram counts its observations; 0 when there is none).
 pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     use prometheus_parse::Value as Sample;
     scrape
@@ -512,7 +508,8 @@ pub fn sample(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &s
         .filter(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
         .map(|s| match &s.value {
             Sample::Counter(v) | Sample::Gauge(v) | Sample::Untyped(v) => *v,
-            _ => 0.0,
+            Sample::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Sample::Summary(_) => 0.0,
         })
         .sum()
 }

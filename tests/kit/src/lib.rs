@@ -131,6 +131,16 @@ impl Prefix {
         }
     }
 
+    /// The prefix `name` itself on [`redis_url`] (takes the server lock
+    /// shared): for a caller that needs a name of a given length.
+    pub fn named(name: impl Into<String>) -> Prefix {
+        server_lock::shared_servers();
+        Prefix {
+            name: name.into(),
+            url: redis_url(),
+        }
+    }
+
     /// Deletes the prefix's keys now; answers with the number deleted.
     pub fn clear(&self) -> Result<u64, KitError> {
         delete_prefix(&self.url, &self.name)
@@ -207,15 +217,10 @@ pub struct Vhost {
 }
 
 impl Vhost {
-    /// A fresh vhost named after `tag` (takes the server lock shared).
+    /// A fresh vhost named after `tag` (takes the server lock shared, a
+    /// no-op in a process that holds it exclusively to restart the broker).
     pub fn new(tag: &str) -> Result<Vhost, KitError> {
         server_lock::shared_servers();
-        Vhost::unlocked(tag)
-    }
-
-    /// [`Vhost::new`] for a process that holds the server lock already
-    /// (exclusively, to restart the broker).
-    pub fn unlocked(tag: &str) -> Result<Vhost, KitError> {
         let name = format!("tq-{tag}-{}", Uuid::new_v4().simple());
         rabbitmqctl(&["add_vhost", &name])?;
         let vhost = Vhost {
