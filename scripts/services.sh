@@ -32,6 +32,10 @@ install_missing() {
   # chromium + chromedriver: the dashboard's browser test (tests/ui_browser.rs)
   [ -x /usr/bin/chromium ] || need+=(chromium)
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+  # OpenSSL headers + pkg-config: the build links the system libssl (TLS of
+  # the AMQP and HTTP clients)
+  dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+  command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
