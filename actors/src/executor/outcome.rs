@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use super::CallResult;
+use super::call::CallResult;
 use crate::domain::{DeadLetterReason, ErrorDetail};
 
 /// Shortest deferral of a job that got no token within the wait cap.
