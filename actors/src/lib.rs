@@ -22,8 +22,10 @@
 //! - [`messages`]: messages shared by several actors; [`error`] their
 //!   error type.
 //! - The actors, one file each: [`scheduler`], [`distributor`],
-//!   [`rate_limiter`], [`executor`], [`metrics`]; [`dispatcher`] feeds the
-//!   executors from the broker; [`pipeline`] starts the tree (the `Pipeline`).
+//!   [`rate_limiter`], [`metrics`], and [`executor`] (a folder: the actor,
+//!   running one job, the HTTP call, outcomes and retries); [`dispatcher`]
+//!   feeds the executors from the broker; [`pipeline`] starts the tree (the
+//!   `Pipeline`).
 //!
 //! **Invariant:** this crate knows nothing about HTTP serving (no
 //! actix-web); the service crate adapts its messages to the API.
