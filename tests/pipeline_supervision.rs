@@ -19,7 +19,7 @@ use actors::{
     catalog::TaskCatalog,
     clock::SystemClock,
     distributor::job_envelope,
-    domain::{TaskInterval, TaskTypeId, UserId, UserPreference},
+    domain::{JobSource, TaskInterval, TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     fanout::Run,
     pipeline::{Pipeline, PipelineConfig, PipelineDeps},
@@ -335,7 +335,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     let user = UserId::parse("carol").unwrap();
     let job = {
         let now = Utc::now();
-        job_envelope(&report, &user, now, now, None, "trigger", "test")
+        job_envelope(&report, &user, now, now, None, JobSource::Trigger, "test")
     };
     broker.publish(std::slice::from_ref(&job)).await.unwrap();
 
@@ -547,7 +547,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
     let user = UserId::parse("dave").unwrap();
     let job = {
         let now = Utc::now();
-        job_envelope(&report, &user, now, now, None, "trigger", "test")
+        job_envelope(&report, &user, now, now, None, JobSource::Trigger, "test")
     };
     broker.publish(std::slice::from_ref(&job)).await.unwrap();
 

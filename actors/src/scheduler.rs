@@ -1104,7 +1104,7 @@ pub struct RunStatus {
     /// The run's instant.
     pub scheduled_at: DateTime<Utc>,
     /// `scheduler`, `trigger` or `custom_interval`.
-    pub source: &'static str,
+    pub source: RunSource,
     /// No spread over the window.
     pub immediate: bool,
     /// Users the run reaches.
@@ -1126,7 +1126,7 @@ impl From<&Run> for RunStatus {
         RunStatus {
             run_id: run.id().to_string(),
             scheduled_at: run.scheduled_at,
-            source: run.source.as_str(),
+            source: run.source,
             immediate: run.immediate,
             users: run.users,
             planned: run.planned,
