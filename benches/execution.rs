@@ -42,7 +42,7 @@ use actors::{
         JobBroker, QUEUE_NORMAL,
         amqp::{AmqpBroker, AmqpOptions},
     },
-    domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId},
 };
 use anyhow::{Context, Result, bail};
 use chrono::Utc;
@@ -78,7 +78,7 @@ fn envelope(n: usize) -> JobEnvelope {
             // The bench's users have no preferences: jobs as a trigger
             // names them (a scheduled fan-out's job for such a user is
             // skipped at the claim).
-            source: "trigger".into(),
+            source: JobSource::Trigger,
             distribution_slot: None,
             origin: None,
         },

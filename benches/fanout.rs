@@ -34,7 +34,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use actors::domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId, job_id};
+use actors::domain::{
+    Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId, job_id,
+};
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, stream::FuturesUnordered};
 use lapin::{
@@ -112,7 +114,7 @@ fn sample_body(n: usize) -> Result<Vec<u8>> {
         },
         JobMetadata {
             correlation_id: format!("trigger:{TASK}:{}", now.timestamp_millis()),
-            source: "trigger".into(),
+            source: JobSource::Trigger,
             distribution_slot: None,
             origin: None,
         },

@@ -28,7 +28,7 @@ use actors::{
         JobBroker,
         amqp::{AmqpBroker, AmqpOptions},
     },
-    domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId, job_id},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId, job_id},
 };
 use anyhow::{Context, Result};
 use support::*;
@@ -174,7 +174,7 @@ fn envelopes(
                 },
                 JobMetadata {
                     correlation_id: format!("bench:{n}"),
-                    source: "trigger".into(),
+                    source: JobSource::Trigger,
                     distribution_slot: None,
                     origin: None,
                 },

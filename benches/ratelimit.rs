@@ -31,7 +31,7 @@ use actors::{
         JobBroker,
         amqp::{AmqpBroker, AmqpOptions},
     },
-    domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId, job_id},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId, job_id},
 };
 use anyhow::Result;
 use support::*;
@@ -64,7 +64,7 @@ fn jobs(count: usize) -> Result<Vec<JobEnvelope>> {
                 },
                 JobMetadata {
                     correlation_id: format!("bench:{n}"),
-                    source: "trigger".into(),
+                    source: JobSource::Trigger,
                     distribution_slot: None,
                     origin: None,
                 },

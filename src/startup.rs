@@ -37,7 +37,7 @@ use actors::{
     executor::ExecutionSettings,
     health::{Dependency, Quarantine},
     pipeline::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
-    scheduler::{TaskSource, Trigger},
+    scheduler::{ReloadProblems, TaskSource, Trigger},
     store::{
         Keys, PreferenceWrite, StateStore,
         dead_letters::{DeadLetterStore, MemoryDeadLetters},
@@ -102,7 +102,7 @@ impl Application {
         let source: TaskSource = Arc::new(move || {
             configuration::load_tasks(&path, &rate_limit)
                 .map(|(tasks, _)| tasks)
-                .map_err(|errors| errors.problems.iter().map(|p| p.to_string()).collect())
+                .map_err(ReloadProblems::from)
         });
         Application::build_with(Setup {
             config,
@@ -125,7 +125,7 @@ impl Application {
         let source: TaskSource = Arc::new(move || {
             configuration::load(&paths)
                 .map(|loaded| loaded.tasks)
-                .map_err(|errors| errors.problems.iter().map(|p| p.to_string()).collect())
+                .map_err(ReloadProblems::from)
         });
         Application::build_with(Setup {
             config: loaded.service,

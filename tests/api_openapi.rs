@@ -294,7 +294,7 @@ fn the_json_of_the_domain_types_conforms_to_their_schemas() {
         at("2026-12-03T09:00:00Z"),
         at("2026-12-03T09:00:00Z"),
         None,
-        "scheduler",
+        actors::domain::JobSource::Scheduler,
         "test",
     );
     let settings: Settings = serde_json::from_value(json!({

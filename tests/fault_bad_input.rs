@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::Arc, tim
 use actors::{
     broker::{QUEUE_FAILED, QUEUE_NORMAL},
     clock::SystemClock,
-    domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId},
 };
 use chrono::Utc;
 use proptest::prelude::*;
@@ -178,7 +178,7 @@ fn envelope(task: &str, user: &str) -> JobEnvelope {
         },
         JobMetadata {
             correlation_id: "fault-suite".into(),
-            source: "trigger".into(),
+            source: JobSource::Trigger,
             distribution_slot: None,
             origin: None,
         },

@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use actors::{
     clock::SystemClock,
-    domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId},
     store::dead_letters::{DeadLetterRecord, DeadLetterStore},
 };
 use chrono::Utc;
@@ -252,7 +252,7 @@ fn poison_record() -> DeadLetterRecord {
             },
             JobMetadata {
                 correlation_id: "test".into(),
-                source: "scheduler".into(),
+                source: JobSource::Scheduler,
                 distribution_slot: None,
                 origin: None,
             },

@@ -16,7 +16,7 @@ use actors::{
     },
     clock::ManualClock,
     distributor::job_envelope,
-    domain::UserId,
+    domain::{JobSource, UserId},
 };
 use chrono::{DurationRound, TimeDelta, Utc};
 use serde_json::{Value, json};
@@ -121,7 +121,7 @@ async fn a_paused_task_stops_fan_out_release_and_execution_and_the_resume_catche
             t0,
             t0,
             None,
-            "trigger",
+            JobSource::Trigger,
             "queued-before-pause",
         )])
         .await

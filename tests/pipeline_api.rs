@@ -194,6 +194,7 @@ async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
     let mut config = embedded_config();
     config.tasks.config_file = tasks_file.clone();
     config.tasks.reload_interval = Duration::from_millis(500);
+    let rate_limit = config.rate_limit.clone();
     let app = Application::build(config, Role::All, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
@@ -204,7 +205,13 @@ async fn a_bad_tasks_file_keeps_the_running_tasks_and_shows_as_degraded() {
     std::fs::write(&tasks_file, "tasks:\n  - id: report\n    name: Report\n").unwrap();
     let health = wait_health(address, "degraded").await;
     assert_eq!(health["status"], "degraded", "{health}");
-    assert!(!health["errors"].as_array().unwrap().is_empty(), "{health}");
+    // Every problem, in the text `taskqueue validate` prints: the file and
+    // position, the task and the field.
+    let problems = taskqueue::configuration::load_tasks(&tasks_file, &rate_limit).unwrap_err();
+    let expected: Vec<String> = problems.problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(health["errors"], json!(expected), "{health}");
+    let first = format!("{}:2:5: task report: ", tasks_file.display());
+    assert!(expected[0].starts_with(&first), "{expected:?}");
     let (status, _) = get(address, "/schedule/status/report").await;
     assert_eq!(status, 200, "the running definitions stay");
 

@@ -15,7 +15,7 @@ use actors::{
     catalog::TaskCatalog,
     clock::SystemClock,
     distributor::job_envelope,
-    domain::{JobEnvelope, TaskType, TaskTypeId, UserId},
+    domain::{JobEnvelope, JobSource, TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
     pipeline::{Pipeline, PipelineConfig, PipelineDeps},
     store::{StateStore, memory::MemoryStore},
@@ -104,7 +104,7 @@ fn job(task: &TaskType, user: &str) -> JobEnvelope {
         now,
         now,
         None,
-        "trigger",
+        JobSource::Trigger,
         "test",
     )
 }
@@ -319,7 +319,7 @@ async fn a_user_who_disabled_the_task_or_is_gone_after_the_fan_out_is_not_called
             now,
             now,
             None,
-            "scheduler",
+            JobSource::Scheduler,
             "test",
         )
     };
@@ -381,7 +381,7 @@ async fn the_retry_of_a_scheduled_job_skips_a_user_who_dropped_the_task_meanwhil
         now,
         now,
         None,
-        "scheduler",
+        JobSource::Scheduler,
         "test",
     );
     broker.publish(std::slice::from_ref(&grace)).await.unwrap();

@@ -7,10 +7,15 @@ use crate::support;
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
+use actors::{
+    domain::TaskTypeId,
+    store::{StateStore, redis::RedisStore},
+};
 use chrono::{DurationRound, TimeDelta, Utc};
 use support::*;
 
@@ -53,22 +58,16 @@ async fn two_replicas_call_every_user_once_per_period() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let calls = sink.wait_for("/ok/", 150, Duration::from_secs(60)).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every attempt settled and nothing is left that could call a user
+    // again; a late duplicate would have come by now.
+    let processed = wait_settled(
+        &[first_address, second_address],
+        &store,
+        &["period_0", "period_1", "period_2"],
+        150,
+    )
+    .await;
     let calls_after = sink.received_at("/ok/");
-    // An executor counts a run once its outcome is recorded, a moment after
-    // the sink saw the call: on a loaded machine, wait for the count.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let processed = loop {
-        let mut processed = Vec::new();
-        for address in [first_address, second_address] {
-            let (_, stats) = get(address, "/stats").await;
-            processed.push(stats["processed"].as_u64().unwrap());
-        }
-        if processed.iter().sum::<u64>() >= 150 || std::time::Instant::now() > deadline {
-            break processed;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
     assert_eq!(processed.iter().sum::<u64>(), 150, "{processed:?}");
     assert!(
         processed.iter().all(|n| *n > 0),
@@ -90,6 +89,68 @@ async fn two_replicas_call_every_user_once_per_period() {
     assert_eq!(per_run.len(), 150, "5 periods x 30 users");
     assert!(per_run.values().all(|n| *n == 1), "{per_run:?}");
     let _ = std::fs::remove_file(config);
+}
+
+/// Waits (at most 30 s) until the replicas at `addresses` have counted
+/// `attempts` attempts between them (`/stats` `processed`: each recorded and
+/// its delivery settled) and nothing is left that could call an endpoint:
+/// every run of `tasks` finished, no job queued (ready, delayed or failed)
+/// and none in flight. Then until each task's scheduler completed two more
+/// passes (one started after everything settled, and published nothing),
+/// and answers each replica's count.
+async fn wait_settled(
+    addresses: &[SocketAddr],
+    store: &RedisStore,
+    tasks: &[&str],
+    attempts: u64,
+) -> Vec<u64> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let state = settled(addresses, store, tasks).await;
+        match &state {
+            Ok(processed) if processed.iter().sum::<u64>() >= attempts => break,
+            _ => assert!(Instant::now() < deadline, "never settled: {state:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for task in tasks {
+        wait_passes_of(addresses, task, "completed", 2).await;
+    }
+    settled(addresses, store, tasks)
+        .await
+        .unwrap_or_else(|state| panic!("work after the passes: {state}"))
+}
+
+/// Each replica's `processed` when no run of `tasks` is under way, no job
+/// is queued and none is in flight; else what is left.
+async fn settled(
+    addresses: &[SocketAddr],
+    store: &RedisStore,
+    tasks: &[&str],
+) -> Result<Vec<u64>, String> {
+    for task in tasks {
+        let runs = store
+            .runs(&TaskTypeId::parse(*task).unwrap())
+            .await
+            .unwrap();
+        if !runs.runs.is_empty() {
+            return Err(format!("{task}: {} runs under way", runs.runs.len()));
+        }
+    }
+    let mut processed = Vec::new();
+    for address in addresses {
+        let metrics = scrape(*address).await;
+        let queued = sample(&metrics, "taskqueue_queue_depth", &[]);
+        let active = sample(&metrics, "taskqueue_active_jobs", &[]);
+        let (_, stats) = get(*address, "/stats").await;
+        processed.push(stats["processed"].as_u64().unwrap());
+        if queued > 0.0 || active > 0.0 {
+            return Err(format!(
+                "{address}: {queued} jobs queued, {active} in flight, {processed:?} processed"
+            ));
+        }
+    }
+    Ok(processed)
 }
 
 #[actix_rt::test]
@@ -123,9 +184,13 @@ async fn sigterm_lets_in_flight_jobs_finish_and_the_rest_wait_for_the_next_proce
         "no new job was taken after SIGTERM"
     );
 
-    let mut second = serve(&config);
+    let second_address = free_address();
+    let mut second = serve_on(&config, second_address);
     let calls = sink.wait_for("/slow/", 8, Duration::from_secs(30)).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The second process ran the other four, and nothing is left that
+    // could call a user again.
+    let processed = wait_settled(&[second_address], &store, &["slow"], 4).await;
+    assert_eq!(processed, [4]);
     assert_eq!(terminate(&mut second), 0);
     let calls_after = sink.received_at("/slow/");
     assert_eq!(calls.len(), calls_after.len());

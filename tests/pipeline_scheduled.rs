@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use actors::{
     clock::ManualClock,
-    domain::{Settings, TaskInterval, TaskTypeId, UserId, job_id},
+    domain::{JobSource, Settings, TaskInterval, TaskTypeId, UserId, job_id},
 };
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use chrono_tz::Tz;
@@ -213,7 +213,7 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
                 scheduled_at,
                 scheduled_at,
                 Some(0),
-                "scheduler",
+                JobSource::Scheduler,
                 "crashed",
             )
         })

@@ -19,9 +19,10 @@ use actors::{
     catalog::TaskCatalog,
     clock::SystemClock,
     distributor::job_envelope,
-    domain::{TaskInterval, TaskTypeId, UserId, UserPreference},
+    domain::{JobSource, TaskInterval, TaskTypeId, UserId, UserPreference},
     executor::ExecutionSettings,
     fanout::Run,
+    metrics::GetStats,
     pipeline::{Pipeline, PipelineConfig, PipelineDeps},
     scheduler::Trigger,
     store::{
@@ -335,7 +336,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     let user = UserId::parse("carol").unwrap();
     let job = {
         let now = Utc::now();
-        job_envelope(&report, &user, now, now, None, "trigger", "test")
+        job_envelope(&report, &user, now, now, None, JobSource::Trigger, "test")
     };
     broker.publish(std::slice::from_ref(&job)).await.unwrap();
 
@@ -345,7 +346,23 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     assert!(store.panicked.load(Ordering::SeqCst), "the fault fired");
     assert_eq!(calls.len(), 1, "the job ran after the restart");
     assert_eq!(calls[0].key(), job.job.id.to_string());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The redelivered copy settled (its attempt counted, its delivery
+    // acked) and the broker holds no copy of the job, queued or in hand,
+    // that could call again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats = pipeline.metrics.send(GetStats).await.unwrap();
+        let (pending, unsettled) = (broker.pending(), broker.unsettled());
+        if stats.processed > 0 && pending == 0 && unsettled == 0 {
+            assert_eq!(stats.processed, 1, "one attempt: {stats:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never settled: {stats:?}, {pending} queued, {unsettled} in hand"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(sink.received_at("/ok/report").len(), 1);
     assert_eq!(
         store.inner.succeeded(&[job.job.id]).await.unwrap(),
@@ -547,7 +564,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
     let user = UserId::parse("dave").unwrap();
     let job = {
         let now = Utc::now();
-        job_envelope(&report, &user, now, now, None, "trigger", "test")
+        job_envelope(&report, &user, now, now, None, JobSource::Trigger, "test")
     };
     broker.publish(std::slice::from_ref(&job)).await.unwrap();
 

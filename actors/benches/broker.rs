@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use actors::broker::amqp::{AmqpBroker, AmqpOptions};
 use actors::broker::{EXCHANGE, JobBroker, QUEUE_NORMAL};
-use actors::domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId};
+use actors::domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId};
 use chrono::Utc;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -44,7 +44,7 @@ fn envelope(n: usize) -> JobEnvelope {
         },
         JobMetadata {
             correlation_id: Uuid::new_v4().to_string(),
-            source: "scheduler".into(),
+            source: JobSource::Scheduler,
             distribution_slot: Some(12),
             origin: None,
         },

@@ -36,7 +36,7 @@ use futures::FutureExt;
 
 use crate::{
     broker::{BrokerError, JobBroker},
-    domain::{Job, JobEnvelope, JobMetadata, TaskType, TaskTypeId, UserId, job_id},
+    domain::{Job, JobEnvelope, JobMetadata, JobSource, TaskType, TaskTypeId, UserId, job_id},
     error::PipelineError,
     fanout::{Audience, Run, RunSource, run_slots},
     health::HealthBoard,
@@ -291,7 +291,7 @@ impl Distribution {
             tracing::info!(
                 task = %run.task_type_id,
                 scheduled_at = %run.scheduled_at,
-                source = run.source.as_str(),
+                source = %run.source,
                 jobs = run.released,
                 "fan-out done"
             );
@@ -740,7 +740,7 @@ fn envelope(task: &TaskType, run: &Run, user: &UserId, slot: Option<u32>) -> Job
         run.scheduled_at,
         execute_after,
         slot,
-        run.source.as_str(),
+        run.source.into(),
         &run.correlation_id,
     )
 }
@@ -753,7 +753,7 @@ pub fn job_envelope(
     scheduled_at: DateTime<Utc>,
     execute_after: DateTime<Utc>,
     slot: Option<u32>,
-    source: &str,
+    source: JobSource,
     correlation_id: &str,
 ) -> JobEnvelope {
     JobEnvelope::new(
@@ -775,7 +775,7 @@ pub fn job_envelope(
         },
         JobMetadata {
             correlation_id: correlation_id.to_owned(),
-            source: source.to_owned(),
+            source,
             distribution_slot: slot,
             origin: None,
         },

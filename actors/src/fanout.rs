@@ -16,14 +16,14 @@
 //! seconds and are published when that instant comes, straight into their
 //! priority queue.
 
-use std::time::Duration;
+use std::{fmt, time::Duration};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::TaskTypeId,
+    domain::{JobSource, TaskTypeId},
     slot::{SLOT_LENGTH, slot_count},
     store::SpreadCursor,
 };
@@ -40,14 +40,21 @@ pub enum RunSource {
     CustomInterval,
 }
 
-impl RunSource {
+impl From<RunSource> for JobSource {
     /// The `metadata.source` of the run's jobs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunSource::Scheduler => "scheduler",
-            RunSource::Trigger => "trigger",
-            RunSource::CustomInterval => "custom_interval",
+    fn from(source: RunSource) -> JobSource {
+        match source {
+            RunSource::Scheduler => JobSource::Scheduler,
+            RunSource::Trigger => JobSource::Trigger,
+            RunSource::CustomInterval => JobSource::CustomInterval,
         }
+    }
+}
+
+impl fmt::Display for RunSource {
+    /// The name of the run's jobs' source: `scheduler`, ...
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        JobSource::from(*self).fmt(f)
     }
 }
 
@@ -274,6 +281,22 @@ mod tests {
 
     fn at(seconds: i64) -> DateTime<Utc> {
         run(1, 1).scheduled_at + chrono::Duration::milliseconds(seconds * 1000)
+    }
+
+    #[test]
+    fn a_run_source_is_stored_under_the_name_its_jobs_carry() {
+        for source in [
+            RunSource::Scheduler,
+            RunSource::Trigger,
+            RunSource::CustomInterval,
+        ] {
+            let job = JobSource::from(source);
+            assert_eq!(
+                serde_json::to_value(source).unwrap(),
+                serde_json::to_value(&job).unwrap()
+            );
+            assert_eq!(source.to_string(), job.as_str());
+        }
     }
 
     #[test]

@@ -65,7 +65,8 @@ use crate::{
     prometheus::Families,
     rate_limiter::{BucketLease, RateLimit},
     scheduler::{
-        ReloadHealth, SCHEDULER, SchedulerActor, SchedulerSettings, StopScheduling, TaskSource,
+        ReloadHealth, ReloadProblems, SCHEDULER, SchedulerActor, SchedulerSettings, StopScheduling,
+        TaskSource,
     },
     store::dead_letters::DeadLetterStore,
     store::results::JobResultStore,
@@ -502,7 +503,8 @@ fn spawn_reloader(
     });
 }
 
-/// One reload: swaps the catalog, or keeps it and records the errors.
+/// One reload: swaps the catalog, or keeps it, logs each problem (one
+/// line each) and records them for `/health`.
 fn reload_tasks(source: &TaskSource, catalog: &TaskCatalog, health: &ReloadHealth) {
     match source() {
         Ok(tasks) => {
@@ -510,12 +512,77 @@ fn reload_tasks(source: &TaskSource, catalog: &TaskCatalog, health: &ReloadHealt
             catalog.replace(tasks);
             health.set(Vec::new());
         }
-        Err(errors) => {
-            tracing::error!(
-                ?errors,
-                "tasks file rejected; keeping the running definitions"
-            );
-            health.set(errors);
+        Err(ReloadProblems(problems)) => {
+            for problem in &problems {
+                tracing::error!(
+                    %problem,
+                    "tasks file rejected; keeping the running definitions"
+                );
+            }
+            health.set(problems);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{domain::TaskType, scheduler::ReloadProblem};
+
+    fn report() -> TaskType {
+        serde_json::from_value(serde_json::json!({
+            "id": "report", "name": "Report",
+            "interval": {"type": "daily", "value": 1},
+            "timeout": "5s",
+            "config": {"endpoint": "http://127.0.0.1:9/x", "method": "POST"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rejected_reload_keeps_the_tasks_and_records_its_problems() {
+        let problems = ReloadProblems(vec![
+            ReloadProblem {
+                file: "config/tasks.yaml".into(),
+                position: Some((12, 17)),
+                task: Some(TaskTypeId::parse("report").unwrap()),
+                field: "interval.timezone".to_owned(),
+                warning: false,
+                message: "unknown time zone \"Mars/Olympus\"".to_owned(),
+            },
+            ReloadProblem {
+                file: "$TASKQUEUE_RATE_LIMIT__PER_TASK__GONE".into(),
+                position: None,
+                task: None,
+                field: "rate_limit.per_task.gone".to_owned(),
+                warning: true,
+                message: "no task \"gone\"".to_owned(),
+            },
+        ]);
+        let next: Arc<Mutex<Result<Vec<TaskType>, ReloadProblems>>> =
+            Arc::new(Mutex::new(Err(problems.clone())));
+        let answer = next.clone();
+        let source: TaskSource = Arc::new(move || answer.lock().unwrap().clone());
+        let catalog = TaskCatalog::new(vec![report()]);
+        let health = ReloadHealth::default();
+
+        reload_tasks(&source, &catalog, &health);
+        assert_eq!(health.problems(), problems.0);
+        let shown: Vec<String> = health.problems().iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "config/tasks.yaml:12:17: task report: interval.timezone: unknown time zone \"Mars/Olympus\"",
+                "$TASKQUEUE_RATE_LIMIT__PER_TASK__GONE: warning: rate_limit.per_task.gone: no task \"gone\"",
+            ]
+        );
+        assert_eq!(catalog.snapshot().len(), 1, "the running definitions stay");
+
+        *next.lock().unwrap() = Ok(Vec::new());
+        reload_tasks(&source, &catalog, &health);
+        assert!(health.problems().is_empty());
+        assert!(catalog.snapshot().is_empty());
     }
 }

@@ -39,7 +39,9 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
+    fmt,
     panic::AssertUnwindSafe,
+    path::PathBuf,
     sync::{
         Arc, RwLock,
         atomic::{AtomicBool, Ordering},
@@ -129,26 +131,76 @@ const QUARANTINE_MOVE: Duration = Duration::from_secs(3600);
 const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 
 /// Reads the task definitions afresh: every task, or every problem found.
-pub type TaskSource = Arc<dyn Fn() -> Result<Vec<TaskType>, Vec<String>> + Send + Sync>;
+pub type TaskSource = Arc<dyn Fn() -> Result<Vec<TaskType>, ReloadProblems> + Send + Sync>;
+
+/// One problem a reload of the task definitions found.
+///
+/// Shown as `config/tasks.yaml:12:17: task daily_report: interval.timezone:
+/// unknown time zone ...`, the text `taskqueue validate` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadProblem {
+    /// The file the value came from; for an environment override, the
+    /// variable's name prefixed with `$`.
+    pub file: PathBuf,
+    /// 1-based line and column, when the parser knows them.
+    pub position: Option<(u32, u32)>,
+    /// The task the problem is in, when it has a usable id.
+    pub task: Option<TaskTypeId>,
+    /// The field: inside [`task`](Self::task) (`interval.timezone`), else
+    /// the config path (`rate_limit.per_task.x`, `tasks[3].id`). Empty for
+    /// the task, or the file, as a whole.
+    pub field: String,
+    /// Only a warning: reported with the errors that rejected the file.
+    pub warning: bool,
+    /// What is wrong, and what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for ReloadProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some((line, column)) = self.position {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if self.warning {
+            f.write_str("warning: ")?;
+        }
+        match (&self.task, self.field.as_str()) {
+            (Some(task), "") => write!(f, "task {task}: ")?,
+            (Some(task), field) => write!(f, "task {task}: {field}: ")?,
+            (None, "") => {}
+            (None, field) => write!(f, "{field}: ")?,
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a reload was rejected: every problem found, warnings included, in
+/// file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ReloadProblems(pub Vec<ReloadProblem>);
 
 /// The outcome of the last tasks reload, for `/health`.
 #[derive(Debug, Clone, Default)]
-pub struct ReloadHealth(Arc<RwLock<Vec<String>>>);
+pub struct ReloadHealth(Arc<RwLock<Vec<ReloadProblem>>>);
 
 impl ReloadHealth {
-    /// The errors of the last reload (empty when it succeeded).
-    pub fn errors(&self) -> Vec<String> {
+    /// The problems of the last reload (empty when it succeeded).
+    pub fn problems(&self) -> Vec<ReloadProblem> {
         match self.0.read() {
-            Ok(errors) => errors.clone(),
+            Ok(problems) => problems.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    /// Records the outcome of a reload: its errors, none when it succeeded.
-    pub fn set(&self, errors: Vec<String>) {
+    /// Records the outcome of a reload: its problems, none when it
+    /// succeeded.
+    pub fn set(&self, problems: Vec<ReloadProblem>) {
         match self.0.write() {
-            Ok(mut guard) => *guard = errors,
-            Err(poisoned) => *poisoned.into_inner() = errors,
+            Ok(mut guard) => *guard = problems,
+            Err(poisoned) => *poisoned.into_inner() = problems,
         }
     }
 }
@@ -1104,7 +1156,7 @@ pub struct RunStatus {
     /// The run's instant.
     pub scheduled_at: DateTime<Utc>,
     /// `scheduler`, `trigger` or `custom_interval`.
-    pub source: &'static str,
+    pub source: RunSource,
     /// No spread over the window.
     pub immediate: bool,
     /// Users the run reaches.
@@ -1126,7 +1178,7 @@ impl From<&Run> for RunStatus {
         RunStatus {
             run_id: run.id().to_string(),
             scheduled_at: run.scheduled_at,
-            source: run.source.as_str(),
+            source: run.source,
             immediate: run.immediate,
             users: run.users,
             planned: run.planned,

@@ -15,8 +15,8 @@ use actors::broker::{
     QUEUE_HIGH, QUEUE_NORMAL,
 };
 use actors::domain::{
-    ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, Priority, Status, TaskTypeId,
-    UserId,
+    ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, JobSource, Priority, Status,
+    TaskTypeId, UserId,
 };
 use chrono::{DateTime, Utc};
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
@@ -120,7 +120,7 @@ fn envelope(n: usize, priority: Priority, execute_after: DateTime<Utc>) -> JobEn
         },
         JobMetadata {
             correlation_id: format!("c{n}"),
-            source: "scheduler".into(),
+            source: JobSource::Scheduler,
             distribution_slot: Some(u32::try_from(n % 60).unwrap()),
             origin: None,
         },

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actors::broker::memory::MemoryBroker;
 use actors::broker::{BrokerError, DeadLetter, Delivery, JobBroker, JobStream};
-use actors::domain::{Job, JobEnvelope, JobMetadata, Priority, TaskTypeId, UserId};
+use actors::domain::{Job, JobEnvelope, JobMetadata, JobSource, Priority, TaskTypeId, UserId};
 use chrono::Utc;
 use uuid::Uuid;
 
@@ -26,7 +26,7 @@ fn envelope(n: u32, priority: Priority, delay: Duration) -> JobEnvelope {
         },
         JobMetadata {
             correlation_id: format!("c{n}"),
-            source: "scheduler".into(),
+            source: JobSource::Scheduler,
             distribution_slot: None,
             origin: None,
         },

@@ -15,8 +15,8 @@ use std::{
 
 use actors::{
     domain::{
-        ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, Priority, Settings, Status,
-        TaskInterval, TaskTypeId, UserId,
+        ErrorDetail, ExecutionResult, Job, JobEnvelope, JobMetadata, JobSource, Priority, Settings,
+        Status, TaskInterval, TaskTypeId, UserId,
     },
     fanout::{Audience, Run, RunSource},
     slot::spread_key,
@@ -3403,7 +3403,7 @@ fn queued(job: Uuid, due: DateTime<Utc>) -> JobEnvelope {
         },
         JobMetadata {
             correlation_id: "conformance".to_owned(),
-            source: "scheduler".to_owned(),
+            source: JobSource::Scheduler,
             distribution_slot: None,
             origin: None,
         },

@@ -3,6 +3,11 @@
 
 use std::{fmt, path::PathBuf};
 
+use actors::{
+    domain::TaskTypeId,
+    scheduler::{ReloadProblem, ReloadProblems},
+};
+
 use super::node::Origin;
 
 /// How bad a problem is.
@@ -70,29 +75,34 @@ impl ConfigProblem {
 }
 
 impl fmt::Display for ConfigProblem {
-    /// `config/tasks.yaml:12:17: task daily_report: interval.timezone: unknown time zone ...`
+    /// `config/tasks.yaml:12:17: task daily_report: interval.timezone: unknown time zone ...`:
+    /// the text of the [`ReloadProblem`] it makes, so `validate`, a refused
+    /// start and `/health` after a rejected reload say the same.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let (Some(line), Some(column)) = (self.line, self.column) {
-            write!(f, ":{line}:{column}")?;
+        ReloadProblem::from(self).fmt(f)
+    }
+}
+
+impl From<&ConfigProblem> for ReloadProblem {
+    fn from(problem: &ConfigProblem) -> ReloadProblem {
+        let (task, field) = match task_subject(&problem.path) {
+            Some((task, field)) => (Some(task), field.to_owned()),
+            None => (None, problem.path.clone()),
+        };
+        ReloadProblem {
+            file: problem.file.clone(),
+            position: problem.line.zip(problem.column),
+            task,
+            field,
+            warning: problem.severity == Severity::Warning,
+            message: problem.message.clone(),
         }
-        f.write_str(": ")?;
-        if self.severity == Severity::Warning {
-            f.write_str("warning: ")?;
-        }
-        match task_subject(&self.path) {
-            Some((id, "")) => write!(f, "task {id}: ")?,
-            Some((id, field)) => write!(f, "task {id}: {field}: ")?,
-            None if self.path.is_empty() => {}
-            None => write!(f, "{}: ", self.path)?,
-        }
-        f.write_str(&self.message)
     }
 }
 
 /// Splits `tasks[daily_report].interval.timezone` into the task id and
 /// the field; `None` for other paths and for tasks without a usable id.
-fn task_subject(path: &str) -> Option<(&str, &str)> {
+fn task_subject(path: &str) -> Option<(TaskTypeId, &str)> {
     let rest = path.strip_prefix("tasks[")?;
     let close = rest.find(']')?;
     let id = &rest[..close];
@@ -100,7 +110,7 @@ fn task_subject(path: &str) -> Option<(&str, &str)> {
         return None;
     }
     let field = rest[close + 1..].strip_prefix('.').unwrap_or("");
-    Some((id, field))
+    Some((TaskTypeId::parse(id).ok()?, field))
 }
 
 /// Everything wrong with a configuration (errors first among equals, then
@@ -116,6 +126,13 @@ impl ConfigErrors {
     /// The problems that are errors.
     pub fn errors(&self) -> impl Iterator<Item = &ConfigProblem> {
         self.problems.iter().filter(|p| p.is_error())
+    }
+}
+
+impl From<ConfigErrors> for ReloadProblems {
+    /// Every problem, warnings included, as a rejected reload records them.
+    fn from(errors: ConfigErrors) -> ReloadProblems {
+        ReloadProblems(errors.problems.iter().map(ReloadProblem::from).collect())
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use actors::{
-    domain::{ErrorDetail, Job, JobEnvelope, JobMetadata, TaskTypeId, UserId},
+    domain::{ErrorDetail, Job, JobEnvelope, JobMetadata, JobSource, TaskTypeId, UserId},
     store::{
         ExecutionFinish, NextTry,
         dead_letters::{DeadLetterRecord, MAX_PAGE},
@@ -359,8 +359,8 @@ pub(crate) async fn replay_one(
             ..old.clone()
         },
         JobMetadata {
-            source: "replay".to_owned(),
-            origin: Some(record.envelope.metadata.first_source().to_owned()),
+            source: JobSource::Replay,
+            origin: Some(record.envelope.metadata.first_source().clone()),
             ..record.envelope.metadata.clone()
         },
     );

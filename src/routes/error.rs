@@ -174,7 +174,7 @@ pub fn json_errors<B: 'static>() -> ErrorHandlers<B> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
 
@@ -198,22 +198,28 @@ mod tests {
         }
     }
 
-    /// The response to `error` as (status, body), and what was logged.
-    fn respond(error: &ApiError) -> (StatusCode, serde_json::Value, String) {
+    /// What `f` answers, and what was logged while it ran.
+    pub(crate) fn logged_while<R>(f: impl FnOnce() -> R) -> (R, String) {
         let log = Captured::default();
         let sink = log.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_writer(move || sink.clone())
             .with_ansi(false)
             .finish();
-        let response = tracing::subscriber::with_default(subscriber, || error.error_response());
+        let answer = tracing::subscriber::with_default(subscriber, f);
+        let logged = String::from_utf8(log.0.lock().expect("log sink").clone()).expect("UTF-8");
+        (answer, logged)
+    }
+
+    /// The response to `error` as (status, body), and what was logged.
+    fn respond(error: &ApiError) -> (StatusCode, serde_json::Value, String) {
+        let (response, logged) = logged_while(|| error.error_response());
         let status = response.status();
         let bytes = response
             .into_body()
             .try_into_bytes()
             .unwrap_or_else(|_| panic!("a JSON body"));
         let body = serde_json::from_slice(&bytes).expect("JSON");
-        let logged = String::from_utf8(log.0.lock().expect("log sink").clone()).expect("UTF-8");
         (status, body, logged)
     }
 

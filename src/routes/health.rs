@@ -64,7 +64,12 @@ heartbeat and restarts (`actors`), records skipped as unreadable (`quarantined`)
     )
 )]
 pub async fn health(state: web::Data<ApiState>) -> HttpResponse {
-    let mut errors = state.reload_health.errors();
+    let mut errors: Vec<String> = state
+        .reload_health
+        .problems()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     let mut unhealthy = false;
 
     let probes = state.dependencies.iter().map(|dependency| async move {

@@ -23,7 +23,9 @@ pub async fn page(
     throughput: web::Data<Throughput>,
 ) -> Result<HttpResponse, UiError> {
     let mut context = base_context(&request, "Overview", "overview");
-    let mut problems = state.reload_health.errors();
+    let reload_problems = state.reload_health.problems();
+    let reload_ok = reload_problems.is_empty();
+    let mut problems: Vec<String> = reload_problems.iter().map(ToString::to_string).collect();
 
     let probes = state.dependencies.iter().map(|dependency| async move {
         let outcome = match tokio::time::timeout(PROBE_TIMEOUT, dependency.check()).await {
@@ -42,7 +44,6 @@ pub async fn page(
             }
         }
     }
-    let reload_ok = state.reload_health.errors().is_empty();
     components.push(json!({
         "name": "config reload",
         "up": reload_ok,

@@ -200,6 +200,45 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_or_internal_failure_shows_a_stable_message_and_logs_the_detail() {
+        use actix_web::body::MessageBody;
+
+        use crate::routes::{
+            ApiError,
+            error::{INTERNAL_MESSAGE, UNAVAILABLE_MESSAGE, tests::logged_while},
+        };
+
+        let detail = "redis: Connection refused (os error 111) at 10.1.2.3:6379";
+        let cases = [
+            (UiError::unavailable(detail), 503, UNAVAILABLE_MESSAGE),
+            (
+                ApiError::Unavailable(detail.to_owned()).into(),
+                503,
+                UNAVAILABLE_MESSAGE,
+            ),
+            (
+                ApiError::Internal(detail.to_owned()).into(),
+                500,
+                INTERNAL_MESSAGE,
+            ),
+        ];
+        for (error, status, message) in cases {
+            let (response, logged) = logged_while(|| error.error_response());
+            assert_eq!(response.status().as_u16(), status, "{error:?}");
+            let body = response
+                .into_body()
+                .try_into_bytes()
+                .unwrap_or_else(|_| panic!("a page"));
+            let body = String::from_utf8(body.to_vec()).unwrap();
+            assert!(body.contains(message), "{body}");
+            for leak in ["Connection refused", "10.1.2.3"] {
+                assert!(!body.contains(leak), "{leak} shown: {body}");
+            }
+            assert!(logged.contains(detail), "not logged: {logged}");
+        }
+    }
+
+    #[test]
     fn printed_values_are_escaped() {
         let body = render_string(
             "error.html",

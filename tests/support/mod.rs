@@ -532,10 +532,24 @@ pub async fn passes(address: SocketAddr, task: &str, outcome: &str) -> u64 {
 /// before (the clock, the store): the positive observation that makes a
 /// later "nothing happened" mean the scheduler looked and did nothing.
 pub async fn wait_passes(address: SocketAddr, task: &str, outcome: &str, n: u64) {
-    let target = passes(address, task, outcome).await + n;
+    wait_passes_of(&[address], task, outcome, n).await;
+}
+
+/// [`wait_passes`] over replicas sharing the work: the passes of `task`
+/// they ended between them (the replica holding the task's lock completes
+/// a pass, the others find the lock held).
+pub async fn wait_passes_of(addresses: &[SocketAddr], task: &str, outcome: &str, n: u64) {
+    let ended = || async {
+        let mut sum = 0;
+        for address in addresses {
+            sum += passes(*address, task, outcome).await;
+        }
+        sum
+    };
+    let target = ended().await + n;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ended = passes(address, task, outcome).await;
+        let ended = ended().await;
         if ended >= target {
             return;
         }

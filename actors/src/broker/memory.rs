@@ -146,6 +146,12 @@ impl MemoryBroker {
         state.ready.iter().map(VecDeque::len).sum::<usize>() + state.delayed.len()
     }
 
+    /// How many deliveries the open streams hold unsettled (neither acked,
+    /// requeued nor dead-lettered yet).
+    pub fn unsettled(&self) -> usize {
+        self.shared.lock().streams.values().map(BTreeMap::len).sum()
+    }
+
     /// Shuts the broker down: publishes fail with [`BrokerError::Closed`],
     /// streams end.
     pub fn shutdown(&self) {

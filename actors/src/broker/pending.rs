@@ -73,7 +73,7 @@ mod tests {
     use crate::{
         broker::memory::MemoryBroker,
         distributor::job_envelope,
-        domain::{Status, TaskType, UserId},
+        domain::{JobSource, Status, TaskType, UserId},
         store::memory::MemoryStore,
     };
 
@@ -94,7 +94,7 @@ mod tests {
         .unwrap();
         let at = Utc.with_ymd_and_hms(2026, 12, 3, 9, 0, 0).unwrap();
         let user = UserId::parse("u1").unwrap();
-        let envelope = job_envelope(&task, &user, at, at, None, "scheduler", "test");
+        let envelope = job_envelope(&task, &user, at, at, None, JobSource::Scheduler, "test");
         broker
             .publish(std::slice::from_ref(&envelope))
             .await

@@ -1,7 +1,7 @@
 //! Jobs: one run of one task for one user, and the queue message that
 //! carries it.
 
-use std::fmt;
+use std::{convert::Infallible, fmt, str::FromStr};
 
 use base64::{Engine, engine::general_purpose::STANDARD};
 use chrono::{DateTime, Utc};
@@ -154,25 +154,25 @@ impl JobEnvelope {
 pub struct JobMetadata {
     /// Ties the job to the request or tick that created it.
     pub correlation_id: String,
-    /// `scheduler`, `trigger`, `retry`, `custom_interval`, ...
-    pub source: String,
+    /// Where the job came from.
+    pub source: JobSource,
     /// The slot of the distribution window the job was placed in; absent
     /// for jobs that were not spread.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution_slot: Option<u32>,
     /// The `source` of the job's first try, kept by its retries (whose
-    /// `source` is `retry`), so a retry is held to the same rules as the
-    /// try it repeats (extension; absent on a first try and on messages of
-    /// older releases).
+    /// `source` is `retry`) and replays, so a retry is held to the same
+    /// rules as the try it repeats (extension; absent on a first try and on
+    /// messages of older releases).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
+    pub origin: Option<JobSource>,
 }
 
 impl JobMetadata {
-    /// Where the job's first try came from: `origin` for a retry, else
-    /// `source`.
-    pub fn first_source(&self) -> &str {
-        self.origin.as_deref().unwrap_or(&self.source)
+    /// Where the job's first try came from: `origin` for a retry or a
+    /// replay, else `source`.
+    pub fn first_source(&self) -> &JobSource {
+        self.origin.as_ref().unwrap_or(&self.source)
     }
 
     /// Whether the job was planned by a scheduled fan-out (`scheduler` or
@@ -180,7 +180,103 @@ impl JobMetadata {
     /// was made for a user who had the task enabled, and is skipped when
     /// the user no longer has.
     pub fn planned(&self) -> bool {
-        matches!(self.first_source(), "scheduler" | "custom_interval")
+        matches!(
+            self.first_source(),
+            JobSource::Scheduler | JobSource::CustomInterval
+        )
+    }
+}
+
+/// Where a job came from: `metadata.source` (and `metadata.origin`) of its
+/// message, written as a name (`"scheduler"`, `"retry"`, ...).
+///
+/// A name this release does not know (a message of another producer, or
+/// of a later release) still reads: it is kept as written in
+/// [`JobSource::Other`] and written back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum JobSource {
+    /// A due period of the task's own interval (`scheduler`).
+    Scheduler,
+    /// `POST /schedule/trigger` (`trigger`).
+    Trigger,
+    /// The users on a custom interval whose own fire came (`custom_interval`).
+    CustomInterval,
+    /// The next try of a job that failed or was throttled (`retry`).
+    Retry,
+    /// A dead letter sent again through the API or the dashboard (`replay`).
+    Replay,
+    /// Any other name, as written.
+    Other(OtherSource),
+}
+
+/// A source name that is none of [`JobSource`]'s own, kept as written.
+/// Only reading a name makes one, so `JobSource::Other` never holds a
+/// name that has a variant of its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OtherSource(String);
+
+impl OtherSource {
+    /// The name as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl JobSource {
+    /// Every source with a variant of its own.
+    pub const NAMED: [JobSource; 5] = [
+        JobSource::Scheduler,
+        JobSource::Trigger,
+        JobSource::CustomInterval,
+        JobSource::Retry,
+        JobSource::Replay,
+    ];
+
+    /// As written in the message: `scheduler`, `trigger`, ...
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobSource::Scheduler => "scheduler",
+            JobSource::Trigger => "trigger",
+            JobSource::CustomInterval => "custom_interval",
+            JobSource::Retry => "retry",
+            JobSource::Replay => "replay",
+            JobSource::Other(other) => other.as_str(),
+        }
+    }
+
+    /// The source named `name`, or `name` kept as an [`OtherSource`].
+    fn named(name: String) -> JobSource {
+        JobSource::NAMED
+            .into_iter()
+            .find(|source| source.as_str() == name)
+            .unwrap_or(JobSource::Other(OtherSource(name)))
+    }
+}
+
+impl fmt::Display for JobSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobSource {
+    /// Every name reads: an unknown one as [`JobSource::Other`].
+    type Err = Infallible;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Ok(JobSource::named(name.to_owned()))
+    }
+}
+
+impl Serialize for JobSource {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobSource {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(JobSource::named)
     }
 }
 
@@ -256,5 +352,67 @@ mod tests {
             Priority::High
         );
         assert!(serde_json::from_str::<Priority>("3").is_err());
+    }
+
+    #[test]
+    fn each_source_reads_back_from_its_name_and_its_json() {
+        for source in JobSource::NAMED {
+            let name = source.to_string();
+            assert_eq!(name.parse::<JobSource>(), Ok(source.clone()));
+            assert_eq!(
+                serde_json::to_string(&source).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert_eq!(
+                serde_json::from_str::<JobSource>(&format!("\"{name}\"")).unwrap(),
+                source
+            );
+        }
+        assert_eq!(JobSource::CustomInterval.as_str(), "custom_interval");
+    }
+
+    fn message(metadata: &str) -> String {
+        format!(
+            r#"{{"version":"1.0","job":{{"id":"550e8400-e29b-41d4-a716-446655440000","task_type_id":"daily_report","user_id":"user_12345","scheduled_at":"2024-01-15T10:00:00Z","execute_after":"2024-01-15T10:15:30Z","attempt":2,"priority":1,"payload":"","created_at":"2024-01-15T09:00:00Z"}},"metadata":{metadata}}}"#
+        )
+    }
+
+    #[test]
+    fn a_source_of_another_producer_reads_and_is_written_back_unchanged() {
+        let text = message(
+            r#"{"correlation_id":"req_789","source":"legacy_import","origin":"nightly_batch"}"#,
+        );
+        let envelope: JobEnvelope = serde_json::from_str(&text).unwrap();
+        let metadata = &envelope.metadata;
+        assert!(
+            matches!(&metadata.source, JobSource::Other(other) if other.as_str() == "legacy_import")
+        );
+        assert_eq!(metadata.first_source().as_str(), "nightly_batch");
+        assert!(!metadata.planned(), "only a scheduled fan-out plans jobs");
+        assert_eq!(
+            serde_json::to_value(&envelope).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        );
+        // A name with a variant of its own never reads as `Other`.
+        assert_eq!("retry".parse::<JobSource>(), Ok(JobSource::Retry));
+    }
+
+    #[test]
+    fn a_retry_of_a_scheduled_job_is_planned_and_keeps_the_wire_names() {
+        let text = message(
+            r#"{"correlation_id":"req_789","source":"retry","distribution_slot":93,"origin":"custom_interval"}"#,
+        );
+        let envelope: JobEnvelope = serde_json::from_str(&text).unwrap();
+        assert_eq!(envelope.metadata.source, JobSource::Retry);
+        assert_eq!(envelope.metadata.first_source(), &JobSource::CustomInterval);
+        assert!(envelope.metadata.planned());
+        assert_eq!(
+            serde_json::to_value(&envelope).unwrap(),
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        );
+        let trigger: JobEnvelope =
+            serde_json::from_str(&message(r#"{"correlation_id":"c","source":"trigger"}"#)).unwrap();
+        assert_eq!(trigger.metadata.first_source(), &JobSource::Trigger);
+        assert!(!trigger.metadata.planned());
     }
 }

@@ -14,8 +14,8 @@ pub use dead_letter::{DeadLetterReason, UnknownReason};
 pub use execution::{ErrorDetail, ExecutionResult, Status};
 pub use ids::{MAX_ID_LEN, ParseIdError, TaskTypeId, UserId};
 pub use job::{
-    ENVELOPE_VERSION, Job, JobEnvelope, JobMetadata, Priority, base64_bytes, base64_bytes_opt,
-    job_id,
+    ENVELOPE_VERSION, Job, JobEnvelope, JobMetadata, JobSource, OtherSource, Priority,
+    base64_bytes, base64_bytes_opt, job_id,
 };
 pub use preference::{Settings, UserPreference};
 pub use task::{
