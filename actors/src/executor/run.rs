@@ -511,8 +511,8 @@ fn again(envelope: &JobEnvelope, attempt: u32, now: DateTime<Utc>, delay: Durati
             ..envelope.job.clone()
         },
         JobMetadata {
-            source: "retry".to_owned(),
-            origin: Some(envelope.metadata.first_source().to_owned()),
+            source: crate::domain::JobSource::Retry,
+            origin: Some(envelope.metadata.first_source().clone()),
             ..envelope.metadata.clone()
         },
     )
