@@ -31,7 +31,7 @@ use actors::{
     domain::{TaskTypeId, UserId},
     slot::spread_key,
     store::{
-        Keys, SpreadCursor, StateStore,
+        Keys, ScheduleStore, SpreadCursor,
         redis::{RedisOptions, RedisStore},
     },
 };

@@ -39,7 +39,7 @@ use actors::{
     pipeline::{Pipeline, PipelineConfig, PipelineDeps, TaskReloader},
     scheduler::{ReloadProblems, TaskSource, Trigger},
     store::{
-        Keys, PreferenceWrite, StateStore,
+        Keys, PreferenceWrite, StateStore, Stores,
         dead_letters::{DeadLetterStore, MemoryDeadLetters},
         durations::DurationStore,
         memory::MemoryStore,
@@ -165,7 +165,7 @@ impl Application {
         let pipeline = Pipeline::start(
             pipeline_config(&config, role),
             PipelineDeps {
-                store: store.clone(),
+                stores: Stores::new(store.clone()),
                 broker,
                 catalog: catalog.clone(),
                 clock: clock.clone(),

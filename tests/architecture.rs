@@ -722,3 +722,38 @@ fn the_cli_check_catches_what_it_forbids() {
     ];
     assert_eq!(cli_users(&sources), vec!["commands/serve.rs".to_owned()]);
 }
+
+/// The lines of a port's source (comments left out) that name a backend
+/// crate's path.
+fn backend_mentions(source: &str) -> Vec<String> {
+    source
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| !line.starts_with("//"))
+        .filter(|line| {
+            ["redis::", "lapin::"]
+                .iter()
+                .any(|krate| line.contains(krate))
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_ports_name_no_backend_crate() {
+    for port in ["actors/src/store/mod.rs", "actors/src/broker/mod.rs"] {
+        let source = read(&root().join(port));
+        assert!(source.contains("pub trait"), "{port} holds a port");
+        assert_eq!(backend_mentions(&source), Vec::<String>::new(), "{port}");
+    }
+}
+
+#[test]
+fn the_backend_check_catches_what_it_forbids() {
+    let source =
+        "//! Not a redis:: type in a comment\n    Redis(#[from] ::redis::RedisError),\n    Ok(())";
+    assert_eq!(
+        backend_mentions(source),
+        vec!["Redis(#[from] ::redis::RedisError),".to_owned()]
+    );
+}

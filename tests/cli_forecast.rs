@@ -8,7 +8,7 @@ use std::process::Command;
 
 use actors::{
     domain::{Settings, UserId},
-    store::{StateStore, TimezoneWrite},
+    store::{PreferenceStore, TimezoneWrite},
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

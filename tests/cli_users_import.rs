@@ -11,7 +11,7 @@ use actors::{
     domain::{TaskTypeId, UserId},
     slot::spread_key,
     store::{
-        Keys, SpreadCursor, StateStore,
+        Keys, PreferenceStore, ScheduleStore, SpreadCursor,
         redis::{RedisOptions, RedisStore},
     },
 };

@@ -11,7 +11,7 @@ use std::{sync::Arc, time::Duration};
 use actors::{
     clock::SystemClock,
     domain::TaskTypeId,
-    store::{DurationSample, MetricsBatch, StateStore},
+    store::{DurationSample, MetricsBatch, MetricsStore},
 };
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};

@@ -12,7 +12,7 @@ use actors::{
     clock::ManualClock,
     domain::{Settings, TaskTypeId, UserId},
     slot,
-    store::{StateStore, TimezoneWrite},
+    store::{PreferenceStore, ScheduleStore, TimezoneWrite},
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;

@@ -10,7 +10,7 @@ use actors::{
     clock::SystemClock,
     domain::{TaskTypeId, UserId, job_id},
     executor::RestartExecutor,
-    store::StateStore,
+    store::ClaimStore,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};

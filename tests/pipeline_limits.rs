@@ -18,7 +18,7 @@ use actors::{
     domain::{JobEnvelope, JobSource, TaskType, TaskTypeId, UserId},
     executor::ExecutionSettings,
     pipeline::{Pipeline, PipelineConfig, PipelineDeps},
-    store::{StateStore, memory::MemoryStore},
+    store::{ClaimStore, PreferenceStore, Stores, memory::MemoryStore},
 };
 use chrono::Utc;
 use serde_json::json;
@@ -81,7 +81,7 @@ async fn start(
     let pipeline = Pipeline::start(
         config,
         PipelineDeps {
-            store: store.clone(),
+            stores: Stores::new(store.clone()),
             broker: broker.clone(),
             catalog: TaskCatalog::new(tasks),
             clock: Arc::new(SystemClock),

@@ -14,7 +14,7 @@ use std::{
 
 use actors::{
     domain::TaskTypeId,
-    store::{StateStore, redis::RedisStore},
+    store::{ScheduleStore, redis::RedisStore},
 };
 use chrono::{DurationRound, TimeDelta, Utc};
 use support::*;

@@ -126,7 +126,7 @@ async fn an_interrupted_fan_out_is_finished_elsewhere_with_none_lost_and_none_do
         },
         distributor::job_envelope,
         fanout::{Audience, Run, RunSource, slot_of_rank},
-        store::{LockName, SlotWrite, StateStore},
+        store::{LockName, LockStore, ScheduleStore, SlotWrite},
     };
 
     let sink = Sink::start();

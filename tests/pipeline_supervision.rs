@@ -19,16 +19,16 @@ use actors::{
     catalog::TaskCatalog,
     clock::SystemClock,
     distributor::job_envelope,
-    domain::{JobSource, TaskInterval, TaskTypeId, UserId, UserPreference},
+    domain::{JobSource, TaskTypeId, UserId},
     executor::ExecutionSettings,
     fanout::Run,
     metrics::GetStats,
     pipeline::{Pipeline, PipelineConfig, PipelineDeps},
     scheduler::Trigger,
     store::{
-        Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
-        MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-        StoreError, Throttle, TimezoneWrite, ZoneGroups, memory::MemoryStore,
+        ClaimOutcome, ClaimStore, DueUser, ExecutionClaim, ExecutionFinish, LockLease, LockName,
+        LockStore, RunList, ScheduleState, ScheduleStore, SlotWrite, SpreadCursor, StoreError,
+        Stores, Throttle, ZoneGroups, memory::MemoryStore,
     },
 };
 use async_trait::async_trait;
@@ -55,7 +55,7 @@ enum Fault {
 /// as a bug would; its first `failing_finishes` finishes fail, as a Redis
 /// blip would.
 struct Faulty {
-    inner: MemoryStore,
+    inner: Arc<MemoryStore>,
     fault: Fault,
     panicked: AtomicBool,
     failing_finishes: AtomicU32,
@@ -64,7 +64,7 @@ struct Faulty {
 impl Faulty {
     fn new(fault: Fault) -> Faulty {
         Faulty {
-            inner: MemoryStore::new(),
+            inner: Arc::new(MemoryStore::new()),
             fault,
             panicked: AtomicBool::new(false),
             failing_finishes: AtomicU32::new(0),
@@ -74,11 +74,19 @@ impl Faulty {
     /// A store that never panics and fails its first `finishes` finishes.
     fn blips(finishes: u32) -> Faulty {
         Faulty {
-            inner: MemoryStore::new(),
+            inner: Arc::new(MemoryStore::new()),
             fault: Fault::Never,
             panicked: AtomicBool::new(false),
             failing_finishes: AtomicU32::new(finishes),
         }
+    }
+
+    /// The pipeline's stores: this one for the schedule and the claims (the
+    /// roles it injects faults into), its memory store for the others.
+    fn stores(self: &Arc<Self>) -> Stores {
+        Stores::new(self.inner.clone())
+            .with_schedule(self.clone())
+            .with_claims(self.clone())
     }
 
     fn maybe_panic(&self, at: Fault) {
@@ -89,31 +97,11 @@ impl Faulty {
 }
 
 #[async_trait]
-impl StateStore for Faulty {
-    async fn write_preferences(&self, w: &[PreferenceWrite]) -> Result<(), StoreError> {
-        self.inner.write_preferences(w).await
-    }
-    async fn delete_preference(&self, u: &UserId, t: &TaskTypeId) -> Result<bool, StoreError> {
-        self.inner.delete_preference(u, t).await
-    }
-    async fn preferences(&self, u: &UserId) -> Result<Option<UserPreference>, StoreError> {
-        self.inner.preferences(u).await
-    }
-    async fn enabled_user_count(&self, t: &TaskTypeId) -> Result<u64, StoreError> {
-        self.inner.enabled_user_count(t).await
-    }
-    async fn write_user_timezones(&self, w: &[TimezoneWrite]) -> Result<(), StoreError> {
-        self.inner.write_user_timezones(w).await
-    }
-    async fn user_timezone(&self, u: &UserId) -> Result<Option<Tz>, StoreError> {
-        self.inner.user_timezone(u).await
-    }
+impl ScheduleStore for Faulty {
     async fn zone_groups(&self, t: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
         self.inner.zone_groups(t).await
     }
-    async fn zone_sizes(&self, t: &TaskTypeId, z: &[Tz]) -> Result<Vec<u64>, StoreError> {
-        self.inner.zone_sizes(t, z).await
-    }
+
     async fn zone_users_in_spread_order(
         &self,
         t: &TaskTypeId,
@@ -123,6 +111,7 @@ impl StateStore for Faulty {
     ) -> Result<Vec<SpreadCursor>, StoreError> {
         self.inner.zone_users_in_spread_order(t, z, a, l).await
     }
+
     async fn record_zone_fires(
         &self,
         t: &TaskTypeId,
@@ -132,6 +121,7 @@ impl StateStore for Faulty {
     ) -> Result<bool, StoreError> {
         self.inner.record_zone_fires(t, f, c, l).await
     }
+
     async fn enabled_users_in_spread_order(
         &self,
         t: &TaskTypeId,
@@ -140,6 +130,7 @@ impl StateStore for Faulty {
     ) -> Result<Vec<SpreadCursor>, StoreError> {
         self.inner.enabled_users_in_spread_order(t, a, l).await
     }
+
     async fn enabled_users_after(
         &self,
         t: &TaskTypeId,
@@ -148,6 +139,7 @@ impl StateStore for Faulty {
     ) -> Result<Vec<UserId>, StoreError> {
         self.inner.enabled_users_after(t, a, l).await
     }
+
     async fn due_custom_users(
         &self,
         t: &TaskTypeId,
@@ -156,6 +148,7 @@ impl StateStore for Faulty {
     ) -> Result<Vec<DueUser>, StoreError> {
         self.inner.due_custom_users(t, n, l).await
     }
+
     async fn advance_custom_users(
         &self,
         t: &TaskTypeId,
@@ -164,30 +157,11 @@ impl StateStore for Faulty {
     ) -> Result<bool, StoreError> {
         self.inner.advance_custom_users(t, m, f).await
     }
-    async fn acquire_lock(
-        &self,
-        l: &LockName,
-        d: Duration,
-    ) -> Result<Option<LockLease>, StoreError> {
-        self.inner.acquire_lock(l, d).await
-    }
-    async fn renew_lock(
-        &self,
-        l: &LockName,
-        e: &LockLease,
-        d: Duration,
-    ) -> Result<bool, StoreError> {
-        self.inner.renew_lock(l, e, d).await
-    }
-    async fn release_lock(&self, l: &LockName, e: &LockLease) -> Result<bool, StoreError> {
-        self.inner.release_lock(l, e).await
-    }
-    async fn take_tokens(&self, b: &Bucket, r: u32, n: f64) -> Result<bool, StoreError> {
-        self.inner.take_tokens(b, r, n).await
-    }
+
     async fn schedule_state(&self, t: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
         self.inner.schedule_state(t).await
     }
+
     async fn record_fire(
         &self,
         t: &TaskTypeId,
@@ -196,13 +170,16 @@ impl StateStore for Faulty {
     ) -> Result<bool, StoreError> {
         self.inner.record_fire(t, f, e).await
     }
+
     async fn runs(&self, t: &TaskTypeId) -> Result<RunList, StoreError> {
         self.maybe_panic(Fault::Runs);
         self.inner.runs(t).await
     }
+
     async fn last_run(&self, t: &TaskTypeId) -> Result<Option<Run>, StoreError> {
         self.inner.last_run(t).await
     }
+
     async fn create_run(
         &self,
         r: &Run,
@@ -213,6 +190,7 @@ impl StateStore for Faulty {
         self.maybe_panic(Fault::CreateRun);
         self.inner.create_run(r, l, d, f).await
     }
+
     async fn save_run(
         &self,
         r: &Run,
@@ -222,12 +200,15 @@ impl StateStore for Faulty {
     ) -> Result<bool, StoreError> {
         self.inner.save_run(r, l, d, f).await
     }
+
     async fn finish_run(&self, r: &Run, f: u64) -> Result<bool, StoreError> {
         self.inner.finish_run(r, f).await
     }
+
     async fn slot_users(&self, r: &Run, s: u32, l: usize) -> Result<Vec<UserId>, StoreError> {
         self.inner.slot_users(r, s, l).await
     }
+
     async fn trigger_run(
         &self,
         t: &TaskTypeId,
@@ -237,6 +218,7 @@ impl StateStore for Faulty {
     ) -> Result<Option<i64>, StoreError> {
         self.inner.trigger_run(t, k, r, d).await
     }
+
     async fn custom_users_page(
         &self,
         t: &TaskTypeId,
@@ -245,25 +227,7 @@ impl StateStore for Faulty {
     ) -> Result<Vec<UserId>, StoreError> {
         self.inner.custom_users_page(t, o, l).await
     }
-    async fn index_sizes(&self, t: &TaskTypeId) -> Result<(u64, u64), StoreError> {
-        self.inner.index_sizes(t).await
-    }
-    async fn spread_rank(
-        &self,
-        t: &TaskTypeId,
-        z: Option<Tz>,
-        u: &UserId,
-    ) -> Result<Option<u64>, StoreError> {
-        self.inner.spread_rank(t, z, u).await
-    }
-    async fn custom_intervals_page(
-        &self,
-        t: &TaskTypeId,
-        o: u64,
-        l: usize,
-    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
-        self.inner.custom_intervals_page(t, o, l).await
-    }
+
     async fn set_task_paused(
         &self,
         t: &TaskTypeId,
@@ -271,18 +235,25 @@ impl StateStore for Faulty {
     ) -> Result<bool, StoreError> {
         self.inner.set_task_paused(t, since).await
     }
+
     async fn paused_tasks(
         &self,
     ) -> Result<std::collections::BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError> {
         self.inner.paused_tasks().await
     }
+}
+
+#[async_trait]
+impl ClaimStore for Faulty {
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         self.inner.succeeded(jobs).await
     }
+
     async fn claim_execution(&self, c: &ExecutionClaim) -> Result<ClaimOutcome, StoreError> {
         self.maybe_panic(Fault::ClaimExecution);
         self.inner.claim_execution(c).await
     }
+
     async fn finish_execution(&self, f: &ExecutionFinish) -> Result<(), StoreError> {
         let failing = self
             .failing_finishes
@@ -295,11 +266,9 @@ impl StateStore for Faulty {
         }
         self.inner.finish_execution(f).await
     }
+
     async fn record_throttle(&self, t: &Throttle) -> Result<u32, StoreError> {
         self.inner.record_throttle(t).await
-    }
-    async fn record_metrics(&self, b: &MetricsBatch) -> Result<(), StoreError> {
-        self.inner.record_metrics(b).await
     }
 }
 
@@ -321,7 +290,7 @@ async fn a_panicking_executor_is_restarted_and_its_job_redelivered() {
     let pipeline = Pipeline::start(
         config,
         PipelineDeps {
-            store: store.clone(),
+            stores: store.stores(),
             broker: broker.clone(),
             catalog: TaskCatalog::new(vec![report.clone()]),
             clock: Arc::new(SystemClock),
@@ -416,7 +385,7 @@ async fn start_both(store: Arc<Faulty>, endpoint: String) -> (Pipeline, actors::
     let pipeline = Pipeline::start(
         pipeline_config(),
         PipelineDeps {
-            store,
+            stores: store.stores(),
             broker: Arc::new(MemoryBroker::new()),
             catalog: TaskCatalog::new(vec![report.clone()]),
             clock: Arc::new(SystemClock),
@@ -549,7 +518,7 @@ async fn a_success_is_recorded_through_a_store_blip_without_a_second_call() {
             ..pipeline_config()
         },
         PipelineDeps {
-            store: store.clone(),
+            stores: store.stores(),
             broker: broker.clone(),
             catalog: TaskCatalog::new(vec![report.clone()]),
             clock: Arc::new(SystemClock),
@@ -639,7 +608,7 @@ async fn a_shutdown_ends_the_pass_under_way_and_frees_its_lock_for_another_repli
             ..pipeline_config()
         },
         PipelineDeps {
-            store: store.clone(),
+            stores: Stores::new(store.clone()),
             broker: Arc::new(SlowBroker {
                 inner: MemoryBroker::new(),
                 delay: Duration::from_millis(50),

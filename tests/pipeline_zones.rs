@@ -16,7 +16,7 @@ use actors::{
     clock::ManualClock,
     domain::{Settings, TaskType},
     schedule::Schedule,
-    store::{StateStore, TimezoneWrite},
+    store::{PreferenceStore, TimezoneWrite},
 };
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use chrono_tz::{America, Asia, Tz};

@@ -6,7 +6,7 @@ mod support;
 
 use std::sync::Arc;
 
-use actors::{clock::SystemClock, store::StateStore};
+use actors::{clock::SystemClock, store::PreferenceStore};
 use serde_json::json;
 use support::*;
 use taskqueue::configuration::RedisMode;

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     error::PipelineError,
-    store::{ClaimOutcome, ExecutionClaim, ExecutionFinish, StateStore, StoreError},
+    store::{ClaimOutcome, ClaimStore, ExecutionClaim, ExecutionFinish, StoreError},
 };
 
 /// Most requests sent in one round.
@@ -45,7 +45,7 @@ pub struct ExecutionBatcher {
 
 impl ExecutionBatcher {
     /// Starts a batcher's rounds on `arbiter`, writing to `store`.
-    pub fn start(arbiter: &ArbiterHandle, store: Arc<dyn StateStore>) -> ExecutionBatcher {
+    pub fn start(arbiter: &ArbiterHandle, store: Arc<dyn ClaimStore>) -> ExecutionBatcher {
         let (claims, claim_rx) = mpsc::unbounded_channel();
         let (finishes, finish_rx) = mpsc::unbounded_channel();
         let for_claims = store.clone();
@@ -65,7 +65,7 @@ impl ExecutionBatcher {
         ExecutionBatcher { claims, finishes }
     }
 
-    /// [`StateStore::claim_execution`], in the next round.
+    /// [`ClaimStore::claim_execution`], in the next round.
     pub async fn claim(&self, claim: ExecutionClaim) -> Result<ClaimOutcome, PipelineError> {
         let (reply, answer) = oneshot::channel();
         self.claims
@@ -74,7 +74,7 @@ impl ExecutionBatcher {
         answered(answer.await)
     }
 
-    /// [`StateStore::finish_execution`], in the next round; answers once
+    /// [`ClaimStore::finish_execution`], in the next round; answers once
     /// the round is recorded.
     pub async fn finish(&self, finish: ExecutionFinish) -> Result<(), PipelineError> {
         let (reply, answer) = oneshot::channel();
@@ -193,7 +193,7 @@ mod tests {
 
     #[actix::test]
     async fn concurrent_requests_get_their_own_outcomes() {
-        let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+        let store: Arc<dyn ClaimStore> = Arc::new(MemoryStore::new());
         let batcher = ExecutionBatcher::start(&actix::Arbiter::current(), store.clone());
         // A job whose success is recorded: claimed and finished once.
         let done = uuid::Uuid::new_v4();

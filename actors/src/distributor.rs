@@ -4,7 +4,7 @@
 //!
 //! It never takes or renews the schedule lock: the SchedulerActor owns it
 //! and hands the lease's fencing token along with each message, and every
-//! write of a run ([`StateStore::save_run`]) is rejected once a later
+//! write of a run ([`ScheduleStore::save_run`]) is rejected once a later
 //! holder took the lock.
 //!
 //! - [`AdvanceRun`] plans a few pages of a run's users (spread order,
@@ -41,7 +41,7 @@ use crate::{
     fanout::{Audience, Run, RunSource, run_slots},
     health::HealthBoard,
     slot,
-    store::{SlotWrite, StateStore},
+    store::{ScheduleStore, SlotWrite},
 };
 
 use std::{panic::AssertUnwindSafe, sync::Arc};
@@ -168,7 +168,7 @@ impl DistributorActor {
     /// A distributor publishing to `broker`, beating on `board` (where it
     /// should be registered as [`DISTRIBUTOR`]).
     pub fn new(
-        store: Arc<dyn StateStore>,
+        store: Arc<dyn ScheduleStore>,
         broker: Arc<dyn JobBroker>,
         settings: DistributionSettings,
         board: HealthBoard,
@@ -235,7 +235,7 @@ impl Handler<PlanListed> for DistributorActor {
 
 /// The distributor's shared half, used by its handlers' futures.
 struct Distribution {
-    store: Arc<dyn StateStore>,
+    store: Arc<dyn ScheduleStore>,
     broker: Arc<dyn JobBroker>,
     settings: DistributionSettings,
 }
@@ -787,7 +787,7 @@ mod tests {
     use super::*;
     use crate::{
         broker::{JobStream, memory::MemoryBroker},
-        store::{LockName, memory::MemoryStore},
+        store::{LockName, LockStore, memory::MemoryStore},
     };
     use async_trait::async_trait;
     use std::sync::atomic::{AtomicUsize, Ordering};

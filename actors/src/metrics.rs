@@ -32,7 +32,7 @@ use crate::{
     domain::{DeadLetterReason, Status, TaskTypeId},
     messages::{ExecutionOutcome, RecordExecution},
     prometheus::{DeferralLabel, DeferralLabels, Families, ReasonLabels, TaskLabels, TaskMembers},
-    store::{DurationSample, MetricsBatch, StateStore, StoreError},
+    store::{DurationSample, MetricsBatch, MetricsStore, StoreError},
 };
 
 /// Window over which `current_rate` is measured.
@@ -288,7 +288,7 @@ fn lock(counters: &Mutex<Counters>) -> MutexGuard<'_, Counters> {
 
 /// Serves `/stats` from the counters and flushes them to Redis.
 pub struct MetricsActor {
-    store: Arc<dyn StateStore>,
+    store: Arc<dyn MetricsStore>,
     interval: Duration,
     started: Instant,
     counters: Arc<Mutex<Counters>>,
@@ -299,7 +299,7 @@ pub struct MetricsActor {
 
 impl MetricsActor {
     /// A metrics actor flushing to `store` every `interval`.
-    pub fn new(store: Arc<dyn StateStore>, interval: Duration) -> Self {
+    pub fn new(store: Arc<dyn MetricsStore>, interval: Duration) -> Self {
         let families = Families::new();
         MetricsActor {
             store,

@@ -1,7 +1,7 @@
 //! Operator pauses: a task paused through `POST /tasks/{id}/pause` until
 //! `POST /tasks/{id}/resume`.
 //!
-//! The pause lives in the store ([`StateStore::set_task_paused`], key
+//! The pause lives in the store ([`ScheduleStore::set_task_paused`], key
 //! `{prefix}:tasks:paused`), so every replica obeys it. While a task is
 //! paused:
 //!
@@ -29,7 +29,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::{domain::TaskTypeId, store::StateStore};
+use crate::{domain::TaskTypeId, store::ScheduleStore};
 
 /// Shortest deferral of a job of a paused task.
 pub const MIN_PAUSED_DEFER: Duration = Duration::from_secs(1);
@@ -93,7 +93,7 @@ pub fn defer_wait(since: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
 /// Refreshes `pauses` from the store every `interval` (the scheduler's
 /// tick) until `stop`; a failed read keeps the last copy (logged).
 pub fn spawn_refresher(
-    store: Arc<dyn StateStore>,
+    store: Arc<dyn ScheduleStore>,
     pauses: Arc<OperatorPauses>,
     interval: Duration,
     mut stop: watch::Receiver<bool>,

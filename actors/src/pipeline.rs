@@ -70,7 +70,7 @@ use crate::{
     },
     store::dead_letters::DeadLetterStore,
     store::results::JobResultStore,
-    store::{Bucket, BucketName, StateStore},
+    store::{Bucket, BucketName, Stores, TokenStore},
 };
 
 /// Everything the actor tree needs to know, mapped from the service
@@ -113,7 +113,7 @@ pub struct PipelineConfig {
 #[derive(Clone)]
 pub struct PipelineDeps {
     /// Shared state.
-    pub store: Arc<dyn StateStore>,
+    pub stores: Stores,
     /// The job broker.
     pub broker: Arc<dyn JobBroker>,
     /// Task definitions in force.
@@ -157,7 +157,7 @@ impl WorkerGauge {
 fn start_limiters(
     global_rate: Option<u32>,
     task_rates: &BTreeMap<TaskTypeId, u32>,
-    store: &Arc<dyn StateStore>,
+    store: &Arc<dyn TokenStore>,
     held: Arc<OperatorPauses>,
 ) -> Limiters {
     let bucket = |name: BucketName, rate: u32| Bucket {
@@ -228,7 +228,7 @@ impl Pipeline {
         deps: PipelineDeps,
     ) -> Result<Pipeline, PipelineError> {
         deps.broker.declare().await?;
-        let metrics_actor = MetricsActor::new(deps.store.clone(), config.metrics_interval);
+        let metrics_actor = MetricsActor::new(deps.stores.metrics.clone(), config.metrics_interval);
         let recorder = metrics_actor.recorder();
         let families = metrics_actor.families();
         let metrics = metrics_actor.start();
@@ -263,7 +263,7 @@ impl Pipeline {
         }
         let pauses = Arc::new(OperatorPauses::default());
         pause::spawn_refresher(
-            deps.store.clone(),
+            deps.stores.schedule.clone(),
             pauses.clone(),
             config.check_interval,
             stop.subscribe(),
@@ -292,7 +292,7 @@ impl Pipeline {
             let limiters = start_limiters(
                 global_rate,
                 &distribution.task_rates,
-                &deps.store,
+                &deps.stores.tokens,
                 pauses.clone(),
             );
             let active = Arc::new(AtomicUsize::new(0));
@@ -312,7 +312,7 @@ impl Pipeline {
                 let size = pool / threads + usize::from(lane < pool % threads);
                 let handle = arbiter.handle();
                 let env = Arc::new(ExecutorEnv {
-                    store: deps.store.clone(),
+                    claims: deps.stores.claims.clone(),
                     broker: deps.broker.clone(),
                     dead_letters: deps.dead_letters.clone(),
                     catalog: deps.catalog.clone(),
@@ -322,7 +322,7 @@ impl Pipeline {
                     settings: config.execution.clone(),
                     active: active.clone(),
                 });
-                let batcher = ExecutionBatcher::start(&handle, deps.store.clone());
+                let batcher = ExecutionBatcher::start(&handle, deps.stores.claims.clone());
                 let (idle_tx, idle_rx) = mpsc::unbounded_channel();
                 let executors: Vec<Addr<ExecutorActor>> = (0..size)
                     .map(|index| {
@@ -374,7 +374,7 @@ impl Pipeline {
         }
 
         if config.scheduler {
-            let store = deps.store.clone();
+            let schedule = deps.stores.schedule.clone();
             let broker: Arc<dyn JobBroker> = if config.execution.record_pending {
                 Arc::new(RecordPending::new(
                     deps.broker.clone(),
@@ -390,9 +390,9 @@ impl Pipeline {
             board.register(SCHEDULER, stale_after);
             let for_distributor = board.clone();
             let distributor = Supervisor::start(move |_| {
-                DistributorActor::new(store, broker, settings, for_distributor)
+                DistributorActor::new(schedule, broker, settings, for_distributor)
             });
-            let store = deps.store.clone();
+            let stores = deps.stores.clone();
             let catalog = deps.catalog.clone();
             let clock = deps.clock.clone();
             let settings = SchedulerSettings {
@@ -408,7 +408,7 @@ impl Pipeline {
             let quarantine = deps.quarantine.clone();
             let scheduler = Supervisor::start(move |_| {
                 SchedulerActor::new(
-                    store,
+                    stores,
                     catalog,
                     clock,
                     for_scheduler,

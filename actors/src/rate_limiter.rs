@@ -40,7 +40,7 @@ use governor::{
 use crate::{
     domain::TaskTypeId,
     error::PipelineError,
-    store::{Bucket, StateStore},
+    store::{Bucket, TokenStore},
 };
 
 /// How long leased tokens stay usable.
@@ -188,7 +188,7 @@ impl RateLimit {
     pub fn start(
         task: Option<Arc<BucketLease>>,
         global: Option<Arc<BucketLease>>,
-        store: Arc<dyn StateStore>,
+        store: Arc<dyn TokenStore>,
     ) -> RateLimit {
         let refill = RateLimiterActor {
             task: task.clone(),
@@ -262,7 +262,7 @@ impl RateLimit {
 
 /// This replica's copy of the tasks' `Retry-After` pauses. The pause
 /// itself lives in the store (`{prefix}:pause:{task}`, set by
-/// [`StateStore::record_throttle`], answered by every claim of the task's
+/// [`ClaimStore::record_throttle`], answered by every claim of the task's
 /// jobs), so every replica obeys it; the copy lets a replica defer the
 /// task's next jobs without spending a token or a round trip on them.
 /// A pause is the task's alone: no other task waits for it.
@@ -324,7 +324,7 @@ fn spend_leased(task: Option<&BucketLease>, global: Option<&BucketLease>, now: I
 pub struct RateLimiterActor {
     task: Option<Arc<BucketLease>>,
     global: Option<Arc<BucketLease>>,
-    store: Arc<dyn StateStore>,
+    store: Arc<dyn TokenStore>,
 }
 
 impl Actor for RateLimiterActor {
@@ -387,7 +387,7 @@ impl Handler<RefillLease> for RateLimiterActor {
 
 /// Takes a batch from `bucket`'s Redis bucket (falling back to one
 /// token): the tokens taken, 0 when refused or unreachable.
-async fn lease_tokens(store: &dyn StateStore, bucket: &BucketLease, epoch: f64) -> u32 {
+async fn lease_tokens(store: &dyn TokenStore, bucket: &BucketLease, epoch: f64) -> u32 {
     for requested in [bucket.lease_batch, 1] {
         match store.take_tokens(&bucket.bucket, requested, epoch).await {
             Ok(true) => return requested,

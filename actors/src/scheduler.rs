@@ -65,7 +65,7 @@ use crate::{
     health::{HealthBoard, Quarantine},
     prometheus::{Families, PassLabel, PassLabels, TaskLabels},
     schedule::{self, Schedule},
-    store::{LockLease, LockName, StateStore, StoreError, results::JobResultStore},
+    store::{LockLease, LockName, StateStore, StoreError, Stores, results::JobResultStore},
 };
 
 /// Starts a pass of every task type now. Answers with the jobs published
@@ -234,7 +234,7 @@ struct PassState {
 
 /// Decides what is due, owns the schedule locks, drives the runs.
 pub struct SchedulerActor {
-    store: Arc<dyn StateStore>,
+    stores: Stores,
     catalog: TaskCatalog,
     clock: SharedClock,
     distributor: Addr<DistributorActor>,
@@ -259,7 +259,7 @@ impl SchedulerActor {
     /// it should be registered as [`SCHEDULER`]) and setting unreadable
     /// records aside in `quarantine`.
     pub fn new(
-        store: Arc<dyn StateStore>,
+        stores: Stores,
         catalog: TaskCatalog,
         clock: SharedClock,
         distributor: Addr<DistributorActor>,
@@ -268,7 +268,7 @@ impl SchedulerActor {
         quarantine: Quarantine,
     ) -> Self {
         SchedulerActor {
-            store,
+            stores,
             catalog,
             clock,
             distributor,
@@ -305,7 +305,7 @@ impl SchedulerActor {
         }
         self.passes.insert(task.clone(), PassState::default());
         let pass = Pass {
-            store: self.store.clone(),
+            stores: self.stores.clone(),
             clock: self.clock.clone(),
             distributor: self.distributor.clone(),
             settings: self.settings.clone(),
@@ -476,13 +476,13 @@ impl Handler<Trigger> for SchedulerActor {
         if self.halted() {
             return Box::pin(fut::ready(Err(PipelineError::ShuttingDown)));
         }
-        let store = self.store.clone();
+        let stores = self.stores.clone();
         let distributor = self.distributor.clone();
         let window = self.settings.window;
         let now = self.clock.now();
         let task_id = msg.task.id.clone();
         Box::pin(
-            async move { make_trigger_run(store.as_ref(), &distributor, msg, now, window).await }
+            async move { make_trigger_run(&stores, &distributor, msg, now, window).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     if result.as_ref().is_ok_and(|accepted| !accepted.replayed) {
@@ -496,7 +496,7 @@ impl Handler<Trigger> for SchedulerActor {
 
 /// Makes the run of a trigger (or finds the one its idempotency key made).
 async fn make_trigger_run(
-    store: &dyn StateStore,
+    stores: &Stores,
     distributor: &Addr<DistributorActor>,
     msg: Trigger,
     now: DateTime<Utc>,
@@ -512,7 +512,8 @@ async fn make_trigger_run(
     // collides with a scheduled period's (whole seconds) in practice.
     let mut scheduled_at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
     if let Some(key) = &msg.idempotency_key
-        && let Some(earlier) = store
+        && let Some(earlier) = stores
+            .schedule
             .trigger_run(
                 &task.id,
                 key,
@@ -521,7 +522,7 @@ async fn make_trigger_run(
             )
             .await?
     {
-        let run = find_run(store, &task.id, earlier).await?;
+        let run = find_run(stores, &task.id, earlier).await?;
         return Ok(TriggerAccepted {
             run_id: earlier,
             jobs_created: run.as_ref().map_or(0, |run| run.users),
@@ -555,15 +556,21 @@ async fn make_trigger_run(
                 .await??
         }
         None => {
-            let (default, custom) = store.index_sizes(&task.id).await?;
-            let zones: Vec<Tz> = store
+            let (default, custom) = stores.preferences.index_sizes(&task.id).await?;
+            let zones: Vec<Tz> = stores
+                .schedule
                 .zone_groups(&task.id)
                 .await?
                 .groups
                 .into_iter()
                 .map(|(zone, _)| zone)
                 .collect();
-            let zoned: u64 = store.zone_sizes(&task.id, &zones).await?.iter().sum();
+            let zoned: u64 = stores
+                .preferences
+                .zone_sizes(&task.id, &zones)
+                .await?
+                .iter()
+                .sum();
             let mut groups = vec![None];
             groups.extend(zones.into_iter().map(Some));
             loop {
@@ -585,7 +592,8 @@ async fn make_trigger_run(
                     correlation_id: correlation_id.clone(),
                     created_at: now,
                 };
-                if store
+                if stores
+                    .schedule
                     .create_run(&run, &[], Duration::from_secs(1), None)
                     .await?
                 {
@@ -606,12 +614,9 @@ async fn make_trigger_run(
 }
 
 /// The run `id` of `task`, in progress or the last finished.
-async fn find_run(
-    store: &dyn StateStore,
-    task: &TaskTypeId,
-    id: i64,
-) -> Result<Option<Run>, StoreError> {
-    if let Some(run) = store
+async fn find_run(stores: &Stores, task: &TaskTypeId, id: i64) -> Result<Option<Run>, StoreError> {
+    if let Some(run) = stores
+        .schedule
         .runs(task)
         .await?
         .runs
@@ -620,7 +625,11 @@ async fn find_run(
     {
         return Ok(Some(run));
     }
-    Ok(store.last_run(task).await?.filter(|run| run.id() == id))
+    Ok(stores
+        .schedule
+        .last_run(task)
+        .await?
+        .filter(|run| run.id() == id))
 }
 
 /// What one pass did.
@@ -636,7 +645,7 @@ struct PassOutcome {
 
 /// One pass over one task.
 struct Pass {
-    store: Arc<dyn StateStore>,
+    stores: Stores,
     clock: SharedClock,
     distributor: Addr<DistributorActor>,
     settings: SchedulerSettings,
@@ -656,7 +665,7 @@ impl Pass {
     async fn run(&self, task: &TaskType, tick: bool) -> PassOutcome {
         // An operator pause (see `crate::pause`): no fan-out, no release,
         // no fire recorded, until the resume.
-        match self.store.paused_tasks().await {
+        match self.stores.schedule.paused_tasks().await {
             Ok(paused) if paused.contains_key(&task.id) => {
                 tracing::debug!(task = %task.id, "task paused; pass skipped");
                 return PassOutcome {
@@ -679,7 +688,12 @@ impl Pass {
             }
         }
         let lock = LockName::Schedule(task.id.clone());
-        let lease = match self.store.acquire_lock(&lock, self.settings.lock_ttl).await {
+        let lease = match self
+            .stores
+            .locks
+            .acquire_lock(&lock, self.settings.lock_ttl)
+            .await
+        {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 tracing::debug!(task = %task.id, "schedule lock held elsewhere");
@@ -710,7 +724,12 @@ impl Pass {
         let result = AssertUnwindSafe(self.under_lock(task, tick, &mut held, &mut published))
             .catch_unwind()
             .await;
-        if let Err(err) = self.store.release_lock(&held.lock, &held.lease).await {
+        if let Err(err) = self
+            .stores
+            .locks
+            .release_lock(&held.lock, &held.lease)
+            .await
+        {
             tracing::warn!(task = %task.id, error = %err, "schedule lock not released; it expires");
         }
         match result {
@@ -754,7 +773,7 @@ impl Pass {
                 // Shutdown: the runs stay in the store for the next holder.
                 return Ok(None);
             }
-            let list = self.store.runs(&task.id).await?;
+            let list = self.stores.schedule.runs(&task.id).await?;
             for field in &list.unreadable {
                 self.quarantine.add(
                     &format!("fan-out run {field} of {}", task.id),
@@ -814,7 +833,8 @@ impl Pass {
             return Ok(());
         }
         if !self
-            .store
+            .stores
+            .locks
             .renew_lock(&held.lock, &held.lease, self.settings.lock_ttl)
             .await?
         {
@@ -834,7 +854,7 @@ impl Pass {
     ) -> Result<(), PipelineError> {
         let now = self.clock.now();
         let schedule = Schedule::new(&task.interval);
-        let state = match self.store.schedule_state(&task.id).await {
+        let state = match self.stores.schedule.schedule_state(&task.id).await {
             Ok(state) => state,
             // Unreadable: set aside and started afresh (the next record
             // overwrites it), rather than failing every tick.
@@ -846,9 +866,14 @@ impl Pass {
         };
         let Some(state) = state else {
             // The zone groups start here too: none has a fire to catch up.
-            if !self.store.record_fire(&task.id, now, lease).await?
+            if !self
+                .stores
+                .schedule
+                .record_fire(&task.id, now, lease)
+                .await?
                 || !self
-                    .store
+                    .stores
+                    .schedule
                     .record_zone_fires(&task.id, &[], now, lease)
                     .await?
             {
@@ -887,7 +912,11 @@ impl Pass {
             self.make_period_run(task, lease, now, fire, groups).await?;
         }
         if let Some(at) = record
-            && !self.store.record_fire(&task.id, at, lease).await?
+            && !self
+                .stores
+                .schedule
+                .record_fire(&task.id, at, lease)
+                .await?
         {
             return Err(PipelineError::LockLost(task.id.clone()));
         }
@@ -898,7 +927,8 @@ impl Pass {
             tracing::warn!(task = %task.id, %error, "missed fires not tallied");
         }
         if !self
-            .store
+            .stores
+            .schedule
             .record_zone_fires(&task.id, &zone_records, now, lease)
             .await?
         {
@@ -923,7 +953,7 @@ impl Pass {
         now: DateTime<Utc>,
         due_groups: &mut BTreeMap<DateTime<Utc>, Vec<Option<Tz>>>,
     ) -> Result<Vec<(Tz, DateTime<Utc>)>, PipelineError> {
-        let zones = self.store.zone_groups(&task.id).await?;
+        let zones = self.stores.schedule.zone_groups(&task.id).await?;
         for entry in &zones.unreadable {
             self.quarantine.add(entry, "unreadable zone group");
         }
@@ -977,12 +1007,12 @@ impl Pass {
         groups: Vec<Option<Tz>>,
     ) -> Result<(), PipelineError> {
         let zones: Vec<Tz> = groups.iter().filter_map(|group| *group).collect();
-        let sizes = self.store.zone_sizes(&task.id, &zones).await?;
+        let sizes = self.stores.preferences.zone_sizes(&task.id, &zones).await?;
         let mut walk: Vec<Option<Tz>> = Vec::with_capacity(groups.len());
         let mut users = 0;
         if groups.contains(&None) {
             walk.push(None);
-            users += self.store.index_sizes(&task.id).await?.0;
+            users += self.stores.preferences.index_sizes(&task.id).await?.0;
         }
         for (zone, size) in zones.into_iter().zip(sizes) {
             if size > 0 {
@@ -1021,7 +1051,8 @@ impl Pass {
             created_at: now,
         };
         if self
-            .store
+            .stores
+            .schedule
             .create_run(&run, &[], Duration::from_secs(1), Some(lease.fence))
             .await?
         {
@@ -1038,7 +1069,11 @@ impl Pass {
         let now = self.clock.now();
         let batch = self.settings.batch_size.max(1);
         loop {
-            let due = self.store.due_custom_users(&task.id, now, batch).await?;
+            let due = self
+                .stores
+                .schedule
+                .due_custom_users(&task.id, now, batch)
+                .await?;
             if due.is_empty() {
                 return Ok(());
             }
@@ -1114,7 +1149,8 @@ impl Pass {
                 }
             }
             if !self
-                .store
+                .stores
+                .schedule
                 .advance_custom_users(&task.id, &moves, held.lease.fence)
                 .await?
             {
@@ -1309,7 +1345,7 @@ mod tests {
         clock::{Clock, ManualClock},
         distributor::DistributionSettings,
         domain::Settings,
-        store::{PreferenceWrite, memory::MemoryStore},
+        store::{LockStore, PreferenceStore, PreferenceWrite, ScheduleStore, memory::MemoryStore},
     };
     use chrono_tz::Asia;
 
@@ -1355,7 +1391,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let pass = Pass {
-            store: store.clone(),
+            stores: Stores::new(store.clone()),
             clock: clock.clone(),
             distributor,
             settings: SchedulerSettings {

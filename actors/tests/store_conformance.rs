@@ -22,8 +22,8 @@ use actors::{
     slot::spread_key,
     store::{
         Bucket, BucketName, ClaimOutcome, DurationSample, ExecutionClaim, ExecutionFinish, Keys,
-        LockName, MetricsBatch, NextTry, PreferenceWrite, SlotWrite, SpreadCursor, StateStore,
-        Throttle, TimezoneWrite,
+        LockName, LockStore, MetricsBatch, MetricsStore, NextTry, PreferenceStore, PreferenceWrite,
+        ScheduleStore, SlotWrite, SpreadCursor, StateStore, Throttle, TimezoneWrite, TokenStore,
         durations::DurationStore,
         memory::MemoryStore,
         redis::{RedisOptions, RedisStore},

@@ -12,7 +12,7 @@ use std::{
 use actors::{
     domain::{TaskTypeId, UserId},
     store::{
-        Keys, LockName, PreferenceWrite, StateStore,
+        Keys, LockName, LockStore, PreferenceStore, PreferenceWrite, ScheduleStore,
         redis::{RedisOptions, RedisStore},
     },
 };

@@ -272,7 +272,7 @@ pub fn check_interval(interval: &TaskInterval) -> Result<(), String> {
 
 fn store_error(err: StoreError) -> ApiError {
     match err {
-        StoreError::Redis(err) => ApiError::Unavailable(err.to_string()),
+        err @ StoreError::Backend { .. } => ApiError::Unavailable(err.to_string()),
         corrupt @ StoreError::Corrupt { .. } => ApiError::Internal(corrupt.to_string()),
     }
 }

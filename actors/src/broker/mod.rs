@@ -28,9 +28,16 @@ pub const QUEUE_FAILED: &str = "taskqueue.jobs.failed";
 /// Failures of the broker.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    /// The AMQP connection or channel failed.
-    #[error("amqp: {0}")]
-    Amqp(#[from] lapin::Error),
+    /// The AMQP connection or channel failed; `detail` is the client's
+    /// error text (for logs).
+    #[error("amqp: {detail}")]
+    Amqp {
+        /// What failed.
+        detail: String,
+        /// A channel-level refusal (no such exchange, access refused): it
+        /// comes back the same on every try.
+        refused: bool,
+    },
     /// The broker refused a publish (negative confirm).
     #[error("broker nacked the publish of job {0}")]
     PublishNacked(uuid::Uuid),

@@ -81,7 +81,7 @@ use crate::{
     error::PipelineError,
     metrics::MetricsRecorder,
     rate_limiter::{RateLimit, TaskPauses},
-    store::{ExecutionFinish, StateStore, dead_letters::DeadLetterStore},
+    store::{ClaimStore, ExecutionFinish, dead_letters::DeadLetterStore},
 };
 use call::fresh_uuid;
 pub use call::{call_timeout, http_client};
@@ -162,8 +162,8 @@ impl Limiters {
 
 /// What every executor shares.
 pub struct ExecutorEnv {
-    /// Shared state.
-    pub store: Arc<dyn StateStore>,
+    /// Execution claims, finishes and throttles.
+    pub claims: Arc<dyn ClaimStore>,
     /// Where retries and dead letters go.
     pub broker: Arc<dyn JobBroker>,
     /// Where jobs that failed for good are recorded (for listing and
@@ -270,7 +270,7 @@ impl Running {
             // The `running` record stays until the requeued copy's claim.
             result: None,
         };
-        if let Err(err) = env.store.finish_execution(&finish).await {
+        if let Err(err) = env.claims.finish_execution(&finish).await {
             tracing::warn!(job_id = %self.job_id, error = %err, "claims not released; they expire");
         }
         if let Err(err) = self.held.requeue().await {

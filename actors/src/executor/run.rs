@@ -317,7 +317,7 @@ async fn attempt(
             pause,
             count_ttl: settings.max_throttled_age.max(Duration::from_secs(1)),
         };
-        budget.throttles = match env.store.record_throttle(&throttle).await {
+        budget.throttles = match env.claims.record_throttle(&throttle).await {
             Ok(count) => count,
             Err(err) => {
                 if let Err(release) = batcher.finish(finish).await {

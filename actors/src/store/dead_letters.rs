@@ -85,7 +85,7 @@ pub trait DeadLetterStore: Send + Sync + 'static {
     async fn claim_replay(&self, job: Uuid, ttl: Duration) -> Result<bool, StoreError>;
     /// Forgets the job's throttle count, so a replay starts with its whole
     /// throttle budget (the retry chain's next try is reset through
-    /// [`StateStore::finish_execution`](super::StateStore::finish_execution)).
+    /// [`ClaimStore::finish_execution`](super::ClaimStore::finish_execution)).
     async fn reset_job(&self, job: Uuid) -> Result<(), StoreError>;
     /// Removes a job's record (and its replay claim); false when there was
     /// none.

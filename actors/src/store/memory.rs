@@ -19,9 +19,10 @@ use chrono_tz::Tz;
 use uuid::Uuid;
 
 use super::{
-    Bucket, BucketName, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
-    LockName, MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor,
-    StateStore, StoreError, Throttle, TimezoneWrite, ZoneGroups,
+    Bucket, BucketName, ClaimOutcome, ClaimStore, DueUser, ExecutionClaim, ExecutionFinish, Keys,
+    LockLease, LockName, LockStore, MetricsBatch, MetricsStore, PreferenceStore, PreferenceWrite,
+    RunList, ScheduleState, ScheduleStore, SlotWrite, SpreadCursor, StoreError, Throttle,
+    TimezoneWrite, TokenStore, ZoneGroups,
     results::{AttemptRecord, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
 };
 use crate::{
@@ -700,7 +701,7 @@ impl State {
 }
 
 #[async_trait]
-impl StateStore for MemoryStore {
+impl PreferenceStore for MemoryStore {
     async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError> {
         let mut state = self.lock();
         for write in writes {
@@ -721,28 +722,6 @@ impl StateStore for MemoryStore {
         Ok(self.lock().user_zone.get(user).copied())
     }
 
-    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
-        let state = self.lock();
-        let groups = state
-            .zone_sets
-            .get(task)
-            .map(|zones| {
-                zones
-                    .iter()
-                    .map(|(name, zone)| {
-                        let stored = state.zone_schedule.get(&(task.clone(), name.clone()));
-                        (*zone, stored.copied())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        Ok(ZoneGroups {
-            groups,
-            checked: state.zone_checked.get(task).map(|stored| stored.last_fired),
-            unreadable: Vec::new(),
-        })
-    }
-
     async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError> {
         let state = self.lock();
         Ok(zones
@@ -754,64 +733,6 @@ impl StateStore for MemoryStore {
                     .map_or(0, |index| index.keys.len() as u64)
             })
             .collect())
-    }
-
-    async fn zone_users_in_spread_order(
-        &self,
-        task: &TaskTypeId,
-        zone: Tz,
-        after: Option<&SpreadCursor>,
-        limit: usize,
-    ) -> Result<Vec<SpreadCursor>, StoreError> {
-        let state = self.lock();
-        Ok(state
-            .zone_index
-            .get(&(task.clone(), zone.name().to_owned()))
-            .map(|index| index.page(after, limit))
-            .unwrap_or_default())
-    }
-
-    async fn record_zone_fires(
-        &self,
-        task: &TaskTypeId,
-        fires: &[(Tz, DateTime<Utc>)],
-        checked: DateTime<Utc>,
-        lease: &LockLease,
-    ) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        let handed_out = lock_key(&LockName::Schedule(task.clone()));
-        if state.fences.get(&handed_out).copied().unwrap_or(0) > lease.fence {
-            return Ok(false);
-        }
-        let stale = fires.iter().any(|(zone, _)| {
-            state
-                .zone_schedule
-                .get(&(task.clone(), zone.name().to_owned()))
-                .is_some_and(|stored| stored.fence > lease.fence)
-        }) || state
-            .zone_checked
-            .get(task)
-            .is_some_and(|stored| stored.fence > lease.fence);
-        if stale {
-            return Ok(false);
-        }
-        state.zone_checked.insert(
-            task.clone(),
-            ScheduleState {
-                last_fired: checked,
-                fence: lease.fence,
-            },
-        );
-        for (zone, last_fired) in fires {
-            state.zone_schedule.insert(
-                (task.clone(), zone.name().to_owned()),
-                ScheduleState {
-                    last_fired: *last_fired,
-                    fence: lease.fence,
-                },
-            );
-        }
-        Ok(true)
     }
 
     async fn delete_preference(
@@ -878,6 +799,200 @@ impl StateStore for MemoryStore {
             .map(|(_, index)| index.keys.len())
             .sum();
         Ok((default + custom + zoned) as u64)
+    }
+
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
+        let state = self.lock();
+        let default = state
+            .enabled_index
+            .get(task)
+            .map_or(0, |index| index.keys.len());
+        let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
+        Ok((default as u64, custom as u64))
+    }
+
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        let state = self.lock();
+        let index = match zone {
+            Some(zone) => state
+                .zone_index
+                .get(&(task.clone(), zone.name().to_owned())),
+            None => state.enabled_index.get(task),
+        };
+        let Some(index) = index else {
+            return Ok(None);
+        };
+        let Some(key) = index.keys.get(user) else {
+            return Ok(None);
+        };
+        let entry = SpreadCursor {
+            key: *key,
+            user: user.clone(),
+        };
+        Ok(Some(index.order.range(..entry).count() as u64))
+    }
+
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
+        let users = self.custom_users_page(task, offset, limit).await?;
+        let state = self.lock();
+        Ok(users
+            .into_iter()
+            .map(|user| {
+                let interval = state
+                    .settings
+                    .get(&(user.clone(), task.clone()))
+                    .and_then(|(settings, _)| settings.custom_interval.clone());
+                (user, interval)
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LockStore for MemoryStore {
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError> {
+        let mut state = self.lock();
+        let key = lock_key(lock);
+        let now = Instant::now();
+        if let Some((_, expiry)) = state.locks.get(&key)
+            && *expiry > now
+        {
+            return Ok(None);
+        }
+        let token = Uuid::new_v4().to_string();
+        state.locks.insert(key.clone(), (token.clone(), now + ttl));
+        let fence = state.fences.entry(key).or_insert(0);
+        *fence += 1;
+        Ok(Some(LockLease {
+            token,
+            fence: *fence,
+        }))
+    }
+
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let now = Instant::now();
+        match state.locks.get_mut(&lock_key(lock)) {
+            Some((token, expiry)) if *token == lease.token && *expiry > now => {
+                *expiry = now + ttl;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = lock_key(lock);
+        match state.locks.get(&key) {
+            Some((token, expiry)) if *token == lease.token && *expiry > Instant::now() => {
+                state.locks.remove(&key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for MemoryStore {
+    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
+        let state = self.lock();
+        let groups = state
+            .zone_sets
+            .get(task)
+            .map(|zones| {
+                zones
+                    .iter()
+                    .map(|(name, zone)| {
+                        let stored = state.zone_schedule.get(&(task.clone(), name.clone()));
+                        (*zone, stored.copied())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(ZoneGroups {
+            groups,
+            checked: state.zone_checked.get(task).map(|stored| stored.last_fired),
+            unreadable: Vec::new(),
+        })
+    }
+
+    async fn zone_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        zone: Tz,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .zone_index
+            .get(&(task.clone(), zone.name().to_owned()))
+            .map(|index| index.page(after, limit))
+            .unwrap_or_default())
+    }
+
+    async fn record_zone_fires(
+        &self,
+        task: &TaskTypeId,
+        fires: &[(Tz, DateTime<Utc>)],
+        checked: DateTime<Utc>,
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let handed_out = lock_key(&LockName::Schedule(task.clone()));
+        if state.fences.get(&handed_out).copied().unwrap_or(0) > lease.fence {
+            return Ok(false);
+        }
+        let stale = fires.iter().any(|(zone, _)| {
+            state
+                .zone_schedule
+                .get(&(task.clone(), zone.name().to_owned()))
+                .is_some_and(|stored| stored.fence > lease.fence)
+        }) || state
+            .zone_checked
+            .get(task)
+            .is_some_and(|stored| stored.fence > lease.fence);
+        if stale {
+            return Ok(false);
+        }
+        state.zone_checked.insert(
+            task.clone(),
+            ScheduleState {
+                last_fired: checked,
+                fence: lease.fence,
+            },
+        );
+        for (zone, last_fired) in fires {
+            state.zone_schedule.insert(
+                (task.clone(), zone.name().to_owned()),
+                ScheduleState {
+                    last_fired: *last_fired,
+                    fence: lease.fence,
+                },
+            );
+        }
+        Ok(true)
     }
 
     async fn enabled_users_in_spread_order(
@@ -969,89 +1084,6 @@ impl StateStore for MemoryStore {
             }
         }
         Ok(true)
-    }
-
-    async fn acquire_lock(
-        &self,
-        lock: &LockName,
-        ttl: Duration,
-    ) -> Result<Option<LockLease>, StoreError> {
-        let mut state = self.lock();
-        let key = lock_key(lock);
-        let now = Instant::now();
-        if let Some((_, expiry)) = state.locks.get(&key)
-            && *expiry > now
-        {
-            return Ok(None);
-        }
-        let token = Uuid::new_v4().to_string();
-        state.locks.insert(key.clone(), (token.clone(), now + ttl));
-        let fence = state.fences.entry(key).or_insert(0);
-        *fence += 1;
-        Ok(Some(LockLease {
-            token,
-            fence: *fence,
-        }))
-    }
-
-    async fn renew_lock(
-        &self,
-        lock: &LockName,
-        lease: &LockLease,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        let now = Instant::now();
-        match state.locks.get_mut(&lock_key(lock)) {
-            Some((token, expiry)) if *token == lease.token && *expiry > now => {
-                *expiry = now + ttl;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        let key = lock_key(lock);
-        match state.locks.get(&key) {
-            Some((token, expiry)) if *token == lease.token && *expiry > Instant::now() => {
-                state.locks.remove(&key);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    async fn take_tokens(
-        &self,
-        bucket: &Bucket,
-        requested: u32,
-        now: f64,
-    ) -> Result<bool, StoreError> {
-        let mut state = self.lock();
-        let key = bucket_key(&bucket.name);
-        let instant = Instant::now();
-        let stored = state
-            .buckets
-            .get(&key)
-            .filter(|(_, _, expiry)| *expiry > instant)
-            .map(|(tokens, last, _)| (*tokens, *last));
-        match take_from_bucket(
-            stored,
-            bucket.max_tokens,
-            bucket.refill_rate,
-            f64::from(requested),
-            now,
-        ) {
-            Some((tokens, last)) => {
-                state
-                    .buckets
-                    .insert(key, (tokens, last, instant + BUCKET_TTL));
-                Ok(true)
-            }
-            None => Ok(false),
-        }
     }
 
     async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
@@ -1212,62 +1244,6 @@ impl StateStore for MemoryStore {
             .collect())
     }
 
-    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
-        let state = self.lock();
-        let default = state
-            .enabled_index
-            .get(task)
-            .map_or(0, |index| index.keys.len());
-        let custom = state.custom_index.get(task).map_or(0, BTreeMap::len);
-        Ok((default as u64, custom as u64))
-    }
-
-    async fn spread_rank(
-        &self,
-        task: &TaskTypeId,
-        zone: Option<Tz>,
-        user: &UserId,
-    ) -> Result<Option<u64>, StoreError> {
-        let state = self.lock();
-        let index = match zone {
-            Some(zone) => state
-                .zone_index
-                .get(&(task.clone(), zone.name().to_owned())),
-            None => state.enabled_index.get(task),
-        };
-        let Some(index) = index else {
-            return Ok(None);
-        };
-        let Some(key) = index.keys.get(user) else {
-            return Ok(None);
-        };
-        let entry = SpreadCursor {
-            key: *key,
-            user: user.clone(),
-        };
-        Ok(Some(index.order.range(..entry).count() as u64))
-    }
-
-    async fn custom_intervals_page(
-        &self,
-        task: &TaskTypeId,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
-        let users = self.custom_users_page(task, offset, limit).await?;
-        let state = self.lock();
-        Ok(users
-            .into_iter()
-            .map(|user| {
-                let interval = state
-                    .settings
-                    .get(&(user.clone(), task.clone()))
-                    .and_then(|(settings, _)| settings.custom_interval.clone());
-                (user, interval)
-            })
-            .collect())
-    }
-
     async fn set_task_paused(
         &self,
         task: &TaskTypeId,
@@ -1290,7 +1266,10 @@ impl StateStore for MemoryStore {
     async fn paused_tasks(&self) -> Result<BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError> {
         Ok(self.lock().held.clone())
     }
+}
 
+#[async_trait]
+impl ClaimStore for MemoryStore {
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         let state = self.lock();
         let now = Instant::now();
@@ -1404,7 +1383,44 @@ impl StateStore for MemoryStore {
         }
         Ok(count)
     }
+}
 
+#[async_trait]
+impl TokenStore for MemoryStore {
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let mut state = self.lock();
+        let key = bucket_key(&bucket.name);
+        let instant = Instant::now();
+        let stored = state
+            .buckets
+            .get(&key)
+            .filter(|(_, _, expiry)| *expiry > instant)
+            .map(|(tokens, last, _)| (*tokens, *last));
+        match take_from_bucket(
+            stored,
+            bucket.max_tokens,
+            bucket.refill_rate,
+            f64::from(requested),
+            now,
+        ) {
+            Some((tokens, last)) => {
+                state
+                    .buckets
+                    .insert(key, (tokens, last, instant + BUCKET_TTL));
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+}
+
+#[async_trait]
+impl MetricsStore for MemoryStore {
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {
         let mut state = self.lock();
         for (date, task, count) in &batch.executions {

@@ -13,7 +13,7 @@ pub mod redis;
 pub mod replicas;
 pub mod results;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -30,9 +30,15 @@ pub use keys::Keys;
 /// Failures of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Redis answered with an error or could not be reached.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
+    /// The backend (Redis) answered with an error or could not be reached;
+    /// `detail` is its error text, for logs, never for clients.
+    #[error("{backend}: {detail}")]
+    Backend {
+        /// Which backend: `redis`.
+        backend: &'static str,
+        /// What it said.
+        detail: String,
+    },
     /// Stored data could not be read back (written by something else?).
     #[error("corrupt value at {key}: {reason}")]
     Corrupt {
@@ -130,7 +136,7 @@ pub struct TimezoneWrite {
 }
 
 /// The zone groups of a task: every zone with an index of users, and the
-/// last fire handled for each (see [`StateStore::zone_groups`]).
+/// last fire handled for each (see [`ScheduleStore::zone_groups`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ZoneGroups {
     /// Each zone and its last fire handled (`None`: never scheduled yet).
@@ -266,7 +272,7 @@ pub struct DurationSample {
 }
 
 /// What an execution of a job claims before it calls the endpoint (see
-/// [`StateStore::claim_execution`]).
+/// [`ClaimStore::claim_execution`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionClaim {
     /// The job's task.
@@ -299,7 +305,7 @@ pub struct ExecutionClaim {
     pub result: Option<results::ResultWrite>,
 }
 
-/// What [`StateStore::claim_execution`] found.
+/// What [`ClaimStore::claim_execution`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// The job's success is recorded; nothing was claimed.
@@ -314,7 +320,7 @@ pub enum ClaimOutcome {
     /// time): a duplicate to drop; nothing was claimed.
     Stale,
     /// The task is paused by a `Retry-After` for this much longer (see
-    /// [`StateStore::record_throttle`]); nothing was claimed.
+    /// [`ClaimStore::record_throttle`]); nothing was claimed.
     Paused(Duration),
     /// Another job holds the (task, user) run claim; nothing was claimed.
     UserBusy,
@@ -325,7 +331,7 @@ pub enum ClaimOutcome {
     },
 }
 
-/// How an execution ended (see [`StateStore::finish_execution`]).
+/// How an execution ended (see [`ClaimStore::finish_execution`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecutionFinish {
     /// The job's task.
@@ -365,7 +371,7 @@ pub struct NextTry {
 }
 
 /// A throttle of one job: the endpoint answered 429 or 503 with
-/// `Retry-After` (see [`StateStore::record_throttle`]).
+/// `Retry-After` (see [`ClaimStore::record_throttle`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Throttle {
     /// The job's task (the one paused).
@@ -378,32 +384,88 @@ pub struct Throttle {
     pub count_ttl: Duration,
 }
 
-/// Shared state, as the actors see it. Every method is one round trip (or
-/// one pipeline) whatever the size of its batch argument.
+/// Users' preferences and time zones, and the reads of the indexes they feed (sizes, ranks, pages).
 #[async_trait]
-pub trait StateStore: Send + Sync + 'static {
-    // --- preferences and their indexes ---
-
+pub trait PreferenceStore: Send + Sync + 'static {
     /// Applies preference writes, each atomically with its index updates.
     async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError>;
+
     /// Removes a user's preference and settings for a task (and the user
     /// from its indexes). False when there was nothing to remove.
     async fn delete_preference(&self, user: &UserId, task: &TaskTypeId)
     -> Result<bool, StoreError>;
+
     /// A user's preferences, `None` for an unknown user.
     async fn preferences(&self, user: &UserId) -> Result<Option<UserPreference>, StoreError>;
+
     /// Sets or removes users' default time zones. Atomically with each
     /// change, every task a user has enabled on its own interval without a
     /// `timezone` of its own moves to the user's new zone group (custom
     /// intervals stay where they are).
     async fn write_user_timezones(&self, writes: &[TimezoneWrite]) -> Result<(), StoreError>;
+
     /// A user's default time zone, if set.
     async fn user_timezone(&self, user: &UserId) -> Result<Option<Tz>, StoreError>;
+
+    /// Users in each of `zones`' groups of the task, in the same order.
+    async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError>;
+
+    /// Users with the task enabled (default and custom intervals together).
+    async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError>;
+
+    /// The user's rank in the spread order of the task's zone group `zone`
+    /// (`None`: the users on the task's own zone), `None` when the group
+    /// does not hold the user. One round trip, O(log N).
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError>;
+
+    /// Users of the task's custom-interval index by rank, with their
+    /// custom interval (`None` when it cannot be read): at most `limit`
+    /// from `offset`. One round trip.
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError>;
+
+    /// Sizes of the task's enabled index and custom-interval index.
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError>;
+}
+
+/// The named locks of the scheduler side, with fencing tokens.
+#[async_trait]
+pub trait LockStore: Send + Sync + 'static {
+    /// Takes the lock if free. `None` when another holder has it.
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError>;
+
+    /// Extends the lock if `lease` still holds it.
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError>;
+
+    /// Frees the lock if `lease` still holds it.
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError>;
+}
+
+/// What the scheduler side keeps: fires handled, operator pauses, fan-out runs and their slot lists, and the walks of the indexes a fan-out reads.
+#[async_trait]
+pub trait ScheduleStore: Send + Sync + 'static {
     /// The zone groups of a task, with the last fire handled for each: one
     /// round trip, O(zones).
     async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError>;
-    /// Users in each of `zones`' groups of the task, in the same order.
-    async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError>;
+
     /// Users of the task's zone group `zone` in spread order, strictly
     /// after `after`; at most `limit`. One round trip, O(log N + limit).
     async fn zone_users_in_spread_order(
@@ -413,9 +475,10 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<&SpreadCursor>,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError>;
+
     /// Records the last fire handled of zone groups and the instant up to
     /// which the groups were evaluated ([`ZoneGroups::checked`]), fenced
-    /// as [`StateStore::record_fire`]: false (nothing written) when a
+    /// as [`ScheduleStore::record_fire`]: false (nothing written) when a
     /// later holder took the task's schedule lock.
     async fn record_zone_fires(
         &self,
@@ -424,10 +487,9 @@ pub trait StateStore: Send + Sync + 'static {
         checked: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError>;
-    /// Users with the task enabled (default and custom intervals together).
-    async fn enabled_user_count(&self, task: &TaskTypeId) -> Result<u64, StoreError>;
+
     /// Users with the task enabled on its default interval, in the index's
-    /// walk order (spread order, as [`StateStore::enabled_users_in_spread_order`]),
+    /// walk order (spread order, as [`ScheduleStore::enabled_users_in_spread_order`]),
     /// strictly after the user `after`; at most `limit`. One round trip,
     /// O(log N + limit). `after` need not be enabled any more: the walk
     /// resumes at its entry's place, else at its spread key (at key 0
@@ -439,6 +501,7 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<&UserId>,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError>;
+
     /// Users with the task enabled on its default interval in spread order
     /// (ascending spread key, then id), strictly after `after`; at most
     /// `limit`. One round trip.
@@ -448,6 +511,7 @@ pub trait StateStore: Send + Sync + 'static {
         after: Option<&SpreadCursor>,
         limit: usize,
     ) -> Result<Vec<SpreadCursor>, StoreError>;
+
     /// Users with a custom interval whose next fire is at or before `now`,
     /// earliest first; at most `limit`.
     async fn due_custom_users(
@@ -456,9 +520,10 @@ pub trait StateStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<DueUser>, StoreError>;
+
     /// Moves due users to their next fire; an entry whose stored fire is no
     /// longer `scheduled_at` (the user changed it meanwhile) is left alone.
-    /// Fenced as [`StateStore::save_run`]: false (and nothing written) when
+    /// Fenced as [`ScheduleStore::save_run`]: false (and nothing written) when
     /// a later holder took the task's schedule lock.
     async fn advance_custom_users(
         &self,
@@ -466,27 +531,6 @@ pub trait StateStore: Send + Sync + 'static {
         moves: &[(UserId, DateTime<Utc>, DateTime<Utc>)],
         fence: u64,
     ) -> Result<bool, StoreError>;
-
-    /// The user's rank in the spread order of the task's zone group `zone`
-    /// (`None`: the users on the task's own zone), `None` when the group
-    /// does not hold the user. One round trip, O(log N).
-    async fn spread_rank(
-        &self,
-        task: &TaskTypeId,
-        zone: Option<Tz>,
-        user: &UserId,
-    ) -> Result<Option<u64>, StoreError>;
-    /// Users of the task's custom-interval index by rank, with their
-    /// custom interval (`None` when it cannot be read): at most `limit`
-    /// from `offset`. One round trip.
-    async fn custom_intervals_page(
-        &self,
-        task: &TaskTypeId,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError>;
-
-    // --- operator pauses ---
 
     /// Pauses `task` (`Some(since)`) or resumes it (`None`) for every
     /// replica; true when that changed its state (an earlier pause keeps
@@ -496,43 +540,14 @@ pub trait StateStore: Send + Sync + 'static {
         task: &TaskTypeId,
         since: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError>;
+
     /// The tasks paused by an operator, with when each was paused. One
     /// round trip.
     async fn paused_tasks(&self) -> Result<BTreeMap<TaskTypeId, DateTime<Utc>>, StoreError>;
 
-    // --- locks ---
-
-    /// Takes the lock if free. `None` when another holder has it.
-    async fn acquire_lock(
-        &self,
-        lock: &LockName,
-        ttl: Duration,
-    ) -> Result<Option<LockLease>, StoreError>;
-    /// Extends the lock if `lease` still holds it.
-    async fn renew_lock(
-        &self,
-        lock: &LockName,
-        lease: &LockLease,
-        ttl: Duration,
-    ) -> Result<bool, StoreError>;
-    /// Frees the lock if `lease` still holds it.
-    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError>;
-
-    // --- token buckets ---
-
-    /// The spec's token-bucket script: takes `requested` tokens if there
-    /// are that many. `now` is seconds since the epoch, as a float.
-    async fn take_tokens(
-        &self,
-        bucket: &Bucket,
-        requested: u32,
-        now: f64,
-    ) -> Result<bool, StoreError>;
-
-    // --- schedule state and distribution ---
-
     /// The last fire handled for `task`.
     async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError>;
+
     /// Records `last_fired` unless a lease with a greater fence wrote since
     /// (then false: the caller lost its lock).
     async fn record_fire(
@@ -541,13 +556,14 @@ pub trait StateStore: Send + Sync + 'static {
         last_fired: DateTime<Utc>,
         lease: &LockLease,
     ) -> Result<bool, StoreError>;
-    // --- fan-out runs and their distribution slot lists ---
 
     /// The task's runs in progress, oldest first. Records that cannot be
     /// read are left out and named in [`RunList::unreadable`].
     async fn runs(&self, task: &TaskTypeId) -> Result<RunList, StoreError>;
+
     /// The task's last finished run.
     async fn last_run(&self, task: &TaskTypeId) -> Result<Option<Run>, StoreError>;
+
     /// Stores a new run with its first slot lists, atomically; false (and
     /// nothing written) when a run with its id exists, or when `fence` (a
     /// run made under the task's schedule lock) is no longer the lock's
@@ -559,6 +575,7 @@ pub trait StateStore: Send + Sync + 'static {
         ttl: Duration,
         fence: Option<u64>,
     ) -> Result<bool, StoreError>;
+
     /// Saves `run` and applies `lists` (trims, then appends) atomically, if
     /// `fence` is still the latest fence of the task's schedule lock; false
     /// (and nothing written) when a later holder took the lock.
@@ -569,9 +586,11 @@ pub trait StateStore: Send + Sync + 'static {
         ttl: Duration,
         fence: u64,
     ) -> Result<bool, StoreError>;
+
     /// Removes the finished `run` and keeps it as the task's last run,
-    /// fenced as [`StateStore::save_run`].
+    /// fenced as [`ScheduleStore::save_run`].
     async fn finish_run(&self, run: &Run, fence: u64) -> Result<bool, StoreError>;
+
     /// Up to `limit` users at the head of a slot list of `run`.
     async fn slot_users(
         &self,
@@ -579,6 +598,7 @@ pub trait StateStore: Send + Sync + 'static {
         slot: u32,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError>;
+
     /// The run already made under a trigger's idempotency key, or `None`
     /// after recording `run` under it for `ttl`.
     async fn trigger_run(
@@ -588,6 +608,7 @@ pub trait StateStore: Send + Sync + 'static {
         run: i64,
         ttl: Duration,
     ) -> Result<Option<i64>, StoreError>;
+
     /// Users of the task's custom-interval index by rank: at most `limit`
     /// from `offset`.
     async fn custom_users_page(
@@ -596,11 +617,11 @@ pub trait StateStore: Send + Sync + 'static {
         offset: u64,
         limit: usize,
     ) -> Result<Vec<UserId>, StoreError>;
-    /// Sizes of the task's enabled index and custom-interval index.
-    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError>;
+}
 
-    // --- execution bookkeeping ---
-
+/// The execution bookkeeping of the worker side: claims, finishes, successes and throttles.
+#[async_trait]
+pub trait ClaimStore: Send + Sync + 'static {
     /// For each job id, whether a success is recorded.
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError>;
 
@@ -614,15 +635,17 @@ pub trait StateStore: Send + Sync + 'static {
     /// enabled) answers `Disabled`. A copy older
     /// than the job's next try recorded by a finish answers `Stale` (after
     /// the success check). A task paused
-    /// by [`StateStore::record_throttle`] answers `Paused` after the
+    /// by [`ClaimStore::record_throttle`] answers `Paused` after the
     /// success check, claiming nothing.
     async fn claim_execution(&self, claim: &ExecutionClaim) -> Result<ClaimOutcome, StoreError>;
+
     /// Ends an execution at once: records the success (when
     /// `finish.success_ttl` is set) and releases the execution claim and
     /// (when `finish.run_claimed`) the run claim, each only if this
     /// execution holds it.
     async fn finish_execution(&self, finish: &ExecutionFinish) -> Result<(), StoreError>;
-    /// [`claim_execution`](StateStore::claim_execution) of several jobs in
+
+    /// [`claim_execution`](ClaimStore::claim_execution) of several jobs in
     /// one round trip (one pipeline): each claim as if made alone, in
     /// order; the outcomes in the same order. An error means none is known
     /// to be claimed (claims are idempotent per execution id, so a retry
@@ -637,7 +660,8 @@ pub trait StateStore: Send + Sync + 'static {
         }
         Ok(outcomes)
     }
-    /// [`finish_execution`](StateStore::finish_execution) of several jobs in
+
+    /// [`finish_execution`](ClaimStore::finish_execution) of several jobs in
     /// one round trip (one pipeline), each as if made alone. `Ok` means
     /// every one is recorded.
     async fn finish_executions(&self, finishes: &[ExecutionFinish]) -> Result<(), StoreError> {
@@ -653,12 +677,91 @@ pub trait StateStore: Send + Sync + 'static {
     /// [`ClaimOutcome::Paused`] until it ends. Returns the job's throttles
     /// so far, this one included.
     async fn record_throttle(&self, throttle: &Throttle) -> Result<u32, StoreError>;
+}
 
-    // --- metrics ---
+/// The spec's token buckets.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// The spec's token-bucket script: takes `requested` tokens if there
+    /// are that many. `now` is seconds since the epoch, as a float.
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError>;
+}
 
+/// The Redis metrics.
+#[async_trait]
+pub trait MetricsStore: Send + Sync + 'static {
     /// Adds a batch to the Redis metrics (one pipeline), trimming and
     /// expiring per the store's retention.
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError>;
+}
+
+/// Shared state, as the actors see it: every role of the store, for the
+/// code that needs several (a backend implements each role; this trait
+/// comes with them). Every method is one round trip (or one pipeline)
+/// whatever the size of its batch argument.
+pub trait StateStore:
+    PreferenceStore + LockStore + ScheduleStore + ClaimStore + TokenStore + MetricsStore
+{
+}
+
+impl<T: PreferenceStore + LockStore + ScheduleStore + ClaimStore + TokenStore + MetricsStore>
+    StateStore for T
+{
+}
+
+/// The store's roles as the pipeline's actors take them, one handle per
+/// role: each actor holds the roles it uses, and a test double takes the
+/// place of one role (say [`ClaimStore`], to fail finishes) while a real
+/// store serves the others.
+#[derive(Clone)]
+pub struct Stores {
+    /// Preferences and index reads.
+    pub preferences: Arc<dyn PreferenceStore>,
+    /// The scheduler side's locks.
+    pub locks: Arc<dyn LockStore>,
+    /// Fires, pauses, fan-out runs and their slot lists.
+    pub schedule: Arc<dyn ScheduleStore>,
+    /// Execution claims, finishes and throttles.
+    pub claims: Arc<dyn ClaimStore>,
+    /// Token buckets.
+    pub tokens: Arc<dyn TokenStore>,
+    /// Redis metrics.
+    pub metrics: Arc<dyn MetricsStore>,
+}
+
+impl Stores {
+    /// Every role served by `store`.
+    pub fn new(store: Arc<dyn StateStore>) -> Self {
+        Stores {
+            preferences: store.clone(),
+            locks: store.clone(),
+            schedule: store.clone(),
+            claims: store.clone(),
+            tokens: store.clone(),
+            metrics: store,
+        }
+    }
+
+    /// The same roles, with `schedule` served by another store.
+    pub fn with_schedule(self, schedule: Arc<dyn ScheduleStore>) -> Self {
+        Stores { schedule, ..self }
+    }
+
+    /// The same roles, with `claims` served by another store.
+    pub fn with_claims(self, claims: Arc<dyn ClaimStore>) -> Self {
+        Stores { claims, ..self }
+    }
+}
+
+impl std::fmt::Debug for Stores {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stores")
+    }
 }
 
 #[cfg(test)]

@@ -51,9 +51,10 @@ use redis::{Pipeline, Script, Value, aio::ConnectionManager};
 use uuid::Uuid;
 
 use super::{
-    Bucket, ClaimOutcome, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease, LockName,
-    MetricsBatch, PreferenceWrite, RunList, ScheduleState, SlotWrite, SpreadCursor, StateStore,
-    StoreError, Throttle, TimezoneWrite, ZoneGroups,
+    Bucket, ClaimOutcome, ClaimStore, DueUser, ExecutionClaim, ExecutionFinish, Keys, LockLease,
+    LockName, LockStore, MetricsBatch, MetricsStore, PreferenceStore, PreferenceWrite, RunList,
+    ScheduleState, ScheduleStore, SlotWrite, SpreadCursor, StoreError, Throttle, TimezoneWrite,
+    TokenStore, ZoneGroups,
     memory::{DEFAULT_METRICS_MAX_SAMPLES, DEFAULT_METRICS_RETENTION, from_millis},
     results::{Ended, MAX_ATTEMPTS_KEPT, MAX_RUNS_KEPT, PeriodTally, ResultWrite},
 };
@@ -774,6 +775,15 @@ impl RedisStore {
     }
 }
 
+impl From<redis::RedisError> for StoreError {
+    fn from(err: redis::RedisError) -> Self {
+        StoreError::Backend {
+            backend: "redis",
+            detail: err.to_string(),
+        }
+    }
+}
+
 fn encode_run(run: &Run) -> Result<String, StoreError> {
     serde_json::to_string(run).map_err(|err| StoreError::Corrupt {
         key: format!("run {}", run.id()),
@@ -897,7 +907,7 @@ fn parse_instant(key: &str, value: &str) -> Result<DateTime<Utc>, StoreError> {
 }
 
 #[async_trait]
-impl StateStore for RedisStore {
+impl PreferenceStore for RedisStore {
     async fn write_preferences(&self, writes: &[PreferenceWrite]) -> Result<(), StoreError> {
         if writes.is_empty() {
             return Ok(());
@@ -953,45 +963,6 @@ impl StateStore for RedisStore {
         zone.map(|zone| parse_zone(&key, &zone)).transpose()
     }
 
-    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
-        let set_key = self.keys.zone_set(task);
-        let schedule_key = self.keys.zone_schedule(task);
-        let mut pipe = redis::pipe();
-        pipe.smembers(&set_key).hgetall(&schedule_key);
-        let (mut names, states): (Vec<String>, BTreeMap<String, String>) =
-            self.query(&pipe).await?;
-        names.sort_unstable();
-        let mut groups = ZoneGroups::default();
-        if let Some(value) = states.get(FIELD_ZONES_CHECKED) {
-            match decode_schedule_state(&schedule_key, value) {
-                Ok(state) => groups.checked = Some(state.last_fired),
-                Err(err) => groups
-                    .unreadable
-                    .push(format!("{schedule_key} {FIELD_ZONES_CHECKED}: {err}")),
-            }
-        }
-        for name in names {
-            let Ok(zone) = name.parse::<Tz>() else {
-                groups.unreadable.push(format!("{set_key} member {name:?}"));
-                continue;
-            };
-            let state = match states.get(&name) {
-                None => None,
-                Some(value) => match decode_schedule_state(&schedule_key, value) {
-                    Ok(state) => Some(state),
-                    Err(err) => {
-                        groups
-                            .unreadable
-                            .push(format!("{schedule_key} {name}: {err}"));
-                        None
-                    }
-                },
-            };
-            groups.groups.push((zone, state));
-        }
-        Ok(groups)
-    }
-
     async fn zone_sizes(&self, task: &TaskTypeId, zones: &[Tz]) -> Result<Vec<u64>, StoreError> {
         if zones.is_empty() {
             return Ok(Vec::new());
@@ -1001,47 +972,6 @@ impl StateStore for RedisStore {
             pipe.zcard(self.keys.zone_index(task, zone.name()));
         }
         self.query(&pipe).await
-    }
-
-    async fn zone_users_in_spread_order(
-        &self,
-        task: &TaskTypeId,
-        zone: Tz,
-        after: Option<&SpreadCursor>,
-        limit: usize,
-    ) -> Result<Vec<SpreadCursor>, StoreError> {
-        let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
-        self.enabled_page(
-            &self.keys.zone_index(task, zone.name()),
-            start,
-            false,
-            limit,
-        )
-        .await
-    }
-
-    async fn record_zone_fires(
-        &self,
-        task: &TaskTypeId,
-        fires: &[(Tz, DateTime<Utc>)],
-        checked: DateTime<Utc>,
-        lease: &LockLease,
-    ) -> Result<bool, StoreError> {
-        let mut invocation = RECORD_ZONE_FIRES.prepare_invoke();
-        invocation
-            .key(self.keys.zone_schedule(task))
-            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
-            .arg(lease.fence)
-            .arg(FIELD_ZONES_CHECKED)
-            .arg(encode_schedule_state(checked, lease.fence));
-        for (zone, at) in fires {
-            invocation
-                .arg(zone.name())
-                .arg(encode_schedule_state(*at, lease.fence));
-        }
-        let mut connection = self.connection.clone();
-        let written: i64 = invocation.invoke_async(&mut connection).await?;
-        Ok(written == 1)
     }
 
     async fn delete_preference(
@@ -1142,6 +1072,186 @@ impl StateStore for RedisStore {
             self.query(&pipe).await?
         };
         Ok(default + custom + zoned.iter().sum::<u64>())
+    }
+
+    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.zcard(self.keys.enabled_index(task))
+            .zcard(self.keys.custom_index(task));
+        self.query(&pipe).await
+    }
+
+    async fn spread_rank(
+        &self,
+        task: &TaskTypeId,
+        zone: Option<Tz>,
+        user: &UserId,
+    ) -> Result<Option<u64>, StoreError> {
+        let key = match zone {
+            Some(zone) => self.keys.zone_index(task, zone.name()),
+            None => self.keys.enabled_index(task),
+        };
+        let mut connection = self.connection.clone();
+        let rank: Option<u64> = redis::cmd("ZRANK")
+            .arg(&key)
+            .arg(user.as_str())
+            .query_async(&mut connection)
+            .await?;
+        Ok(rank)
+    }
+
+    async fn custom_intervals_page(
+        &self,
+        task: &TaskTypeId,
+        offset: u64,
+        limit: usize,
+    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
+        let users = self.custom_users_page(task, offset, limit).await?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user in &users {
+            pipe.hget(self.keys.user_settings(user, task), FIELD_CUSTOM_INTERVAL);
+        }
+        let intervals: Vec<Option<String>> = self.query(&pipe).await?;
+        Ok(users
+            .into_iter()
+            .zip(intervals)
+            .map(|(user, json)| {
+                let interval = json.and_then(|json| serde_json::from_str(&json).ok());
+                (user, interval)
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl LockStore for RedisStore {
+    async fn acquire_lock(
+        &self,
+        lock: &LockName,
+        ttl: Duration,
+    ) -> Result<Option<LockLease>, StoreError> {
+        let token = Uuid::new_v4().to_string();
+        let mut connection = self.connection.clone();
+        let fence: Option<u64> = LOCK_ACQUIRE
+            .key(self.keys.lock(lock))
+            .key(self.keys.lock_fence(lock))
+            .arg(&token)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(fence.map(|fence| LockLease { token, fence }))
+    }
+
+    async fn renew_lock(
+        &self,
+        lock: &LockName,
+        lease: &LockLease,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let renewed: i64 = LOCK_RENEW
+            .key(self.keys.lock(lock))
+            .arg(&lease.token)
+            .arg(millis(ttl).max(1))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let released: i64 = LOCK_RELEASE
+            .key(self.keys.lock(lock))
+            .arg(&lease.token)
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(released == 1)
+    }
+}
+
+#[async_trait]
+impl ScheduleStore for RedisStore {
+    async fn zone_groups(&self, task: &TaskTypeId) -> Result<ZoneGroups, StoreError> {
+        let set_key = self.keys.zone_set(task);
+        let schedule_key = self.keys.zone_schedule(task);
+        let mut pipe = redis::pipe();
+        pipe.smembers(&set_key).hgetall(&schedule_key);
+        let (mut names, states): (Vec<String>, BTreeMap<String, String>) =
+            self.query(&pipe).await?;
+        names.sort_unstable();
+        let mut groups = ZoneGroups::default();
+        if let Some(value) = states.get(FIELD_ZONES_CHECKED) {
+            match decode_schedule_state(&schedule_key, value) {
+                Ok(state) => groups.checked = Some(state.last_fired),
+                Err(err) => groups
+                    .unreadable
+                    .push(format!("{schedule_key} {FIELD_ZONES_CHECKED}: {err}")),
+            }
+        }
+        for name in names {
+            let Ok(zone) = name.parse::<Tz>() else {
+                groups.unreadable.push(format!("{set_key} member {name:?}"));
+                continue;
+            };
+            let state = match states.get(&name) {
+                None => None,
+                Some(value) => match decode_schedule_state(&schedule_key, value) {
+                    Ok(state) => Some(state),
+                    Err(err) => {
+                        groups
+                            .unreadable
+                            .push(format!("{schedule_key} {name}: {err}"));
+                        None
+                    }
+                },
+            };
+            groups.groups.push((zone, state));
+        }
+        Ok(groups)
+    }
+
+    async fn zone_users_in_spread_order(
+        &self,
+        task: &TaskTypeId,
+        zone: Tz,
+        after: Option<&SpreadCursor>,
+        limit: usize,
+    ) -> Result<Vec<SpreadCursor>, StoreError> {
+        let start = after.map(|cursor| (cursor.key, cursor.user.as_str()));
+        self.enabled_page(
+            &self.keys.zone_index(task, zone.name()),
+            start,
+            false,
+            limit,
+        )
+        .await
+    }
+
+    async fn record_zone_fires(
+        &self,
+        task: &TaskTypeId,
+        fires: &[(Tz, DateTime<Utc>)],
+        checked: DateTime<Utc>,
+        lease: &LockLease,
+    ) -> Result<bool, StoreError> {
+        let mut invocation = RECORD_ZONE_FIRES.prepare_invoke();
+        invocation
+            .key(self.keys.zone_schedule(task))
+            .key(self.keys.lock_fence(&LockName::Schedule(task.clone())))
+            .arg(lease.fence)
+            .arg(FIELD_ZONES_CHECKED)
+            .arg(encode_schedule_state(checked, lease.fence));
+        for (zone, at) in fires {
+            invocation
+                .arg(zone.name())
+                .arg(encode_schedule_state(*at, lease.fence));
+        }
+        let mut connection = self.connection.clone();
+        let written: i64 = invocation.invoke_async(&mut connection).await?;
+        Ok(written == 1)
     }
 
     async fn enabled_users_in_spread_order(
@@ -1298,67 +1408,6 @@ impl StateStore for RedisStore {
         let mut connection = self.connection.clone();
         let moved: i64 = invocation.invoke_async(&mut connection).await?;
         Ok(moved >= 0)
-    }
-
-    async fn acquire_lock(
-        &self,
-        lock: &LockName,
-        ttl: Duration,
-    ) -> Result<Option<LockLease>, StoreError> {
-        let token = Uuid::new_v4().to_string();
-        let mut connection = self.connection.clone();
-        let fence: Option<u64> = LOCK_ACQUIRE
-            .key(self.keys.lock(lock))
-            .key(self.keys.lock_fence(lock))
-            .arg(&token)
-            .arg(millis(ttl).max(1))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(fence.map(|fence| LockLease { token, fence }))
-    }
-
-    async fn renew_lock(
-        &self,
-        lock: &LockName,
-        lease: &LockLease,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
-        let renewed: i64 = LOCK_RENEW
-            .key(self.keys.lock(lock))
-            .arg(&lease.token)
-            .arg(millis(ttl).max(1))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(renewed == 1)
-    }
-
-    async fn release_lock(&self, lock: &LockName, lease: &LockLease) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
-        let released: i64 = LOCK_RELEASE
-            .key(self.keys.lock(lock))
-            .arg(&lease.token)
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(released == 1)
-    }
-
-    async fn take_tokens(
-        &self,
-        bucket: &Bucket,
-        requested: u32,
-        now: f64,
-    ) -> Result<bool, StoreError> {
-        let mut connection = self.connection.clone();
-        let taken: i64 = TOKEN_BUCKET
-            .key(self.keys.bucket(&bucket.name))
-            .arg(bucket.max_tokens)
-            .arg(bucket.refill_rate)
-            .arg(requested)
-            .arg(format!("{now:.6}"))
-            .invoke_async(&mut connection)
-            .await?;
-        Ok(taken == 1)
     }
 
     async fn schedule_state(&self, task: &TaskTypeId) -> Result<Option<ScheduleState>, StoreError> {
@@ -1532,57 +1581,6 @@ impl StateStore for RedisStore {
         users.iter().map(|user| parse_user(&key, user)).collect()
     }
 
-    async fn index_sizes(&self, task: &TaskTypeId) -> Result<(u64, u64), StoreError> {
-        let mut pipe = redis::pipe();
-        pipe.zcard(self.keys.enabled_index(task))
-            .zcard(self.keys.custom_index(task));
-        self.query(&pipe).await
-    }
-
-    async fn spread_rank(
-        &self,
-        task: &TaskTypeId,
-        zone: Option<Tz>,
-        user: &UserId,
-    ) -> Result<Option<u64>, StoreError> {
-        let key = match zone {
-            Some(zone) => self.keys.zone_index(task, zone.name()),
-            None => self.keys.enabled_index(task),
-        };
-        let mut connection = self.connection.clone();
-        let rank: Option<u64> = redis::cmd("ZRANK")
-            .arg(&key)
-            .arg(user.as_str())
-            .query_async(&mut connection)
-            .await?;
-        Ok(rank)
-    }
-
-    async fn custom_intervals_page(
-        &self,
-        task: &TaskTypeId,
-        offset: u64,
-        limit: usize,
-    ) -> Result<Vec<(UserId, Option<TaskInterval>)>, StoreError> {
-        let users = self.custom_users_page(task, offset, limit).await?;
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for user in &users {
-            pipe.hget(self.keys.user_settings(user, task), FIELD_CUSTOM_INTERVAL);
-        }
-        let intervals: Vec<Option<String>> = self.query(&pipe).await?;
-        Ok(users
-            .into_iter()
-            .zip(intervals)
-            .map(|(user, json)| {
-                let interval = json.and_then(|json| serde_json::from_str(&json).ok());
-                (user, interval)
-            })
-            .collect())
-    }
-
     async fn set_task_paused(
         &self,
         task: &TaskTypeId,
@@ -1625,7 +1623,10 @@ impl StateStore for RedisStore {
         }
         Ok(paused)
     }
+}
 
+#[async_trait]
+impl ClaimStore for RedisStore {
     async fn succeeded(&self, jobs: &[Uuid]) -> Result<Vec<bool>, StoreError> {
         if jobs.is_empty() {
             return Ok(Vec::new());
@@ -1703,7 +1704,31 @@ impl StateStore for RedisStore {
             .await?;
         Ok(count)
     }
+}
 
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn take_tokens(
+        &self,
+        bucket: &Bucket,
+        requested: u32,
+        now: f64,
+    ) -> Result<bool, StoreError> {
+        let mut connection = self.connection.clone();
+        let taken: i64 = TOKEN_BUCKET
+            .key(self.keys.bucket(&bucket.name))
+            .arg(bucket.max_tokens)
+            .arg(bucket.refill_rate)
+            .arg(requested)
+            .arg(format!("{now:.6}"))
+            .invoke_async(&mut connection)
+            .await?;
+        Ok(taken == 1)
+    }
+}
+
+#[async_trait]
+impl MetricsStore for RedisStore {
     async fn record_metrics(&self, batch: &MetricsBatch) -> Result<(), StoreError> {
         let retention_secs = i64::try_from(self.options.metrics_retention.as_secs())
             .unwrap_or(i64::MAX)

@@ -158,7 +158,7 @@ async fn declare_queue(
                     detail: amqp.get_message().to_string(),
                 })
             }
-            _ => Err(BrokerError::Amqp(error)),
+            _ => Err(BrokerError::from(error)),
         },
     }
 }

@@ -50,6 +50,15 @@ use self::publish::outgoing;
 use super::{BrokerError, EXCHANGE, JobBroker, JobStream, QUEUE_HIGH, QUEUE_LOW, QUEUE_NORMAL};
 use crate::domain::{JobEnvelope, Priority};
 
+impl From<lapin::Error> for BrokerError {
+    fn from(error: lapin::Error) -> Self {
+        BrokerError::Amqp {
+            refused: error.is_amqp_soft_error(),
+            detail: error.to_string(),
+        }
+    }
+}
+
 /// Header: the task type of the job.
 pub const HEADER_TASK_TYPE: &str = "x-task-type";
 /// Header: the attempt number of the job (1 for the first).

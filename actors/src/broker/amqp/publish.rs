@@ -54,9 +54,7 @@ impl Inner {
             }
             // A channel-level refusal (no such exchange, access refused)
             // comes back the same every time: no point sending again.
-            if let Some(BrokerError::Amqp(soft)) = &error
-                && soft.is_amqp_soft_error()
-            {
+            if let Some(BrokerError::Amqp { refused: true, .. }) = &error {
                 return Err(error.unwrap_or(BrokerError::Closed));
             }
             if !backoff.fits(Some(deadline)) {
@@ -97,7 +95,7 @@ impl Inner {
                 }
                 Err(error) => {
                     unsent.push(index);
-                    *last_error = Some(BrokerError::Amqp(error));
+                    *last_error = Some(BrokerError::from(error));
                 }
             }
         };
@@ -130,7 +128,7 @@ impl Inner {
                     Ok(confirm) => in_flight.push(confirm.map(move |outcome| (index, outcome))),
                     Err(error) => {
                         unsent.extend_from_slice(&pending[position..]);
-                        last_error = Some(BrokerError::Amqp(error));
+                        last_error = Some(BrokerError::from(error));
                         *channel_slot = None;
                         break;
                     }
@@ -176,7 +174,7 @@ pub(super) fn outgoing(
     delivery_mode: u8,
 ) -> Result<Outgoing, BrokerError> {
     let job = &envelope.job;
-    let body = serde_json::to_vec(envelope).map_err(|error| BrokerError::Amqp(encode(error)))?;
+    let body = serde_json::to_vec(envelope).map_err(|error| BrokerError::from(encode(error)))?;
     let due_ms = job.execute_after.timestamp_millis();
     let target = priority_queue(job.priority);
     let properties = BasicProperties::default()

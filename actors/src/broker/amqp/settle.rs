@@ -166,7 +166,7 @@ impl Settler {
                 .basic_ack(tag, BasicAckOptions { multiple })
                 .now_or_never();
             if let Some(Err(error)) = sent {
-                outcome = Err(BrokerError::Amqp(error));
+                outcome = Err(BrokerError::from(error));
             }
         }
         outcome
@@ -184,7 +184,7 @@ impl Settler {
         );
         let outcome = match tokio::time::timeout(SETTLE_TIMEOUT, nacked).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(BrokerError::Amqp(error)),
+            Ok(Err(error)) => Err(BrokerError::from(error)),
             Err(_) => Err(BrokerError::Closed),
         };
         let lead = {
@@ -255,7 +255,7 @@ impl DeliveryHandle for AmqpHandle {
                 headers.insert(HEADER_ERROR_CODE.into(), long_string(&error.code));
                 headers.insert(HEADER_ERROR_MESSAGE.into(), long_string(&error.message));
             }
-            let json = serde_json::to_string(result).map_err(|e| BrokerError::Amqp(encode(e)))?;
+            let json = serde_json::to_string(result).map_err(|e| BrokerError::from(encode(e)))?;
             headers.insert(HEADER_RESULT.into(), long_string(&json));
         }
         let message = Outgoing {
