@@ -9,6 +9,7 @@ use actors::domain::{
     TaskType, TaskTypeId, Weekday,
 };
 use chrono_tz::Tz;
+use serde_aux::serde_introspection::serde_introspect;
 
 use super::{
     node::{Node, Origin, Value},
@@ -18,28 +19,25 @@ use super::{
 /// HTTP methods a task may use.
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 
-const TASK: &[&str] = &[
-    "id",
-    "name",
-    "description",
-    "interval",
-    "timeout",
-    "retries",
-    "config",
-    "priority",
-    "catchup_window",
-    "misfire",
-    "overlap",
-];
-const INTERVAL: &[&str] = &[
-    "type",
-    "value",
-    "timezone",
-    "at_time",
-    "weekday",
-    "day_of_month",
-];
-const CONFIG: &[&str] = &["endpoint", "method", "headers", "max_duration", "payload"];
+// The fields each mapping may hold are those of the domain types' serde
+// derive: one schema for this reader (which adds line:column and every
+// problem at once) and for the JSON the API and tests read. The test
+// `the_reader_reads_what_the_derive_reads` holds the two readers equal.
+
+/// The fields of a task definition.
+fn task_fields() -> &'static [&'static str] {
+    serde_introspect::<TaskType>()
+}
+
+/// The fields of an `interval`.
+fn interval_fields() -> &'static [&'static str] {
+    serde_introspect::<TaskInterval>()
+}
+
+/// The fields of a task's `config`.
+fn config_fields() -> &'static [&'static str] {
+    serde_introspect::<TaskConfig>()
+}
 
 /// Reads the `tasks:` list.
 pub(crate) fn read_tasks(list: &Node, ctx: &mut Ctx<'_>) -> Vec<TaskType> {
@@ -116,7 +114,7 @@ fn read_task(
     path: &str,
     id: Option<TaskTypeId>,
 ) -> Option<TaskType> {
-    let fields = ctx.fields(item, path, TASK)?;
+    let fields = ctx.fields(item, path, task_fields())?;
     if fields.get("id").is_none() {
         ctx.missing(&fields, "id", "every task needs a unique id");
     }
@@ -223,7 +221,7 @@ fn optional<T>(
 }
 
 fn read_interval(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<TaskInterval> {
-    let fields = ctx.fields(node, path, INTERVAL)?;
+    let fields = ctx.fields(node, path, interval_fields())?;
     let kind =
         required(ctx, &fields, "type", "hourly, daily, weekly or monthly").and_then(|(n, p)| {
             ctx.choice(
@@ -348,7 +346,7 @@ fn read_config(
     path: &str,
     timeout: Option<Duration>,
 ) -> Option<TaskConfig> {
-    let fields = ctx.fields(node, path, CONFIG)?;
+    let fields = ctx.fields(node, path, config_fields())?;
     let endpoint = required(ctx, &fields, "endpoint", "an absolute http(s) URL").and_then(
         |(n, p)| {
             let text = ctx.text(n, &p)?;
@@ -530,4 +528,96 @@ fn read_priority(ctx: &mut Ctx<'_>, node: &Node, path: &str) -> Option<Priority>
         );
     }
     priority
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::configuration::{RateLimitConfig, load_tasks_with};
+
+    /// Every field of the schema, each interval kind: what a user may
+    /// write in a tasks file.
+    const EVERY_FIELD: &str = r#"
+tasks:
+  - id: digest
+    name: Weekly digest
+    description: Sums up the week
+    interval: {type: weekly, value: 2, timezone: Europe/Paris, at_time: "07:30", weekday: mon}
+    timeout: 90s
+    retries: 4
+    config:
+      endpoint: https://example.com/digest
+      method: POST
+      headers: {X-Team: growth}
+      max_duration: 1m
+      payload: {kind: digest, depth: 3}
+    priority: high
+    catchup_window: 2h
+    misfire: skip
+    overlap: allow
+  - id: statement
+    name: Monthly statement
+    interval: {type: monthly, value: 1, day_of_month: 28}
+    timeout: 5m
+    config: {endpoint: "http://127.0.0.1:9/statement", method: GET}
+  - id: ping
+    name: Ping
+    interval: {type: hourly, value: 6}
+    timeout: 10s
+    config: {endpoint: "http://127.0.0.1:9/ping", method: PUT}
+"#;
+
+    /// The tasks of a document as serde's derive reads them.
+    #[derive(serde::Deserialize)]
+    struct Document {
+        tasks: Vec<TaskType>,
+    }
+
+    fn keys_at(yaml: &serde_json::Value, pointer: &str, into: &mut BTreeSet<String>) {
+        if let Some(map) = yaml.pointer(pointer).and_then(|v| v.as_object()) {
+            into.extend(map.keys().cloned());
+        }
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_derive_reads() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), EVERY_FIELD).unwrap();
+        let env: BTreeMap<String, String> = BTreeMap::new();
+        let (read, warnings) =
+            load_tasks_with(file.path(), &RateLimitConfig::default(), &env).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let derived: Document = serde_saphyr::from_str(EVERY_FIELD).unwrap();
+        assert_eq!(read, derived.tasks);
+
+        // The sample writes every field the schema has: a field added to
+        // the domain types fails here until the sample (and so the
+        // comparison above) covers it.
+        let as_json: serde_json::Value = serde_saphyr::from_str(EVERY_FIELD).unwrap();
+        let (mut task, mut interval, mut config) = Default::default();
+        for index in 0..3 {
+            keys_at(&as_json, &format!("/tasks/{index}"), &mut task);
+            keys_at(&as_json, &format!("/tasks/{index}/interval"), &mut interval);
+            keys_at(&as_json, &format!("/tasks/{index}/config"), &mut config);
+        }
+        let schema = |fields: &[&str]| fields.iter().map(|f| f.to_string()).collect();
+        assert_eq!(task, schema(task_fields()));
+        assert_eq!(interval, schema(interval_fields()));
+        assert_eq!(config, schema(config_fields()));
+    }
+
+    #[test]
+    fn a_field_outside_the_schema_is_refused_with_the_schema_as_hint() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let text = EVERY_FIELD.replace("    retries: 4\n", "    retry: 4\n");
+        std::fs::write(file.path(), &text).unwrap();
+        let env: BTreeMap<String, String> = BTreeMap::new();
+        let errors = load_tasks_with(file.path(), &RateLimitConfig::default(), &env)
+            .expect_err("an unknown field is an error");
+        let text = errors.to_string();
+        assert!(text.contains("retry"), "{text}");
+        assert!(text.contains(":8:"), "the line of the field: {text}");
+    }
 }
